@@ -1,0 +1,13 @@
+//! Outpost's wire contracts, shared by the packager, the appliance, the control plane and the CLI.
+//!
+//! This crate is pure data and pure functions: it opens no files or sockets, never reads the
+//! clock and spawns nothing. Time, keys and bytes are arguments; results are values.
+//!
+//! - [`grant`]: stream grants, the signed token carried as the first path segment of
+//!   `/g/<grant>/<title>/<file>`, and the offline verifier appliances run on every request.
+//! - [`catalog`]: the catalog entry the packager writes and the control plane imports.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod grant;

@@ -1,0 +1,33 @@
+//! One module per subcommand; each has an `Args` struct and a `run` function.
+
+pub mod appliance;
+pub mod control_plane;
+pub mod demo;
+pub mod grant;
+pub mod keys;
+pub mod package;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+/// Dispatches a parsed command line.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Package(a) => package::run(a),
+        Command::Appliance(a) => appliance::run(a),
+        Command::ControlPlane(a) => control_plane::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Keys(a) => keys::run(a),
+        Command::Grant(a) => grant::run(a),
+    }
+}
+
+/// Seconds since the Unix epoch, from the system clock (the CLI is where the clock is read; the
+/// `protocol` crate takes `now` as an argument).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
