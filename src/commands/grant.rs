@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use protocol::grant::{sign, ClientPrefix, Claims, Request, Verifier, DEFAULT_MAX_LIFETIME_SECS};
+use protocol::grant::{sign, Claims, ClientPrefix, Request, Verifier, DEFAULT_MAX_LIFETIME_SECS};
 use rand::RngCore as _;
 
 use super::keys::{load_key_ring, load_signing_key};
@@ -100,9 +100,7 @@ fn sign_cmd(a: SignArgs) -> anyhow::Result<ExitCode> {
     let key = load_signing_key(&a.key)?;
     let client = match a.client_prefix.as_deref() {
         None => None,
-        Some(s) if s.contains('/') => {
-            Some(s.parse::<ClientPrefix>().context("--client-prefix")?)
-        }
+        Some(s) if s.contains('/') => Some(s.parse::<ClientPrefix>().context("--client-prefix")?),
         Some(s) => {
             let ip: IpAddr = s
                 .parse()

@@ -51,7 +51,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Generates a key pair into `dir`; refuses to overwrite an existing key of the same id.
 pub fn generate(dir: &Path, kid: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     if !is_valid_kid(kid) {
-        bail!("--kid {kid:?}: a key id is 1-64 characters of [A-Za-z0-9._-], not starting with '.'");
+        bail!(
+            "--kid {kid:?}: a key id is 1-64 characters of [A-Za-z0-9._-], not starting with '.'"
+        );
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut seed = [0u8; 32];
@@ -61,7 +63,10 @@ pub fn generate(dir: &Path, kid: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     let public = dir.join(format!("{kid}{PUBLIC_KEY_SUFFIX}"));
     for p in [&private, &public] {
         if p.exists() {
-            bail!("{} already exists: refusing to overwrite a key", p.display());
+            bail!(
+                "{} already exists: refusing to overwrite a key",
+                p.display()
+            );
         }
     }
     write_new(&private, key.to_pkcs8_pem().as_bytes(), 0o600)?;

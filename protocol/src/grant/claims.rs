@@ -123,16 +123,15 @@ fn validate_prefix(prefix: &str) -> Result<(), GrantError> {
         .and_then(|p| p.strip_suffix('/'))
         .ok_or_else(|| bad("must start and end with '/'"))?;
     if inner.is_empty() {
-        return Err(bad("must name at least one segment (a grant never covers '/')"));
+        return Err(bad(
+            "must name at least one segment (a grant never covers '/')",
+        ));
     }
     for seg in inner.split('/') {
         if seg.is_empty() || seg == "." || seg == ".." {
             return Err(bad("empty, '.' or '..' segment"));
         }
-        if seg
-            .chars()
-            .any(|c| c.is_control() || c == '\\' || c == '%')
-        {
+        if seg.chars().any(|c| c.is_control() || c == '\\' || c == '%') {
             return Err(bad("segments cannot hold control characters, '\\' or '%'"));
         }
     }

@@ -54,7 +54,8 @@ pub fn decode(token: &str) -> Result<Decoded<'_>, GrantError> {
         )));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(GrantError::malformed(
             "grant must have three '.'-separated parts",
@@ -88,6 +89,5 @@ fn b64(part: &str, s: &str) -> Result<Vec<u8>, GrantError> {
 
 fn json_part<T: DeserializeOwned>(part: &str, s: &str) -> Result<T, GrantError> {
     let bytes = b64(part, s)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| GrantError::malformed(format!("{part}: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| GrantError::malformed(format!("{part}: {e}")))
 }

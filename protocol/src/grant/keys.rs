@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 
 use super::GrantError;
@@ -45,7 +45,9 @@ pub struct SigningKey {
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,7 +65,9 @@ impl SigningKey {
     pub fn from_pkcs8_pem(kid: &str, pem: &str) -> Result<Self, GrantError> {
         check_kid(kid)?;
         let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|e| {
-            GrantError::malformed(format!("private key {kid:?} is not an Ed25519 PKCS#8 PEM: {e}"))
+            GrantError::malformed(format!(
+                "private key {kid:?} is not an Ed25519 PKCS#8 PEM: {e}"
+            ))
         })?;
         Ok(SigningKey {
             kid: kid.to_owned(),
@@ -120,7 +124,9 @@ impl KeyRing {
     pub fn insert_raw(&mut self, kid: &str, key: [u8; 32]) -> Result<(), GrantError> {
         check_kid(kid)?;
         let vk = VerifyingKey::from_bytes(&key).map_err(|e| {
-            GrantError::malformed(format!("public key {kid:?} is not a valid Ed25519 point: {e}"))
+            GrantError::malformed(format!(
+                "public key {kid:?} is not a valid Ed25519 point: {e}"
+            ))
         })?;
         self.keys.insert(kid.to_owned(), vk);
         Ok(())
@@ -130,7 +136,9 @@ impl KeyRing {
     pub fn insert_pem(&mut self, kid: &str, pem: &str) -> Result<(), GrantError> {
         check_kid(kid)?;
         let vk = VerifyingKey::from_public_key_pem(pem).map_err(|e| {
-            GrantError::malformed(format!("public key {kid:?} is not an Ed25519 SPKI PEM: {e}"))
+            GrantError::malformed(format!(
+                "public key {kid:?} is not an Ed25519 SPKI PEM: {e}"
+            ))
         })?;
         self.keys.insert(kid.to_owned(), vk);
         Ok(())

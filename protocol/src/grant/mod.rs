@@ -36,11 +36,11 @@ pub use cidr::{ClientPrefix, IPV4_BINDING_BITS, IPV6_BINDING_BITS};
 pub use claims::{Claims, Header, GRANT_VERSION};
 pub use encode::{decode, sign, Decoded};
 pub use error::GrantError;
-pub use keys::{
-    is_valid_kid, KeyRing, SigningKey, PRIVATE_KEY_SUFFIX, PUBLIC_KEY_SUFFIX,
-};
+pub use keys::{is_valid_kid, KeyRing, SigningKey, PRIVATE_KEY_SUFFIX, PUBLIC_KEY_SUFFIX};
 pub use path::{canonicalize, split_grant_path, ResourcePath, MAX_PATH_LEN};
-pub use verify::{authorize, Request, Verified, Verifier, CLOCK_LEEWAY_SECS, DEFAULT_MAX_LIFETIME_SECS};
+pub use verify::{
+    authorize, Request, Verified, Verifier, CLOCK_LEEWAY_SECS, DEFAULT_MAX_LIFETIME_SECS,
+};
 
 /// The first path segment that introduces a grant: `/g/<grant>/...`.
 pub const GRANT_SEGMENT: &str = "g";
