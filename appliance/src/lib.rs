@@ -1,2 +1,15 @@
-//! Placeholder: this crate is built by its own issue.
+//! The Outpost appliance: serves `/g/<grant>/<title>/<file>` from its cache directories.
+//!
+//! Layers, each its own module:
+//! - [`http1`]: the sans-I/O HTTP/1.1 core (parser, ranges, conditionals, response heads);
+//! - [`conn`]: the per-connection state machine (bytes in, "send these bytes, then this file
+//!   range" out), driven by both I/O backends;
+//! - [`service`]: grant checks (with a verified-token cache) and the mapping of a request onto a
+//!   cached file;
+//! - [`cache`]: cache directories (drives), the in-memory index, placement and eviction;
+//! - [`io`]: the I/O backends (io_uring and epoll + sendfile) and the only `unsafe` code;
+//! - [`admin`]: the tokio + hyper admin listener (`/metrics`, `/healthz`, `/readyz`);
+//! - [`server`]: start-up, signals and drain.
 #![deny(unsafe_code)]
+
+pub mod http1;
