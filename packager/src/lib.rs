@@ -11,7 +11,9 @@
 #![warn(missing_docs)]
 
 pub mod bmff;
+pub mod cmaf;
 pub mod error;
 pub mod limits;
+pub mod segment;
 
 pub use error::{Error, Result};

@@ -1,0 +1,325 @@
+//! The ladder check and segmentation: picks segment boundaries on the reference video
+//! rendition's keyframes (snapped to the target duration), checks every other video rendition
+//! has a sync sample at each boundary, and cuts audio at the frame nearest each boundary.
+//!
+//! Pure: tracks in, sample ranges out. Times are integers in each track's media timescale.
+
+use std::ops::Range;
+
+use crate::bmff::{Track, TrackKind};
+use crate::error::Error;
+
+/// One segment (one CMAF fragment) of one track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Samples, decode order.
+    pub samples: Range<usize>,
+    /// Decode time of the first sample (`tfdt`), media timescale.
+    pub base_dts: u64,
+    /// Earliest presentation time on the output timeline, media timescale.
+    pub start: i64,
+    /// Presentation duration: the next segment's start minus this one's (the track end for the
+    /// last), media timescale. These sum exactly to the track's duration.
+    pub duration: u64,
+}
+
+/// How the output timeline relates to the input for one track.
+///
+/// Video: the edit list's shift is baked into composition offsets (written as signed `trun` v1
+/// offsets), so the output needs no edit list and the first frame presents at 0.
+/// Audio: decode times are kept and the edit list (AAC priming, Opus pre-skip) is written in the
+/// init segment, so the output timeline is the media timeline.
+pub fn output_pts(track: &Track, i: usize) -> i64 {
+    let s = &track.samples[i];
+    match track.kind {
+        TrackKind::Video => track.pts(s),
+        TrackKind::Audio => s.cts(),
+    }
+}
+
+/// Composition offset written for sample `i` (see [`output_pts`]).
+pub fn output_cts_offset(track: &Track, i: usize) -> i64 {
+    output_pts(track, i) - track.samples[i].dts as i64
+}
+
+fn fmt_secs(ticks: i64, ts: u32) -> String {
+    format!("{:.3} s", ticks as f64 / f64::from(ts))
+}
+
+/// Segments every track. `names[i]` names `tracks[i]` in errors; `target_ms` is the target
+/// segment duration. Fails, before anything is written, when a video rendition lacks a keyframe
+/// at a boundary of the reference (the first video track).
+pub fn plan(
+    tracks: &[&Track],
+    names: &[String],
+    target_ms: u64,
+) -> Result<Vec<Vec<Segment>>, Error> {
+    if target_ms == 0 {
+        return Err(Error::Options("segment duration must be positive".into()));
+    }
+    let reference = tracks.iter().position(|t| t.kind == TrackKind::Video);
+    // Boundaries as (ticks, timescale) of the reference track's presentation times.
+    let (bounds, bts): (Vec<i64>, u32) = match reference {
+        Some(r) => (video_boundaries(tracks[r], target_ms), tracks[r].timescale),
+        None => {
+            let a = tracks[0];
+            let target = i64::try_from(target_ms * u64::from(a.timescale) / 1000)
+                .unwrap_or(i64::MAX)
+                .max(1);
+            let end = a.end_dts() as i64;
+            (
+                (0..).map(|n| n * target).take_while(|&t| t < end).collect(),
+                a.timescale,
+            )
+        }
+    };
+    let mut out = Vec::with_capacity(tracks.len());
+    for (k, t) in tracks.iter().enumerate() {
+        let starts = match t.kind {
+            TrackKind::Video => {
+                let r = reference.unwrap_or(0);
+                aligned_starts(t, &bounds, bts, &names[k], &names[r])?
+            }
+            TrackKind::Audio => audio_starts(t, &bounds, bts),
+        };
+        out.push(to_segments(t, &starts));
+    }
+    Ok(out)
+}
+
+/// Keyframe indices of `t` (decode order) and their presentation times.
+fn keyframes(t: &Track) -> Vec<(usize, i64)> {
+    (0..t.samples.len())
+        .filter(|&i| t.samples[i].sync)
+        .map(|i| (i, output_pts(t, i)))
+        .collect()
+}
+
+/// Picks boundaries on the reference's keyframes: for each n, the keyframe nearest
+/// `first + n * target`, always moving forward; a final remainder that would be shorter than a
+/// tenth of the target is merged into the previous segment.
+fn video_boundaries(t: &Track, target_ms: u64) -> Vec<i64> {
+    let keys = keyframes(t);
+    let ts = i64::from(t.timescale);
+    let target = (i64::try_from(target_ms).unwrap_or(i64::MAX / ts) * ts / 1000).max(1);
+    let first = keys[0].1;
+    let end = t.end_pts();
+    let mut bounds = vec![first];
+    let mut n = 1i64;
+    loop {
+        let ideal = first.saturating_add(n.saturating_mul(target));
+        let prev = *bounds.last().expect("non-empty");
+        let after: Vec<i64> = keys.iter().map(|k| k.1).filter(|&p| p > prev).collect();
+        let Some(best) = after
+            .iter()
+            .copied()
+            .min_by_key(|&p| ((p - ideal).abs(), p))
+        else {
+            break;
+        };
+        if best >= end {
+            break;
+        }
+        bounds.push(best);
+        while first + n * target <= best + target / 2 {
+            n += 1;
+        }
+    }
+    // Merge a short tail into the previous segment when the result stays near the target.
+    if bounds.len() >= 2 {
+        let last = bounds[bounds.len() - 1];
+        let prev = bounds[bounds.len() - 2];
+        if end - last < target / 4 && end - prev <= target + target / 10 {
+            bounds.pop();
+        }
+    }
+    bounds
+}
+
+fn aligned_starts(
+    t: &Track,
+    bounds: &[i64],
+    bts: u32,
+    name: &str,
+    ref_name: &str,
+) -> Result<Vec<usize>, Error> {
+    let keys = keyframes(t);
+    let ts = i128::from(t.timescale);
+    let half_frame = i128::from(t.typical_duration().max(1)) * i128::from(bts) / 2;
+    let mut starts = Vec::with_capacity(bounds.len());
+    for (n, &b) in bounds.iter().enumerate() {
+        // Compare p/ts with b/bts in units of 1/(ts*bts).
+        let want = i128::from(b) * ts;
+        let found = keys
+            .iter()
+            .find(|k| (i128::from(k.1) * i128::from(bts) - want).abs() < half_frame.max(1));
+        match found {
+            Some(k) => starts.push(k.0),
+            None => {
+                let before = keys
+                    .iter()
+                    .rev()
+                    .find(|k| i128::from(k.1) * i128::from(bts) < want);
+                let after = keys
+                    .iter()
+                    .find(|k| i128::from(k.1) * i128::from(bts) > want);
+                let near = [before, after]
+                    .iter()
+                    .flatten()
+                    .map(|k| fmt_secs(k.1, t.timescale))
+                    .collect::<Vec<_>>()
+                    .join(" and ");
+                return Err(Error::Ladder(format!(
+                    "rendition {name} ({}) has no keyframe at {}, where {ref_name} starts segment {}; its nearest keyframes are at {near}. Every video rendition needs keyframes at the same times (encode with aligned, closed GOPs)",
+                    t.file.display(),
+                    fmt_secs(b, bts),
+                    n + 1
+                )));
+            }
+        }
+    }
+    Ok(starts)
+}
+
+fn audio_starts(t: &Track, bounds: &[i64], bts: u32) -> Vec<usize> {
+    // Presentation times (after the edit list) are what must line up with video.
+    let pts: Vec<i64> = t.samples.iter().map(|s| t.pts(s)).collect();
+    let mut starts = vec![0usize];
+    for &b in bounds.iter().skip(1) {
+        let want = i64::try_from(i128::from(b) * i128::from(t.timescale) / i128::from(bts))
+            .unwrap_or(i64::MAX);
+        let i = pts.partition_point(|&p| p < want);
+        let cand = [i.saturating_sub(1), i.min(pts.len() - 1)];
+        let best = cand
+            .iter()
+            .copied()
+            .min_by_key(|&c| (pts[c] - want).abs())
+            .unwrap_or(i);
+        if best > *starts.last().expect("non-empty") && best < pts.len() {
+            starts.push(best);
+        }
+    }
+    starts
+}
+
+fn to_segments(t: &Track, starts: &[usize]) -> Vec<Segment> {
+    let n = t.samples.len();
+    let mut segs: Vec<Segment> = Vec::with_capacity(starts.len());
+    for (k, &s) in starts.iter().enumerate() {
+        let e = starts.get(k + 1).copied().unwrap_or(n);
+        let start = (s..e).map(|i| output_pts(t, i)).min().unwrap_or(0);
+        segs.push(Segment {
+            samples: s..e,
+            base_dts: t.samples[s].dts,
+            start,
+            duration: 0,
+        });
+    }
+    let end = match t.kind {
+        TrackKind::Video => (0..n)
+            .map(|i| output_pts(t, i) + i64::from(t.samples[i].duration))
+            .max()
+            .unwrap_or(0),
+        TrackKind::Audio => {
+            t.end_dts() as i64 + i64::from(t.samples.last().map_or(0, |s| s.cts_offset))
+        }
+    };
+    for k in 0..segs.len() {
+        let next = segs.get(k + 1).map_or(end, |s| s.start);
+        segs[k].duration = u64::try_from(next - segs[k].start).unwrap_or(0);
+    }
+    segs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bmff::{Sample, SampleEntry};
+
+    fn video(gop: usize, frames: usize, ts: u32, dur: u32) -> Track {
+        Track {
+            file: "v.mp4".into(),
+            track_id: 1,
+            kind: TrackKind::Video,
+            timescale: ts,
+            language: "und".into(),
+            entry: SampleEntry {
+                fourcc: *b"avc1",
+                raw: vec![],
+                codec: "avc1.64001e".into(),
+                width: 640,
+                height: 360,
+                pixel_aspect: None,
+                sample_rate: 0,
+                channels: 0,
+            },
+            edit_shift: 0,
+            samples: (0..frames)
+                .map(|i| Sample {
+                    offset: 0,
+                    size: 100,
+                    dts: i as u64 * u64::from(dur),
+                    duration: dur,
+                    cts_offset: 0,
+                    sync: i % gop == 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn audio(frames: usize, shift: i64) -> Track {
+        let mut t = video(1, frames, 48000, 1024);
+        t.kind = TrackKind::Audio;
+        t.edit_shift = shift;
+        t
+    }
+
+    #[test]
+    fn snaps_to_keyframes_and_merges_short_tail() {
+        // 25 fps, GOP 48 (1.92 s), 12 s, target 6 s: boundaries 0, 5.76; the 0.48 s tail after
+        // 11.52 is merged (6.24 s last segment).
+        let v = video(48, 300, 12800, 512);
+        let plan = plan(&[&v], &["v".into()], 6000).unwrap();
+        let starts: Vec<i64> = plan[0].iter().map(|s| s.start).collect();
+        assert_eq!(starts, vec![0, 73728]);
+        assert_eq!(plan[0][1].duration, 153600 - 73728);
+        assert_eq!(plan[0].iter().map(|s| s.duration).sum::<u64>(), 153600);
+        // Target 2 s: every GOP; the 0.48 s tail stays separate (merged it would be 2.4 s).
+        let plan2 = super::plan(&[&v], &["v".into()], 2000).unwrap();
+        assert_eq!(plan2[0].len(), 7);
+        assert_eq!(plan2[0][6].samples, 288..300);
+    }
+
+    #[test]
+    fn misaligned_rendition_is_named_with_the_time() {
+        let a = video(48, 300, 12800, 512);
+        let mut b = video(40, 300, 90000, 3600);
+        b.file = "mis.mp4".into();
+        let err = plan(&[&a, &b], &["a".into(), "mis".into()], 6000)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mis") && err.contains("5.760 s"), "{err}");
+        assert!(err.contains("4.800 s and 6.400 s"), "{err}");
+        // Same GOP in another timescale is fine.
+        let c = video(48, 300, 90000, 3600);
+        let p = plan(&[&a, &c], &["a".into(), "c".into()], 6000).unwrap();
+        assert_eq!(p[1][1].start, 5 * 90000 + 68400);
+    }
+
+    #[test]
+    fn audio_follows_video_boundaries() {
+        let v = video(48, 300, 12800, 512);
+        let a = audio(564, 1024);
+        let p = plan(&[&v, &a], &["v".into(), "a".into()], 2000).unwrap();
+        let a_segs = &p[1];
+        assert_eq!(a_segs.len(), 7);
+        for (k, s) in a_segs.iter().enumerate().skip(1) {
+            // Presentation start (media time - priming) within half an AAC frame of k * 1.92 s.
+            let pts = s.start - 1024;
+            let want = k as i64 * 92160;
+            assert!((pts - want).abs() <= 512, "segment {k}: {pts} vs {want}");
+        }
+        let total: u64 = a_segs.iter().map(|s| s.duration).sum();
+        assert_eq!(total, 564 * 1024);
+    }
+}
