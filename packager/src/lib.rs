@@ -14,6 +14,9 @@ pub mod bmff;
 pub mod cmaf;
 pub mod error;
 pub mod limits;
+pub mod manifest;
+pub mod package;
 pub mod segment;
 
 pub use error::{Error, Result};
+pub use package::{package, Options, Progress};

@@ -383,7 +383,7 @@ fn parse_trak(trak: Reader<'_>, movie_ts: u32, file_len: u64) -> Result<Option<T
         },
         None => 0,
     };
-    Ok(Some(Track {
+    let mut t = Track {
         file: trak.file().to_path_buf(),
         track_id,
         kind,
@@ -392,7 +392,28 @@ fn parse_trak(trak: Reader<'_>, movie_ts: u32, file_len: u64) -> Result<Option<T
         entry,
         edit_shift,
         samples,
-    }))
+    };
+    fill_vp9_level(&mut t);
+    Ok(Some(t))
+}
+
+/// A `vpcC` level of 0 means "unspecified"; players want a real one, so compute the lowest
+/// level admitting the rendition's picture size and frame rate.
+fn fill_vp9_level(t: &mut Track) {
+    if &t.entry.fourcc != b"vp09" {
+        return;
+    }
+    let mut parts: Vec<String> = t.entry.codec.split('.').map(str::to_string).collect();
+    if parts.len() < 3 || parts[2] != "00" {
+        return;
+    }
+    let d = u64::from(t.typical_duration().max(1));
+    let fps_milli = u64::from(t.timescale) * 1000 / d;
+    parts[2] = format!(
+        "{:02}",
+        codec::vp9_level(t.entry.width, t.entry.height, fps_milli)
+    );
+    t.entry.codec = parts.join(".");
 }
 
 fn parse_elst(mut r: Reader<'_>, movie_ts: u32, media_ts: u32) -> Result<i64, Error> {

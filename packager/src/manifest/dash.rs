@@ -1,0 +1,215 @@
+//! The DASH MPD: static, one Period. On-demand mode uses the `isoff-on-demand` profile with one
+//! self-initialising file per Representation (`BaseURL`, `SegmentBase@indexRange`,
+//! `Initialization@range`); segmented mode uses `isoff-live` with a per-Representation
+//! `SegmentTemplate` + `SegmentTimeline`. One AdaptationSet per video codec family and one per
+//! audio codec/language; every URL is relative.
+
+use std::fmt::Write as _;
+
+use protocol::catalog::{PackagingMode, TrackKind};
+
+use super::bandwidth::dash_bandwidth;
+use super::{frame_rate_decimal, gcd, RenditionView};
+
+/// `PT<seconds>S` with millisecond precision.
+pub fn iso_duration(secs: f64) -> String {
+    format!("PT{:.3}S", secs)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Renders the MPD. `min_buffer_time` (seconds) is both `@minBufferTime` and the bucket size of
+/// every `@bandwidth`.
+pub fn mpd(renditions: &[RenditionView], min_buffer_time: f64) -> String {
+    let mode = renditions
+        .first()
+        .map_or(PackagingMode::OnDemand, |r| r.mode);
+    let profile = match mode {
+        PackagingMode::OnDemand => "urn:mpeg:dash:profile:isoff-on-demand:2011",
+        PackagingMode::Segmented => "urn:mpeg:dash:profile:isoff-live:2011",
+    };
+    let duration = renditions.iter().map(|r| r.seconds()).fold(0f64, f64::max);
+    let mut s = String::new();
+    let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let _ = writeln!(
+        s,
+        r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="urn:mpeg:dash:schema:mpd:2011 DASH-MPD.xsd" profiles="{profile}" type="static" mediaPresentationDuration="{}" minBufferTime="{}">"#,
+        iso_duration(duration),
+        iso_duration(min_buffer_time)
+    );
+    let _ = writeln!(s, r#"  <Period id="0" start="PT0S">"#);
+    // Group into adaptation sets, keeping input order.
+    let mut sets: Vec<(TrackKind, String, String, Vec<&RenditionView>)> = Vec::new();
+    for r in renditions {
+        let lang = if r.kind == TrackKind::Audio {
+            r.language.clone()
+        } else {
+            String::new()
+        };
+        match sets
+            .iter_mut()
+            .find(|(k, f, l, _)| *k == r.kind && *f == r.family && *l == lang)
+        {
+            Some(set) => set.3.push(r),
+            None => sets.push((r.kind, r.family.clone(), lang, vec![r])),
+        }
+    }
+    for (id, (kind, _, lang, reps)) in sets.iter().enumerate() {
+        let align = match mode {
+            PackagingMode::OnDemand => r#" subsegmentAlignment="true" subsegmentStartsWithSAP="1""#,
+            PackagingMode::Segmented => r#" segmentAlignment="true" startWithSAP="1""#,
+        };
+        match kind {
+            TrackKind::Video => {
+                let pars: Vec<(u64, u64)> = reps.iter().map(|r| par(r)).collect();
+                let par_attr = if pars.iter().all(|p| *p == pars[0]) {
+                    format!(r#" par="{}:{}""#, pars[0].0, pars[0].1)
+                } else {
+                    String::new()
+                };
+                let max_w = reps.iter().map(|r| r.width).max().unwrap_or(0);
+                let max_h = reps.iter().map(|r| r.height).max().unwrap_or(0);
+                let _ = writeln!(
+                    s,
+                    r#"    <AdaptationSet id="{id}" contentType="video" mimeType="video/mp4"{align}{par_attr} maxWidth="{max_w}" maxHeight="{max_h}">"#
+                );
+            }
+            TrackKind::Audio => {
+                let _ = writeln!(
+                    s,
+                    r#"    <AdaptationSet id="{id}" contentType="audio" mimeType="audio/mp4" lang="{}"{align}>"#,
+                    xml_escape(lang)
+                );
+            }
+        }
+        for r in reps {
+            representation(&mut s, r, min_buffer_time);
+        }
+        let _ = writeln!(s, "    </AdaptationSet>");
+    }
+    let _ = writeln!(s, "  </Period>");
+    let _ = writeln!(s, "</MPD>");
+    s
+}
+
+fn par(r: &RenditionView) -> (u64, u64) {
+    let w = u64::from(r.width) * u64::from(r.sar.0);
+    let h = u64::from(r.height) * u64::from(r.sar.1);
+    let g = gcd(w, h).max(1);
+    (w / g, h / g)
+}
+
+fn representation(s: &mut String, r: &RenditionView, mbt: f64) {
+    let bw = dash_bandwidth(&r.seg_stats(), mbt);
+    let id = xml_escape(&r.id);
+    match r.kind {
+        TrackKind::Video => {
+            let fr = r
+                .frame_rate
+                .map(|(n, d)| {
+                    let g = gcd(n, d).max(1);
+                    if d / g == 1 {
+                        format!(r#" frameRate="{}""#, n / g)
+                    } else {
+                        format!(r#" frameRate="{}/{}""#, n / g, d / g)
+                    }
+                })
+                .unwrap_or_default();
+            let g = gcd(u64::from(r.sar.0), u64::from(r.sar.1)).max(1);
+            let _ = writeln!(
+                s,
+                r#"      <Representation id="{id}" bandwidth="{bw}" codecs="{}" width="{}" height="{}"{fr} sar="{}:{}">"#,
+                xml_escape(&r.codec),
+                r.width,
+                r.height,
+                u64::from(r.sar.0) / g,
+                u64::from(r.sar.1) / g
+            );
+        }
+        TrackKind::Audio => {
+            let _ = writeln!(
+                s,
+                r#"      <Representation id="{id}" bandwidth="{bw}" codecs="{}" audioSamplingRate="{}">"#,
+                xml_escape(&r.codec),
+                r.sample_rate
+            );
+            let _ = writeln!(
+                s,
+                r#"        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="{}"/>"#,
+                r.channels
+            );
+        }
+    }
+    match r.mode {
+        PackagingMode::OnDemand => {
+            let (io, il) = r.index_range.unwrap_or((0, 0));
+            let (no, nl) = r.init_range.unwrap_or((0, 0));
+            let _ = writeln!(
+                s,
+                "        <BaseURL>{}/{}</BaseURL>",
+                xml_escape(&r.id),
+                xml_escape(&r.init_file)
+            );
+            let _ = writeln!(
+                s,
+                r#"        <SegmentBase timescale="{}" indexRange="{}-{}" indexRangeExact="true">"#,
+                r.timescale,
+                io,
+                io + il - 1
+            );
+            let _ = writeln!(
+                s,
+                r#"          <Initialization range="{}-{}"/>"#,
+                no,
+                no + nl - 1
+            );
+            let _ = writeln!(s, "        </SegmentBase>");
+        }
+        PackagingMode::Segmented => {
+            let _ = writeln!(
+                s,
+                r#"        <SegmentTemplate timescale="{}" initialization="{id}/{}" media="{id}/$Number%05d$.m4s" startNumber="1">"#,
+                r.timescale,
+                xml_escape(&r.init_file)
+            );
+            let _ = writeln!(s, "          <SegmentTimeline>");
+            let mut i = 0;
+            let mut expected_t = None;
+            while i < r.segments.len() {
+                let seg = &r.segments[i];
+                let mut rep = 0;
+                while i + rep + 1 < r.segments.len()
+                    && r.segments[i + rep + 1].duration == seg.duration
+                {
+                    rep += 1;
+                }
+                let t = if expected_t == Some(seg.start) {
+                    String::new()
+                } else {
+                    format!(r#" t="{}""#, seg.start)
+                };
+                let r_attr = if rep > 0 {
+                    format!(r#" r="{rep}""#)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(s, r#"            <S{t} d="{}"{r_attr}/>"#, seg.duration);
+                expected_t = Some(seg.start + ((rep as u64 + 1) * seg.duration) as i64);
+                i += rep + 1;
+            }
+            let _ = writeln!(s, "          </SegmentTimeline>");
+            let _ = writeln!(s, "        </SegmentTemplate>");
+        }
+    }
+    let _ = writeln!(s, "      </Representation>");
+}
+
+/// DASH `frameRate` helper re-exported for the catalog (decimal form).
+pub fn frame_rate_string(fr: (u64, u64)) -> String {
+    frame_rate_decimal(fr, false)
+}

@@ -1,0 +1,159 @@
+//! HLS playlists (RFC 8216). Media playlists use fMP4 (`EXT-X-MAP`) and, in on-demand mode,
+//! `EXT-X-BYTERANGE` into the rendition's single file, so they need `EXT-X-VERSION:6` (the lowest
+//! version allowing `EXT-X-MAP` outside I-frame playlists, §7). The master playlist uses no
+//! version-gated feature, so it carries no `EXT-X-VERSION` (version 1). `EXT-X-TARGETDURATION`
+//! is the largest EXTINF rounded to the nearest integer (§4.3.3.1), shared by every playlist.
+//! `BANDWIDTH`/`AVERAGE-BANDWIDTH` of a variant add the worst audio rendition of its group.
+
+use std::fmt::Write as _;
+
+use protocol::catalog::TrackKind;
+
+use super::bandwidth::{hls_average, hls_peak};
+use super::{frame_rate_decimal, RenditionView};
+
+/// File name of a rendition's media playlist, inside the rendition directory.
+pub const MEDIA_PLAYLIST: &str = "index.m3u8";
+
+/// The target duration every playlist shares: max over all segments of round(EXTINF).
+pub fn target_duration(renditions: &[RenditionView]) -> u64 {
+    renditions
+        .iter()
+        .flat_map(|r| r.seg_stats())
+        .map(|(_, d)| d.round() as u64)
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Peak (`BANDWIDTH`) and average bit rates of one rendition alone.
+pub fn rates(r: &RenditionView, target: u64) -> (u64, u64) {
+    let stats = r.seg_stats();
+    (hls_peak(&stats, target), hls_average(&stats))
+}
+
+/// One media playlist. URIs are relative to the playlist (same directory).
+pub fn media_playlist(r: &RenditionView, target: u64) -> String {
+    let mut s = String::new();
+    s.push_str("#EXTM3U\n#EXT-X-VERSION:6\n");
+    let _ = writeln!(s, "#EXT-X-TARGETDURATION:{target}");
+    s.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    match r.init_range {
+        Some((o, l)) => {
+            let _ = writeln!(s, r#"#EXT-X-MAP:URI="{}",BYTERANGE="{l}@{o}""#, r.init_file);
+        }
+        None => {
+            let _ = writeln!(s, r#"#EXT-X-MAP:URI="{}""#, r.init_file);
+        }
+    }
+    for seg in &r.segments {
+        let _ = writeln!(
+            s,
+            "#EXTINF:{:.5},",
+            seg.duration as f64 / f64::from(r.timescale)
+        );
+        if let Some((o, l)) = seg.range {
+            let _ = writeln!(s, "#EXT-X-BYTERANGE:{l}@{o}");
+        }
+        let _ = writeln!(s, "{}", seg.file);
+    }
+    s.push_str("#EXT-X-ENDLIST\n");
+    s
+}
+
+/// The audio group id for a codec family (`audio-mp4a`, `audio-Opus`).
+pub fn audio_group(r: &RenditionView) -> String {
+    format!("audio-{}", r.family)
+}
+
+/// The master playlist.
+pub fn master_playlist(renditions: &[RenditionView], target: u64) -> String {
+    let mut s = String::from("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let audio: Vec<&RenditionView> = renditions
+        .iter()
+        .filter(|r| r.kind == TrackKind::Audio)
+        .collect();
+    let mut groups: Vec<String> = Vec::new();
+    for a in &audio {
+        let g = audio_group(a);
+        let first = !groups.contains(&g);
+        if first {
+            groups.push(g.clone());
+        }
+        let _ = writeln!(
+            s,
+            r#"#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{g}",NAME="{}",LANGUAGE="{}",DEFAULT={},AUTOSELECT=YES,CHANNELS="{}",URI="{}""#,
+            a.id,
+            a.language,
+            if first { "YES" } else { "NO" },
+            a.channels,
+            a.playlist_path()
+        );
+    }
+    let video: Vec<&RenditionView> = renditions
+        .iter()
+        .filter(|r| r.kind == TrackKind::Video)
+        .collect();
+    if video.is_empty() {
+        // Audio-only title: each audio rendition is a variant.
+        for a in &audio {
+            let (peak, avg) = rates(a, target);
+            let _ = writeln!(
+                s,
+                r#"#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={avg},CODECS="{}""#,
+                a.codec
+            );
+            let _ = writeln!(s, "{}", a.playlist_path());
+        }
+        return s;
+    }
+    let group_list: Vec<Option<&String>> = if groups.is_empty() {
+        vec![None]
+    } else {
+        groups.iter().map(Some).collect()
+    };
+    for g in group_list {
+        let members: Vec<&&RenditionView> = audio
+            .iter()
+            .filter(|a| Some(&audio_group(a)) == g)
+            .collect();
+        let a_peak = members
+            .iter()
+            .map(|a| rates(a, target).0)
+            .max()
+            .unwrap_or(0);
+        let a_avg = members
+            .iter()
+            .map(|a| rates(a, target).1)
+            .max()
+            .unwrap_or(0);
+        let mut a_codecs: Vec<&str> = Vec::new();
+        for a in &members {
+            if !a_codecs.contains(&a.codec.as_str()) {
+                a_codecs.push(&a.codec);
+            }
+        }
+        for v in &video {
+            let (peak, avg) = rates(v, target);
+            let mut codecs = vec![v.codec.as_str()];
+            codecs.extend(a_codecs.iter().copied());
+            let mut line = format!(
+                r#"#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS="{}",RESOLUTION={}x{}"#,
+                peak + a_peak,
+                avg + a_avg,
+                codecs.join(","),
+                v.width,
+                v.height
+            );
+            if let Some(fr) = v.frame_rate {
+                let _ = write!(line, ",FRAME-RATE={}", frame_rate_decimal(fr, true));
+            }
+            if let Some(g) = g {
+                let _ = write!(line, r#",AUDIO="{g}""#);
+            }
+            let _ = writeln!(s, "{line}");
+            let _ = writeln!(s, "{}", v.playlist_path());
+        }
+    }
+    s
+}

@@ -1,0 +1,109 @@
+//! Manifests: the DASH MPD ([`dash`]), the HLS master and media playlists ([`hls`]) and the
+//! bandwidth rules both need ([`bandwidth`]). Pure: a [`RenditionView`] per rendition in, text
+//! out. Every URL written is relative (no scheme, no leading `/`), so the control plane can
+//! prefix MPD `BaseURL`s and make HLS variant URIs absolute per appliance.
+
+pub mod bandwidth;
+pub mod dash;
+pub mod hls;
+
+use protocol::catalog::{PackagingMode, TrackKind};
+
+/// A byte range of a file: `(offset, length)`.
+pub type Range = (u64, u64);
+
+/// One media segment as the manifests see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegRef {
+    /// File name inside the rendition directory.
+    pub file: String,
+    /// Byte range inside that file (on-demand mode), `None` for a whole file.
+    pub range: Option<Range>,
+    /// Earliest presentation time, media timescale.
+    pub start: i64,
+    /// Duration, media timescale.
+    pub duration: u64,
+    /// Bytes (`moof` + `mdat`).
+    pub size: u64,
+}
+
+/// Everything the manifests need about one rendition.
+#[derive(Debug, Clone)]
+pub struct RenditionView {
+    /// Rendition id, also its directory.
+    pub id: String,
+    /// Video or audio.
+    pub kind: TrackKind,
+    /// RFC 6381 codec string.
+    pub codec: String,
+    /// Sample entry type, to group renditions that can switch (`avc1`, `vp09`, `mp4a`, ...).
+    pub family: String,
+    /// Coded width (video).
+    pub width: u32,
+    /// Coded height (video).
+    pub height: u32,
+    /// Sample aspect ratio (video).
+    pub sar: (u32, u32),
+    /// Frame rate as a fraction (video).
+    pub frame_rate: Option<(u64, u64)>,
+    /// Sample rate (audio).
+    pub sample_rate: u32,
+    /// Channels (audio).
+    pub channels: u16,
+    /// ISO 639-2 language (`und` when unknown).
+    pub language: String,
+    /// Media timescale.
+    pub timescale: u32,
+    /// Packaging mode.
+    pub mode: PackagingMode,
+    /// Init segment file name and range (`ftyp`+`moov`).
+    pub init_file: String,
+    /// Range of the init segment in on-demand mode.
+    pub init_range: Option<Range>,
+    /// Range of the `sidx` in on-demand mode.
+    pub index_range: Option<Range>,
+    /// Media segments in order.
+    pub segments: Vec<SegRef>,
+    /// Duration, media timescale (sum of segment durations).
+    pub duration: u64,
+}
+
+impl RenditionView {
+    /// Path of the HLS media playlist relative to the title directory.
+    pub fn playlist_path(&self) -> String {
+        format!("{}/{}", self.id, hls::MEDIA_PLAYLIST)
+    }
+
+    /// Segment (size in bytes, duration in seconds) pairs.
+    pub fn seg_stats(&self) -> Vec<(u64, f64)> {
+        self.segments
+            .iter()
+            .map(|s| (s.size, s.duration as f64 / f64::from(self.timescale)))
+            .collect()
+    }
+
+    /// Duration in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.duration as f64 / f64::from(self.timescale)
+    }
+}
+
+/// Greatest common divisor.
+pub fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Frame rate with up to three decimals, trailing zeros kept only as `FRAME-RATE` needs them:
+/// `frame_rate_decimal((25, 1), false)` is `25`, `((30000, 1001), false)` is `29.970`.
+pub fn frame_rate_decimal(fr: (u64, u64), always_three: bool) -> String {
+    let milli = (fr.0 * 1000 + fr.1 / 2) / fr.1.max(1);
+    if !always_three && milli % 1000 == 0 {
+        format!("{}", milli / 1000)
+    } else {
+        format!("{}.{:03}", milli / 1000, milli % 1000)
+    }
+}

@@ -1,0 +1,521 @@
+//! The file-system edge of the packager: parses the inputs, plans segments, writes every output
+//! file into a temporary directory inside the output directory (hashing each file as it is
+//! written), writes `catalog.json` last and renames the directory into place. On any error the
+//! temporary directory is removed, so a title directory either is complete or does not exist.
+//!
+//! Memory stays bounded whatever the input size: only sample tables and fragment headers are
+//! held; sample bytes stream from input to output through one fixed buffer per worker.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use protocol::catalog::{
+    self, CatalogEntry, FileEntry, Manifests, PackagingMode, Rendition, Tier, TrackKind,
+};
+use sha2::{Digest, Sha256};
+
+use crate::bmff::{self, Track};
+use crate::cmaf::{self, Fragment};
+use crate::error::{Error, Result};
+use crate::manifest::{self, dash, hls, RenditionView, SegRef};
+use crate::segment;
+
+/// Size of the copy buffer of each writer.
+const COPY_BUFFER: usize = 1 << 20;
+/// Longest accepted target segment duration, milliseconds.
+pub const MAX_SEGMENT_MS: u64 = 60_000;
+
+/// What to package.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Title id: the name of the directory created in `out_dir`.
+    pub title: String,
+    /// Output directory; the title goes to `out_dir/<title>/`.
+    pub out_dir: PathBuf,
+    /// On-demand (one file per track) or segmented.
+    pub mode: PackagingMode,
+    /// Target segment duration, milliseconds.
+    pub segment_duration_ms: u64,
+    /// Input MP4 files.
+    pub inputs: Vec<PathBuf>,
+}
+
+/// Progress callback: `(bytes of sample data copied, total)`. Called from worker threads.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// One rendition ready to be written.
+struct Planned {
+    id: String,
+    track: Track,
+    init: Vec<u8>,
+    sidx: Option<Vec<u8>>,
+    fragments: Vec<Fragment>,
+    view: RenditionView,
+}
+
+/// Packages `opts.inputs` into `opts.out_dir/<title>/` and returns the catalog entry written.
+pub fn package(opts: &Options, progress: Option<Progress<'_>>) -> Result<CatalogEntry> {
+    if !catalog::is_valid_segment(&opts.title) {
+        return Err(Error::Options(format!(
+            "--title {:?} must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'",
+            opts.title
+        )));
+    }
+    if opts.segment_duration_ms == 0 || opts.segment_duration_ms > MAX_SEGMENT_MS {
+        return Err(Error::Options(format!(
+            "--segment-duration must be above 0 and at most {} s",
+            MAX_SEGMENT_MS / 1000
+        )));
+    }
+    if opts.inputs.is_empty() {
+        return Err(Error::Options("no input files".into()));
+    }
+    let final_dir = opts.out_dir.join(&opts.title);
+    if final_dir.exists() {
+        return Err(Error::Options(format!(
+            "{} already exists: remove it or choose another --title",
+            final_dir.display()
+        )));
+    }
+    let planned = plan(opts)?;
+
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
+    let tmp = opts
+        .out_dir
+        .join(format!(".{}.partial-{}", opts.title, std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let result = write_title(opts, &planned, &tmp, progress).and_then(|entry| {
+        std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+        Ok(entry)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn rendition_ids(path: &Path, tracks: &[Track]) -> Result<Vec<String>> {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let ids: Vec<String> = if tracks.len() == 1 {
+        vec![stem.clone()]
+    } else {
+        let mut counts = [0usize; 2];
+        tracks
+            .iter()
+            .map(|t| {
+                let (k, name) = match t.kind {
+                    TrackKind::Video => (0, "video"),
+                    TrackKind::Audio => (1, "audio"),
+                };
+                counts[k] += 1;
+                let same = tracks.iter().filter(|o| o.kind == t.kind).count();
+                if same == 1 {
+                    format!("{stem}-{name}")
+                } else {
+                    format!("{stem}-{name}{}", counts[k])
+                }
+            })
+            .collect()
+    };
+    for id in &ids {
+        if !catalog::is_valid_segment(id) {
+            return Err(Error::Options(format!(
+                "{}: rendition id {id:?} (from the file name) must be 1-128 characters of [A-Za-z0-9._-], not starting with '.': rename the file",
+                path.display()
+            )));
+        }
+    }
+    Ok(ids)
+}
+
+fn plan(opts: &Options) -> Result<Vec<Planned>> {
+    let mut tracks: Vec<(String, Track)> = Vec::new();
+    for input in &opts.inputs {
+        let ts = bmff::parse_file(input)?;
+        let ids = rendition_ids(input, &ts)?;
+        for (id, t) in ids.into_iter().zip(ts) {
+            if let Some((_, other)) = tracks.iter().find(|(i, _)| *i == id) {
+                return Err(Error::Options(format!(
+                    "rendition id {id:?} comes from both {} and {}: rename one file",
+                    other.file.display(),
+                    input.display()
+                )));
+            }
+            tracks.push((id, t));
+        }
+    }
+    // Video first (stable), as the catalog lists them.
+    tracks.sort_by_key(|(_, t)| t.kind == TrackKind::Audio);
+    let refs: Vec<&Track> = tracks.iter().map(|(_, t)| t).collect();
+    let names: Vec<String> = tracks.iter().map(|(i, _)| i.clone()).collect();
+    let segments = segment::plan(&refs, &names, opts.segment_duration_ms)?;
+
+    let mut out = Vec::with_capacity(tracks.len());
+    for ((id, track), segs) in tracks.into_iter().zip(segments) {
+        let duration: u64 = segs.iter().map(|s| s.duration).sum();
+        let init = cmaf::init_segment(&track, duration);
+        let mut fragments = Vec::with_capacity(segs.len());
+        for (k, s) in segs.iter().enumerate() {
+            fragments.push(cmaf::fragment(&track, s, (k + 1) as u32)?);
+        }
+        let (sidx, init_file, init_range, index_range, seg_refs) = match opts.mode {
+            PackagingMode::OnDemand => {
+                let sidx = cmaf::sidx(&track, &fragments)?;
+                let file = format!("{id}.mp4");
+                let init_len = init.len() as u64;
+                let mut off = init_len + sidx.len() as u64;
+                let refs = fragments
+                    .iter()
+                    .map(|f| {
+                        let r = SegRef {
+                            file: file.clone(),
+                            range: Some((off, f.size())),
+                            start: f.segment.start,
+                            duration: f.segment.duration,
+                            size: f.size(),
+                        };
+                        off += f.size();
+                        r
+                    })
+                    .collect();
+                let idx = (init_len, sidx.len() as u64);
+                (Some(sidx), file, Some((0, init_len)), Some(idx), refs)
+            }
+            PackagingMode::Segmented => {
+                let refs = fragments
+                    .iter()
+                    .enumerate()
+                    .map(|(k, f)| SegRef {
+                        file: segment_file(k),
+                        range: None,
+                        start: f.segment.start,
+                        duration: f.segment.duration,
+                        size: f.size(),
+                    })
+                    .collect();
+                (None, "init.mp4".to_string(), None, None, refs)
+            }
+        };
+        let fr = (track.kind == TrackKind::Video && track.typical_duration() > 0).then(|| {
+            let (n, d) = (
+                u64::from(track.timescale),
+                u64::from(track.typical_duration()),
+            );
+            let g = manifest::gcd(n, d);
+            (n / g, d / g)
+        });
+        let view = RenditionView {
+            id: id.clone(),
+            kind: track.kind,
+            codec: track.entry.codec.clone(),
+            family: bmff::reader::fourcc_str(&track.entry.fourcc),
+            width: track.entry.width,
+            height: track.entry.height,
+            sar: track.entry.pixel_aspect.unwrap_or((1, 1)),
+            frame_rate: fr,
+            sample_rate: track.entry.sample_rate,
+            channels: track.entry.channels,
+            language: track.language.clone(),
+            timescale: track.timescale,
+            mode: opts.mode,
+            init_file,
+            init_range,
+            index_range,
+            segments: seg_refs,
+            duration,
+        };
+        out.push(Planned {
+            id,
+            track,
+            init,
+            sidx,
+            fragments,
+            view,
+        });
+    }
+    Ok(out)
+}
+
+/// Media segment file name in segmented mode (`$Number%05d$.m4s`, numbers from 1).
+fn segment_file(k: usize) -> String {
+    format!("{:05}.m4s", k + 1)
+}
+
+/// A file being written: buffered, hashed, sized.
+struct HashedFile {
+    path: PathBuf,
+    rel: String,
+    file: File,
+    hasher: Sha256,
+    buf: Vec<u8>,
+    size: u64,
+}
+
+impl HashedFile {
+    fn create(root: &Path, rel: &str) -> Result<Self> {
+        let path = root.join(rel);
+        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(HashedFile {
+            path,
+            rel: rel.to_string(),
+            file,
+            hasher: Sha256::new(),
+            buf: Vec::with_capacity(COPY_BUFFER),
+            size: 0,
+        })
+    }
+
+    fn flush_buf(&mut self) -> Result<()> {
+        self.hasher.update(&self.buf);
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.size += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn write(&mut self, mut b: &[u8]) -> Result<()> {
+        while !b.is_empty() {
+            let room = COPY_BUFFER - self.buf.len();
+            let n = room.min(b.len());
+            self.buf.extend_from_slice(&b[..n]);
+            b = &b[n..];
+            if self.buf.len() == COPY_BUFFER {
+                self.flush_buf()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `len` bytes of `src` starting at `offset`.
+    fn copy_from(
+        &mut self,
+        src: &File,
+        src_path: &Path,
+        mut offset: u64,
+        mut len: u64,
+    ) -> Result<()> {
+        while len > 0 {
+            if self.buf.len() == COPY_BUFFER {
+                self.flush_buf()?;
+            }
+            let start = self.buf.len();
+            let n = ((COPY_BUFFER - start) as u64).min(len) as usize;
+            self.buf.resize(start + n, 0);
+            std::os::unix::fs::FileExt::read_exact_at(src, &mut self.buf[start..], offset)
+                .map_err(|e| Error::io(src_path, e))?;
+            offset += n as u64;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<FileEntry> {
+        self.flush_buf()?;
+        let digest = self.hasher.finalize();
+        let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(FileEntry {
+            path: self.rel,
+            size: self.size,
+            sha256,
+        })
+    }
+}
+
+/// Copies the samples of `fragment` (coalescing contiguous runs) after its header.
+fn write_fragment(
+    out: &mut HashedFile,
+    src: &File,
+    p: &Planned,
+    f: &Fragment,
+    done: &AtomicU64,
+    total: u64,
+    progress: Option<Progress<'_>>,
+) -> Result<()> {
+    out.write(&f.header)?;
+    let samples = &p.track.samples[f.segment.samples.clone()];
+    let mut i = 0;
+    while i < samples.len() {
+        let start = samples[i].offset;
+        let mut end = start + u64::from(samples[i].size);
+        let mut j = i + 1;
+        while j < samples.len() && samples[j].offset == end {
+            end += u64::from(samples[j].size);
+            j += 1;
+        }
+        out.copy_from(src, &p.track.file, start, end - start)?;
+        i = j;
+    }
+    let d = done.fetch_add(f.data_len, Ordering::Relaxed) + f.data_len;
+    if let Some(cb) = progress {
+        cb(d, total);
+    }
+    Ok(())
+}
+
+fn write_rendition(
+    root: &Path,
+    p: &Planned,
+    done: &AtomicU64,
+    total: u64,
+    progress: Option<Progress<'_>>,
+) -> Result<Vec<FileEntry>> {
+    let dir = root.join(&p.id);
+    std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    let src = File::open(&p.track.file).map_err(|e| Error::io(&p.track.file, e))?;
+    let mut files = Vec::new();
+    match &p.sidx {
+        Some(sidx) => {
+            let mut out = HashedFile::create(root, &format!("{}/{}", p.id, p.view.init_file))?;
+            out.write(&p.init)?;
+            out.write(sidx)?;
+            for f in &p.fragments {
+                write_fragment(&mut out, &src, p, f, done, total, progress)?;
+            }
+            files.push(out.finish()?);
+        }
+        None => {
+            let mut init = HashedFile::create(root, &format!("{}/{}", p.id, p.view.init_file))?;
+            init.write(&p.init)?;
+            files.push(init.finish()?);
+            for (k, f) in p.fragments.iter().enumerate() {
+                let mut out = HashedFile::create(root, &format!("{}/{}", p.id, segment_file(k)))?;
+                write_fragment(&mut out, &src, p, f, done, total, progress)?;
+                files.push(out.finish()?);
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn write_text(root: &Path, rel: &str, text: &str) -> Result<FileEntry> {
+    let mut f = HashedFile::create(root, rel)?;
+    f.write(text.as_bytes())?;
+    f.finish()
+}
+
+fn write_title(
+    opts: &Options,
+    planned: &[Planned],
+    root: &Path,
+    progress: Option<Progress<'_>>,
+) -> Result<CatalogEntry> {
+    let total: u64 = planned.iter().map(|p| p.track.media_bytes()).sum();
+    let done = AtomicU64::new(0);
+    // Renditions are written in parallel, one worker per core.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(planned.len())
+        .max(1);
+    let next = AtomicU64::new(0);
+    let results: Mutex<Vec<Option<Result<Vec<FileEntry>>>>> =
+        Mutex::new((0..planned.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if k >= planned.len() {
+                    break;
+                }
+                let r = write_rendition(root, &planned[k], &done, total, progress);
+                let failed = r.is_err();
+                if let Ok(mut g) = results.lock() {
+                    g[k] = Some(r);
+                }
+                if failed {
+                    // Let the other workers stop early.
+                    next.store(planned.len() as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let mut files = Vec::new();
+    let mut rendition_files: Vec<Vec<String>> = Vec::new();
+    let results = results
+        .into_inner()
+        .map_err(|_| Error::Options("a writer thread panicked".into()))?;
+    for r in results {
+        let r = r.ok_or_else(|| Error::Options("packaging stopped after an error".into()));
+        let fs = r??;
+        rendition_files.push(fs.iter().map(|f| f.path.clone()).collect());
+        files.extend(fs);
+    }
+    // Playlists and the MPD.
+    let views: Vec<RenditionView> = planned.iter().map(|p| p.view.clone()).collect();
+    let target = hls::target_duration(&views);
+    for (k, v) in views.iter().enumerate() {
+        let e = write_text(root, &v.playlist_path(), &hls::media_playlist(v, target))?;
+        rendition_files[k].push(e.path.clone());
+        files.push(e);
+    }
+    files.push(write_text(
+        root,
+        catalog::HLS_MASTER,
+        &hls::master_playlist(&views, target),
+    )?);
+    let min_buffer = opts.segment_duration_ms as f64 / 1000.0;
+    files.push(write_text(
+        root,
+        catalog::DASH_MANIFEST,
+        &dash::mpd(&views, min_buffer),
+    )?);
+
+    let renditions = views
+        .iter()
+        .zip(rendition_files)
+        .map(|(v, fs)| {
+            let (peak, avg) = hls::rates(v, target);
+            let video = v.kind == TrackKind::Video;
+            Rendition {
+                id: v.id.clone(),
+                kind: v.kind,
+                codec: v.codec.clone(),
+                bandwidth: peak,
+                average_bandwidth: avg,
+                width: video.then_some(v.width),
+                height: video.then_some(v.height),
+                frame_rate: v.frame_rate.map(dash::frame_rate_string),
+                sample_rate: (!video).then_some(v.sample_rate),
+                channels: (!video).then_some(v.channels),
+                language: (!video).then(|| v.language.clone()),
+                tier: video.then(|| Tier::from_height(v.height)),
+                key_id: None,
+                files: fs,
+            }
+        })
+        .collect();
+    let duration_ms = views
+        .iter()
+        .map(|v| (v.seconds() * 1000.0).round() as u64)
+        .max()
+        .unwrap_or(0);
+    let entry = CatalogEntry {
+        version: catalog::CATALOG_VERSION,
+        title: opts.title.clone(),
+        duration_ms,
+        mode: opts.mode,
+        segment_duration_ms: opts.segment_duration_ms,
+        renditions,
+        manifests: Manifests {
+            hls: catalog::HLS_MASTER.into(),
+            dash: catalog::DASH_MANIFEST.into(),
+        },
+        files,
+        encryption: None,
+    };
+    entry.validate()?;
+    let path = root.join(catalog::CATALOG_FILE);
+    std::fs::write(&path, entry.to_json()).map_err(|e| Error::io(&path, e))?;
+    Ok(entry)
+}
