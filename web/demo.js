@@ -1,0 +1,232 @@
+// Outpost demo player page. Plays a session's steered manifest with Shaka Player (DASH) or
+// hls.js (HLS) and shows which appliance served each segment (the `Outpost-Appliance` response
+// header, exposed by the appliances through CORS), rendition switches, buffer level and the
+// session's lease and licence state. `window.outpostDemo` exposes the live state for tests.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  session: null,
+  player: null,      // shaka.Player or Hls
+  kind: null,        // 'shaka' | 'hls'
+  segments: [],      // {t, file, appliance, bytes}
+  servedBy: {},      // appliance id -> segment count
+  switches: [],      // rendition ids in switch order
+  errors: [],
+  heartbeatTimer: null,
+  ended: false,
+};
+window.outpostDemo = state;
+
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, init);
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
+  if (!res.ok) {
+    const code = json && (json.code || (json.error && json.error.code));
+    const msg = json && (json.message || (json.error && json.error.message));
+    throw new Error(`${res.status} ${code || ''} ${msg || text}`.trim());
+  }
+  return json;
+}
+
+function showError(e) {
+  const msg = e && e.message ? e.message : String(e);
+  state.errors.push(msg);
+  $('error').textContent = msg;
+}
+
+async function loadConfig() {
+  const cfg = await api('GET', '/demo/api/config');
+  for (const t of cfg.titles) $('title').add(new Option(t.name, t.id));
+  for (const d of cfg.devices) $('device').add(new Option(d.name, d.id));
+  renderAppliances(cfg.appliances);
+  setInterval(refreshAppliances, 2000);
+}
+
+async function refreshAppliances() {
+  try { renderAppliances((await api('GET', '/demo/api/config')).appliances); } catch (_) { /* next tick */ }
+}
+
+function renderAppliances(list) {
+  const body = $('appliances').tBodies[0];
+  body.textContent = '';
+  for (const a of list) {
+    const tr = body.insertRow();
+    tr.dataset.id = a.id;
+    tr.insertCell().textContent = a.id;
+    tr.insertCell().textContent = `${a.cluster} (${a.kind})`;
+    const st = tr.insertCell();
+    st.textContent = a.state;
+    st.className = `state-${a.state}`;
+    tr.insertCell().textContent = state.servedBy[a.id] || 0;
+    const btn = document.createElement('button');
+    const stopped = a.state === 'stopped';
+    btn.textContent = stopped ? 'Restore' : 'Stop';
+    btn.dataset.action = stopped ? 'restore' : 'stop';
+    btn.onclick = async () => {
+      btn.disabled = true;
+      try { await api('POST', `/demo/api/appliances/${encodeURIComponent(a.id)}/${btn.dataset.action}`); }
+      catch (e) { showError(e); }
+      refreshAppliances();
+    };
+    tr.insertCell().appendChild(btn);
+  }
+}
+
+function fileOf(url) {
+  try {
+    const p = new URL(url, location.href).pathname.split('/');
+    // /g/<grant>/<title>/<rest...>
+    return p[1] === 'g' ? p.slice(4).join('/') : p.slice(-2).join('/');
+  } catch (_) { return url; }
+}
+
+function recordSegment(url, appliance, bytes) {
+  if (!appliance) return;
+  const entry = { t: new Date().toISOString().slice(11, 23), file: fileOf(url), appliance, bytes };
+  state.segments.push(entry);
+  state.servedBy[appliance] = (state.servedBy[appliance] || 0) + 1;
+  $('served-by').textContent = appliance;
+  const tr = $('segments').tBodies[0].insertRow(0);
+  for (const v of [entry.t, entry.file, entry.appliance, entry.bytes]) tr.insertCell().textContent = v;
+  const row = document.querySelector(`#appliances tr[data-id="${CSS.escape(appliance)}"]`);
+  if (row) row.cells[3].textContent = state.servedBy[appliance];
+}
+
+function recordSwitch(id) {
+  if (state.switches[state.switches.length - 1] !== id) state.switches.push(id);
+  $('rendition').textContent = `${id} (${state.switches.length - 1} switches)`;
+}
+
+function showSession(s) {
+  $('session-id').textContent = s.session_id;
+  $('tier').textContent = s.effective_tier;
+  $('lease').textContent = new Date(s.lease_expires_at * 1000).toLocaleTimeString();
+  $('ranking').textContent = (s.appliances || []).map((a) => a.id).join(' → ');
+}
+
+async function play() {
+  $('error').textContent = '';
+  await stopSession();
+  const kind = $('player').value;
+  const s = await api('POST', '/demo/api/sessions', { title: $('title').value, device: $('device').value });
+  state.session = s;
+  state.ended = false;
+  showSession(s);
+  $('license').textContent = s.license ? 'requested on first encrypted segment' : 'clear content (no licence needed)';
+  $('stop').disabled = false;
+  const video = $('video');
+  if (kind === 'shaka') await playShaka(video, s); else playHls(video, s);
+  video.addEventListener('ended', () => { state.ended = true; }, { once: true });
+  await video.play().catch(showError);
+  const every = Math.max(5, (s.heartbeat_interval_secs || 30)) * 1000;
+  state.heartbeatTimer = setInterval(heartbeat, every);
+}
+
+async function heartbeat() {
+  if (!state.session) return;
+  try {
+    const hb = await api('POST', `/demo/api/sessions/${state.session.session_id}/heartbeat`);
+    $('lease').textContent = new Date(hb.lease_expires_at * 1000).toLocaleTimeString();
+  } catch (e) { showError(e); }
+}
+
+async function playShaka(video, s) {
+  shaka.polyfill.installAll();
+  const player = new shaka.Player();
+  await player.attach(video);
+  state.player = player; state.kind = 'shaka';
+  const lic = s.license;
+  player.configure({
+    drm: lic ? { servers: { 'org.w3.clearkey': lic.url } } : {},
+    streaming: { retryParameters: { maxAttempts: 4, baseDelay: 200, timeout: 4000 } },
+    manifest: { retryParameters: { maxAttempts: 4, baseDelay: 200 } },
+  });
+  const net = player.getNetworkingEngine();
+  net.registerRequestFilter((type, req) => {
+    if (type === shaka.net.NetworkingEngine.RequestType.LICENSE && lic) {
+      req.headers['Authorization'] = `Bearer ${lic.token}`;
+    }
+  });
+  net.registerResponseFilter((type, res) => {
+    if (type === shaka.net.NetworkingEngine.RequestType.LICENSE) {
+      $('license').textContent = `granted at ${new Date().toLocaleTimeString()}`;
+    }
+    if (type === shaka.net.NetworkingEngine.RequestType.SEGMENT) {
+      recordSegment(res.uri, res.headers['outpost-appliance'], res.data ? res.data.byteLength : 0);
+    }
+  });
+  player.addEventListener('error', (e) => showError(new Error(`shaka ${e.detail.code}: ${e.detail.message || ''}`)));
+  const onVariant = () => {
+    const v = player.getVariantTracks().find((t) => t.active);
+    if (v) recordSwitch(v.originalVideoId || `${v.height}p`);
+  };
+  player.addEventListener('variantchanged', onVariant);
+  player.addEventListener('adaptation', onVariant);
+  await player.load(s.manifests.dash);
+  onVariant();
+}
+
+function playHls(video, s) {
+  const lic = s.license;
+  const hls = new Hls({
+    enableWorker: false,
+    emeEnabled: !!lic,
+    drmSystems: lic ? { 'org.w3.clearkey': { licenseUrl: lic.url } } : {},
+    licenseXhrSetup: lic ? (xhr) => { xhr.setRequestHeader('Authorization', `Bearer ${lic.token}`); } : undefined,
+    fragLoadPolicy: { default: { maxTimeToFirstByteMs: 4000, maxLoadTimeMs: 10000,
+      timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 },
+      errorRetry: { maxNumRetry: 3, retryDelayMs: 200, maxRetryDelayMs: 1000 } } },
+  });
+  state.player = hls; state.kind = 'hls';
+  hls.on(Hls.Events.FRAG_LOADED, (_e, data) => {
+    const xhr = data.networkDetails;
+    const who = xhr && xhr.getResponseHeader ? xhr.getResponseHeader('Outpost-Appliance') : null;
+    recordSegment(data.frag.url, who, data.payload ? data.payload.byteLength : 0);
+  });
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => {
+    const level = hls.levels[data.level];
+    const uri = level && level.url && level.url[0];
+    recordSwitch(uri ? fileOf(uri).split('/')[0] : `level ${data.level}`);
+  });
+  hls.on(Hls.Events.ERROR, (_e, data) => {
+    if (data.fatal) showError(new Error(`hls.js ${data.type}: ${data.details}`));
+  });
+  hls.loadSource(s.manifests.hls);
+  hls.attachMedia(video);
+}
+
+async function stopSession() {
+  clearInterval(state.heartbeatTimer);
+  if (state.player) {
+    try { await state.player.destroy(); } catch (_) { /* already gone */ }
+    state.player = null;
+  }
+  if (state.session) {
+    try { await api('DELETE', `/demo/api/sessions/${state.session.session_id}`); } catch (_) { /* lapsed */ }
+    state.session = null;
+  }
+  $('stop').disabled = true;
+}
+
+setInterval(() => {
+  const v = $('video');
+  let ahead = 0;
+  for (let i = 0; i < v.buffered.length; i++) {
+    if (v.buffered.start(i) <= v.currentTime && v.currentTime <= v.buffered.end(i)) ahead = v.buffered.end(i) - v.currentTime;
+  }
+  state.bufferAhead = ahead;
+  $('buffer').textContent = `${ahead.toFixed(1)} s`;
+  $('position').textContent = `${v.currentTime.toFixed(1)} / ${Number.isFinite(v.duration) ? v.duration.toFixed(1) : '–'} s`;
+}, 500);
+
+$('play').onclick = () => play().catch(showError);
+$('stop').onclick = () => stopSession().catch(showError);
+loadConfig().catch(showError);
