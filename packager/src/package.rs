@@ -233,6 +233,10 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
             index_range,
             segments: seg_refs,
             duration,
+            edit_offset: match track.kind {
+                TrackKind::Video => 0,
+                TrackKind::Audio => track.edit_shift,
+            },
         };
         out.push(Planned {
             id,

@@ -67,8 +67,12 @@ pub fn plan(
                 .unwrap_or(i64::MAX)
                 .max(1);
             let end = a.end_dts() as i64;
+            // Audio only: cut every target duration, merging a tail under a quarter target.
             (
-                (0..).map(|n| n * target).take_while(|&t| t < end).collect(),
+                (0..)
+                    .map(|n| n * target)
+                    .take_while(|&t| t == 0 || t < end - target / 4)
+                    .collect(),
                 a.timescale,
             )
         }

@@ -66,6 +66,9 @@ pub struct RenditionView {
     pub segments: Vec<SegRef>,
     /// Duration, media timescale (sum of segment durations).
     pub duration: u64,
+    /// Media time at which the presentation starts (the audio edit list's priming), media
+    /// timescale; 0 for video, whose offsets are baked into the samples.
+    pub edit_offset: i64,
 }
 
 impl RenditionView {
@@ -82,9 +85,9 @@ impl RenditionView {
             .collect()
     }
 
-    /// Duration in seconds.
+    /// Presentation duration in seconds (after the edit list).
     pub fn seconds(&self) -> f64 {
-        self.duration as f64 / f64::from(self.timescale)
+        (self.duration as i64 - self.edit_offset).max(0) as f64 / f64::from(self.timescale)
     }
 }
 
