@@ -10,4 +10,6 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod content_keys;
+pub mod fleet;
 pub mod grant;

@@ -1,0 +1,304 @@
+//! DASH MPD rewriting (ISO/IEC 23009-1 with DASH-IF content steering).
+//!
+//! Streams the MPD through an XML reader and writer: `Representation`s whose `id` the session may
+//! not play are dropped with their subtree, `AdaptationSet`s left empty are dropped, MPD-level
+//! `BaseURL`s are replaced by one `<BaseURL serviceLocation="<appliance>">` per location, and a
+//! `<ContentSteering>` element pointing at the steering server is inserted before them (after
+//! `ProgramInformation`, where the schema puts MPD-level locations). Everything else passes
+//! through byte for byte.
+
+use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
+use quick_xml::{Reader, Writer};
+
+use super::{Location, ManifestError};
+
+/// Longest MPD accepted, bytes.
+pub const MAX_MPD: usize = 4 << 20;
+
+fn err(e: impl std::fmt::Display) -> ManifestError {
+    ManifestError::Dash(e.to_string())
+}
+
+/// Rewrites an MPD for one session. `keep(representation_id)` says whether a Representation may
+/// be played.
+pub fn rewrite_mpd(
+    text: &str,
+    keep: &dyn Fn(&str) -> bool,
+    locations: &[Location],
+    steering_uri: &str,
+) -> Result<String, ManifestError> {
+    if text.len() > MAX_MPD {
+        return Err(err(format!("longer than {MAX_MPD} bytes")));
+    }
+    let mut reader = Reader::from_str(text);
+    reader.config_mut().trim_text(false);
+    let mut writer = Writer::new(Vec::with_capacity(text.len() + 512));
+
+    let mut depth: usize = 0;
+    let mut seen_mpd = false;
+    let mut inserted = false;
+    // Depth at which a dropped subtree started (everything deeper is skipped).
+    let mut skip_from: Option<usize> = None;
+    // Buffered AdaptationSet: its events and how many Representations it kept.
+    let mut adaptation: Option<(Vec<Event<'static>>, usize)> = None;
+    let mut kept_total = 0usize;
+    let mut pending_ws: Option<Event<'static>> = None;
+
+    let steering_block = |w: &mut Writer<Vec<u8>>| -> Result<(), ManifestError> {
+        let Some(first) = locations.first() else {
+            return Ok(());
+        };
+        let mut cs = BytesStart::new("ContentSteering");
+        cs.push_attribute(("defaultServiceLocation", first.id.as_str()));
+        cs.push_attribute(("queryBeforeStart", "false"));
+        w.write_event(Event::Text(BytesText::new("\n  ")))
+            .map_err(err)?;
+        w.write_event(Event::Start(cs)).map_err(err)?;
+        w.write_event(Event::Text(BytesText::new(steering_uri)))
+            .map_err(err)?;
+        w.write_event(Event::End(BytesEnd::new("ContentSteering")))
+            .map_err(err)?;
+        for l in locations {
+            let mut b = BytesStart::new("BaseURL");
+            b.push_attribute(("serviceLocation", l.id.as_str()));
+            w.write_event(Event::Text(BytesText::new("\n  ")))
+                .map_err(err)?;
+            w.write_event(Event::Start(b)).map_err(err)?;
+            w.write_event(Event::Text(BytesText::new(&l.base_url)))
+                .map_err(err)?;
+            w.write_event(Event::End(BytesEnd::new("BaseURL")))
+                .map_err(err)?;
+        }
+        Ok(())
+    };
+
+    loop {
+        let ev = reader
+            .read_event()
+            .map_err(|e| err(format!("at byte {}: {e}", reader.error_position())))?;
+        if matches!(ev, Event::Eof) {
+            break;
+        }
+        if matches!(ev, Event::DocType(_)) {
+            return Err(err("DOCTYPE is not allowed"));
+        }
+        // Work out the event's depth and whether it is dropped.
+        let (is_start, is_end) = (matches!(ev, Event::Start(_)), matches!(ev, Event::End(_)));
+        let cur_depth = if is_end { depth - 1 } else { depth };
+        let mut drop = skip_from.is_some_and(|d| cur_depth >= d);
+
+        if !drop {
+            match &ev {
+                Event::Start(e) | Event::Empty(e) => {
+                    let name = e.local_name();
+                    let name = name.as_ref();
+                    if cur_depth == 0 {
+                        if name != b"MPD" {
+                            return Err(err("the root element is not MPD"));
+                        }
+                        seen_mpd = true;
+                    } else if cur_depth == 1 {
+                        if !inserted && name != b"ProgramInformation" {
+                            steering_block(&mut writer)?;
+                            inserted = true;
+                        }
+                        if name == b"BaseURL" || name == b"ContentSteering" {
+                            drop = true;
+                        }
+                    }
+                    if name == b"Representation" {
+                        let id = e
+                            .try_get_attribute("id")
+                            .map_err(err)?
+                            .ok_or_else(|| err("a Representation has no id"))?;
+                        let id = id.unescape_value().map_err(err)?;
+                        if keep(&id) {
+                            if let Some((_, n)) = adaptation.as_mut() {
+                                *n += 1;
+                            }
+                            kept_total += 1;
+                        } else {
+                            drop = true;
+                        }
+                    }
+                    if name == b"AdaptationSet" && !drop && matches!(ev, Event::Start(_)) {
+                        if adaptation.is_some() {
+                            return Err(err("nested AdaptationSet"));
+                        }
+                        adaptation = Some((Vec::new(), 0));
+                    }
+                }
+                Event::End(e) if cur_depth == 0 && !inserted => {
+                    let _ = e;
+                    steering_block(&mut writer)?;
+                    inserted = true;
+                }
+                _ => {}
+            }
+            if drop && is_start {
+                skip_from = Some(cur_depth);
+            }
+        }
+        if is_start {
+            depth += 1;
+        } else if is_end {
+            depth -= 1;
+        }
+        if drop {
+            pending_ws = None;
+            if is_end && skip_from == Some(cur_depth) {
+                skip_from = None;
+            }
+            continue;
+        }
+        if let Event::Text(t) = &ev {
+            if t.iter().all(|b| b.is_ascii_whitespace()) {
+                pending_ws = Some(ev.into_owned());
+                continue;
+            }
+        }
+        let closes_adaptation = is_end
+            && adaptation.is_some()
+            && matches!(&ev, Event::End(e) if e.local_name().as_ref() == b"AdaptationSet");
+        flush_ws(&mut pending_ws, &mut adaptation, &mut writer)?;
+        emit(ev.into_owned(), &mut adaptation, &mut writer)?;
+        if closes_adaptation {
+            if let Some((events, kept)) = adaptation.take() {
+                if kept > 0 {
+                    for e in events {
+                        writer.write_event(e).map_err(err)?;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(ws) = pending_ws.take() {
+        writer.write_event(ws).map_err(err)?;
+    }
+    if !seen_mpd || depth != 0 {
+        return Err(err("not a complete MPD document"));
+    }
+    if kept_total == 0 && !locations.is_empty() {
+        return Err(err("no Representation is left for this session"));
+    }
+    String::from_utf8(writer.into_inner()).map_err(err)
+}
+
+fn emit(
+    ev: Event<'static>,
+    adaptation: &mut Option<(Vec<Event<'static>>, usize)>,
+    w: &mut Writer<Vec<u8>>,
+) -> Result<(), ManifestError> {
+    match adaptation {
+        Some((buf, _)) => {
+            buf.push(ev);
+            Ok(())
+        }
+        None => w.write_event(ev).map_err(err),
+    }
+}
+
+fn flush_ws(
+    pending: &mut Option<Event<'static>>,
+    adaptation: &mut Option<(Vec<Event<'static>>, usize)>,
+    w: &mut Writer<Vec<u8>>,
+) -> Result<(), ManifestError> {
+    if let Some(ws) = pending.take() {
+        emit(ws, adaptation, w)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MPD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011" type="static" mediaPresentationDuration="PT10S" minBufferTime="PT2S">
+  <ProgramInformation><Title>t1</Title></ProgramInformation>
+  <BaseURL>http://old.example/</BaseURL>
+  <Period id="0">
+    <AdaptationSet id="0" contentType="video" mimeType="video/mp4">
+      <Representation id="v360" bandwidth="500000" width="640" height="360" codecs="avc1.64001e">
+        <BaseURL>v360/media.mp4</BaseURL>
+        <SegmentBase indexRange="800-900"><Initialization range="0-799"/></SegmentBase>
+      </Representation>
+      <Representation id="v720" bandwidth="3000000" width="1280" height="720" codecs="avc1.64001f">
+        <BaseURL>v720/media.mp4</BaseURL>
+        <SegmentBase indexRange="800-900"><Initialization range="0-799"/></SegmentBase>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="1" contentType="video" mimeType="video/mp4">
+      <Representation id="v2160" bandwidth="9000000" width="3840" height="2160" codecs="avc1.640033"/>
+    </AdaptationSet>
+    <AdaptationSet id="2" contentType="audio" mimeType="audio/mp4" lang="en">
+      <Representation id="a1" bandwidth="128000" codecs="mp4a.40.2"><BaseURL>a1/media.mp4</BaseURL></Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"#;
+
+    fn locs() -> Vec<Location> {
+        vec![
+            Location {
+                id: "oca-1".into(),
+                base_url: "http://10.0.0.1:8080/g/T1/t1/".into(),
+            },
+            Location {
+                id: "oca-2".into(),
+                base_url: "http://10.0.0.2:8080/g/T2/t1/".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn keeps_allowed_representations_and_adds_locations() {
+        let keep = |id: &str| id == "v360" || id == "a1";
+        let out = rewrite_mpd(MPD, &keep, &locs(), "http://cp/steer?x=1&y=2").unwrap();
+        assert!(out.contains("<Representation id=\"v360\""));
+        assert!(!out.contains("v720"), "{out}");
+        assert!(!out.contains("v2160"), "{out}");
+        assert!(!out.contains("AdaptationSet id=\"1\""), "{out}");
+        assert!(out.contains("AdaptationSet id=\"2\""));
+        assert!(!out.contains("old.example"));
+        assert!(out.contains(
+            "<ContentSteering defaultServiceLocation=\"oca-1\" queryBeforeStart=\"false\">http://cp/steer?x=1&amp;y=2</ContentSteering>"
+        ), "{out}");
+        assert!(out.contains(
+            "<BaseURL serviceLocation=\"oca-2\">http://10.0.0.2:8080/g/T2/t1/</BaseURL>"
+        ));
+        let pi = out.find("</ProgramInformation>").unwrap();
+        let cs = out.find("<ContentSteering").unwrap();
+        let period = out.find("<Period").unwrap();
+        assert!(pi < cs && cs < period);
+        // Relative per-representation BaseURLs are untouched.
+        assert!(out.contains("<BaseURL>v360/media.mp4</BaseURL>"));
+        // The output is itself rewritable (well-formed) and stable.
+        let again = rewrite_mpd(&out, &keep, &locs(), "http://cp/steer?x=1&y=2").unwrap();
+        assert_eq!(again, out);
+    }
+
+    #[test]
+    fn refuses_broken_documents() {
+        let keep = |_: &str| true;
+        let l = locs();
+        assert!(rewrite_mpd("<MPD><Period>", &keep, &l, "s").is_err());
+        assert!(rewrite_mpd("<NotMPD/>", &keep, &l, "s").is_err());
+        assert!(rewrite_mpd(
+            "<MPD><Period><AdaptationSet><Representation bandwidth=\"1\"/></AdaptationSet></Period></MPD>",
+            &keep,
+            &l,
+            "s"
+        )
+        .is_err());
+        assert!(rewrite_mpd(
+            "<!DOCTYPE x [<!ENTITY a \"b\">]><MPD></MPD>",
+            &keep,
+            &l,
+            "s"
+        )
+        .is_err());
+        let none = |_: &str| false;
+        assert!(rewrite_mpd(MPD, &none, &l, "s").is_err());
+    }
+}

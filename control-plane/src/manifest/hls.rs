@@ -1,0 +1,320 @@
+//! HLS master playlist rewriting (RFC 8216 plus Apple's content steering).
+//!
+//! Every variant (`#EXT-X-STREAM-INF` + URI line), I-frame variant and rendition
+//! (`#EXT-X-MEDIA`) is repeated once per pathway, with `PATHWAY-ID`, an absolute URI on that
+//! pathway's appliance, and rendition-group ids suffixed with the pathway (`audio` becomes
+//! `audio-<pathway>`) so each pathway's variants reference their own audio group. Entries whose
+//! rendition the session may not play are dropped. Other tags are kept once, in order, before
+//! the steering tag.
+
+use super::{is_safe_relative, rendition_of, Location, ManifestError};
+
+/// Longest master playlist accepted, bytes.
+pub const MAX_PLAYLIST: usize = 1 << 20;
+
+/// A parsed attribute list: `(name, raw value)` pairs, values kept with their quotes.
+fn parse_attrs(s: &str, line: usize) -> Result<Vec<(String, String)>, ManifestError> {
+    let bad = |reason: &str| ManifestError::Hls {
+        line,
+        reason: reason.to_owned(),
+    };
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let eq = s[i..]
+            .find('=')
+            .map(|p| p + i)
+            .ok_or_else(|| bad("attribute without '='"))?;
+        let name = &s[i..eq];
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'-')
+        {
+            return Err(bad("bad attribute name"));
+        }
+        let mut j = eq + 1;
+        if b.get(j) == Some(&b'"') {
+            let close = s[j + 1..]
+                .find('"')
+                .ok_or_else(|| bad("unterminated quoted string"))?;
+            j = j + 1 + close + 1;
+        } else {
+            while j < b.len() && b[j] != b',' {
+                j += 1;
+            }
+        }
+        out.push((name.to_owned(), s[eq + 1..j].to_owned()));
+        if j < b.len() {
+            if b[j] != b',' {
+                return Err(bad("expected ',' after attribute value"));
+            }
+            j += 1;
+        }
+        i = j;
+    }
+    Ok(out)
+}
+
+fn unquote(v: &str) -> Option<&str> {
+    v.strip_prefix('"')?.strip_suffix('"')
+}
+
+fn join_attrs(attrs: &[(String, String)]) -> String {
+    attrs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+const GROUP_ATTRS: [&str; 4] = ["AUDIO", "VIDEO", "SUBTITLES", "CLOSED-CAPTIONS"];
+
+enum Entry {
+    /// A tag kept once, verbatim.
+    Other(String),
+    /// `#EXT-X-MEDIA` attributes.
+    Media(Vec<(String, String)>),
+    /// `#EXT-X-STREAM-INF` attributes and its URI.
+    Variant(Vec<(String, String)>, String),
+    /// `#EXT-X-I-FRAME-STREAM-INF` attributes.
+    IFrame(Vec<(String, String)>),
+}
+
+/// Rewrites a master playlist. `keep(rendition_id)` says whether a rendition may be played;
+/// `steering_uri` is the steering server's URL. Fails on anything that is not a well-formed
+/// master playlist with relative URIs.
+pub fn rewrite_master(
+    text: &str,
+    keep: &dyn Fn(&str) -> bool,
+    locations: &[Location],
+    steering_uri: &str,
+) -> Result<String, ManifestError> {
+    if text.len() > MAX_PLAYLIST {
+        return Err(ManifestError::Hls {
+            line: 0,
+            reason: format!("longer than {MAX_PLAYLIST} bytes"),
+        });
+    }
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
+    match lines.next() {
+        Some((_, "#EXTM3U")) => {}
+        _ => {
+            return Err(ManifestError::Hls {
+                line: 1,
+                reason: "must start with #EXTM3U".into(),
+            })
+        }
+    }
+    let mut entries = Vec::new();
+    let mut pending: Option<(usize, Vec<(String, String)>)> = None;
+    for (n, line) in lines {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some((vn, attrs)) = pending.take() {
+            if line.starts_with('#') {
+                return Err(ManifestError::Hls {
+                    line: vn,
+                    reason: "#EXT-X-STREAM-INF is not followed by a URI".into(),
+                });
+            }
+            if !is_safe_relative(line) {
+                return Err(ManifestError::Hls {
+                    line: n,
+                    reason: format!("variant URI {line:?} must be a relative path"),
+                });
+            }
+            entries.push(Entry::Variant(attrs, line.to_owned()));
+            continue;
+        }
+        let check_uri = |attrs: &[(String, String)]| -> Result<(), ManifestError> {
+            if let Some((_, v)) = attrs.iter().find(|(k, _)| k == "URI") {
+                let u = unquote(v).unwrap_or("");
+                if !is_safe_relative(u) {
+                    return Err(ManifestError::Hls {
+                        line: n,
+                        reason: format!("URI {v} must be a quoted relative path"),
+                    });
+                }
+            }
+            Ok(())
+        };
+        if let Some(rest) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            pending = Some((n, parse_attrs(rest, n)?));
+        } else if let Some(rest) = line.strip_prefix("#EXT-X-MEDIA:") {
+            let a = parse_attrs(rest, n)?;
+            check_uri(&a)?;
+            entries.push(Entry::Media(a));
+        } else if let Some(rest) = line.strip_prefix("#EXT-X-I-FRAME-STREAM-INF:") {
+            let a = parse_attrs(rest, n)?;
+            check_uri(&a)?;
+            entries.push(Entry::IFrame(a));
+        } else if line.starts_with("#EXT-X-CONTENT-STEERING") {
+            // Replaced by ours.
+        } else if line.starts_with("#EXTINF") || line.starts_with("#EXT-X-TARGETDURATION") {
+            return Err(ManifestError::Hls {
+                line: n,
+                reason: "a media playlist tag in a master playlist".into(),
+            });
+        } else if line.starts_with('#') {
+            entries.push(Entry::Other(line.to_owned()));
+        } else {
+            return Err(ManifestError::Hls {
+                line: n,
+                reason: format!("URI {line:?} without #EXT-X-STREAM-INF"),
+            });
+        }
+    }
+    if let Some((vn, _)) = pending {
+        return Err(ManifestError::Hls {
+            line: vn,
+            reason: "#EXT-X-STREAM-INF is not followed by a URI".into(),
+        });
+    }
+    let allowed = |attrs: &[(String, String)], uri: Option<&str>| -> bool {
+        let uri = uri.or_else(|| {
+            attrs
+                .iter()
+                .find(|(k, _)| k == "URI")
+                .and_then(|(_, v)| unquote(v))
+        });
+        uri.and_then(rendition_of).is_none_or(keep)
+    };
+
+    let mut out = String::with_capacity(text.len() * (locations.len() + 1));
+    out.push_str("#EXTM3U\n");
+    for e in &entries {
+        if let Entry::Other(l) = e {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    if let Some(first) = locations.first() {
+        out.push_str(&format!(
+            "#EXT-X-CONTENT-STEERING:SERVER-URI=\"{steering_uri}\",PATHWAY-ID=\"{}\"\n",
+            first.id
+        ));
+    }
+    let retarget = |attrs: &[(String, String)], loc: &Location| -> Vec<(String, String)> {
+        attrs
+            .iter()
+            .map(|(k, v)| {
+                if k == "URI" {
+                    let u = unquote(v).unwrap_or("");
+                    (k.clone(), format!("\"{}{}\"", loc.base_url, u))
+                } else if (k == "GROUP-ID" || GROUP_ATTRS.contains(&k.as_str()))
+                    && v.starts_with('"')
+                {
+                    let g = unquote(v).unwrap_or("");
+                    (k.clone(), format!("\"{g}-{}\"", loc.id))
+                } else {
+                    (k.clone(), v.clone())
+                }
+            })
+            .collect()
+    };
+    let mut kept_variants = 0;
+    for loc in locations {
+        for e in &entries {
+            if let Entry::Media(a) = e {
+                if allowed(a, None) {
+                    out.push_str(&format!("#EXT-X-MEDIA:{}\n", join_attrs(&retarget(a, loc))));
+                }
+            }
+        }
+        for e in &entries {
+            match e {
+                Entry::Variant(a, uri) if allowed(a, Some(uri)) => {
+                    kept_variants += 1;
+                    let mut a = retarget(a, loc);
+                    a.retain(|(k, _)| k != "PATHWAY-ID");
+                    a.push(("PATHWAY-ID".into(), format!("\"{}\"", loc.id)));
+                    out.push_str(&format!(
+                        "#EXT-X-STREAM-INF:{}\n{}{}\n",
+                        join_attrs(&a),
+                        loc.base_url,
+                        uri
+                    ));
+                }
+                Entry::IFrame(a) if allowed(a, None) => {
+                    let mut a = retarget(a, loc);
+                    a.retain(|(k, _)| k != "PATHWAY-ID");
+                    a.push(("PATHWAY-ID".into(), format!("\"{}\"", loc.id)));
+                    out.push_str(&format!("#EXT-X-I-FRAME-STREAM-INF:{}\n", join_attrs(&a)));
+                }
+                _ => {}
+            }
+        }
+    }
+    if kept_variants == 0 && !locations.is_empty() {
+        return Err(ManifestError::Hls {
+            line: 0,
+            reason: "no variant is left for this session".into(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"en\",LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"a1/playlist.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=500000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,AUDIO=\"aud\"\n\
+v360/playlist.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=3000000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,AUDIO=\"aud\"\n\
+v720/playlist.m3u8\n";
+
+    fn locs() -> Vec<Location> {
+        vec![
+            Location {
+                id: "oca-1".into(),
+                base_url: "http://10.0.0.1:8080/g/TOKEN1/t1/".into(),
+            },
+            Location {
+                id: "oca-2".into(),
+                base_url: "http://10.0.0.2:8080/g/TOKEN2/t1/".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn filters_and_repeats_per_pathway() {
+        let keep = |r: &str| r != "v720";
+        let out = rewrite_master(MASTER, &keep, &locs(), "http://cp/steer").unwrap();
+        assert!(out.starts_with("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-CONTENT-STEERING:SERVER-URI=\"http://cp/steer\",PATHWAY-ID=\"oca-1\"\n"), "{out}");
+        assert!(!out.contains("v720"));
+        assert_eq!(out.matches("#EXT-X-STREAM-INF").count(), 2);
+        assert!(out.contains("#EXT-X-STREAM-INF:BANDWIDTH=500000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,AUDIO=\"aud-oca-2\",PATHWAY-ID=\"oca-2\"\nhttp://10.0.0.2:8080/g/TOKEN2/t1/v360/playlist.m3u8\n"), "{out}");
+        assert!(out.contains("GROUP-ID=\"aud-oca-1\""));
+        assert!(out.contains("URI=\"http://10.0.0.1:8080/g/TOKEN1/t1/a1/playlist.m3u8\""));
+    }
+
+    #[test]
+    fn refuses_malformed_playlists() {
+        let keep = |_: &str| true;
+        let l = locs();
+        for (bad, line) in [
+            ("#EXT-X-VERSION:7\n", 1),
+            ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n", 2),
+            (
+                "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nhttp://evil/x.m3u8\n",
+                3,
+            ),
+            ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n../x.m3u8\n", 3),
+            ("#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,URI=\"/abs\"\n", 2),
+            ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"x\n", 2),
+            ("#EXTM3U\nv/x.m3u8\n", 2),
+        ] {
+            match rewrite_master(bad, &keep, &l, "s") {
+                Err(ManifestError::Hls { line: got, .. }) => assert_eq!(got, line, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let none = |_: &str| false;
+        assert!(rewrite_master(MASTER, &none, &l, "s").is_err());
+    }
+}

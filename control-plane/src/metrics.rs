@@ -1,0 +1,163 @@
+//! Prometheus metrics, kept as atomics and rendered in the text exposition format at
+//! `GET /metrics`. Labels are fixed sets (refusal codes, miss classes), never ids, so the series
+//! count is bounded.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::ApiError;
+
+/// Latency histogram bucket bounds, seconds.
+const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
+
+/// The counters.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Sessions started.
+    pub sessions_started: AtomicU64,
+    /// Refusals by code, indexed like [`ApiError::CODES`].
+    pub refusals: [AtomicU64; ApiError::CODES.len()],
+    /// Session heartbeats.
+    pub session_heartbeats: AtomicU64,
+    /// Sessions ended by DELETE.
+    pub sessions_ended: AtomicU64,
+    /// Licences issued.
+    pub licenses: AtomicU64,
+    /// Steering decisions whose best local choice was skipped: content misses.
+    pub content_misses: AtomicU64,
+    /// ... health misses.
+    pub health_misses: AtomicU64,
+    /// Appliance heartbeats.
+    pub appliance_heartbeats: AtomicU64,
+    /// HTTP requests.
+    pub requests: AtomicU64,
+    start_buckets: [AtomicU64; BUCKETS.len()],
+    start_count: AtomicU64,
+    start_sum_us: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            sessions_started: AtomicU64::new(0),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            session_heartbeats: AtomicU64::new(0),
+            sessions_ended: AtomicU64::new(0),
+            licenses: AtomicU64::new(0),
+            content_misses: AtomicU64::new(0),
+            health_misses: AtomicU64::new(0),
+            appliance_heartbeats: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            start_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            start_count: AtomicU64::new(0),
+            start_sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Counts a refusal.
+    pub fn refused(&self, e: &ApiError) {
+        if let Some(i) = ApiError::CODES.iter().position(|c| *c == e.code()) {
+            inc(&self.refusals[i]);
+        }
+    }
+
+    /// Records one session-start latency.
+    pub fn observe_start(&self, secs: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                inc(&self.start_buckets[i]);
+            }
+        }
+        inc(&self.start_count);
+        self.start_sum_us
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut s = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "outpost_cp_sessions_started_total",
+            "Playback sessions started.",
+            g(&self.sessions_started),
+        );
+        counter(
+            "outpost_cp_session_heartbeats_total",
+            "Session heartbeats accepted.",
+            g(&self.session_heartbeats),
+        );
+        counter(
+            "outpost_cp_sessions_ended_total",
+            "Sessions ended by the client.",
+            g(&self.sessions_ended),
+        );
+        counter(
+            "outpost_cp_licenses_total",
+            "Clear Key licences issued.",
+            g(&self.licenses),
+        );
+        counter(
+            "outpost_cp_appliance_heartbeats_total",
+            "Appliance heartbeats accepted.",
+            g(&self.appliance_heartbeats),
+        );
+        counter(
+            "outpost_cp_http_requests_total",
+            "HTTP requests served.",
+            g(&self.requests),
+        );
+        let _ = writeln!(s, "# HELP outpost_cp_steering_misses_total Steering decisions that skipped the best local appliance.\n# TYPE outpost_cp_steering_misses_total counter");
+        let _ = writeln!(
+            s,
+            "outpost_cp_steering_misses_total{{class=\"content\"}} {}",
+            g(&self.content_misses)
+        );
+        let _ = writeln!(
+            s,
+            "outpost_cp_steering_misses_total{{class=\"health\"}} {}",
+            g(&self.health_misses)
+        );
+        let _ = writeln!(s, "# HELP outpost_cp_refusals_total API refusals by code.\n# TYPE outpost_cp_refusals_total counter");
+        for (i, code) in ApiError::CODES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "outpost_cp_refusals_total{{code=\"{code}\"}} {}",
+                g(&self.refusals[i])
+            );
+        }
+        let _ = writeln!(s, "# HELP outpost_cp_session_start_seconds Session start latency.\n# TYPE outpost_cp_session_start_seconds histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "outpost_cp_session_start_seconds_bucket{{le=\"{b}\"}} {}",
+                g(&self.start_buckets[i])
+            );
+        }
+        let _ = writeln!(
+            s,
+            "outpost_cp_session_start_seconds_bucket{{le=\"+Inf\"}} {}",
+            g(&self.start_count)
+        );
+        let _ = writeln!(
+            s,
+            "outpost_cp_session_start_seconds_sum {}",
+            g(&self.start_sum_us) as f64 / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "outpost_cp_session_start_seconds_count {}",
+            g(&self.start_count)
+        );
+        s
+    }
+}

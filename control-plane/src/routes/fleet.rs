@@ -1,0 +1,160 @@
+//! Fleet endpoints: appliance heartbeats and registration (authenticated by the appliance's
+//! credential and its `Outpost-Appliance` header) and the published grant keys.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use protocol::fleet::{Heartbeat, HeartbeatAck, PublishedKeys, Registration, APPLIANCE_HEADER};
+
+use super::{bearer, parse_body, ErrorBody};
+use crate::crypto::digest;
+use crate::db::HeartbeatRow;
+use crate::error::ApiError;
+use crate::prefix::Prefix;
+use crate::state::AppState;
+
+async fn authenticate(st: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
+    let named = headers
+        .get(APPLIANCE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::invalid(APPLIANCE_HEADER, "header is required"))?;
+    if named != id {
+        return Err(ApiError::invalid(
+            APPLIANCE_HEADER,
+            "header does not match the appliance id in the path",
+        ));
+    }
+    let snap = st.snapshot().await?;
+    if snap.fleet.appliance(id).is_none() {
+        return Err(ApiError::UnknownAppliance(id.to_owned()));
+    }
+    let want = snap
+        .appliance_credentials
+        .get(id)
+        .ok_or(ApiError::Unauthorized)?;
+    match bearer(headers) {
+        Some(t) if &digest(t) == want => Ok(()),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+fn prefixes_json(field: &str, list: &[String]) -> Result<String, ApiError> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        let p: Prefix = p.parse().map_err(|e: crate::prefix::PrefixError| {
+            ApiError::invalid(format!("{field}[{i}]"), e.to_string())
+        })?;
+        out.push(p.to_string());
+    }
+    Ok(serde_json::to_string(&out).unwrap_or_default())
+}
+
+/// Records an appliance heartbeat.
+#[utoipa::path(post, path = "/v1/appliances/{id}/heartbeat", tag = "fleet",
+    params(("id" = String, Path, description = "Appliance id")),
+    request_body(content = Object, description = "protocol::fleet::Heartbeat"),
+    responses((status = 200, description = "protocol::fleet::HeartbeatAck"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn heartbeat(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<HeartbeatAck>, ApiError> {
+    authenticate(&st, &headers, &id).await?;
+    let hb: Heartbeat = parse_body(&body)?;
+    hb.validate().map_err(|e| match e {
+        protocol::fleet::FleetError::Invalid { field, reason } => ApiError::invalid(field, reason),
+    })?;
+    let prefixes = match &hb.prefixes {
+        Some(p) => Some(prefixes_json("prefixes", p)?),
+        None => None,
+    };
+    let now = st.now();
+    let row = HeartbeatRow {
+        health: hb.health.as_str().to_owned(),
+        load: hb.load,
+        egress_bps: i64::try_from(hb.egress_bps).unwrap_or(i64::MAX),
+        drives: serde_json::to_string(&hb.drives).unwrap_or_default(),
+        titles: serde_json::to_string(&hb.titles).unwrap_or_default(),
+        prefixes,
+    };
+    if !st.repo.record_heartbeat(&id, &row, now as i64).await? {
+        return Err(ApiError::UnknownAppliance(id));
+    }
+    st.invalidate();
+    st.metrics
+        .appliance_heartbeats
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(appliance = %id, health = hb.health.as_str(), load = hb.load, titles = hb.titles.len(), "appliance heartbeat");
+    Ok(Json(HeartbeatAck {
+        received_at: now,
+        interval_secs: st.config.appliance_heartbeat_secs,
+        offline_after_secs: st.config.appliance_offline_after_secs,
+        key_ids: st.keys.kids(),
+    }))
+}
+
+/// Records an appliance's registration (address, port, prefixes, version).
+#[utoipa::path(post, path = "/v1/appliances/{id}/register", tag = "fleet",
+    params(("id" = String, Path, description = "Appliance id")),
+    request_body(content = Object, description = "protocol::fleet::Registration"),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn register(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::http::StatusCode, ApiError> {
+    authenticate(&st, &headers, &id).await?;
+    let reg: Registration = parse_body(&body)?;
+    let prefixes = match &reg.prefixes {
+        Some(p) => Some(prefixes_json("prefixes", p)?),
+        None => None,
+    };
+    if let Some(a) = &reg.address {
+        if a.is_empty()
+            || a.len() > 253
+            || !a
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        {
+            return Err(ApiError::invalid(
+                "address",
+                "must be a host name or IP address",
+            ));
+        }
+    }
+    if reg.port == Some(0) {
+        return Err(ApiError::invalid("port", "must be 1..=65535"));
+    }
+    st.repo
+        .register_appliance(
+            &id,
+            reg.address.as_deref(),
+            reg.port.map(i64::from),
+            prefixes.as_deref(),
+            reg.version.as_deref(),
+        )
+        .await?;
+    st.invalidate();
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// The grant public keys appliances verify with.
+#[utoipa::path(get, path = "/v1/keys", tag = "fleet",
+    responses((status = 200, description = "protocol::fleet::PublishedKeys: kid, alg Ed25519, raw key base64url, SPKI PEM")))]
+pub async fn keys(State(st): State<AppState>) -> Response {
+    let now = st.now();
+    let refresh = (st.config.key_prepublish_secs / 2).clamp(1, 300);
+    (
+        [(header::CACHE_CONTROL, format!("public, max-age={refresh}"))],
+        Json(PublishedKeys {
+            keys: st.keys.published(now),
+            refresh_secs: refresh,
+        }),
+    )
+        .into_response()
+}

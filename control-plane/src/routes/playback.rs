@@ -1,0 +1,675 @@
+//! Playback sessions: start (entitlement checks in a fixed order, steering, the lease, grants),
+//! heartbeat, end, the per-session manifests and the steering manifests they point to.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use protocol::catalog::TrackKind;
+use protocol::grant::{sign, Claims, ClientPrefix};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{bearer, parse_body, require_api_key, ErrorBody};
+use crate::crypto::{digest, random_token};
+use crate::db::SessionRow;
+use crate::error::ApiError;
+use crate::import::CLEAR_KEY;
+use crate::manifest::{dash, hls, Location};
+use crate::state::AppState;
+use crate::steering::{Choice, Decision, Fleet, MissClass};
+
+/// `POST /v1/playback/sessions` body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The member's account.
+    pub account_id: String,
+    /// The device class of the player.
+    pub device_class: String,
+    /// The title to play.
+    pub title: String,
+    /// The player's public IP address.
+    pub client_ip: String,
+}
+
+/// One alternative location with its grant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantedAppliance {
+    /// Appliance id (HLS pathway id, DASH service location).
+    pub id: String,
+    /// Its cluster (the grant's audience).
+    pub cluster: String,
+    /// `http://host:port/g/<grant>/<title>/`.
+    pub base_url: String,
+    /// The grant.
+    pub grant: String,
+    /// Grant expiry, Unix seconds.
+    pub grant_expires_at: u64,
+}
+
+/// Heartbeat instructions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatInfo {
+    /// `POST` here (with the session token) to keep the lease.
+    pub url: String,
+    /// Send one at least this often, seconds.
+    pub interval_secs: u64,
+}
+
+/// Manifest URLs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ManifestUrls {
+    /// HLS master playlist.
+    pub hls: String,
+    /// DASH MPD.
+    pub dash: String,
+}
+
+/// Licence server details (encrypted titles only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LicenseInfo {
+    /// Key system.
+    pub key_system: String,
+    /// `POST` the CDM's Clear Key request here with `Authorization: Bearer <token>`.
+    pub url: String,
+    /// The same URL with the token as a query parameter, for players that cannot set headers.
+    pub url_with_token: String,
+}
+
+/// `201` answer to a session start.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StartResponse {
+    /// Session id.
+    pub session_id: String,
+    /// Bearer token of this session: heartbeats, end and licence requests.
+    pub token: String,
+    /// Title.
+    pub title: String,
+    /// Client country.
+    pub country: String,
+    /// Effective tier.
+    pub tier: String,
+    /// Rendition ids the session may fetch.
+    pub renditions: Vec<String>,
+    /// Lease expiry, Unix seconds.
+    pub lease_expires_at: u64,
+    /// Heartbeat.
+    pub heartbeat: HeartbeatInfo,
+    /// Licence server, for encrypted titles.
+    pub license: Option<LicenseInfo>,
+    /// Per-session manifests.
+    pub manifests: ManifestUrls,
+    /// Steering manifests.
+    pub steering: ManifestUrls,
+    /// Ranked appliances with grants, best first.
+    pub appliances: Vec<GrantedAppliance>,
+    /// Why this ranking.
+    pub steering_reason: String,
+    /// `content_miss` / `health_miss` when the best local appliance was skipped.
+    pub miss: Option<String>,
+}
+
+/// `200` answer to a session heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionHeartbeatResponse {
+    /// Session id.
+    pub session_id: String,
+    /// New lease expiry (now + lease length).
+    pub lease_expires_at: u64,
+    /// Fresh grants, expiry counted from now.
+    pub appliances: Vec<GrantedAppliance>,
+}
+
+/// The stored steering decision of a session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSteering {
+    ranked: Vec<Choice>,
+    reason: String,
+    miss: Option<MissClass>,
+}
+
+fn miss_name(m: MissClass) -> &'static str {
+    match m {
+        MissClass::ContentMiss => "content_miss",
+        MissClass::HealthMiss => "health_miss",
+    }
+}
+
+/// Mints one grant per cluster of `ranked`, valid from `now`.
+pub(crate) fn grant_locations(
+    st: &AppState,
+    session_id: &str,
+    title: &str,
+    renditions: &[String],
+    client_ip: IpAddr,
+    ranked: &[Choice],
+    now: u64,
+) -> Result<Vec<GrantedAppliance>, ApiError> {
+    let key = st.keys.signing(now);
+    let exp = now + st.config.grant_ttl_secs;
+    let mut by_cluster: BTreeMap<&str, String> = BTreeMap::new();
+    let mut out = Vec::with_capacity(ranked.len());
+    for c in ranked {
+        let grant = match by_cluster.get(c.cluster.as_str()) {
+            Some(g) => g.clone(),
+            None => {
+                let claims = Claims {
+                    iss: st.config.issuer.clone(),
+                    aud: vec![c.cluster.clone()],
+                    sub: session_id.to_owned(),
+                    nbf: None,
+                    iat: now,
+                    exp,
+                    prefix: format!("/{title}/"),
+                    renditions: Some(renditions.to_vec()),
+                    client: Some(ClientPrefix::binding_for(client_ip)),
+                    jti: random_token(12),
+                };
+                let g = sign(&key, &claims)
+                    .map_err(|e| ApiError::Internal(format!("minting a grant: {e}")))?;
+                by_cluster.insert(&c.cluster, g.clone());
+                g
+            }
+        };
+        let host = if c.address.contains(':') && !c.address.starts_with('[') {
+            format!("[{}]", c.address)
+        } else {
+            c.address.clone()
+        };
+        out.push(GrantedAppliance {
+            id: c.appliance.clone(),
+            cluster: c.cluster.clone(),
+            base_url: format!("http://{host}:{}/g/{grant}/{title}/", c.port),
+            grant,
+            grant_expires_at: exp,
+        });
+    }
+    Ok(out)
+}
+
+/// Starts a playback session.
+#[utoipa::path(post, path = "/v1/playback/sessions", tag = "playback",
+    request_body = StartRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Session started", body = StartResponse),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "account_inactive, geo_blocked, tier_unavailable or drm_unsupported", body = ErrorBody),
+        (status = 404, description = "unknown_account, unknown_title or unknown_device_class", body = ErrorBody),
+        (status = 429, description = "concurrent_limit or rate_limited", body = ErrorBody),
+        (status = 503, description = "no_appliance", body = ErrorBody),
+    ))]
+pub async fn start_session(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
+    let t0 = Instant::now();
+    let r = start(&st, &headers, &body).await;
+    match &r {
+        Ok(_) => {
+            st.metrics
+                .sessions_started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            st.metrics.observe_start(t0.elapsed().as_secs_f64());
+        }
+        Err(e) => st.metrics.refused(e),
+    }
+    r.map(|b| (StatusCode::CREATED, Json(b)))
+}
+
+async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartResponse, ApiError> {
+    let snap = st.snapshot().await?;
+    require_api_key(&snap, headers)?;
+    let req: StartRequest = parse_body(body)?;
+    let client_ip: IpAddr = req
+        .client_ip
+        .parse()
+        .map_err(|_| ApiError::invalid("client_ip", "must be an IPv4 or IPv6 address"))?;
+    let title = snap
+        .titles
+        .get(&req.title)
+        .ok_or_else(|| ApiError::UnknownTitle(req.title.clone()))?
+        .clone();
+    let device = snap
+        .devices
+        .get(&req.device_class)
+        .ok_or_else(|| ApiError::UnknownDeviceClass(req.device_class.clone()))?;
+    st.limiter
+        .check(&req.account_id)
+        .map_err(ApiError::RateLimited)?;
+    let now = st.now();
+    let now_i = now as i64;
+
+    // 1. Account active.
+    let account = st
+        .repo
+        .account(&req.account_id)
+        .await?
+        .ok_or_else(|| ApiError::UnknownAccount(req.account_id.clone()))?;
+    if account.status != "active" {
+        return Err(ApiError::AccountInactive(account.status));
+    }
+    let &(plan_tier, max_streams) = snap.plans.get(&account.plan_id).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "account {} has unknown plan {}",
+            account.id, account.plan_id
+        ))
+    })?;
+
+    // 2. A window for the title in the client's country, open now.
+    let country = snap.country(client_ip).ok_or_else(|| {
+        ApiError::GeoBlocked(format!(
+            "no country is known for {client_ip}, so no window applies"
+        ))
+    })?;
+    let &(_, _, window_tier) = snap
+        .windows
+        .get(&(title.title.clone(), country.to_owned()))
+        .filter(|(s, e, _)| *s <= now_i && now_i < *e)
+        .ok_or_else(|| {
+            ApiError::GeoBlocked(format!("{} has no open window in {country}", title.title))
+        })?;
+
+    // 3. Effective tier = min(plan, window, device) and a rendition within it.
+    let tier = plan_tier.min(window_tier).min(device.max_tier);
+    let has_video = title.renditions.iter().any(|r| r.kind == TrackKind::Video);
+    let mut allowed: Vec<_> = title.renditions_within(tier).collect();
+    if has_video && !allowed.iter().any(|r| r.kind == TrackKind::Video) {
+        return Err(ApiError::TierUnavailable(format!(
+            "no rendition at or below {tier} (plan {plan_tier}, window {window_tier}, device {})",
+            device.max_tier
+        )));
+    }
+
+    // 4. Key system and licence policy.
+    let mut key_ids: Vec<String> = Vec::new();
+    if title.encryption.is_some() {
+        if !device.key_systems.iter().any(|k| k == CLEAR_KEY) {
+            return Err(ApiError::DrmUnsupported(format!(
+                "device class {} supports none of the title's key systems ({CLEAR_KEY})",
+                req.device_class
+            )));
+        }
+        let keys = snap
+            .keys
+            .get(&title.title)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let licensable: HashSet<&str> = keys
+            .iter()
+            .filter(|k| k.allowed_at(tier))
+            .map(|k| k.kid.as_str())
+            .collect();
+        allowed.retain(|r| r.key_id.as_deref().is_none_or(|k| licensable.contains(k)));
+        if licensable.is_empty()
+            || (has_video && !allowed.iter().any(|r| r.kind == TrackKind::Video))
+        {
+            return Err(ApiError::DrmUnsupported(format!(
+                "the licence policy yields no usable key at tier {tier}"
+            )));
+        }
+        key_ids = licensable.into_iter().map(str::to_owned).collect();
+        key_ids.sort();
+    }
+    let renditions: Vec<String> = allowed.iter().map(|r| r.id.clone()).collect();
+
+    // Steering (pure, in memory) before the lease so a refusal takes no stream.
+    let decision: Decision = snap
+        .fleet
+        .rank(client_ip, &title.title, now, &st.thresholds());
+    if decision.ranked.is_empty() {
+        return Err(ApiError::NoAppliance(decision.reason));
+    }
+
+    // 5. The lease, counted and inserted atomically.
+    let session_id = random_token(16);
+    let token = random_token(32);
+    let lease_expires_at = now + st.config.lease_secs;
+    let stored = StoredSteering {
+        ranked: decision.ranked.clone(),
+        reason: decision.reason.clone(),
+        miss: decision.miss,
+    };
+    let row = SessionRow {
+        id: session_id.clone(),
+        account_id: account.id.clone(),
+        title: title.title.clone(),
+        device_class: req.device_class.clone(),
+        client_ip: client_ip.to_string(),
+        country: country.to_owned(),
+        tier: tier.as_str().to_owned(),
+        renditions: serde_json::to_string(&renditions).unwrap_or_default(),
+        key_ids: serde_json::to_string(&key_ids).unwrap_or_default(),
+        steering: serde_json::to_string(&stored).unwrap_or_default(),
+        license_sha256: digest(&token),
+        created_at: now_i,
+        expires_at: lease_expires_at as i64,
+        ended_at: None,
+        end_reason: None,
+    };
+    if !st
+        .repo
+        .insert_session_if_under_limit(&row, max_streams, now_i)
+        .await?
+    {
+        return Err(ApiError::ConcurrentLimit(max_streams));
+    }
+    match decision.miss {
+        Some(MissClass::ContentMiss) => {
+            st.metrics
+                .content_misses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(MissClass::HealthMiss) => {
+            st.metrics
+                .health_misses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        None => {}
+    }
+    tracing::info!(
+        target: "outpost::steering",
+        session = %session_id,
+        title = %title.title,
+        prefix = decision.prefix.as_deref().unwrap_or("-"),
+        clusters = %decision.clusters.join(","),
+        ranked = %decision.ranked.iter().map(|c| c.appliance.as_str()).collect::<Vec<_>>().join(","),
+        best_local = decision.best_local.as_deref().unwrap_or("-"),
+        miss = decision.miss.map(miss_name).unwrap_or("-"),
+        reason = %decision.reason,
+        "steering decision"
+    );
+
+    let appliances = grant_locations(
+        st,
+        &session_id,
+        &title.title,
+        &renditions,
+        client_ip,
+        &decision.ranked,
+        now,
+    )?;
+    let base = &st.public_url;
+    Ok(StartResponse {
+        heartbeat: HeartbeatInfo {
+            url: format!("{base}/v1/playback/sessions/{session_id}/heartbeat"),
+            interval_secs: st.config.heartbeat_interval_secs,
+        },
+        license: title.encryption.as_ref().map(|_| LicenseInfo {
+            key_system: CLEAR_KEY.to_owned(),
+            url: format!("{base}/v1/license/clearkey"),
+            url_with_token: format!("{base}/v1/license/clearkey?token={token}"),
+        }),
+        manifests: ManifestUrls {
+            hls: format!("{base}/v1/playback/sessions/{session_id}/master.m3u8"),
+            dash: format!("{base}/v1/playback/sessions/{session_id}/manifest.mpd"),
+        },
+        steering: ManifestUrls {
+            hls: format!("{base}/v1/steering/{session_id}/hls"),
+            dash: format!("{base}/v1/steering/{session_id}/dash"),
+        },
+        session_id,
+        token,
+        title: title.title.clone(),
+        country: country.to_owned(),
+        tier: tier.as_str().to_owned(),
+        renditions,
+        lease_expires_at,
+        appliances,
+        steering_reason: decision.reason,
+        miss: decision.miss.map(|m| miss_name(m).to_owned()),
+    })
+}
+
+/// Loads a session and checks the caller holds its token or a playback API key.
+async fn authorized_session(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<SessionRow, ApiError> {
+    let s = st
+        .repo
+        .session(id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    let token_ok = bearer(headers).is_some_and(|t| digest(t) == s.license_sha256);
+    if !token_ok {
+        let snap = st.snapshot().await?;
+        require_api_key(&snap, headers)?;
+    }
+    Ok(s)
+}
+
+fn stored_steering(s: &SessionRow) -> Result<StoredSteering, ApiError> {
+    serde_json::from_str(&s.steering)
+        .map_err(|e| ApiError::Internal(format!("session {} steering: {e}", s.id)))
+}
+
+fn session_renditions(s: &SessionRow) -> Vec<String> {
+    serde_json::from_str(&s.renditions).unwrap_or_default()
+}
+
+fn session_ip(s: &SessionRow) -> Result<IpAddr, ApiError> {
+    s.client_ip
+        .parse()
+        .map_err(|_| ApiError::Internal(format!("session {} has a bad client_ip", s.id)))
+}
+
+/// Extends a session's lease from now and returns fresh grants.
+#[utoipa::path(post, path = "/v1/playback/sessions/{id}/heartbeat", tag = "playback",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, body = SessionHeartbeatResponse),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 410, description = "session_ended: ended or lapsed", body = ErrorBody),
+    ))]
+pub async fn session_heartbeat(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<SessionHeartbeatResponse>, ApiError> {
+    let s = authorized_session(&st, &headers, &id).await?;
+    let now = st.now();
+    let exp = now + st.config.lease_secs;
+    if !st.repo.extend_session(&id, now as i64, exp as i64).await? {
+        return Err(ApiError::SessionEnded);
+    }
+    st.metrics
+        .session_heartbeats
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let steering = stored_steering(&s)?;
+    let appliances = grant_locations(
+        &st,
+        &s.id,
+        &s.title,
+        &session_renditions(&s),
+        session_ip(&s)?,
+        &steering.ranked,
+        now,
+    )?;
+    Ok(Json(SessionHeartbeatResponse {
+        session_id: s.id,
+        lease_expires_at: exp,
+        appliances,
+    }))
+}
+
+/// Ends a session, freeing its stream.
+#[utoipa::path(delete, path = "/v1/playback/sessions/{id}", tag = "playback",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn end_session(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    authorized_session(&st, &headers, &id).await?;
+    if !st.repo.end_session(&id, st.now() as i64, "client").await? {
+        return Err(ApiError::SessionEnded);
+    }
+    st.metrics
+        .sessions_ended
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn live_session(st: &AppState, id: &str) -> Result<SessionRow, ApiError> {
+    let s = st
+        .repo
+        .session(id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    if !s.is_live(st.now() as i64) {
+        return Err(ApiError::SessionEnded);
+    }
+    Ok(s)
+}
+
+async fn manifest(st: &AppState, id: &str, is_hls: bool) -> Result<Response, ApiError> {
+    let s = live_session(st, id).await?;
+    let (dash_text, hls_text) = st
+        .repo
+        .title_manifests(&s.title)
+        .await?
+        .ok_or_else(|| ApiError::UnknownTitle(s.title.clone()))?;
+    let steering = stored_steering(&s)?;
+    let renditions = session_renditions(&s);
+    let now = st.now();
+    let granted = grant_locations(
+        st,
+        &s.id,
+        &s.title,
+        &renditions,
+        session_ip(&s)?,
+        &steering.ranked,
+        now,
+    )?;
+    let locations: Vec<Location> = granted
+        .into_iter()
+        .map(|g| Location {
+            id: g.id,
+            base_url: g.base_url,
+        })
+        .collect();
+    let allowed: HashSet<&str> = renditions.iter().map(String::as_str).collect();
+    let keep = |r: &str| allowed.contains(r);
+    let base = &st.public_url;
+    let (body, ctype) = if is_hls {
+        let uri = format!("{base}/v1/steering/{}/hls", s.id);
+        (
+            hls::rewrite_master(&hls_text, &keep, &locations, &uri)
+                .map_err(|e| ApiError::Internal(format!("title {}: {e}", s.title)))?,
+            "application/vnd.apple.mpegurl",
+        )
+    } else {
+        let uri = format!("{base}/v1/steering/{}/dash", s.id);
+        (
+            dash::rewrite_mpd(&dash_text, &keep, &locations, &uri)
+                .map_err(|e| ApiError::Internal(format!("title {}: {e}", s.title)))?,
+            "application/dash+xml",
+        )
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CACHE_CONTROL, "private, no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The session's HLS master playlist.
+#[utoipa::path(get, path = "/v1/playback/sessions/{id}/master.m3u8", tag = "playback",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, content_type = "application/vnd.apple.mpegurl", body = String), (status = 410, body = ErrorBody)))]
+pub async fn hls_master(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    manifest(&st, &id, true).await
+}
+
+/// The session's DASH MPD.
+#[utoipa::path(get, path = "/v1/playback/sessions/{id}/manifest.mpd", tag = "playback",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, content_type = "application/dash+xml", body = String), (status = 410, body = ErrorBody)))]
+pub async fn dash_mpd(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    manifest(&st, &id, false).await
+}
+
+/// Re-ranks a session's appliances: those that can serve now keep their order, the others are
+/// left out; if none can, the original order stands.
+async fn priority(st: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
+    let s = live_session(st, id).await?;
+    let steering = stored_steering(&s)?;
+    let snap = st.snapshot().await?;
+    let now = st.now();
+    let t = st.thresholds();
+    let up: Vec<String> = steering
+        .ranked
+        .iter()
+        .filter(|c| {
+            snap.fleet
+                .appliance(&c.appliance)
+                .is_some_and(|a| Fleet::unavailable(a, &s.title, now, &t).is_none())
+        })
+        .map(|c| c.appliance.clone())
+        .collect();
+    Ok(if up.is_empty() {
+        steering.ranked.into_iter().map(|c| c.appliance).collect()
+    } else {
+        up
+    })
+}
+
+/// HLS content-steering manifest.
+#[utoipa::path(get, path = "/v1/steering/{id}/hls", tag = "steering",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, description = "VERSION, TTL, RELOAD-URI, PATHWAY-PRIORITY"), (status = 410, body = ErrorBody)))]
+pub async fn steering_hls(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let p = priority(&st, &id).await?;
+    Ok(steering_json(&st, &id, "hls", "PATHWAY-PRIORITY", p))
+}
+
+/// DASH content-steering manifest.
+#[utoipa::path(get, path = "/v1/steering/{id}/dash", tag = "steering",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, description = "VERSION, TTL, RELOAD-URI, SERVICE-LOCATION-PRIORITY"), (status = 410, body = ErrorBody)))]
+pub async fn steering_dash(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let p = priority(&st, &id).await?;
+    Ok(steering_json(
+        &st,
+        &id,
+        "dash",
+        "SERVICE-LOCATION-PRIORITY",
+        p,
+    ))
+}
+
+fn steering_json(st: &AppState, id: &str, kind: &str, key: &str, p: Vec<String>) -> Response {
+    let body = serde_json::json!({
+        "VERSION": 1,
+        "TTL": st.config.steering_ttl_secs,
+        "RELOAD-URI": format!("{}/v1/steering/{id}/{kind}", st.public_url),
+        key: p,
+    });
+    ([(header::CACHE_CONTROL, "private, no-store")], Json(body)).into_response()
+}

@@ -1,0 +1,392 @@
+//! Shared service state: configuration, the repository, signing keys, the content-key master
+//! key, the clock, the in-memory snapshot of policy and fleet tables, the per-account rate
+//! limiter and the metrics.
+//!
+//! **Snapshot invariant:** small tables (plans, device classes, geo prefixes, windows, titles,
+//! key metadata, clusters, appliances, API keys) are read from the database at most once per
+//! `snapshot_ttl_ms`, and at once after this process writes them (import, heartbeat), so a
+//! replica sees another replica's changes within the TTL. Accounts and sessions are always read
+//! from the database.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use protocol::catalog::{CatalogEntry, Tier, TrackKind};
+use protocol::fleet::Health;
+
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::db::{Repository, SnapshotRows};
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+use crate::prefix::{Prefix, PrefixTable};
+use crate::steering::{AdminState, Appliance, Cluster, ClusterKind, Fleet, Thresholds};
+use crate::Error;
+
+/// The time source. The service reads [`SystemClock`]; tests move a [`ManualClock`].
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// Unix seconds.
+    fn now(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// A clock that moves only when told.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock at `t`.
+    pub fn new(t: u64) -> Self {
+        ManualClock(AtomicU64::new(t))
+    }
+    /// Sets the time.
+    pub fn set(&self, t: u64) {
+        self.0.store(t, Ordering::SeqCst);
+    }
+    /// Moves the time forward.
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A device class.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// EME key systems.
+    pub key_systems: Vec<String>,
+    /// Highest tier.
+    pub max_tier: Tier,
+}
+
+/// A content key's metadata (the key itself stays sealed until a licence is issued).
+#[derive(Debug, Clone)]
+pub struct KeyMeta {
+    /// Key id, 32 hex.
+    pub kid: String,
+    /// Highest tier it protects, or any.
+    pub tier: Option<Tier>,
+    /// Track type.
+    pub track_type: TrackKind,
+    /// The sealed key.
+    pub sealed: String,
+}
+
+impl KeyMeta {
+    /// Whether a session of effective tier `t` may receive it.
+    pub fn allowed_at(&self, t: Tier) -> bool {
+        self.tier.is_none_or(|k| k <= t)
+    }
+}
+
+/// The cached tables.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Plan id → (max tier, max streams).
+    pub plans: HashMap<String, (Tier, i64)>,
+    /// Device classes.
+    pub devices: HashMap<String, Device>,
+    /// Prefix → country.
+    pub geo: PrefixTable<String>,
+    /// (title, country) → (start, end, max tier).
+    pub windows: HashMap<(String, String), (i64, i64, Tier)>,
+    /// Titles.
+    pub titles: HashMap<String, Arc<CatalogEntry>>,
+    /// Title → content keys.
+    pub keys: HashMap<String, Vec<KeyMeta>>,
+    /// The fleet for steering.
+    pub fleet: Fleet,
+    /// Appliance id → credential SHA-256.
+    pub appliance_credentials: HashMap<String, String>,
+    /// API key SHA-256 → key id.
+    pub api_keys: HashMap<String, String>,
+}
+
+fn tier(s: &str) -> Tier {
+    s.parse().unwrap_or(Tier::Sd)
+}
+
+fn json_list(s: Option<&str>) -> Option<Vec<String>> {
+    s.and_then(|t| serde_json::from_str(t).ok())
+}
+
+impl Snapshot {
+    /// Builds the in-memory form. Rows were validated on import; a row that no longer parses is
+    /// skipped with a warning rather than taking the service down.
+    pub fn build(rows: SnapshotRows) -> Snapshot {
+        let mut s = Snapshot::default();
+        for p in rows.plans {
+            s.plans.insert(p.id, (tier(&p.max_tier), p.max_streams));
+        }
+        for d in rows.device_classes {
+            s.devices.insert(
+                d.id,
+                Device {
+                    key_systems: json_list(Some(&d.key_systems)).unwrap_or_default(),
+                    max_tier: tier(&d.max_tier),
+                },
+            );
+        }
+        for (p, c) in rows.geo {
+            if let Ok(p) = p.parse::<Prefix>() {
+                s.geo.insert(p, c);
+            }
+        }
+        for w in rows.windows {
+            s.windows.insert(
+                (w.title, w.country),
+                (w.starts_at, w.ends_at, tier(&w.max_tier)),
+            );
+        }
+        for (id, c) in rows.titles {
+            match CatalogEntry::from_json(&c) {
+                Ok(e) => {
+                    s.titles.insert(id, Arc::new(e));
+                }
+                Err(e) => {
+                    tracing::warn!(title = %id, error = %e, "stored catalog entry no longer parses")
+                }
+            }
+        }
+        for k in rows.keys {
+            s.keys.entry(k.title).or_default().push(KeyMeta {
+                kid: k.kid,
+                tier: k.tier.as_deref().map(tier),
+                track_type: if k.track_type == "audio" {
+                    TrackKind::Audio
+                } else {
+                    TrackKind::Video
+                },
+                sealed: k.sealed,
+            });
+        }
+        let clusters = rows
+            .clusters
+            .into_iter()
+            .map(|c| Cluster {
+                kind: match c.kind.as_str() {
+                    "embedded" => ClusterKind::Embedded,
+                    "exchange" => ClusterKind::Exchange,
+                    _ => ClusterKind::Origin,
+                },
+                fallbacks: json_list(Some(&c.fallbacks)).unwrap_or_default(),
+                id: c.id,
+            })
+            .collect();
+        let mut appliances = Vec::new();
+        for a in rows.appliances {
+            let admin_state = match a.admin_state.as_str() {
+                "online" => AdminState::Online,
+                "offline" => AdminState::Offline,
+                _ => AdminState::Reported,
+            };
+            let prefixes = json_list(a.reported_prefixes.as_deref())
+                .or_else(|| json_list(Some(&a.prefixes)))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            let titles = match admin_state {
+                AdminState::Online => json_list(a.configured_titles.as_deref()),
+                _ => Some(json_list(a.titles.as_deref()).unwrap_or_default()),
+            };
+            if !a.credential_sha256.is_empty() {
+                s.appliance_credentials
+                    .insert(a.id.clone(), a.credential_sha256.clone());
+            }
+            appliances.push(Appliance {
+                health: match a.health.as_deref() {
+                    Some("ok") => Some(Health::Ok),
+                    Some("warning") => Some(Health::Warning),
+                    Some("error") => Some(Health::Error),
+                    _ => None,
+                },
+                load: a.load,
+                last_heartbeat: a.last_heartbeat.map(|t| t.max(0) as u64),
+                titles: titles.map(|v| v.into_iter().collect()),
+                prefixes,
+                admin_state,
+                port: u16::try_from(a.port).unwrap_or(0),
+                address: a.address,
+                cluster: a.cluster_id,
+                id: a.id,
+            });
+        }
+        s.fleet = Fleet::new(clusters, appliances);
+        for k in rows.api_keys {
+            s.api_keys.insert(k.secret_sha256, k.id);
+        }
+        s
+    }
+
+    /// The country of a client address.
+    pub fn country(&self, ip: IpAddr) -> Option<&str> {
+        self.geo.lookup(ip).map(|(_, c)| c.as_str())
+    }
+}
+
+/// A token bucket per account.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_sec: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// Most accounts tracked before full buckets are pruned.
+const MAX_BUCKETS: usize = 100_000;
+
+impl RateLimiter {
+    /// `per_minute` starts per minute, `burst` at once.
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_sec: per_minute as f64 / 60.0,
+            burst: burst as f64,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token; `Err(retry_after_secs)` when the bucket is empty.
+    pub fn check(&self, account: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() >= MAX_BUCKETS {
+            let (per_sec, burst) = (self.per_sec, self.burst);
+            b.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * per_sec < burst
+            });
+        }
+        let entry = b.entry(account.to_owned()).or_insert((self.burst, now));
+        let refill = now.duration_since(entry.1).as_secs_f64() * self.per_sec;
+        entry.0 = (entry.0 + refill).min(self.burst);
+        entry.1 = now;
+        if entry.0 >= 1.0 {
+            entry.0 -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - entry.0) / self.per_sec).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+/// Everything handlers share.
+#[derive(Debug)]
+pub struct Inner {
+    /// Settings.
+    pub config: Config,
+    /// The public base URL (no trailing `/`).
+    pub public_url: String,
+    /// Storage.
+    pub repo: Arc<dyn Repository>,
+    /// Grant signing keys.
+    pub keys: KeyStore,
+    /// Content-key master key.
+    pub master: MasterKey,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Per-account session-start limiter.
+    pub limiter: RateLimiter,
+    /// Counters.
+    pub metrics: Metrics,
+    snapshot: RwLock<(Arc<Snapshot>, Instant)>,
+    dirty: AtomicBool,
+    reload: tokio::sync::Mutex<()>,
+}
+
+/// The shared state handed to `app`.
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Assembles the state and loads the first snapshot.
+    pub async fn new(
+        config: Config,
+        public_url: String,
+        repo: Arc<dyn Repository>,
+        keys: KeyStore,
+        master: MasterKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AppState, Error> {
+        let snap = Snapshot::build(repo.load_snapshot().await?);
+        let limiter =
+            RateLimiter::new(config.session_starts_per_minute, config.session_start_burst);
+        Ok(AppState(Arc::new(Inner {
+            public_url,
+            repo,
+            keys,
+            master,
+            clock,
+            limiter,
+            metrics: Metrics::default(),
+            snapshot: RwLock::new((Arc::new(snap), Instant::now())),
+            dirty: AtomicBool::new(false),
+            reload: tokio::sync::Mutex::new(()),
+            config,
+        })))
+    }
+
+    /// Unix seconds now.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Steering thresholds from the configuration.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            offline_after_secs: self.config.appliance_offline_after_secs,
+            load_threshold: self.config.load_threshold,
+            max: self.config.steering_max,
+        }
+    }
+
+    /// Marks the snapshot stale (after this process wrote a cached table).
+    pub fn invalidate(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// The current snapshot, reloaded when older than the TTL or invalidated.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, Error> {
+        let ttl = Duration::from_millis(self.config.snapshot_ttl_ms);
+        let fresh = |s: &Self| -> Option<Arc<Snapshot>> {
+            let g = s.snapshot.read().unwrap_or_else(|p| p.into_inner());
+            (!s.dirty.load(Ordering::SeqCst) && g.1.elapsed() < ttl).then(|| g.0.clone())
+        };
+        if let Some(s) = fresh(self) {
+            return Ok(s);
+        }
+        let _guard = self.reload.lock().await;
+        if let Some(s) = fresh(self) {
+            return Ok(s);
+        }
+        self.dirty.store(false, Ordering::SeqCst);
+        let snap = Arc::new(Snapshot::build(self.repo.load_snapshot().await?));
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = (snap.clone(), Instant::now());
+        Ok(snap)
+    }
+}

@@ -1,0 +1,798 @@
+//! Scenarios run against both backends (see `sqlite.rs` and `postgres.rs`).
+
+use std::collections::HashSet;
+
+use axum::http::{Method, StatusCode};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use protocol::grant::{KeyRing, Request as GrantRequest, Verifier};
+use serde_json::{json, Value};
+
+use super::{Env, ADMIN, API_KEY, PUBLIC, T0};
+
+fn code(v: &Value) -> &str {
+    v["code"].as_str().unwrap_or("")
+}
+
+/// The published keys as a verifier key ring.
+pub async fn key_ring(env: &Env) -> KeyRing {
+    let (s, _, v) = env.call(Method::GET, "/v1/keys", &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut ring = KeyRing::new();
+    for k in v["keys"].as_array().unwrap() {
+        assert_eq!(k["alg"], "Ed25519");
+        let raw = URL_SAFE_NO_PAD
+            .decode(k["public_key"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(raw.len(), 32);
+        ring.insert_pem(k["kid"].as_str().unwrap(), k["pem"].as_str().unwrap())
+            .unwrap();
+    }
+    ring
+}
+
+/// A session start that passes every check: tier, renditions, steering order, grants that
+/// verify for each listed appliance's cluster and not for another, and per-session manifests.
+pub async fn happy_path(env: &Env) {
+    env.fleet_up().await;
+    let (s, v) = env
+        .start("acct-standard", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["tier"], "HD");
+    assert_eq!(v["country"], "NZ");
+    assert_eq!(v["renditions"], json!(["v360", "v720", "a128"]));
+    assert_eq!(v["lease_expires_at"], T0 + 120);
+    assert!(v["license"].is_null());
+    let apps = v["appliances"].as_array().unwrap();
+    let clusters: Vec<&str> = apps
+        .iter()
+        .map(|a| a["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(clusters, ["isp-akl", "ix-syd", "origin"]);
+    assert!(v["miss"].is_null());
+
+    // Grants: accepted by each listed cluster's verifier for an allowed rendition, refused by
+    // another cluster, refused for a rendition above the tier.
+    let ring = key_ring(env).await;
+    let ip = Some("127.0.0.1".parse().unwrap());
+    for a in apps {
+        let grant = a["grant"].as_str().unwrap();
+        let cluster = a["cluster"].as_str().unwrap();
+        let ok = Verifier::new(ring.clone(), cluster);
+        let path = format!("/g/{grant}/clear-title/v720/media.mp4");
+        let verified = ok
+            .verify(&GrantRequest {
+                path: &path,
+                client_ip: ip,
+                now: T0 + 5,
+            })
+            .unwrap_or_else(|e| panic!("{cluster}: {e}"));
+        assert_eq!(verified.claims.sub, v["session_id"].as_str().unwrap());
+        assert!(
+            verified.claims.exp - verified.claims.iat <= protocol::grant::DEFAULT_MAX_LIFETIME_SECS
+        );
+        let other = Verifier::new(ring.clone(), "some-other-cluster");
+        assert!(other
+            .verify(&GrantRequest {
+                path: &path,
+                client_ip: ip,
+                now: T0 + 5
+            })
+            .is_err());
+        let hd_plus = format!("/g/{grant}/clear-title/v1080/media.mp4");
+        assert!(ok
+            .verify(&GrantRequest {
+                path: &hd_plus,
+                client_ip: ip,
+                now: T0 + 5
+            })
+            .is_err());
+        assert!(a["base_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/g/{grant}/clear-title/")));
+    }
+
+    // Per-session manifests.
+    let hls_url = v["manifests"]["hls"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(PUBLIC)
+        .unwrap()
+        .to_owned();
+    let (s, h, body) = env.call(Method::GET, &hls_url, &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "application/vnd.apple.mpegurl");
+    let text = body.as_str().unwrap();
+    assert!(text.contains("#EXT-X-CONTENT-STEERING:SERVER-URI=\"http://cp.test/v1/steering/"));
+    assert_eq!(text.matches("#EXT-X-STREAM-INF").count(), 2 * 3, "{text}");
+    assert!(!text.contains("v1080"));
+    for a in apps {
+        assert!(text.contains(&format!("PATHWAY-ID=\"{}\"", a["id"].as_str().unwrap())));
+    }
+    let dash_url = v["manifests"]["dash"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(PUBLIC)
+        .unwrap()
+        .to_owned();
+    let (s, _, body) = env.call(Method::GET, &dash_url, &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    let mpd = body.as_str().unwrap();
+    assert_eq!(mpd.matches("<BaseURL serviceLocation=").count(), 3, "{mpd}");
+    assert!(mpd.contains("<ContentSteering defaultServiceLocation="));
+    assert!(mpd.contains("id=\"v720\"") && !mpd.contains("id=\"v1080\""));
+}
+
+/// Every refusal, in the order the checks run, with its status and code.
+pub async fn refusals(env: &Env) {
+    env.fleet_up().await;
+    let post = |auth: Option<&'static str>, body: Value| async move {
+        let h: Vec<(&str, String)> = auth
+            .map(|a| vec![("authorization", format!("Bearer {a}"))])
+            .unwrap_or_default();
+        let hr: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, _, v) = env
+            .call(Method::POST, "/v1/playback/sessions", &hr, Some(body))
+            .await;
+        (s, v)
+    };
+    let body = json!({"account_id": "acct-premium", "device_class": "browser", "title": "clear-title", "client_ip": "127.0.0.1"});
+    let (s, v) = post(None, body.clone()).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, v) = post(Some("wrong-key-0123456789"), body.clone()).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, v) = post(
+        Some(API_KEY),
+        json!({"account_id": "a", "device_class": "browser", "title": "clear-title"}),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert_eq!(v["field"], "client_ip", "{v}");
+    let (s, v) = post(Some(API_KEY), json!({"account_id": "a", "device_class": "browser", "title": "clear-title", "client_ip": "1.2.3", })).await;
+    assert_eq!(
+        (s, code(&v), v["field"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some("client_ip")
+        )
+    );
+    let (s, v) = post(Some(API_KEY), json!({"account_id": "a", "device_class": "browser", "title": "clear-title", "client_ip": "127.0.0.1", "extra": 1})).await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("extra"))
+    );
+
+    let (s, v) = env
+        .start("acct-premium", "browser", "no-such-title", "127.0.0.1")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_title"));
+    let (s, v) = env
+        .start("acct-premium", "fridge", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::NOT_FOUND, "unknown_device_class")
+    );
+    let (s, v) = env
+        .start("nobody", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_account"));
+    // 1. account active
+    let (s, v) = env
+        .start("acct-suspended", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "account_inactive"));
+    // 2. geo: no window in the US; JP's window opens in 2099; an address in no country.
+    let (s, v) = env
+        .start("acct-premium", "browser", "clear-title", "198.51.100.7")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "geo_blocked"));
+    let (s, v) = env
+        .start("acct-premium", "browser", "clear-title", "203.0.113.9")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "geo_blocked"));
+    let (s, v) = env
+        .start("acct-premium", "browser", "clear-title", "8.8.8.8")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "geo_blocked"));
+    // 3. tier: an SD plan on a title without SD renditions; an SD device likewise.
+    let (s, v) = env
+        .start("acct-basic", "browser", "hd-only", "127.0.0.1")
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "tier_unavailable"),
+        "{v}"
+    );
+    let (s, v) = env
+        .start("acct-premium", "phone", "hd-only", "127.0.0.1")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "tier_unavailable"));
+    // The AU window caps at SD: allowed, SD only.
+    let (s, v) = env
+        .start("acct-premium", "browser", "clear-title", "192.0.2.5")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["tier"], "SD");
+    // 4. DRM: a Widevine-only device on a Clear Key title.
+    let (s, v) = env
+        .start("acct-premium", "tv-widevine", "enc-title", "127.0.0.1")
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "drm_unsupported"));
+    // 5. concurrency: basic allows one stream.
+    let (s, _) = env
+        .start("acct-basic", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = env
+        .start("acct-basic", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "concurrent_limit")
+    );
+    // No appliance: every reported appliance goes silent and the origin is set offline.
+    env.clock.advance(31);
+    let mut p = control_plane::import::Policy::parse(
+        "[[appliances]]\nid = \"origin-1\"\ncluster = \"origin\"\naddress = \"127.0.0.31\"\nport = 8084\nadmin_state = \"offline\"\n",
+        true,
+        "inline",
+    )
+    .unwrap();
+    let known = control_plane::import::Known {
+        clusters: ["origin".to_owned()].into(),
+        ..Default::default()
+    };
+    env.repo
+        .import_policy(&p.to_rows("inline", &known).unwrap())
+        .await
+        .unwrap();
+    env.state.invalidate();
+    let (s, v) = env
+        .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "no_appliance"),
+        "{v}"
+    );
+    p.appliances.clear();
+
+    // Every refusal is a JSON body with code and message, and counted in /metrics.
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    let m = m.as_str().unwrap().to_owned();
+    assert!(
+        m.contains("outpost_cp_refusals_total{code=\"geo_blocked\"} 3"),
+        "{m}"
+    );
+    assert!(m.contains("outpost_cp_refusals_total{code=\"concurrent_limit\"} 1"));
+}
+
+/// `n` concurrent starts on the family plan (3 streams): exactly 3 succeed.
+pub async fn concurrent_starts(env: &Env, n: usize) {
+    env.fleet_up().await;
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let app = env.app.clone();
+        tasks.push(tokio::spawn(async move {
+            use tower::ServiceExt as _;
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/v1/playback/sessions")
+                .header("authorization", format!("Bearer {API_KEY}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    json!({"account_id": "acct-family", "device_class": "browser", "title": "clear-title", "client_ip": "10.1.2.3"}).to_string(),
+                ))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        }));
+    }
+    let mut created = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((created, limited), (3, n - 3));
+    assert_eq!(
+        env.repo
+            .live_leases("acct-family", T0 as i64)
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+/// Heartbeats extend the lease from now with fresh grants; a lapsed lease frees its stream;
+/// DELETE ends a session once.
+pub async fn lease_lifecycle(env: &Env) {
+    env.fleet_up().await;
+    let (s, v) = env
+        .start("acct-basic", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = v["session_id"].as_str().unwrap().to_owned();
+    let token = v["token"].as_str().unwrap().to_owned();
+    let hb = format!("/v1/playback/sessions/{id}/heartbeat");
+    let auth = format!("Bearer {token}");
+
+    env.clock.advance(100);
+    let (s, _, h) = env
+        .call(Method::POST, &hb, &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    assert_eq!(h["lease_expires_at"], T0 + 100 + 120);
+    let g = &h["appliances"][0];
+    assert_eq!(g["grant_expires_at"], T0 + 100 + 3 * 3600);
+    // Wrong credential.
+    let (s, _, _) = env
+        .call(Method::POST, &hb, &[("authorization", "Bearer nope")], None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = env
+        .call(
+            Method::POST,
+            "/v1/playback/sessions/unknown/heartbeat",
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Lapse: no heartbeat for longer than the lease.
+    env.clock.advance(121);
+    let (s, _, e) = env
+        .call(Method::POST, &hb, &[("authorization", &auth)], None)
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::GONE, "session_ended"));
+    let (s, _, _) = env
+        .call(
+            Method::GET,
+            &format!("/v1/playback/sessions/{id}/master.m3u8"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::GONE);
+    // The stream is free again.
+    let (s, v) = env
+        .start("acct-basic", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id2 = v["session_id"].as_str().unwrap().to_owned();
+    let del = format!("/v1/playback/sessions/{id2}");
+    let key = format!("Bearer {API_KEY}");
+    let (s, _, _) = env
+        .call(Method::DELETE, &del, &[("authorization", &key)], None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = env
+        .call(Method::DELETE, &del, &[("authorization", &key)], None)
+        .await;
+    assert_eq!(s, StatusCode::GONE);
+    let (s, _) = env
+        .start("acct-basic", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+fn kid(hex: &str) -> String {
+    URL_SAFE_NO_PAD.encode(protocol::content_keys::hex16(hex).unwrap())
+}
+
+/// Clear Key licences follow the session's tier: an SD session asking for HD keys gets none.
+pub async fn licences(env: &Env) {
+    env.fleet_up().await;
+    let (s, v) = env
+        .start("acct-basic", "browser", "enc-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["tier"], "SD");
+    assert_eq!(v["renditions"], json!(["v360", "a128"]));
+    let token = v["token"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {token}");
+    let url = "/v1/license/clearkey";
+    let sd = kid("11111111111111111111111111111111");
+    let hd = kid("22222222222222222222222222222222");
+    let audio = kid("44444444444444444444444444444444");
+
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            url,
+            &[("authorization", &auth)],
+            Some(json!({"kids": [hd], "type": "temporary"})),
+        )
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::FORBIDDEN, "no_keys"));
+    let (s, _, lic) = env
+        .call(
+            Method::POST,
+            url,
+            &[("authorization", &auth)],
+            Some(json!({"kids": [sd, hd, audio], "type": "temporary"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{lic}");
+    let keys = lic["keys"].as_array().unwrap();
+    let kids: HashSet<&str> = keys.iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert_eq!(kids, HashSet::from([sd.as_str(), audio.as_str()]));
+    let sd_key = keys.iter().find(|k| k["kid"] == sd.as_str()).unwrap();
+    assert_eq!(sd_key["kty"], "oct");
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(super::data("enc-title.keys.json")).unwrap())
+            .unwrap();
+    let want = protocol::content_keys::hex16(file["keys"][0]["key"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        URL_SAFE_NO_PAD
+            .decode(sd_key["k"].as_str().unwrap())
+            .unwrap(),
+        want
+    );
+    // Token in the query works too; a wrong token does not; bad kids are named.
+    let (s, _, _) = env
+        .call(
+            Method::POST,
+            &format!("{url}?token={token}"),
+            &[],
+            Some(json!({"kids": [sd]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = env
+        .call(
+            Method::POST,
+            url,
+            &[("authorization", "Bearer forged")],
+            Some(json!({"kids": [sd]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            url,
+            &[("authorization", &auth)],
+            Some(json!({"kids": [sd, "!!"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("kids[1]"))
+    );
+    // An FHD session gets the FHD key.
+    let (s, v) = env
+        .start("acct-premium", "browser", "enc-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let fhd = kid("33333333333333333333333333333333");
+    let (s, _, lic) = env
+        .call(
+            Method::POST,
+            url,
+            &[(
+                "authorization",
+                &format!("Bearer {}", v["token"].as_str().unwrap()),
+            )],
+            Some(json!({"kids": [fhd]})),
+        )
+        .await;
+    assert_eq!(
+        (s, lic["keys"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    // Ended session: no licence.
+    let id = v["session_id"].as_str().unwrap();
+    let (s, _, _) = env
+        .call(
+            Method::DELETE,
+            &format!("/v1/playback/sessions/{id}"),
+            &[(
+                "authorization",
+                &format!("Bearer {}", v["token"].as_str().unwrap()),
+            )],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            url,
+            &[(
+                "authorization",
+                &format!("Bearer {}", v["token"].as_str().unwrap()),
+            )],
+            Some(json!({"kids": [fhd]})),
+        )
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::GONE, "session_ended"));
+}
+
+/// The steering manifest drops an appliance that turns unhealthy; new sessions record a health
+/// or content miss when the best local appliance is skipped.
+pub async fn steering_reacts(env: &Env) {
+    env.fleet_up().await;
+    let (s, v) = env
+        .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let first = v["appliances"][0]["id"].as_str().unwrap().to_owned();
+    let other = if first == "akl-1" { "akl-2" } else { "akl-1" };
+    let url = v["steering"]["hls"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(PUBLIC)
+        .unwrap()
+        .to_owned();
+    let (s, _, st) = env.call(Method::GET, &url, &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(st["VERSION"], 1);
+    assert_eq!(st["PATHWAY-PRIORITY"][0], first.as_str());
+    assert_eq!(st["PATHWAY-PRIORITY"].as_array().unwrap().len(), 3);
+
+    assert_eq!(
+        env.appliance_heartbeat(&first, "error", 0.1, &["clear-title"])
+            .await,
+        StatusCode::OK
+    );
+    let (_, _, st) = env.call(Method::GET, &url, &[], None).await;
+    let p: Vec<&str> = st["PATHWAY-PRIORITY"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert!(!p.contains(&first.as_str()), "{p:?}");
+    assert_eq!(p.len(), 2);
+    let dash_url = v["steering"]["dash"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(PUBLIC)
+        .unwrap()
+        .to_owned();
+    let (_, _, sd) = env.call(Method::GET, &dash_url, &[], None).await;
+    assert_eq!(sd["SERVICE-LOCATION-PRIORITY"].as_array().unwrap().len(), 2);
+
+    // A new session: best local skipped for health.
+    let (_, v2) = env
+        .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(v2["miss"], "health_miss", "{v2}");
+    assert_eq!(v2["appliances"][0]["id"], other);
+    // Healthy again but without the title: a content miss.
+    assert_eq!(
+        env.appliance_heartbeat(&first, "ok", 0.1, &["enc-title"])
+            .await,
+        StatusCode::OK
+    );
+    let (_, v3) = env
+        .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(v3["miss"], "content_miss", "{v3}");
+    // Overloaded: health miss.
+    assert_eq!(
+        env.appliance_heartbeat(&first, "ok", 0.95, &["clear-title"])
+            .await,
+        StatusCode::OK
+    );
+    let (_, v4) = env
+        .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(v4["miss"], "health_miss");
+    // After the session ends the steering server answers 410 so players stop polling.
+    let id = v["session_id"].as_str().unwrap();
+    env.call(
+        Method::DELETE,
+        &format!("/v1/playback/sessions/{id}"),
+        &[("authorization", &format!("Bearer {API_KEY}"))],
+        None,
+    )
+    .await;
+    let (s, _, _) = env.call(Method::GET, &url, &[], None).await;
+    assert_eq!(s, StatusCode::GONE);
+}
+
+/// Appliance heartbeats need the right credential and header; silent appliances are marked
+/// offline and not steered to.
+pub async fn fleet_auth_and_offline(env: &Env) {
+    let hb = json!({"health": "ok", "load": 0.1, "titles": ["clear-title"]});
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            "/v1/appliances/akl-1/heartbeat",
+            &[
+                ("authorization", "Bearer akl-2-credential-0123456789"),
+                ("outpost-appliance", "akl-1"),
+            ],
+            Some(hb.clone()),
+        )
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            "/v1/appliances/akl-1/heartbeat",
+            &[("authorization", "Bearer akl-1-credential-0123456789")],
+            Some(hb.clone()),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("Outpost-Appliance"))
+    );
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            "/v1/appliances/ghost/heartbeat",
+            &[
+                ("authorization", "Bearer x"),
+                ("outpost-appliance", "ghost"),
+            ],
+            Some(hb.clone()),
+        )
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::NOT_FOUND, "unknown_appliance"));
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            "/v1/appliances/akl-1/heartbeat",
+            &[
+                ("authorization", "Bearer akl-1-credential-0123456789"),
+                ("outpost-appliance", "akl-1"),
+            ],
+            Some(json!({"health": "ok", "load": -1, "titles": []})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("load"))
+    );
+
+    env.fleet_up().await;
+    let (s, _, ack) = env
+        .call(
+            Method::POST,
+            "/v1/appliances/akl-1/heartbeat",
+            &[
+                ("authorization", "Bearer akl-1-credential-0123456789"),
+                ("outpost-appliance", "akl-1"),
+            ],
+            Some(hb),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ack["received_at"], T0);
+    assert_eq!(ack["key_ids"].as_array().unwrap().len(), 1);
+
+    // Only akl-1 keeps reporting; 31 s later the others are silent.
+    env.clock.advance(25);
+    assert_eq!(
+        env.appliance_heartbeat("akl-1", "ok", 0.1, &["clear-title"])
+            .await,
+        StatusCode::OK
+    );
+    env.clock.advance(10);
+    let marked = env.repo.mark_offline((T0 + 35 - 30) as i64).await.unwrap();
+    let marked: HashSet<String> = marked.into_iter().collect();
+    assert_eq!(
+        marked,
+        HashSet::from(["akl-2".to_owned(), "syd-1".to_owned()])
+    );
+    env.state.invalidate();
+    let (s, v) = env
+        .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let ids: Vec<&str> = v["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["akl-1", "origin-1"]);
+    let (s, _, view) = env
+        .call(
+            Method::GET,
+            "/v1/admin/appliances",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let serving: Vec<&str> = view["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["serving"] == true)
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(serving, ["akl-1", "origin-1"]);
+}
+
+/// Admin imports: errors name the field; success invalidates the cache.
+pub async fn admin_imports(env: &Env) {
+    let admin = format!("Bearer {ADMIN}");
+    let (s, _, e) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/policy",
+            &[("authorization", "Bearer nope")],
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, _, e) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/policy",
+            &[("authorization", &admin)],
+            Some(json!({"accounts": [{"id": "new", "plan": "gold", "status": "active"}]})),
+        )
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "import_failed"));
+    assert!(
+        e["message"].as_str().unwrap().contains("accounts[0].plan"),
+        "{e}"
+    );
+    let (s, _, r) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/policy",
+            &[("authorization", &admin)],
+            Some(
+                json!({"accounts": [{"id": "acct-basic", "plan": "premium", "status": "active"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    env.fleet_up().await;
+    // acct-basic is premium now: FHD on a browser.
+    let (s, v) = env
+        .start("acct-basic", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!((s, v["tier"].as_str()), (StatusCode::CREATED, Some("FHD")));
+    // A title upload with a broken manifest is refused with the file named.
+    let catalog: Value = serde_json::from_str(
+        &std::fs::read_to_string(super::data("clear-title/catalog.json")).unwrap(),
+    )
+    .unwrap();
+    let (s, _, e) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/titles/clear-title",
+            &[("authorization", &admin)],
+            Some(json!({"catalog": catalog, "dash": "<MPD>", "hls": "#EXTM3U\n"})),
+        )
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "import_failed"));
+    assert!(
+        e["message"].as_str().unwrap().contains("manifest.mpd"),
+        "{e}"
+    );
+    let mut bad = catalog.clone();
+    bad["renditions"][0]["tier"] = json!("UHD");
+    let (s, _, e) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/titles/clear-title",
+            &[("authorization", &admin)],
+            Some(json!({"catalog": bad, "dash": "", "hls": ""})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("renditions[0].tier"),
+        "{e}"
+    );
+}
