@@ -1,12 +1,189 @@
-//! `outpost control-plane`: not built yet (issue 5).
+//! `outpost control-plane`: runs the control plane (the default) or imports policy, catalog and
+//! content-key files into its database. Glue only: a TOML file (`--config`) and flags (which win)
+//! make a [`control_plane::Config`]; the work is in the `control_plane` crate.
+//!
+//! With no flags it serves on 127.0.0.1:8700 with the embedded SQLite database, signing keys and
+//! a generated master key in `./outpost-control-plane/`.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Flags for `outpost control-plane`.
+use anyhow::Context as _;
+use control_plane::config::Secret;
+use control_plane::import::Imported;
+use control_plane::Config;
+
+/// Flags for `outpost control-plane`. Each one overrides the same key of `--config`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// TOML configuration file (keys as the flags below, with `_` for `-`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8700].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for the SQLite database, keys and master key [default: ./outpost-control-plane].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (`sqlite://FILE` or `postgres://...`) [default: DATA_DIR/control-plane.db].
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
+    /// Most database connections.
+    #[arg(long)]
+    pub db_max_connections: Option<u32>,
+    /// Base URL players and appliances reach this service at [default: http://<bound address>].
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Content-key master key, 64 hex digits.
+    #[arg(
+        long,
+        global = true,
+        env = "OUTPOST_MASTER_KEY",
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
+    /// Bearer token of the admin API (disabled without one).
+    #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Directory of grant signing keys [default: DATA_DIR/keys].
+    #[arg(long, value_name = "DIR")]
+    pub keys_dir: Option<PathBuf>,
+    /// Grant issuer.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Lease length in seconds.
+    #[arg(long)]
+    pub lease_secs: Option<u64>,
+    /// Heartbeat interval announced to players, seconds.
+    #[arg(long)]
+    pub heartbeat_interval_secs: Option<u64>,
+    /// Grant lifetime in seconds (at most 21600).
+    #[arg(long)]
+    pub grant_ttl_secs: Option<u64>,
+    /// Steering manifest TTL in seconds.
+    #[arg(long)]
+    pub steering_ttl_secs: Option<u64>,
+    /// Longest ranked appliance list.
+    #[arg(long)]
+    pub steering_max: Option<usize>,
+    /// Skip appliances whose load is above this fraction.
+    #[arg(long)]
+    pub load_threshold: Option<f64>,
+    /// Heartbeat interval announced to appliances, seconds.
+    #[arg(long)]
+    pub appliance_heartbeat_secs: Option<u64>,
+    /// Mark an appliance offline after this many seconds without a heartbeat.
+    #[arg(long)]
+    pub appliance_offline_after_secs: Option<u64>,
+    /// Session starts per account per minute.
+    #[arg(long)]
+    pub session_starts_per_minute: Option<u32>,
+    /// Burst of session starts per account.
+    #[arg(long)]
+    pub session_start_burst: Option<u32>,
+    /// Make a new signing key this often, seconds.
+    #[arg(long)]
+    pub key_rotate_secs: Option<u64>,
+    /// Publish a new key this long before it signs, seconds.
+    #[arg(long)]
+    pub key_prepublish_secs: Option<u64>,
+    /// Cache policy and fleet tables this long, milliseconds.
+    #[arg(long)]
+    pub snapshot_ttl_ms: Option<u64>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Import files: a policy (TOML or JSON), a packager `catalog.json` (its sibling
+    /// `manifest.mpd` and `master.m3u8` are read too) or a content-keys JSON file.
+    Import {
+        /// Files to import, in order.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut c: Config = match &args.config {
+        Some(p) => crate::config::load_toml(p)?,
+        None => Config::default(),
+    };
+    macro_rules! flag {
+        ($($f:ident),*) => { $( if let Some(v) = &args.$f { c.$f = v.clone(); } )* };
+    }
+    flag!(
+        listen,
+        data_dir,
+        db_max_connections,
+        issuer,
+        lease_secs,
+        heartbeat_interval_secs,
+        grant_ttl_secs,
+        steering_ttl_secs,
+        steering_max,
+        load_threshold,
+        appliance_heartbeat_secs,
+        appliance_offline_after_secs,
+        session_starts_per_minute,
+        session_start_burst,
+        key_rotate_secs,
+        key_prepublish_secs,
+        snapshot_ttl_ms
+    );
+    if let Some(v) = &args.database {
+        c.database = Some(v.clone());
+    }
+    if let Some(v) = &args.public_url {
+        c.public_url = Some(v.clone());
+    }
+    if let Some(v) = &args.keys_dir {
+        c.keys_dir = Some(v.clone());
+    }
+    if let Some(v) = &args.master_key {
+        c.master_key = Some(Secret(v.clone()));
+    }
+    if let Some(v) = &args.admin_token {
+        c.admin_token = Some(Secret(v.clone()));
+    }
+    c.validate().map_err(|e| match &args.config {
+        Some(p) => anyhow::anyhow!("config file {}: {e}", p.display()),
+        None => anyhow::anyhow!("{e}"),
+    })?;
+    Ok(c)
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`outpost control-plane` is not built yet (issue 5)")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cfg = config(&args)?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match &args.command {
+        None | Some(Command::Serve) => {
+            rt.block_on(control_plane::serve(
+                cfg,
+                |addr| {
+                    println!("control plane listening on http://{addr}");
+                },
+                async {
+                    let _ = tokio::signal::ctrl_c().await;
+                },
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Import { files }) => {
+            let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+            for imported in rt.block_on(control_plane::import_files(&cfg, &paths))? {
+                match imported {
+                    Imported::Policy(s) => println!("imported policy: {s}"),
+                    Imported::Title(t) => println!("imported title {t}"),
+                    Imported::Keys(t, n) => println!("imported {n} content keys for {t}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

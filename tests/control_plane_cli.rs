@@ -1,0 +1,241 @@
+//! `outpost control-plane` end to end: the real binary imports the fixtures into its embedded
+//! SQLite default, serves on a loopback port, and answers over a real socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+fn bin() -> PathBuf {
+    std::env::var_os("OUTPOST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_outpost")))
+}
+
+fn data(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("control-plane/tests/data")
+        .join(p)
+}
+
+fn outpost(args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("OUTPOST_MASTER_KEY")
+        .env_remove("OUTPOST_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns status and body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status: u16 = resp.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn import_then_serve_on_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("cp");
+    let dd = d.to_str().unwrap();
+    let policy = data("policy.toml");
+    let clear = data("clear-title/catalog.json");
+    let enc = data("enc-title/catalog.json");
+    let keys = data("enc-title.keys.json");
+    let out = outpost(&[
+        "control-plane",
+        "--data-dir",
+        dd,
+        "import",
+        policy.to_str().unwrap(),
+        clear.to_str().unwrap(),
+        enc.to_str().unwrap(),
+        keys.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("imported policy: 4 plans, 5 accounts"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("imported title clear-title"));
+    assert!(stdout.contains("imported 4 content keys for enc-title"));
+    let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(d.join("master.key")), 0o600);
+    assert!(d.join("control-plane.db").exists());
+
+    let mut child = Command::new(bin())
+        .args([
+            "control-plane",
+            "--data-dir",
+            dd,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "admin-token-0123456789",
+        ])
+        .env_remove("OUTPOST_MASTER_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Server(child);
+    let addr = line
+        .trim()
+        .strip_prefix("control plane listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+
+    let (s, b) = http(&addr, "GET", "/healthz", &[], "");
+    assert_eq!((s, b.contains("sqlite")), (200, true), "{b}");
+    // The signing key was generated into the data directory, mode 0600, and is published.
+    let key_files: Vec<PathBuf> = std::fs::read_dir(d.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(key_files.len(), 1);
+    assert_eq!(mode(key_files[0].clone()), 0o600);
+    let (s, b) = http(&addr, "GET", "/v1/keys", &[], "");
+    assert_eq!(s, 200);
+    let kid = key_files[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .strip_suffix(".key.pem")
+        .unwrap()
+        .to_owned();
+    assert!(b.contains(&kid) && b.contains("\"alg\":\"Ed25519\""), "{b}");
+
+    for id in ["akl-1", "akl-2"] {
+        let (s, b) = http(
+            &addr,
+            "POST",
+            &format!("/v1/appliances/{id}/heartbeat"),
+            &[
+                (
+                    "Authorization",
+                    &format!("Bearer {id}-credential-0123456789"),
+                ),
+                ("Outpost-Appliance", id),
+                ("Content-Type", "application/json"),
+            ],
+            r#"{"health":"ok","load":0.1,"titles":["clear-title","enc-title"]}"#,
+        );
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = http(
+        &addr,
+        "POST",
+        "/v1/playback/sessions",
+        &[
+            ("Authorization", "Bearer playback-secret-0123456789"),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"account_id":"acct-standard","device_class":"browser","title":"enc-title","client_ip":"127.0.0.1"}"#,
+    );
+    assert_eq!(s, 201, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["tier"], "HD");
+    assert!(v["manifests"]["hls"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("http://{addr}/v1/playback/sessions/")));
+    let (s, m) = http(
+        &addr,
+        "GET",
+        v["manifests"]["dash"]
+            .as_str()
+            .unwrap()
+            .strip_prefix(&format!("http://{addr}"))
+            .unwrap(),
+        &[],
+        "",
+    );
+    assert_eq!(s, 200);
+    assert!(m.contains("<ContentSteering"), "{m}");
+
+    let (s, b) = http(&addr, "GET", "/openapi.json", &[], "");
+    assert_eq!(s, 200);
+    let doc: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert!(doc["paths"]["/v1/playback/sessions"]["post"].is_object());
+    let (s, b) = http(&addr, "GET", "/metrics", &[], "");
+    assert_eq!(s, 200);
+    assert!(b.contains("outpost_cp_sessions_started_total 1"), "{b}");
+}
+
+#[test]
+fn bad_inputs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cp.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nlease_seconds = 5\n").unwrap();
+    let out = outpost(&["control-plane", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lease_seconds") && err.contains("cp.toml"),
+        "{err}"
+    );
+
+    std::fs::write(&cfg, "lease_secs = 5\n").unwrap();
+    let out = outpost(&["control-plane", "--config", cfg.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lease_secs"));
+
+    let bad = dir.path().join("policy.json");
+    std::fs::write(&bad, r#"{"plans":[{"id":"p","max_tier":"HD","max_streams":1}],"accounts":[{"id":"a","plan":"q","status":"active"}]}"#).unwrap();
+    let dd = dir.path().join("cp");
+    let out = outpost(&[
+        "control-plane",
+        "--data-dir",
+        dd.to_str().unwrap(),
+        "import",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy.json") && err.contains("accounts[0].plan"),
+        "{err}"
+    );
+}
