@@ -1,0 +1,372 @@
+//! Real clients on packaged output: ffmpeg's framemd5 of every packaged video rendition equals
+//! the source's; ffprobe and ffmpeg read and decode the DASH and HLS output of both modes over
+//! loopback HTTP with Range (nginx on an ephemeral port, started and stopped by PID); Shaka
+//! Player and hls.js in headless Chromium play them to the end, switching renditions and seeking,
+//! with no error events. All need external tools, so they are `#[ignore]`d and run by
+//! `./scripts/test`; a missing tool fails the test.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use protocol::catalog::{CatalogEntry, TrackKind};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ladder(name: &str) -> Vec<PathBuf> {
+    let names: &[&str] = match name {
+        "h264" => &["video-240p", "video-360p", "video-540p", "audio-aac"],
+        _ => &["video-240p", "video-360p", "audio-opus"],
+    };
+    names
+        .iter()
+        .map(|n| repo().join(format!("fixtures/media/ladder-{name}/{n}.mp4")))
+        .collect()
+}
+
+/// Packages a ladder with the real CLI into `root/<title>/`.
+fn package(root: &Path, title: &str, segmented: bool, inputs: &[PathBuf]) -> CatalogEntry {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    cmd.args(["package", "--title", title, "--out"]).arg(root);
+    if segmented {
+        cmd.arg("--segmented");
+    }
+    let o = cmd.args(inputs).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(root.join(title).join("catalog.json")).unwrap();
+    CatalogEntry::from_json(&text).unwrap()
+}
+
+fn tool(name: &str) -> Command {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{name} is not installed: run ./scripts/test (scripts/install-deps)"
+    );
+    Command::new(name)
+}
+
+/// `pts, duration, size, hash` (video) or `size, hash` (audio) of every packet of the first
+/// stream of `kind` (`v` or `a`). DTS is left out: the packager rebases decode times (it bakes
+/// the B-frame delay into composition offsets), while presentation times and bytes must not
+/// change. Audio keeps its priming edit list, which ffmpeg applies to progressive input but not
+/// to fragmented output, so only its bytes are compared here (times are checked by the golden
+/// tests in `packager/tests`).
+fn framemd5(file: &Path, kind: &str) -> Vec<String> {
+    let o = tool("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args([
+            "-map",
+            &format!("0:{kind}:0"),
+            "-c",
+            "copy",
+            "-f",
+            "framemd5",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            if kind == "v" {
+                f[2..6].join(",")
+            } else {
+                f[4..6].join(",")
+            }
+        })
+        .collect();
+    assert!(!lines.is_empty(), "no packets in {}", file.display());
+    lines
+}
+
+/// Asserts two framemd5 listings are equal, reporting the first difference only.
+fn assert_same(a: &[String], b: &[String], what: &str) {
+    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
+        panic!("{what}: packet {i} differs: {} vs {}", a[i], b[i]);
+    }
+    assert_eq!(a.len(), b.len(), "{what}: packet counts differ");
+}
+
+/// Joins a segmented rendition's init + media segments into one file ffmpeg can read.
+fn joined(root: &Path, title: &str, files: &[String]) -> PathBuf {
+    let mut all = Vec::new();
+    for f in files.iter().filter(|f| !f.ends_with(".m3u8")) {
+        all.extend(std::fs::read(root.join(title).join(f)).unwrap());
+    }
+    let p = root.join(format!("{}.joined.mp4", files[0].replace('/', "_")));
+    std::fs::write(&p, all).unwrap();
+    p
+}
+
+#[test]
+#[ignore = "needs ffmpeg: run ./scripts/test"]
+fn package_players_framemd5_matches_source() {
+    let root = tempfile::tempdir().unwrap();
+    for (ladder_name, segmented) in [
+        ("h264", false),
+        ("h264", true),
+        ("vp9", false),
+        ("vp9", true),
+    ] {
+        let title = format!("{ladder_name}-{segmented}");
+        let inputs = ladder(ladder_name);
+        let entry = package(root.path(), &title, segmented, &inputs);
+        for (r, src) in entry.renditions.iter().zip(&inputs) {
+            let out = if segmented {
+                joined(root.path(), &title, &r.files)
+            } else {
+                root.path().join(&title).join(&r.files[0])
+            };
+            let kind = if r.kind == TrackKind::Video { "v" } else { "a" };
+            assert_same(
+                &framemd5(&out, kind),
+                &framemd5(src, kind),
+                &format!("{title} {}", r.id),
+            );
+        }
+    }
+}
+
+/// nginx serving `root` on an ephemeral loopback port; stopped by PID on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(root: &Path) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp;
+  proxy_temp_path {d}/tmp;
+  fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp;
+  scgi_temp_path {d}/tmp;
+  types {{
+    application/vnd.apple.mpegurl m3u8;
+    application/dash+xml mpd;
+    video/mp4 mp4;
+    video/iso.segment m4s;
+    application/json json;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    add_header Access-Control-Allow-Origin * always;
+    add_header Access-Control-Allow-Headers Range always;
+  }}
+}}
+"#,
+            root = root.display()
+        );
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = tool("nginx")
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut n = Nginx {
+            child,
+            port,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                panic!("nginx exited: {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs ffmpeg and nginx: run ./scripts/test"]
+fn package_players_ffmpeg_reads_dash_and_hls_over_http() {
+    let root = tempfile::tempdir().unwrap();
+    let mut titles = Vec::new();
+    for (ladder_name, segmented) in [
+        ("h264", false),
+        ("h264", true),
+        ("vp9", false),
+        ("vp9", true),
+    ] {
+        let title = format!("{ladder_name}-{}", if segmented { "seg" } else { "od" });
+        let entry = package(root.path(), &title, segmented, &ladder(ladder_name));
+        titles.push((title, entry));
+    }
+    let nginx = Nginx::start(root.path());
+    // nginx answers byte ranges (what on-demand players use).
+    let probe = tool("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-r", "0-99"])
+        .arg(nginx.url("h264-od/video-240p/video-240p.mp4"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&probe.stdout), "206");
+    for (title, entry) in &titles {
+        let videos = entry
+            .renditions
+            .iter()
+            .filter(|r| r.kind == TrackKind::Video)
+            .count();
+        for manifest in ["manifest.mpd", "master.m3u8"] {
+            let url = nginx.url(&format!("{title}/{manifest}"));
+            let o = tool("ffprobe")
+                .args([
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "stream=codec_type,codec_name,width,height",
+                    "-of",
+                    "csv=p=0",
+                ])
+                .arg(&url)
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "ffprobe {url}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            // Every video rendition appears (HLS lists audio once per variant program).
+            for r in entry
+                .renditions
+                .iter()
+                .filter(|r| r.kind == TrackKind::Video)
+            {
+                let want = format!("{},{}", r.width.unwrap(), r.height.unwrap());
+                assert!(out.contains(&want), "{url}: {want} not in {out}");
+            }
+            assert!(out.matches("video").count() >= videos, "{url}: {out}");
+            assert!(out.contains("audio"), "{url}: {out}");
+            // Decode every stream to the end.
+            let o = tool("ffmpeg")
+                .args(["-v", "error", "-i"])
+                .arg(&url)
+                .args(["-map", "0", "-f", "null", "-"])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                o.status.success() && err.trim().is_empty(),
+                "ffmpeg decode {url}: {err}"
+            );
+        }
+    }
+}
+
+fn node_harness() -> PathBuf {
+    let dir = repo().join("tests/browser");
+    assert!(
+        dir.join("node_modules/shaka-player").is_dir() && dir.join("node_modules/hls.js").is_dir(),
+        "tests/browser/node_modules is missing: run ./scripts/test (scripts/install-deps runs npm ci)"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium missing: run ./scripts/test"
+    );
+    dir.join("play.mjs")
+}
+
+#[test]
+#[ignore = "needs nginx, node and chromium: run ./scripts/test"]
+fn package_players_shaka_and_hlsjs_play_in_chromium() {
+    let harness = node_harness();
+    let root = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (ladder_name, segmented) in [("h264", false), ("h264", true), ("vp9", true)] {
+        let title = format!("{ladder_name}-{}", if segmented { "seg" } else { "od" });
+        let entry = package(root.path(), &title, segmented, &ladder(ladder_name));
+        runs.push((title, entry));
+    }
+    let nginx = Nginx::start(root.path());
+    for (title, entry) in &runs {
+        for (player, manifest) in [("shaka", "manifest.mpd"), ("hls", "master.m3u8")] {
+            let url = nginx.url(&format!("{title}/{manifest}"));
+            let mut cmd = tool("node");
+            cmd.arg(&harness).args(["--player", player, "--url", &url]);
+            for r in &entry.renditions {
+                let kind = if r.kind == TrackKind::Video {
+                    "video"
+                } else {
+                    "audio"
+                };
+                cmd.args(["--codecs", &format!("{kind}/mp4; codecs=\"{}\"", r.codec)]);
+            }
+            let o = cmd.output().unwrap();
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "{player} {url}: {}\n{stdout}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            let ctx = format!("{player} {url}: {v}");
+            assert_eq!(v["errors"].as_array().unwrap().len(), 0, "{ctx}");
+            assert_eq!(v["ended"], true, "{ctx}");
+            assert_eq!(v["seeked"], true, "{ctx}");
+            assert!(v["switches"].as_u64().unwrap() >= 2, "{ctx}");
+            let heights = v["heights"].as_array().unwrap();
+            let distinct: std::collections::BTreeSet<u64> =
+                heights.iter().map(|h| h.as_u64().unwrap()).collect();
+            assert!(distinct.len() >= 2, "played only {distinct:?}: {ctx}");
+            for (t, ok) in v["supported"].as_object().unwrap() {
+                assert_eq!(ok, true, "{t} not supported by Chromium: {ctx}");
+            }
+            let dur = v["duration"].as_f64().unwrap();
+            assert!(
+                (dur - entry.duration_ms as f64 / 1000.0).abs() < 0.1,
+                "{ctx}"
+            );
+        }
+    }
+}
