@@ -239,3 +239,125 @@ fn bad_inputs_are_named() {
         "{err}"
     );
 }
+
+/// The packager's real output (both modes) imports, and its manifests are rewritten per
+/// session: every variant repeated per pathway, one BaseURL per appliance.
+#[test]
+fn packager_output_imports_and_plays() {
+    let dir = tempfile::tempdir().unwrap();
+    let titles = dir.path().join("titles");
+    let media = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/media/ladder-h264");
+    let inputs: Vec<String> = ["video-240p", "video-360p", "video-540p", "audio-aac"]
+        .iter()
+        .map(|n| media.join(format!("{n}.mp4")).display().to_string())
+        .collect();
+    for (title, extra) in [("ondemand", None), ("segmented", Some("--segmented"))] {
+        let mut args = vec![
+            "package",
+            "--title",
+            title,
+            "--out",
+            titles.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        args.extend(inputs.iter().map(String::as_str));
+        let out = outpost(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let windows = dir.path().join("windows.json");
+    std::fs::write(
+        &windows,
+        r#"{"windows":[{"title":"ondemand","country":"NZ","start":0,"end":4102444800,"max_tier":"UHD"},
+                       {"title":"segmented","country":"NZ","start":0,"end":4102444800,"max_tier":"UHD"}]}"#,
+    )
+    .unwrap();
+    let d = dir.path().join("cp");
+    let dd = d.to_str().unwrap();
+    let policy = data("policy.toml");
+    let c1 = titles.join("ondemand/catalog.json");
+    let c2 = titles.join("segmented/catalog.json");
+    let out = outpost(&[
+        "control-plane",
+        "--data-dir",
+        dd,
+        "import",
+        policy.to_str().unwrap(),
+        windows.to_str().unwrap(),
+        c1.to_str().unwrap(),
+        c2.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = Command::new(bin())
+        .args(["control-plane", "--data-dir", dd, "--listen", "127.0.0.1:0"])
+        .env_remove("OUTPOST_MASTER_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Server(child);
+    let addr = line
+        .trim()
+        .strip_prefix("control plane listening on http://")
+        .unwrap()
+        .to_owned();
+    for title in ["ondemand", "segmented"] {
+        let (s, b) = http(
+            &addr,
+            "POST",
+            "/v1/playback/sessions",
+            &[
+                ("Authorization", "Bearer playback-secret-0123456789"),
+                ("Content-Type", "application/json"),
+            ],
+            &format!(
+                r#"{{"account_id":"acct-premium","device_class":"browser","title":"{title}","client_ip":"127.0.0.1"}}"#
+            ),
+        );
+        assert_eq!(s, 201, "{b}");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        // Only the origin is online (no appliance heartbeats here): one pathway.
+        assert_eq!(v["appliances"].as_array().unwrap().len(), 1);
+        // Manifests carry freshly minted grants (new jti), so compare around the token.
+        let host = "http://127.0.0.31:8084/g/";
+        let path = |u: &serde_json::Value| {
+            u.as_str()
+                .unwrap()
+                .strip_prefix(&format!("http://{addr}"))
+                .unwrap()
+                .to_owned()
+        };
+        let (s, m) = http(&addr, "GET", &path(&v["manifests"]["hls"]), &[], "");
+        assert_eq!(s, 200);
+        assert_eq!(m.matches("#EXT-X-STREAM-INF").count(), 3, "{m}");
+        assert!(m.contains(&format!("URI=\"{host}")), "{m}");
+        assert!(
+            m.contains(&format!("/{title}/audio-aac/index.m3u8\"")),
+            "{m}"
+        );
+        assert!(
+            m.contains(&format!("/{title}/video-540p/index.m3u8\n")),
+            "{m}"
+        );
+        let (s, m) = http(&addr, "GET", &path(&v["manifests"]["dash"]), &[], "");
+        assert_eq!(s, 200);
+        assert!(
+            m.contains(&format!("<BaseURL serviceLocation=\"origin-1\">{host}")),
+            "{m}"
+        );
+        assert!(m.contains(&format!("/{title}/</BaseURL>")), "{m}");
+        assert_eq!(m.matches("<Representation ").count(), 4, "{m}");
+    }
+}
