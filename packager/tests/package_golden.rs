@@ -342,3 +342,21 @@ fn fragmented_input_repackages_identically() {
     let pb: Vec<i64> = b.samples.iter().map(|s| b.pts(s)).collect();
     assert_eq!(pa, pb);
 }
+
+#[test]
+fn catalog_matches_the_committed_fixture() {
+    // fixtures/catalog/demo-h264.json was written by `outpost package --title demo-h264` on the
+    // H.264 ladder with the default 6 s target. Output is deterministic, so any change to the
+    // bytes written (and so to sizes or hashes) shows here. Regenerate the fixture only for an
+    // intended output change.
+    let out = tempfile::tempdir().unwrap();
+    let mut o = opts(out.path(), PackagingMode::OnDemand, h264_ladder());
+    o.title = "demo-h264".into();
+    o.segment_duration_ms = 6000;
+    let entry = package(&o, None).unwrap();
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/catalog/demo-h264.json"),
+    )
+    .unwrap();
+    assert_eq!(entry.to_json(), fixture);
+}
