@@ -57,6 +57,9 @@ pub fn plan(
     if target_ms == 0 {
         return Err(Error::Options("segment duration must be positive".into()));
     }
+    if tracks.is_empty() {
+        return Ok(Vec::new());
+    }
     let reference = tracks.iter().position(|t| t.kind == TrackKind::Video);
     // Boundaries as (ticks, timescale) of the reference track's presentation times.
     let (bounds, bts): (Vec<i64>, u32) = match reference {
@@ -68,10 +71,12 @@ pub fn plan(
                 .max(1);
             let end = a.end_dts() as i64;
             // Audio only: cut every target duration, merging a tail under a quarter target.
+            // Never more boundaries than samples (a forged timescale cannot blow this up).
             (
                 (0..)
-                    .map(|n| n * target)
+                    .map(|n: i64| n.saturating_mul(target))
                     .take_while(|&t| t == 0 || t < end - target / 4)
+                    .take(a.samples.len())
                     .collect(),
                 a.timescale,
             )
@@ -103,31 +108,35 @@ fn keyframes(t: &Track) -> Vec<(usize, i64)> {
 /// `first + n * target`, always moving forward; a final remainder that would be shorter than a
 /// tenth of the target is merged into the previous segment.
 fn video_boundaries(t: &Track, target_ms: u64) -> Vec<i64> {
-    let keys = keyframes(t);
+    let mut keys: Vec<i64> = keyframes(t).iter().map(|k| k.1).collect();
+    keys.sort_unstable();
+    keys.dedup();
     let ts = i64::from(t.timescale);
     let target = (i64::try_from(target_ms).unwrap_or(i64::MAX / ts) * ts / 1000).max(1);
-    let first = keys[0].1;
+    let first = keys[0];
     let end = t.end_pts();
     let mut bounds = vec![first];
     let mut n = 1i64;
     loop {
         let ideal = first.saturating_add(n.saturating_mul(target));
         let prev = *bounds.last().expect("non-empty");
-        let after: Vec<i64> = keys.iter().map(|k| k.1).filter(|&p| p > prev).collect();
-        let Some(best) = after
-            .iter()
-            .copied()
-            .min_by_key(|&p| ((p - ideal).abs(), p))
-        else {
+        // Keyframes after prev: keys[lo..]; the nearest to ideal is at or next to its slot.
+        let lo = keys.partition_point(|&p| p <= prev);
+        if lo == keys.len() {
             break;
-        };
+        }
+        let at = keys.partition_point(|&p| p < ideal).max(lo);
+        let best = [at.saturating_sub(1).max(lo), at.min(keys.len() - 1)]
+            .into_iter()
+            .map(|i| keys[i])
+            .min_by_key(|&p| ((p - ideal).abs(), p))
+            .expect("two candidates");
         if best >= end {
             break;
         }
         bounds.push(best);
-        while first + n * target <= best + target / 2 {
-            n += 1;
-        }
+        // The next ideal boundary is the first grid point more than half a target after best.
+        n = (best.saturating_add(target / 2) - first) / target + 1;
     }
     // Merge a short tail into the previous segment when the result stays near the target.
     if bounds.len() >= 2 {
@@ -147,15 +156,18 @@ fn aligned_starts(
     name: &str,
     ref_name: &str,
 ) -> Result<Vec<usize>, Error> {
-    let keys = keyframes(t);
+    let mut keys = keyframes(t);
+    keys.sort_by_key(|k| (k.1, k.0));
     let ts = i128::from(t.timescale);
     let half_frame = i128::from(t.typical_duration().max(1)) * i128::from(bts) / 2;
     let mut starts = Vec::with_capacity(bounds.len());
     for (n, &b) in bounds.iter().enumerate() {
         // Compare p/ts with b/bts in units of 1/(ts*bts).
         let want = i128::from(b) * ts;
-        let found = keys
-            .iter()
+        let at = keys.partition_point(|k| i128::from(k.1) * i128::from(bts) < want);
+        let found = [at.saturating_sub(1), at]
+            .into_iter()
+            .filter_map(|i| keys.get(i))
             .find(|k| (i128::from(k.1) * i128::from(bts) - want).abs() < half_frame.max(1));
         match found {
             Some(k) => starts.push(k.0),
