@@ -255,18 +255,69 @@ fn segment_file(k: usize) -> String {
     format!("{:05}.m4s", k + 1)
 }
 
-/// A file being written: buffered, hashed, sized.
+/// Hashes buffers on its own thread, so SHA-256 runs beside the copy instead of after it.
+/// Buffers go to the thread through a bounded channel and come back for reuse.
+struct Hasher {
+    to: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<Sha256>>,
+}
+
+/// Buffers in flight per hashing thread.
+const HASH_QUEUE: usize = 4;
+
+impl Hasher {
+    fn spawn() -> Hasher {
+        let (to, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+        let (tx_back, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE + 1);
+        let thread = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for mut buf in rx {
+                h.update(&buf);
+                buf.clear();
+                let _ = tx_back.try_send(buf);
+            }
+            h
+        });
+        Hasher {
+            to: Some(to),
+            back,
+            thread: Some(thread),
+        }
+    }
+
+    /// Hands `buf` to the thread and returns an empty buffer to fill next.
+    fn submit(&mut self, buf: Vec<u8>) -> Vec<u8> {
+        if let Some(to) = &self.to {
+            if to.send(buf).is_err() {
+                return Vec::with_capacity(COPY_BUFFER);
+            }
+        }
+        self.back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(COPY_BUFFER))
+    }
+
+    fn finish(mut self) -> Option<Sha256> {
+        drop(self.to.take());
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+/// A file being written: buffered, hashed (inline, or on a [`Hasher`] thread for large files),
+/// sized.
 struct HashedFile {
     path: PathBuf,
     rel: String,
     file: File,
     hasher: Sha256,
+    threaded: Option<Hasher>,
     buf: Vec<u8>,
     size: u64,
 }
 
 impl HashedFile {
-    fn create(root: &Path, rel: &str) -> Result<Self> {
+    fn create(root: &Path, rel: &str, threaded: bool) -> Result<Self> {
         let path = root.join(rel);
         let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
         Ok(HashedFile {
@@ -274,18 +325,27 @@ impl HashedFile {
             rel: rel.to_string(),
             file,
             hasher: Sha256::new(),
+            threaded: threaded.then(Hasher::spawn),
             buf: Vec::with_capacity(COPY_BUFFER),
             size: 0,
         })
     }
 
     fn flush_buf(&mut self) -> Result<()> {
-        self.hasher.update(&self.buf);
         self.file
             .write_all(&self.buf)
             .map_err(|e| Error::io(&self.path, e))?;
         self.size += self.buf.len() as u64;
-        self.buf.clear();
+        match &mut self.threaded {
+            Some(h) => {
+                let full = std::mem::take(&mut self.buf);
+                self.buf = h.submit(full);
+            }
+            None => {
+                self.hasher.update(&self.buf);
+                self.buf.clear();
+            }
+        }
         Ok(())
     }
 
@@ -327,7 +387,13 @@ impl HashedFile {
 
     fn finish(mut self) -> Result<FileEntry> {
         self.flush_buf()?;
-        let digest = self.hasher.finalize();
+        let hasher = match self.threaded.take() {
+            Some(h) => h
+                .finish()
+                .ok_or_else(|| Error::Options("the hashing thread panicked".into()))?,
+            None => self.hasher,
+        };
+        let digest = hasher.finalize();
         let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
         Ok(FileEntry {
             path: self.rel,
@@ -381,7 +447,8 @@ fn write_rendition(
     let mut files = Vec::new();
     match &p.sidx {
         Some(sidx) => {
-            let mut out = HashedFile::create(root, &format!("{}/{}", p.id, p.view.init_file))?;
+            let mut out =
+                HashedFile::create(root, &format!("{}/{}", p.id, p.view.init_file), true)?;
             out.write(&p.init)?;
             out.write(sidx)?;
             for f in &p.fragments {
@@ -390,11 +457,16 @@ fn write_rendition(
             files.push(out.finish()?);
         }
         None => {
-            let mut init = HashedFile::create(root, &format!("{}/{}", p.id, p.view.init_file))?;
+            let mut init =
+                HashedFile::create(root, &format!("{}/{}", p.id, p.view.init_file), false)?;
             init.write(&p.init)?;
             files.push(init.finish()?);
             for (k, f) in p.fragments.iter().enumerate() {
-                let mut out = HashedFile::create(root, &format!("{}/{}", p.id, segment_file(k)))?;
+                let mut out = HashedFile::create(
+                    root,
+                    &format!("{}/{}", p.id, segment_file(k)),
+                    f.data_len > 4 * COPY_BUFFER as u64,
+                )?;
                 write_fragment(&mut out, &src, p, f, done, total, progress)?;
                 files.push(out.finish()?);
             }
@@ -404,7 +476,7 @@ fn write_rendition(
 }
 
 fn write_text(root: &Path, rel: &str, text: &str) -> Result<FileEntry> {
-    let mut f = HashedFile::create(root, rel)?;
+    let mut f = HashedFile::create(root, rel, false)?;
     f.write(text.as_bytes())?;
     f.finish()
 }
