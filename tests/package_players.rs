@@ -469,3 +469,51 @@ fn package_players_hevc_and_av1_codec_strings() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs nginx, node and chromium: run ./scripts/test"]
+fn package_players_chromium_mse_timeline_is_continuous_and_synced() {
+    let dir = repo().join("tests/browser");
+    node_harness();
+    let root = tempfile::tempdir().unwrap();
+    let mut titles = Vec::new();
+    for (ladder_name, segmented) in [("h264", false), ("h264", true), ("vp9", true)] {
+        let title = format!("{ladder_name}-{}", if segmented { "seg" } else { "od" });
+        titles.push((
+            title.clone(),
+            package(root.path(), &title, segmented, &ladder(ladder_name)),
+        ));
+    }
+    let nginx = Nginx::start(root.path());
+    for (title, entry) in &titles {
+        let o = tool("node")
+            .arg(dir.join("mse-timeline.mjs"))
+            .args(["--title-url", &nginx.url(&format!("{title}/"))])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{title}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let end = entry.duration_ms as f64 / 1000.0;
+        for r in &entry.renditions {
+            let got = &v[&r.id];
+            let ctx = format!("{title} {}: {got}", r.id);
+            assert!(got["error"].is_null(), "{ctx}");
+            let ranges = got["ranges"].as_array().unwrap();
+            // One range: fragments are continuous. It starts at 0 for video (B-frame delay baked
+            // into composition offsets) and for audio (Chromium applies the priming edit list),
+            // so audio and video line up; both end at the title's duration.
+            assert_eq!(ranges.len(), 1, "{ctx}");
+            let (s, e) = (
+                ranges[0][0].as_f64().unwrap(),
+                ranges[0][1].as_f64().unwrap(),
+            );
+            assert!(s.abs() < 0.001, "{ctx}");
+            assert!((e - end).abs() < 0.025, "{ctx}");
+        }
+    }
+}
