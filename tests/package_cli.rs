@@ -143,3 +143,24 @@ fn package_cli_bad_flags() {
         assert!(stderr.contains(want), "{want:?} not in {stderr}");
     }
 }
+
+#[test]
+#[ignore = "needs script (util-linux) for a pseudo-terminal: run ./scripts/test"]
+fn package_cli_progress_bar_on_a_terminal_only() {
+    let out = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "{} package --title t --out {} {}",
+        env!("CARGO_BIN_EXE_outpost"),
+        out.path().display(),
+        media("ladder-h264/video-540p.mp4").display()
+    );
+    // `script` runs the command on a pseudo-terminal, so stderr is a TTY.
+    let o = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux) is not installed");
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{tty}");
+    assert!(tty.contains("100%") && tty.contains('\r'), "{tty:?}");
+    assert!(tty.contains("packaged t"), "{tty:?}");
+}
