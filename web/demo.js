@@ -18,8 +18,9 @@ const state = {
 };
 window.outpostDemo = state;
 
-async function api(method, path, body) {
+async function api(method, path, body, token) {
   const init = { method, headers: {} };
+  if (token) init.headers['Authorization'] = `Bearer ${token}`;
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -107,9 +108,9 @@ function recordSwitch(id) {
 
 function showSession(s) {
   $('session-id').textContent = s.session_id;
-  $('tier').textContent = s.effective_tier;
+  $('tier').textContent = `${s.tier} (${s.renditions.join(', ')})`;
   $('lease').textContent = new Date(s.lease_expires_at * 1000).toLocaleTimeString();
-  $('ranking').textContent = (s.appliances || []).map((a) => a.id).join(' → ');
+  $('ranking').textContent = (s.appliances || []).map((a) => a.id).join(' → ') + (s.miss ? ` (${s.miss})` : '');
 }
 
 async function play() {
@@ -126,14 +127,14 @@ async function play() {
   if (kind === 'shaka') await playShaka(video, s); else playHls(video, s);
   video.addEventListener('ended', () => { state.ended = true; }, { once: true });
   await video.play().catch(showError);
-  const every = Math.max(5, (s.heartbeat_interval_secs || 30)) * 1000;
+  const every = Math.max(5, s.heartbeat.interval_secs) * 1000;
   state.heartbeatTimer = setInterval(heartbeat, every);
 }
 
 async function heartbeat() {
   if (!state.session) return;
   try {
-    const hb = await api('POST', `/demo/api/sessions/${state.session.session_id}/heartbeat`);
+    const hb = await api('POST', state.session.heartbeat.url, undefined, state.session.token);
     $('lease').textContent = new Date(hb.lease_expires_at * 1000).toLocaleTimeString();
   } catch (e) { showError(e); }
 }
@@ -152,7 +153,7 @@ async function playShaka(video, s) {
   const net = player.getNetworkingEngine();
   net.registerRequestFilter((type, req) => {
     if (type === shaka.net.NetworkingEngine.RequestType.LICENSE && lic) {
-      req.headers['Authorization'] = `Bearer ${lic.token}`;
+      req.headers['Authorization'] = `Bearer ${s.token}`;
     }
   });
   net.registerResponseFilter((type, res) => {
@@ -180,7 +181,7 @@ function playHls(video, s) {
     enableWorker: false,
     emeEnabled: !!lic,
     drmSystems: lic ? { 'org.w3.clearkey': { licenseUrl: lic.url } } : {},
-    licenseXhrSetup: lic ? (xhr) => { xhr.setRequestHeader('Authorization', `Bearer ${lic.token}`); } : undefined,
+    licenseXhrSetup: lic ? (xhr) => { xhr.setRequestHeader('Authorization', `Bearer ${s.token}`); } : undefined,
     fragLoadPolicy: { default: { maxTimeToFirstByteMs: 4000, maxLoadTimeMs: 10000,
       timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 },
       errorRetry: { maxNumRetry: 3, retryDelayMs: 200, maxRetryDelayMs: 1000 } } },
@@ -210,7 +211,7 @@ async function stopSession() {
     state.player = null;
   }
   if (state.session) {
-    try { await api('DELETE', `/demo/api/sessions/${state.session.session_id}`); } catch (_) { /* lapsed */ }
+    try { await api('DELETE', `/v1/playback/sessions/${state.session.session_id}`, undefined, state.session.token); } catch (_) { /* lapsed */ }
     state.session = null;
   }
   $('stop').disabled = true;

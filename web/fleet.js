@@ -16,8 +16,8 @@ const fmtBytes = (n) => {
 };
 
 async function poll() {
-  const res = await fetch('/v1/fleet');
-  if (!res.ok) throw new Error(`GET /v1/fleet: ${res.status}`);
+  const res = await fetch('/demo/api/fleet');
+  if (!res.ok) throw new Error(`GET /demo/api/fleet: ${res.status}`);
   const fleet = await res.json();
   fleetState.snapshot = fleet;
   const now = Date.now() / 1000;

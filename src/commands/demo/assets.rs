@@ -1,0 +1,135 @@
+//! What the demo needs on disk before it starts: packaged titles, signing keys and the player
+//! libraries. Each step is skipped when its output is already there, so a second run starts in
+//! seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+
+/// The pinned npm manifest and lock for the player libraries (Shaka Player, hls.js).
+const WEB_PACKAGE_JSON: &str = include_str!("../../../web/package.json");
+const WEB_PACKAGE_LOCK: &str = include_str!("../../../web/package-lock.json");
+
+/// A fixture ladder packaged as one demo title.
+#[derive(Debug, Clone)]
+pub struct DemoTitle {
+    /// Title id.
+    pub id: &'static str,
+    /// Directory under the fixtures' `media/`.
+    pub ladder: &'static str,
+    /// Human name for the page.
+    pub name: &'static str,
+}
+
+/// The demo's titles.
+pub const TITLES: [DemoTitle; 2] = [
+    DemoTitle {
+        id: "demo-h264",
+        ladder: "ladder-h264",
+        name: "Test pattern (H.264 + AAC, 3 renditions)",
+    },
+    DemoTitle {
+        id: "demo-vp9",
+        ladder: "ladder-vp9",
+        name: "Test pattern (VP9 + Opus, 2 renditions)",
+    },
+];
+
+/// Packages every demo title into `titles_dir` unless its `catalog.json` exists.
+pub fn ensure_titles(fixtures: &Path, titles_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(titles_dir)
+        .with_context(|| format!("creating {}", titles_dir.display()))?;
+    for t in &TITLES {
+        if titles_dir.join(t.id).join("catalog.json").is_file() {
+            continue;
+        }
+        let ladder = fixtures.join(t.ladder);
+        let mut inputs: Vec<PathBuf> = std::fs::read_dir(&ladder)
+            .with_context(|| format!("reading fixture ladder {}", ladder.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "mp4"))
+            .collect();
+        inputs.sort();
+        if inputs.is_empty() {
+            bail!("{}: no .mp4 renditions", ladder.display());
+        }
+        eprintln!("demo: packaging {} from {}", t.id, ladder.display());
+        let status = Command::new(std::env::current_exe()?)
+            .arg("package")
+            .arg("--title")
+            .arg(t.id)
+            .arg("--out")
+            .arg(titles_dir)
+            .args(&inputs)
+            .status()
+            .context("running outpost package")?;
+        if !status.success() {
+            bail!("packaging {} failed ({status})", t.id);
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure the player libraries are in `<web_dir>/node_modules`, fetching them with npm on
+/// first use (saying so). Returns the `node_modules` directory.
+pub fn ensure_player_libraries(web_dir: &Path) -> anyhow::Result<PathBuf> {
+    let modules = web_dir.join("node_modules");
+    let ready = [
+        "shaka-player/dist/shaka-player.compiled.js",
+        "hls.js/dist/hls.min.js",
+    ]
+    .iter()
+    .all(|f| modules.join(f).is_file());
+    if ready {
+        return Ok(modules);
+    }
+    std::fs::create_dir_all(web_dir).with_context(|| format!("creating {}", web_dir.display()))?;
+    std::fs::write(web_dir.join("package.json"), WEB_PACKAGE_JSON)?;
+    std::fs::write(web_dir.join("package-lock.json"), WEB_PACKAGE_LOCK)?;
+    eprintln!(
+        "demo: fetching Shaka Player and hls.js with npm into {} (first run only)",
+        modules.display()
+    );
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(web_dir)
+        .status()
+        .context("running npm (Node.js and npm are needed for the player page; or pass --no-browser-assets)")?;
+    if !status.success() {
+        bail!("npm ci in {} failed ({status})", web_dir.display());
+    }
+    Ok(modules)
+}
+
+/// Copies a directory tree (a packaged title into a cache directory), writing into a temporary
+/// name and renaming, so an appliance never sees half a title.
+pub fn copy_title(src: &Path, cache_dir: &Path, title: &str) -> anyhow::Result<()> {
+    let dest = cache_dir.join(title);
+    if dest.join("catalog.json").is_file() {
+        return Ok(());
+    }
+    let tmp = cache_dir.join(format!(".tmp-{title}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    copy_tree(src, &tmp)?;
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for entry in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        let to = dest.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &to)?;
+        } else {
+            std::fs::copy(entry.path(), &to)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}

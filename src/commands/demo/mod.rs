@@ -1,0 +1,258 @@
+//! `outpost demo`: the whole CDN on loopback.
+//!
+//! It packages the fixture ladders into a data directory, starts a control plane (in this
+//! process, on the embedded SQLite default) and appliances (child processes of this binary, each
+//! on its own loopback port with its own cache directories) in three clusters (an embedded ISP
+//! cluster, an exchange and origin), loads a demo policy, places the titles, prints one URL and
+//! runs until Ctrl-C, when it stops every part.
+
+mod assets;
+mod procs;
+mod stand_in;
+mod topology;
+mod web;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::RngCore as _;
+
+use procs::Proc;
+use topology::Topology;
+
+/// Flags for `outpost demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Data directory: packaged titles, the control plane's database and keys, the appliances'
+    /// cache directories, logs and the player libraries. Reused by later runs.
+    #[arg(long, default_value = ".outpost-demo")]
+    pub data_dir: PathBuf,
+    /// Port of the control plane, which also serves the player page (/demo) and the fleet page
+    /// (/fleet).
+    #[arg(long, default_value_t = 8700)]
+    pub port: u16,
+    /// First appliance port; appliance i listens on base+i and its admin listener on base+100+i.
+    #[arg(long, default_value_t = 8710)]
+    pub appliance_base_port: u16,
+    /// Number of appliances in the embedded ISP cluster.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub appliances: u16,
+    /// Do not fetch the player libraries (Shaka Player, hls.js) with npm; the player page then
+    /// cannot play, but every API and the fleet page work.
+    #[arg(long)]
+    pub no_browser_assets: bool,
+    /// Directory holding the media fixtures (`ladder-h264/`, `ladder-vp9/`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/media"))]
+    pub fixtures: PathBuf,
+}
+
+/// Runs the demo.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(run_async(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The demo's directories.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// Root.
+    pub root: PathBuf,
+    /// Packaged titles.
+    pub titles: PathBuf,
+    /// The control plane's data directory.
+    pub control_plane: PathBuf,
+    /// Public keys handed to the appliances.
+    pub appliance_keys: PathBuf,
+    /// npm project for the player libraries.
+    pub web: PathBuf,
+    /// Logs of the child processes.
+    pub logs: PathBuf,
+}
+
+impl Dirs {
+    fn new(root: &Path) -> anyhow::Result<Dirs> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("resolving {}", root.display()))?;
+        let d = Dirs {
+            titles: root.join("titles"),
+            control_plane: root.join("control-plane"),
+            appliance_keys: root.join("appliance-keys"),
+            web: root.join("web"),
+            logs: root.join("logs"),
+            root,
+        };
+        for p in [&d.titles, &d.control_plane, &d.appliance_keys, &d.logs] {
+            std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        Ok(d)
+    }
+}
+
+async fn run_async(args: Args) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let dirs = Dirs::new(&args.data_dir)?;
+    assets::ensure_titles(&args.fixtures, &dirs.titles)?;
+    let modules = if args.no_browser_assets {
+        None
+    } else {
+        Some(assets::ensure_player_libraries(&dirs.web)?)
+    };
+
+    // The control plane, in this process, on the embedded SQLite default.
+    let secret = random_hex(16);
+    let api_secret = random_hex(24);
+    let topo = Topology::new(
+        &dirs.root,
+        args.appliance_base_port,
+        args.appliances,
+        &secret,
+    );
+    let config = control_plane::Config {
+        listen: format!("127.0.0.1:{}", args.port),
+        data_dir: dirs.control_plane.clone(),
+        admin_token: Some(control_plane::config::Secret(random_hex(24))),
+        appliance_heartbeat_secs: 2,
+        appliance_offline_after_secs: 6,
+        steering_ttl_secs: 10,
+        lease_secs: 60,
+        heartbeat_interval_secs: 15,
+        ..control_plane::Config::default()
+    };
+    let policy = dirs.control_plane.join("demo-policy.toml");
+    std::fs::write(&policy, topo.policy_toml(&api_secret))
+        .with_context(|| format!("writing {}", policy.display()))?;
+    let mut imports = vec![policy.clone()];
+    for t in &assets::TITLES {
+        imports.push(dirs.titles.join(t.id).join("catalog.json"));
+    }
+    let import_refs: Vec<&Path> = imports.iter().map(PathBuf::as_path).collect();
+    control_plane::import_files(&config, &import_refs)
+        .await
+        .context("loading the demo policy and catalog into the control plane")?;
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding {} (is another demo running? try --port)",
+                config.listen
+            )
+        })?;
+    let public_url = format!("http://{}", listener.local_addr()?);
+    let state = control_plane::build_state(
+        config.clone(),
+        public_url.clone(),
+        Arc::new(control_plane::SystemClock),
+    )
+    .await
+    .context("starting the control plane")?;
+
+    // Appliances hold public keys only: export them the way an appliance would fetch them.
+    for k in state.keys.published(state.now()) {
+        let path = dirs.appliance_keys.join(format!("{}.pub.pem", k.kid));
+        std::fs::write(&path, &k.pem).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    // Place the titles: copy each packaged title into the first cache directory of every
+    // appliance (fill, when it exists, does this from the control plane's plan).
+    for a in &topo.appliances {
+        for d in &a.cache_dirs {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        for t in &assets::TITLES {
+            assets::copy_title(&dirs.titles.join(t.id), &a.cache_dirs[0], t.id)?;
+        }
+    }
+    let procs: Vec<Arc<Mutex<Proc>>> = topo
+        .appliances
+        .iter()
+        .map(|a| {
+            let mut args = vec![
+                "appliance".to_owned(),
+                "--id".into(),
+                a.id.clone(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", a.port),
+                "--admin-listen".into(),
+                format!("127.0.0.1:{}", a.admin_port),
+                "--cluster".into(),
+                a.cluster.to_owned(),
+                "--public-keys".into(),
+                dirs.appliance_keys.display().to_string(),
+            ];
+            for d in &a.cache_dirs {
+                args.push("--cache-dir".into());
+                args.push(d.display().to_string());
+            }
+            Arc::new(Mutex::new(Proc::new(
+                &a.id,
+                args,
+                dirs.logs.join(format!("{}.log", a.id)),
+            )))
+        })
+        .collect();
+    for p in &procs {
+        p.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.start()?;
+    }
+
+    let demo = web::DemoState::new(
+        state.clone(),
+        topo.clone(),
+        procs.clone(),
+        api_secret,
+        modules,
+    );
+    let background = tokio::spawn(control_plane::background(state.clone()));
+    let stand_in = tokio::spawn(stand_in::run(state.clone(), topo.clone(), procs.clone()));
+    let router = control_plane::app(state).merge(web::router(demo));
+
+    println!();
+    println!(
+        "Outpost demo is running ({:.1} s to start).",
+        started.elapsed().as_secs_f64()
+    );
+    println!("  open  {public_url}/demo     (player)");
+    println!("        {public_url}/fleet    (fleet)");
+    println!("  data  {}", dirs.root.display());
+    println!("  logs  {}", dirs.logs.display());
+    println!("Press Ctrl-C to stop.");
+
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("demo: shutting down");
+    })
+    .await;
+    stand_in.abort();
+    background.abort();
+    tokio::task::spawn_blocking(move || {
+        for p in &procs {
+            if let Ok(mut p) = p.lock() {
+                p.stop(Duration::from_secs(10));
+            }
+        }
+    })
+    .await?;
+    served.context("serving the control plane")?;
+    eprintln!("demo: stopped");
+    Ok(())
+}

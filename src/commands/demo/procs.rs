@@ -1,0 +1,89 @@
+//! Child processes of the demo (the appliances): started from this same binary, logged to a file
+//! each, stopped with SIGTERM (the appliance drains) and, after a deadline, SIGKILL.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// One supervised child.
+#[derive(Debug)]
+pub struct Proc {
+    /// A short name for logs.
+    pub name: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Describes a child running `outpost <args...>`; nothing starts until [`Proc::start`].
+    pub fn new(name: &str, args: Vec<String>, log: PathBuf) -> Self {
+        Proc {
+            name: name.to_owned(),
+            args,
+            log,
+            child: None,
+        }
+    }
+
+    /// Starts the child (no-op when it is running).
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let exe = std::env::current_exe().context("locating the outpost binary")?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let child = Command::new(exe)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.name))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Whether the child is alive.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. Only ever signals the child it started.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if let Ok(None) = c.try_wait() {
+            let pid = Pid::from_raw(c.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
