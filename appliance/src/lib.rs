@@ -12,4 +12,11 @@
 //! - [`server`]: start-up, signals and drain.
 #![deny(unsafe_code)]
 
+pub mod admin;
+pub mod cache;
+pub mod conn;
 pub mod http1;
+pub mod io;
+pub mod metrics;
+pub mod server;
+pub mod service;

@@ -1,0 +1,84 @@
+//! The admin listener (tokio + hyper, its own port): `/metrics` (Prometheus text), `/healthz`
+//! (the process is up) and `/readyz` (accepting traffic: not draining and at least one healthy
+//! cache drive). It runs on a small tokio runtime beside the data-plane threads, which is also
+//! where signals are handled; later control-plane agents (fill, key fetch) belong here too.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::io::Shared;
+
+/// What the admin handlers read.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The data plane's shared state.
+    pub shared: Arc<Shared>,
+    /// The backend name (`io_uring` or `epoll`).
+    pub backend: &'static str,
+}
+
+fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Answers one admin request.
+pub fn handle(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
+    let svc = &state.shared.svc;
+    match path {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            svc.metrics()
+                .render(svc.store(), state.backend, state.shared.is_shutting_down()),
+        ),
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            if state.shared.is_shutting_down() {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "draining\n".into(),
+                )
+            } else if !svc.store().any_healthy() {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no healthy cache drive\n".into(),
+                )
+            } else {
+                reply(StatusCode::OK, "text/plain", "ready\n".into())
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// Serves the admin listener until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req.uri().path())) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,578 @@
+//! The cache: several cache directories ("drives", one per NVMe drive), an in-memory index of
+//! every object rebuilt by scanning the drives at start-up, rendezvous placement of new objects,
+//! per-drive capacity with LRU eviction between watermarks, and drive failure.
+//!
+//! **Invariants.**
+//! - Keys are canonical resource paths (`/<title>/<file>`, from `protocol::grant::canonicalize`);
+//!   the grant is never part of a key or a file path.
+//! - Files are opened only with `openat2(RESOLVE_BENEATH)` relative to a drive's root directory
+//!   descriptor: nothing outside a cache root can be opened, whatever the key.
+//! - Objects are immutable once visible: written under `.tmp/`, fsynced, renamed into place.
+//! - A file being sent is held open (`Arc<CachedFile>`), so eviction (unlink) never pulls it
+//!   from under a reader.
+//! - A drive that returns I/O errors is marked failed: its objects leave the index and new
+//!   objects are placed on the others.
+
+mod placement;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write as _};
+use std::num::NonZeroUsize;
+use std::os::fd::AsFd as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+pub use placement::rendezvous_order;
+
+use crate::http1::conditional::Validators;
+use crate::io::sys;
+
+/// Name of the per-drive directory for objects being written.
+pub const TMP_DIR: &str = ".tmp";
+
+/// Deepest directory nesting scanned under a title directory.
+pub const MAX_SCAN_DEPTH: usize = 4;
+
+/// Eviction starts when a drive's usage passes this fraction of its capacity...
+pub const HIGH_WATERMARK: f64 = 0.95;
+/// ...and stops when usage is back under this fraction.
+pub const LOW_WATERMARK: f64 = 0.90;
+
+/// Most file descriptors kept open for reuse across requests (like nginx's `open_file_cache`).
+pub const OPEN_FILE_CACHE: usize = 4096;
+
+/// Cache errors. Each names the drive or key concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A cache directory cannot be used at start-up.
+    #[error("cache directory {path}: {source}")]
+    Drive {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// No cache directory was configured.
+    #[error("no cache directory configured")]
+    NoDrives,
+    /// Every drive has failed.
+    #[error("no healthy cache drive")]
+    NoHealthyDrive,
+    /// The key is not a canonical resource path.
+    #[error("invalid cache key {key:?}: {why}")]
+    BadKey {
+        /// The key.
+        key: String,
+        /// Why.
+        why: String,
+    },
+    /// An object larger than a drive's capacity.
+    #[error("object {key} of {size} bytes does not fit on drive {drive} ({capacity} bytes)")]
+    TooLarge {
+        /// The key.
+        key: String,
+        /// Its size.
+        size: u64,
+        /// The chosen drive.
+        drive: String,
+        /// The drive's capacity.
+        capacity: u64,
+    },
+    /// An I/O error while writing an object.
+    #[error("writing {key} on {drive}: {source}")]
+    Write {
+        /// The key.
+        key: String,
+        /// The drive.
+        drive: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// Why a lookup found nothing to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// No drive holds the object.
+    NotFound,
+    /// The drive holding it failed while opening it.
+    DriveFailed,
+}
+
+/// One cache directory.
+#[derive(Debug)]
+pub struct Drive {
+    /// The directory.
+    pub root: PathBuf,
+    dir: File,
+    /// Capacity in bytes.
+    pub capacity: u64,
+    used: AtomicU64,
+    failed: AtomicBool,
+    io_errors: AtomicU64,
+}
+
+impl Drive {
+    /// Bytes used by indexed objects.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Whether the drive has been taken out.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// I/O errors seen on this drive.
+    pub fn io_errors(&self) -> u64 {
+        self.io_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// An open object ready to send.
+#[derive(Debug)]
+pub struct CachedFile {
+    /// The open file (read-only).
+    pub file: File,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its validators.
+    pub validators: Validators,
+    /// Index of the drive holding it.
+    pub drive: usize,
+}
+
+#[derive(Debug)]
+struct Index {
+    /// key → drive index.
+    objects: HashMap<String, usize>,
+    /// Per drive: key → size, in recency order (eviction pops the least recent).
+    lru: Vec<LruCache<String, u64>>,
+    /// Open descriptors kept for reuse.
+    open: LruCache<String, Arc<CachedFile>>,
+}
+
+/// The set of cache drives and their index.
+#[derive(Debug)]
+pub struct Store {
+    drives: Vec<Drive>,
+    index: Mutex<Index>,
+    tmp_seq: AtomicU64,
+}
+
+impl Store {
+    /// Opens the cache directories, creating them if missing, and indexes every object found.
+    /// `capacity` is the per-drive byte capacity; `None` means the file system's size.
+    pub fn open(roots: &[PathBuf], capacity: Option<u64>) -> Result<Self, CacheError> {
+        if roots.is_empty() {
+            return Err(CacheError::NoDrives);
+        }
+        let mut drives = Vec::new();
+        for root in roots {
+            let e = |source| CacheError::Drive {
+                path: root.clone(),
+                source,
+            };
+            std::fs::create_dir_all(root).map_err(e)?;
+            let dir = File::open(root).map_err(e)?;
+            if !dir.metadata().map_err(e)?.is_dir() {
+                return Err(e(io::Error::other("not a directory")));
+            }
+            let capacity = match capacity {
+                Some(c) => c,
+                None => sys::fs_space(root).map_err(e)?.0,
+            };
+            drives.push(Drive {
+                root: root.clone(),
+                dir,
+                capacity,
+                used: AtomicU64::new(0),
+                failed: AtomicBool::new(false),
+                io_errors: AtomicU64::new(0),
+            });
+        }
+        let unbounded = || LruCache::unbounded();
+        let store = Store {
+            index: Mutex::new(Index {
+                objects: HashMap::new(),
+                lru: drives.iter().map(|_| unbounded()).collect(),
+                open: LruCache::new(
+                    NonZeroUsize::new(OPEN_FILE_CACHE).unwrap_or(NonZeroUsize::MIN),
+                ),
+            }),
+            drives,
+            tmp_seq: AtomicU64::new(0),
+        };
+        store.scan();
+        Ok(store)
+    }
+
+    /// The drives.
+    pub fn drives(&self) -> &[Drive] {
+        &self.drives
+    }
+
+    /// Number of indexed objects.
+    pub fn len(&self) -> usize {
+        self.lock().objects.len()
+    }
+
+    /// Whether no object is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether at least one drive is healthy.
+    pub fn any_healthy(&self) -> bool {
+        self.drives.iter().any(|d| !d.is_failed())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the index from the drives' contents. Leftover temporary files are removed.
+    fn scan(&self) {
+        let mut failed = Vec::new();
+        let mut idx = self.lock();
+        for (i, d) in self.drives.iter().enumerate() {
+            let _ = std::fs::remove_dir_all(d.root.join(TMP_DIR));
+            let mut found = Vec::new();
+            if let Err(e) = scan_dir(&d.root, "", 0, &mut found) {
+                tracing::error!(drive = %d.root.display(), error = %e, "scan failed; drive taken out");
+                failed.push(i);
+                continue;
+            }
+            for (key, size) in found {
+                if let Some(&other) = idx.objects.get(&key) {
+                    tracing::warn!(key, first = %self.drives[other].root.display(), second = %d.root.display(), "object on two drives; keeping the first");
+                    continue;
+                }
+                idx.objects.insert(key.clone(), i);
+                idx.lru[i].put(key, size);
+                d.used.fetch_add(size, Ordering::Relaxed);
+            }
+            tracing::info!(drive = %d.root.display(), objects = idx.lru[i].len(), bytes = d.used(), "cache drive indexed");
+        }
+        drop(idx);
+        for i in failed {
+            self.fail(i);
+        }
+    }
+
+    /// Looks up and opens `key` for sending; marks it recently used.
+    pub fn get(&self, key: &str) -> Result<Arc<CachedFile>, Miss> {
+        let drive = {
+            let mut idx = self.lock();
+            let Some(&drive) = idx.objects.get(key) else {
+                return Err(Miss::NotFound);
+            };
+            let _ = idx.lru[drive].get(key);
+            if let Some(f) = idx.open.get(key) {
+                return Ok(f.clone());
+            }
+            drive
+        };
+        let d = &self.drives[drive];
+        if d.is_failed() {
+            return Err(Miss::DriveFailed);
+        }
+        let rel = key.trim_start_matches('/');
+        let opened = sys::open_beneath(d.dir.as_fd(), rel).and_then(|f| {
+            let m = f.metadata()?;
+            if !m.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "not a regular file",
+                ));
+            }
+            Ok((f, m))
+        });
+        match opened {
+            Ok((file, m)) => {
+                let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+                let f = Arc::new(CachedFile {
+                    validators: Validators::from_meta(m.ino(), m.size(), mtime_ns),
+                    size: m.size(),
+                    file,
+                    drive,
+                });
+                self.lock().open.put(key.to_owned(), f.clone());
+                Ok(f)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The file went away behind our back: forget it.
+                self.forget(key);
+                Err(Miss::NotFound)
+            }
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::EXDEV) {
+                    // A symlink leaving the root: refused, not a drive failure.
+                    return Err(Miss::NotFound);
+                }
+                tracing::error!(drive = %d.root.display(), key, error = %e, "I/O error opening object");
+                self.report_io_error(drive);
+                Err(Miss::DriveFailed)
+            }
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        let mut idx = self.lock();
+        if let Some(drive) = idx.objects.remove(key) {
+            if let Some(size) = idx.lru[drive].pop(key) {
+                self.drives[drive].used.fetch_sub(size, Ordering::Relaxed);
+            }
+        }
+        idx.open.pop(key);
+    }
+
+    /// Records an I/O error on `drive` (from a read or send); the drive is taken out.
+    pub fn report_io_error(&self, drive: usize) {
+        if let Some(d) = self.drives.get(drive) {
+            d.io_errors.fetch_add(1, Ordering::Relaxed);
+            self.fail(drive);
+        }
+    }
+
+    /// Takes a drive out: its objects leave the index.
+    pub fn fail(&self, drive: usize) {
+        let Some(d) = self.drives.get(drive) else {
+            return;
+        };
+        if d.failed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::error!(drive = %d.root.display(), "cache drive marked failed");
+        let mut idx = self.lock();
+        let keys: Vec<String> = idx.lru[drive].iter().map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            idx.objects.remove(&k);
+            idx.open.pop(&k);
+        }
+        idx.lru[drive].clear();
+        d.used.store(0, Ordering::Relaxed);
+    }
+
+    /// Stores a new object under `key` from `data`: placed by rendezvous hashing over the healthy
+    /// drives, written to a temporary file, fsynced and renamed into place, then indexed.
+    /// Evicts least recently used objects when the drive passes its high watermark.
+    pub fn insert(&self, key: &str, data: &mut dyn Read) -> Result<(), CacheError> {
+        let canon = protocol::grant::canonicalize(key).map_err(|e| CacheError::BadKey {
+            key: key.to_owned(),
+            why: e.to_string(),
+        })?;
+        if canon.as_str() != key {
+            return Err(CacheError::BadKey {
+                key: key.to_owned(),
+                why: format!("not canonical (canonical form is {:?})", canon.as_str()),
+            });
+        }
+        let healthy: Vec<(usize, &Path)> = self
+            .drives
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.is_failed())
+            .map(|(i, d)| (i, d.root.as_path()))
+            .collect();
+        let order = rendezvous_order(key, &healthy);
+        let &drive = order.first().ok_or(CacheError::NoHealthyDrive)?;
+        let d = &self.drives[drive];
+        let werr = |source| CacheError::Write {
+            key: key.to_owned(),
+            drive: d.root.display().to_string(),
+            source,
+        };
+        let tmp_dir = d.root.join(TMP_DIR);
+        std::fs::create_dir_all(&tmp_dir).map_err(werr)?;
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = tmp_dir.join(format!("{}-{seq}", std::process::id()));
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            let size = io::copy(data, &mut f)?;
+            f.flush()?;
+            f.sync_all()?;
+            let dest = d.root.join(&key[1..]);
+            let parent = dest.parent().unwrap_or(&d.root);
+            std::fs::create_dir_all(parent)?;
+            std::fs::rename(&tmp, &dest)?;
+            File::open(parent)?.sync_all()?;
+            Ok::<u64, io::Error>(size)
+        })();
+        let size = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                if e.raw_os_error() == Some(libc::EIO) {
+                    self.report_io_error(drive);
+                }
+                return Err(werr(e));
+            }
+        };
+        if size > d.capacity {
+            let _ = std::fs::remove_file(d.root.join(&key[1..]));
+            return Err(CacheError::TooLarge {
+                key: key.to_owned(),
+                size,
+                drive: d.root.display().to_string(),
+                capacity: d.capacity,
+            });
+        }
+        {
+            let mut idx = self.lock();
+            if let Some(old_drive) = idx.objects.insert(key.to_owned(), drive) {
+                if let Some(old) = idx.lru[old_drive].pop(key) {
+                    self.drives[old_drive]
+                        .used
+                        .fetch_sub(old, Ordering::Relaxed);
+                }
+            }
+            idx.open.pop(key);
+            idx.lru[drive].put(key.to_owned(), size);
+            d.used.fetch_add(size, Ordering::Relaxed);
+        }
+        self.evict(drive);
+        Ok(())
+    }
+
+    /// Evicts least recently used objects from `drive` while it is above the high watermark,
+    /// down to the low watermark. Returns the number of objects removed.
+    pub fn evict(&self, drive: usize) -> usize {
+        let d = &self.drives[drive];
+        let high = (d.capacity as f64 * HIGH_WATERMARK) as u64;
+        let low = (d.capacity as f64 * LOW_WATERMARK) as u64;
+        if d.used() <= high {
+            return 0;
+        }
+        let mut removed = 0;
+        let mut idx = self.lock();
+        while d.used() > low {
+            let Some((key, size)) = idx.lru[drive].pop_lru() else {
+                break;
+            };
+            idx.objects.remove(&key);
+            // Readers hold their own descriptor: unlinking never truncates what they send.
+            idx.open.pop(&key);
+            let _ = std::fs::remove_file(d.root.join(&key[1..]));
+            d.used.fetch_sub(size, Ordering::Relaxed);
+            removed += 1;
+            tracing::debug!(key, drive = %d.root.display(), "evicted");
+        }
+        removed
+    }
+}
+
+/// Collects `(key, size)` for every regular file under `root/rel` (title directories at depth 0).
+fn scan_dir(root: &Path, rel: &str, depth: usize, out: &mut Vec<(String, u64)>) -> io::Result<()> {
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel.trim_start_matches('/'))
+    };
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let child = format!("{rel}/{name}");
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            if depth < MAX_SCAN_DEPTH {
+                scan_dir(root, &child, depth + 1, out)?;
+            }
+        } else if ft.is_file() && depth > 0 {
+            // Only keys that a request could name are indexed.
+            if protocol::grant::canonicalize(&child).is_ok_and(|c| c.as_str() == child) {
+                out.push((child, entry.metadata()?.len()));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, data: &[u8]) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    #[test]
+    fn scan_indexes_titles_on_every_drive() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        write(a.path(), "t1/master.m3u8", b"#EXTM3U");
+        write(a.path(), "t1/v/seg1.m4s", b"12345");
+        write(b.path(), "t2/manifest.mpd", b"<MPD/>");
+        write(b.path(), ".tmp/junk", b"x");
+        write(b.path(), "loose-file", b"x");
+        let s = Store::open(&[a.path().into(), b.path().into()], Some(1 << 20)).unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.drives()[0].used(), 12);
+        let f = s.get("/t1/v/seg1.m4s").unwrap();
+        assert_eq!(f.size, 5);
+        assert_eq!(f.drive, 0);
+        assert_eq!(s.get("/t2/manifest.mpd").unwrap().drive, 1);
+        assert_eq!(s.get("/t2/nope").unwrap_err(), Miss::NotFound);
+        assert!(!b.path().join(".tmp").exists(), "leftover temp dir removed");
+    }
+
+    #[test]
+    fn insert_places_renames_and_evicts_lru() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let s = Store::open(&[a.path().into(), b.path().into()], Some(1000)).unwrap();
+        for i in 0..30 {
+            s.insert(&format!("/t/v/s{i}.m4s"), &mut &[7u8; 100][..])
+                .unwrap();
+            // Keep s0 hot.
+            let _ = s.get("/t/v/s0.m4s");
+        }
+        for d in s.drives() {
+            assert!(
+                d.used() <= 950,
+                "drive over its high watermark: {}",
+                d.used()
+            );
+        }
+        assert!(s.get("/t/v/s0.m4s").is_ok(), "recently used object evicted");
+        assert!(s.len() < 30);
+        // Same key always lands on the same drive.
+        let order1 = rendezvous_order("/t/v/s1.m4s", &[(0, a.path()), (1, b.path())]);
+        let order2 = rendezvous_order("/t/v/s1.m4s", &[(0, a.path()), (1, b.path())]);
+        assert_eq!(order1, order2);
+        assert!(s.insert("/t/../x", &mut &b"x"[..]).is_err());
+        assert!(s.insert("/t/a%2fb", &mut &b"x"[..]).is_err());
+    }
+
+    #[test]
+    fn held_file_survives_eviction_and_failed_drive_leaves_index() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        write(a.path(), "t/a.m4s", b"AAAA");
+        write(b.path(), "t/b.m4s", b"BBBB");
+        let s = Store::open(&[a.path().into(), b.path().into()], Some(1 << 20)).unwrap();
+        let held = s.get("/t/a.m4s").unwrap();
+        std::fs::remove_file(a.path().join("t/a.m4s")).unwrap();
+        let mut buf = String::new();
+        (&held.file).read_to_string(&mut buf).unwrap();
+        assert_eq!(buf, "AAAA");
+        s.fail(0);
+        assert_eq!(s.get("/t/a.m4s").unwrap_err(), Miss::NotFound);
+        assert!(s.get("/t/b.m4s").is_ok());
+        assert!(s.drives()[0].is_failed());
+        // New objects go to the healthy drive.
+        s.insert("/t/c.m4s", &mut &b"C"[..]).unwrap();
+        assert!(b.path().join("t/c.m4s").exists());
+    }
+}

@@ -1,0 +1,255 @@
+//! The per-connection state machine, shared by both I/O backends: bytes in, actions out.
+//!
+//! A backend feeds received bytes with [`Conn::feed`], then repeatedly asks [`Conn::next`] what
+//! to do: read more, send these bytes, send this file range, or close; after each send it reports
+//! progress with [`Conn::advance`]. Pipelined requests are parsed one at a time, after the
+//! previous response is fully handed to the kernel, so answers go out in order and a client that
+//! does not read cannot make the server buffer unboundedly.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::cache::CachedFile;
+use crate::http1::limits::MAX_BUFFERED_INPUT;
+use crate::http1::{parse_request, Status};
+use crate::service::{Chunk, Response, Service};
+
+/// What the backend should do next.
+#[derive(Debug)]
+pub enum Action<'a> {
+    /// Wait for more input.
+    Read,
+    /// Send these bytes; `more` is true when further chunks follow at once (`MSG_MORE`).
+    Send {
+        /// The bytes.
+        data: &'a [u8],
+        /// More chunks follow.
+        more: bool,
+    },
+    /// Send `len` bytes of `file` starting at `offset`, in the kernel.
+    SendFile {
+        /// The open file.
+        file: &'a Arc<CachedFile>,
+        /// First byte.
+        offset: u64,
+        /// Bytes left in this range.
+        len: u64,
+        /// More chunks follow.
+        more: bool,
+    },
+    /// Close the connection.
+    Close,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    resp: Response,
+    chunk: usize,
+    pos: u64,
+    started: Instant,
+    sent: u64,
+}
+
+/// Connection timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Longest time from the first byte of a request head to its end (slowloris).
+    pub header: Duration,
+    /// Longest time a connection may sit with no request and nothing to send, or make no send
+    /// progress.
+    pub idle: Duration,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Conn {
+    inbuf: Vec<u8>,
+    out: Option<Outgoing>,
+    peer: Option<IpAddr>,
+    eof: bool,
+    closing: bool,
+    head_started: Option<Instant>,
+    last_activity: Instant,
+}
+
+impl Conn {
+    /// A new connection from `peer`.
+    pub fn new(peer: Option<IpAddr>, now: Instant) -> Self {
+        Conn {
+            inbuf: Vec::new(),
+            out: None,
+            peer,
+            eof: false,
+            closing: false,
+            head_started: None,
+            last_activity: now,
+        }
+    }
+
+    /// Whether the backend should read more now (the input buffer has room and the peer has not
+    /// closed its side).
+    pub fn wants_read(&self) -> bool {
+        !self.eof && !self.closing && self.inbuf.len() < MAX_BUFFERED_INPUT
+    }
+
+    /// Room left in the input buffer.
+    pub fn read_room(&self) -> usize {
+        MAX_BUFFERED_INPUT.saturating_sub(self.inbuf.len())
+    }
+
+    /// Appends received bytes; an empty slice means the peer closed its side.
+    pub fn feed(&mut self, data: &[u8], now: Instant) {
+        if data.is_empty() {
+            self.eof = true;
+        } else {
+            if self.inbuf.is_empty() && self.out.is_none() {
+                self.head_started = Some(now);
+            }
+            self.inbuf.extend_from_slice(data);
+        }
+        self.last_activity = now;
+    }
+
+    /// Whether the peer closed its side.
+    pub fn peer_closed(&self) -> bool {
+        self.eof
+    }
+
+    /// Whether nothing is in flight: no partial request, nothing to send.
+    pub fn is_idle(&self) -> bool {
+        self.out.is_none() && self.inbuf.is_empty()
+    }
+
+    /// Marks the connection to close once the current response is sent (drain).
+    pub fn close_after_response(&mut self) {
+        self.closing = true;
+    }
+
+    /// When this connection times out: header deadline while a head is arriving, idle deadline
+    /// otherwise.
+    pub fn deadline(&self, t: Timeouts) -> Instant {
+        match (self.out.is_some(), self.head_started) {
+            (false, Some(start)) => start + t.header,
+            _ => self.last_activity + t.idle,
+        }
+    }
+
+    /// What to do next.
+    pub fn next(&mut self, svc: &Service, now: Instant) -> Action<'_> {
+        loop {
+            if let Some(o) = &self.out {
+                if o.chunk < o.resp.chunks.len() {
+                    break;
+                }
+                let o = self.out.take().expect("checked above");
+                self.finish(svc, o, now);
+                if self.closing {
+                    return Action::Close;
+                }
+                continue;
+            }
+            if self.closing {
+                return Action::Close;
+            }
+            match parse_request(&self.inbuf) {
+                Ok(Some((req, used))) => {
+                    self.inbuf.drain(..used);
+                    self.head_started = (!self.inbuf.is_empty()).then_some(now);
+                    let resp = svc.respond(&req, self.peer, SystemTime::now());
+                    if !resp.keep_alive {
+                        self.closing = true;
+                    }
+                    self.start(resp, now);
+                }
+                Ok(None) => {
+                    if self.eof {
+                        return Action::Close;
+                    }
+                    return Action::Read;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = ?self.peer, status = e.status.code(), detail = %e.detail, "bad request");
+                    let resp = svc.error(e.status, &e.detail, false, false, SystemTime::now());
+                    self.inbuf.clear();
+                    self.closing = true;
+                    self.start(resp, now);
+                }
+            }
+        }
+        let o = self.out.as_ref().expect("set above");
+        let more = o.chunk + 1 < o.resp.chunks.len();
+        match &o.resp.chunks[o.chunk] {
+            Chunk::Mem(b) => Action::Send {
+                data: &b[o.pos as usize..],
+                more,
+            },
+            Chunk::File { offset, len } => match &o.resp.file {
+                Some(file) => Action::SendFile {
+                    file,
+                    offset: offset + o.pos,
+                    len: len - o.pos,
+                    more,
+                },
+                None => Action::Close,
+            },
+        }
+    }
+
+    fn start(&mut self, resp: Response, now: Instant) {
+        self.out = Some(Outgoing {
+            resp,
+            chunk: 0,
+            pos: 0,
+            started: now,
+            sent: 0,
+        });
+    }
+
+    /// Reports that `n` bytes of the current chunk were handed to the kernel.
+    pub fn advance(&mut self, n: usize, now: Instant) {
+        self.last_activity = now;
+        let Some(o) = &mut self.out else {
+            return;
+        };
+        o.pos += n as u64;
+        o.sent += n as u64;
+        let len = match &o.resp.chunks[o.chunk] {
+            Chunk::Mem(b) => b.len() as u64,
+            Chunk::File { len, .. } => *len,
+        };
+        if o.pos >= len {
+            o.chunk += 1;
+            o.pos = 0;
+        }
+    }
+
+    fn finish(&mut self, svc: &Service, o: Outgoing, now: Instant) {
+        let m = svc.metrics();
+        m.sent(o.sent);
+        let us = now.saturating_duration_since(o.started).as_micros() as u64;
+        m.latency_us(us);
+        if o.resp.status == Status::InternalError || svc.sample_access_log() {
+            tracing::info!(
+                target: "outpost::access",
+                peer = ?self.peer,
+                status = o.resp.status.code(),
+                path = %o.resp.log_path,
+                bytes = o.sent,
+                us,
+                "request"
+            );
+        }
+        self.last_activity = now;
+    }
+
+    /// Bytes of the current response sent so far (for the backends' accounting on errors).
+    pub fn in_flight(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// Drive index of the file being sent, if any (to report I/O errors).
+    pub fn current_drive(&self) -> Option<usize> {
+        self.out.as_ref()?.resp.file.as_ref().map(|f| f.drive)
+    }
+}

@@ -1,0 +1,222 @@
+//! Thin, safe wrappers over the raw Linux syscalls the appliance needs that `std` does not offer:
+//! `openat2` with `RESOLVE_BENEATH`, `sendfile`, `send` with `MSG_MORE`, `epoll`, `pipe2`,
+//! `splice` and `statvfs`. This module and [`super::uring`] are the only places with `unsafe`.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+fn cvt(r: libc::c_long) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Opens `rel` (a relative path) read-only beneath the directory `dir`. The kernel refuses any
+/// resolution that would leave `dir` (`..`, absolute symlinks, symlinks pointing outside, magic
+/// links), so nothing outside a cache root can ever be opened whatever the request path.
+pub fn open_beneath(dir: BorrowedFd<'_>, rel: &str) -> io::Result<File> {
+    if rel.is_empty() || rel.starts_with('/') || rel.as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "relative path without NUL required",
+        ));
+    }
+    let c = CString::new(rel).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut how: libc::open_how = open_how_zeroed();
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call, `how` is a valid
+    // `open_how` whose size we pass, and `dir` is an open descriptor borrowed for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let fd = cvt(fd)? as RawFd;
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn open_how_zeroed() -> libc::open_how {
+    // SAFETY: `open_how` is a plain C struct of integers, for which all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `sendfile(2)`: copies up to `count` bytes from `file` at `*offset` to `sock` inside the kernel
+/// and advances `*offset`.
+pub fn sendfile(
+    sock: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut off = *offset as libc::off_t;
+    // SAFETY: both descriptors are open for the call; `off` is a valid, exclusive pointer.
+    let r = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+    let n = cvt(r as libc::c_long)?;
+    *offset = off as u64;
+    Ok(n)
+}
+
+/// `send(2)` with `MSG_NOSIGNAL`, plus `MSG_MORE` when more data follows immediately (so a
+/// response head and the start of its file leave in full packets).
+pub fn send(sock: BorrowedFd<'_>, buf: &[u8], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    // SAFETY: `buf` is a valid readable slice for its length; the descriptor is open.
+    let r = unsafe { libc::send(sock.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+    cvt(r as libc::c_long)
+}
+
+/// `recv(2)` into `buf`.
+pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid writable slice for its length; the descriptor is open.
+    let r = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    cvt(r as libc::c_long)
+}
+
+/// Bytes and health of the file system holding `path`: `(total bytes, available bytes)`.
+pub fn fs_space(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: all-zero is a valid `statvfs` (plain integers).
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and lives for the call; `st` is a valid exclusive pointer.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    cvt(r as libc::c_long)?;
+    let frsize = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}
+
+/// An epoll instance.
+#[derive(Debug)]
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+/// Readable.
+pub const EV_IN: u32 = libc::EPOLLIN as u32;
+/// Writable.
+pub const EV_OUT: u32 = libc::EPOLLOUT as u32;
+/// Hang-up or error.
+pub const EV_ERR: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
+
+/// One readiness event: `(token, events)`.
+pub type Event = (u64, u32);
+
+impl Epoll {
+    /// `epoll_create1(EPOLL_CLOEXEC)`.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall without pointers.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        let fd = cvt(fd as libc::c_long)? as RawFd;
+        // SAFETY: fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll { fd })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid pointer for the call; both descriptors are open.
+        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) };
+        cvt(r as libc::c_long).map(|_| ())
+    }
+
+    /// Registers `fd` (level-triggered) for `events` under `token`.
+    pub fn add(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, events)
+    }
+
+    /// Changes the events of a registered `fd`.
+    pub fn modify(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, events)
+    }
+
+    /// Removes `fd`.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits up to `timeout_ms` and appends ready events to `out` (cleared first).
+    pub fn wait(&self, out: &mut Vec<Event>, max: usize, timeout_ms: i32) -> io::Result<()> {
+        let mut raw = vec![libc::epoll_event { events: 0, u64: 0 }; max.max(1)];
+        // SAFETY: `raw` has room for `raw.len()` events and outlives the call.
+        let r = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                raw.as_mut_ptr(),
+                raw.len() as libc::c_int,
+                timeout_ms,
+            )
+        };
+        out.clear();
+        match cvt(r as libc::c_long) {
+            Ok(n) => {
+                for ev in &raw[..n] {
+                    let (token, events) = ({ ev.u64 }, { ev.events });
+                    out.push((token, events));
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A pipe pair (read end, write end), non-blocking, close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors the kernel writes.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    cvt(r as libc::c_long)?;
+    // SAFETY: fresh descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets a pipe's capacity (`F_SETPIPE_SZ`); returns the capacity granted.
+pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    // SAFETY: plain fcntl on an open descriptor.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
+    cvt(r as libc::c_long)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd as _;
+
+    #[test]
+    fn open_beneath_refuses_escapes() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        std::fs::create_dir(root.path().join("t")).unwrap();
+        std::fs::write(root.path().join("t/ok"), b"ok").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("t/link"))
+            .unwrap();
+        std::os::unix::fs::symlink("../../etc/passwd", root.path().join("t/rel")).unwrap();
+        let dir = File::open(root.path()).unwrap();
+        assert!(open_beneath(dir.as_fd(), "t/ok").is_ok());
+        for bad in [
+            "../x",
+            "t/../../etc/passwd",
+            "/etc/passwd",
+            "t/link",
+            "t/rel",
+            "",
+        ] {
+            assert!(open_beneath(dir.as_fd(), bad).is_err(), "{bad} opened");
+        }
+    }
+}
