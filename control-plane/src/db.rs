@@ -11,6 +11,7 @@
 //! (`SELECT … FOR UPDATE`), so concurrent starts for one account serialize.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -435,12 +436,24 @@ macro_rules! repository {
         #[derive(Debug, Clone)]
         pub struct $name {
             pool: $pool,
+            // Serializes this process's SQLite writes, so writers queue on a cheap async lock
+            // instead of colliding on the database lock and sleeping in SQLite's busy handler.
+            // Unused (never contended) for PostgreSQL, which locks rows itself.
+            write: Arc<tokio::sync::Mutex<()>>,
         }
 
         impl $name {
             /// Wraps a pool (migrations must have run: see [`connect`]).
             pub fn new(pool: $pool) -> Self {
-                $name { pool }
+                $name { pool, write: Arc::new(tokio::sync::Mutex::new(())) }
+            }
+
+            async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+                if $backend == "sqlite" {
+                    Some(self.write.lock().await)
+                } else {
+                    None
+                }
             }
 
             /// The pool.
@@ -456,6 +469,7 @@ macro_rules! repository {
             }
 
             async fn import_policy(&self, p: &PolicyRows) -> Result<(), Error> {
+                let _w = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 for r in &p.plans {
                     sqlx::query("INSERT INTO plans (id, max_tier, max_streams) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET max_tier = excluded.max_tier, max_streams = excluded.max_streams")
@@ -508,6 +522,7 @@ macro_rules! repository {
             }
 
             async fn put_title(&self, t: &TitleRow) -> Result<(), Error> {
+                let _w = self.write_guard().await;
                 sqlx::query("INSERT INTO titles (id, catalog, dash, hls, imported_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET catalog = excluded.catalog, dash = excluded.dash, hls = excluded.hls, imported_at = excluded.imported_at")
                     .bind(&t.id).bind(&t.catalog).bind(&t.dash).bind(&t.hls).bind(t.imported_at)
                     .execute(&self.pool).await?;
@@ -515,6 +530,7 @@ macro_rules! repository {
             }
 
             async fn put_keys(&self, title: &str, keys: &[KeyRow]) -> Result<(), Error> {
+                let _w = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("DELETE FROM content_keys WHERE title = $1")
                     .bind(title)
@@ -585,6 +601,7 @@ macro_rules! repository {
             }
 
             async fn insert_session_if_under_limit(&self, s: &SessionRow, max: i64, now: i64) -> Result<bool, Error> {
+                let _w = self.write_guard().await;
                 self.insert_session_atomic(s, max, now).await
             }
 
@@ -608,6 +625,7 @@ macro_rules! repository {
             }
 
             async fn extend_session(&self, id: &str, now: i64, expires_at: i64) -> Result<bool, Error> {
+                let _w = self.write_guard().await;
                 let r = sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2 AND ended_at IS NULL AND expires_at > $3")
                     .bind(expires_at).bind(id).bind(now)
                     .execute(&self.pool).await?;
@@ -615,6 +633,7 @@ macro_rules! repository {
             }
 
             async fn end_session(&self, id: &str, now: i64, reason: &str) -> Result<bool, Error> {
+                let _w = self.write_guard().await;
                 let r = sqlx::query("UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL AND expires_at > $1")
                     .bind(now).bind(reason).bind(id)
                     .execute(&self.pool).await?;
@@ -622,6 +641,7 @@ macro_rules! repository {
             }
 
             async fn record_heartbeat(&self, id: &str, hb: &HeartbeatRow, now: i64) -> Result<bool, Error> {
+                let _w = self.write_guard().await;
                 let r = sqlx::query("UPDATE appliances SET status = 'online', health = $1, load = $2, egress_bps = $3, drives = $4, titles = $5, reported_prefixes = COALESCE($6, reported_prefixes), last_heartbeat = $7 WHERE id = $8")
                     .bind(&hb.health).bind(hb.load).bind(hb.egress_bps).bind(&hb.drives).bind(&hb.titles)
                     .bind(&hb.prefixes).bind(now).bind(id)
@@ -630,6 +650,7 @@ macro_rules! repository {
             }
 
             async fn register_appliance(&self, id: &str, address: Option<&str>, port: Option<i64>, prefixes: Option<&str>, version: Option<&str>) -> Result<bool, Error> {
+                let _w = self.write_guard().await;
                 let r = sqlx::query("UPDATE appliances SET address = COALESCE($1, address), port = COALESCE($2, port), reported_prefixes = COALESCE($3, reported_prefixes), version = COALESCE($4, version) WHERE id = $5")
                     .bind(address).bind(port).bind(prefixes).bind(version).bind(id)
                     .execute(&self.pool).await?;
@@ -637,6 +658,7 @@ macro_rules! repository {
             }
 
             async fn mark_offline(&self, before: i64) -> Result<Vec<String>, Error> {
+                let _w = self.write_guard().await;
                 let rows = sqlx::query("UPDATE appliances SET status = 'offline' WHERE status = 'online' AND admin_state = 'reported' AND (last_heartbeat IS NULL OR last_heartbeat < $1) RETURNING id")
                     .bind(before)
                     .fetch_all(&self.pool).await?;
