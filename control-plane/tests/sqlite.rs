@@ -43,3 +43,182 @@ async fn sqlite_fleet_credentials_and_offline_marking() {
 async fn sqlite_admin_imports_name_the_field() {
     scenarios::admin_imports(&Env::sqlite().await).await;
 }
+
+/// Backend-independent API behaviour: rate limit, request ids, CORS, OpenAPI, metrics, secrets.
+mod api_quality {
+    use super::common::{test_config, Env, ADMIN, API_KEY, T0};
+    use axum::http::{Method, StatusCode};
+
+    #[tokio::test]
+    async fn per_account_rate_limit_answers_429_with_retry_after() {
+        let env = Env::sqlite_with(control_plane::Config {
+            session_starts_per_minute: 60,
+            session_start_burst: 2,
+            ..test_config()
+        })
+        .await;
+        env.fleet_up().await;
+        for _ in 0..2 {
+            let (s, v) = env
+                .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+        }
+        let (s, h, v) = env
+            .call(
+                Method::POST,
+                "/v1/playback/sessions",
+                &[("authorization", &format!("Bearer {API_KEY}"))],
+                Some(serde_json::json!({"account_id": "acct-premium", "device_class": "browser", "title": "clear-title", "client_ip": "127.0.0.1"})),
+            )
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+        );
+        assert_eq!(h["retry-after"], "1");
+        // Another account is not limited.
+        let (s, _) = env
+            .start("acct-standard", "browser", "clear-title", "127.0.0.1")
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+
+    #[tokio::test]
+    async fn request_ids_cors_openapi_and_metrics() {
+        let env = Env::sqlite().await;
+        let (_, h, _) = env
+            .call(
+                Method::GET,
+                "/healthz",
+                &[("x-request-id", "abc-123")],
+                None,
+            )
+            .await;
+        assert_eq!(h["x-request-id"], "abc-123");
+        assert_eq!(h["access-control-allow-origin"], "*");
+        let (_, h, _) = env
+            .call(
+                Method::GET,
+                "/healthz",
+                &[("x-request-id", "bad id; with spaces")],
+                None,
+            )
+            .await;
+        let id = h["x-request-id"].to_str().unwrap().to_owned();
+        assert!(id.len() >= 12 && !id.contains(' '), "{id}");
+        let (s, h, _) = env
+            .call(
+                Method::OPTIONS,
+                "/v1/license/clearkey",
+                &[("origin", "http://player.test")],
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert!(h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization"));
+        let (s, _, v) = env.call(Method::GET, "/nope", &[], None).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+
+        let (s, _, doc) = env.call(Method::GET, "/openapi.json", &[], None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        for p in [
+            "/v1/playback/sessions",
+            "/v1/playback/sessions/{id}/heartbeat",
+            "/v1/playback/sessions/{id}",
+            "/v1/playback/sessions/{id}/master.m3u8",
+            "/v1/playback/sessions/{id}/manifest.mpd",
+            "/v1/steering/{id}/hls",
+            "/v1/steering/{id}/dash",
+            "/v1/license/clearkey",
+            "/v1/appliances/{id}/heartbeat",
+            "/v1/appliances/{id}/register",
+            "/v1/keys",
+            "/v1/admin/policy",
+            "/metrics",
+        ] {
+            assert!(
+                doc["paths"][p].is_object(),
+                "{p} missing from /openapi.json"
+            );
+        }
+        assert!(doc["components"]["schemas"]["StartRequest"].is_object());
+
+        env.fleet_up().await;
+        let (s, _) = env
+            .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (_, h, m) = env.call(Method::GET, "/metrics", &[], None).await;
+        assert!(h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let m = m.as_str().unwrap();
+        assert!(m.contains("outpost_cp_sessions_started_total 1"), "{m}");
+        assert!(m.contains("outpost_cp_appliance_heartbeats_total 3"));
+        assert!(m.contains("outpost_cp_session_start_seconds_count 1"));
+    }
+
+    #[tokio::test]
+    async fn secrets_never_print() {
+        let mut c = test_config();
+        c.master_key = Some(control_plane::config::Secret("ab".repeat(32)));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains(ADMIN) && !shown.contains(&"ab".repeat(32)),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"));
+        let k = protocol::grant::SigningKey::from_seed("k", [9; 32]).unwrap();
+        assert!(!format!("{k:?}").contains(&k.to_pkcs8_pem()));
+        let mk = control_plane::crypto::MasterKey::new([1; 32]);
+        assert_eq!(format!("{mk:?}"), "MasterKey(<redacted>)");
+    }
+
+    /// After rotation both keys are published; a grant signed before it still verifies, and new
+    /// grants use the new key once it has been published for the prepublish period.
+    #[tokio::test]
+    async fn key_rotation_keeps_grants_in_flight_valid() {
+        let env = Env::sqlite().await;
+        env.fleet_up().await;
+        let (_, v) = env
+            .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+            .await;
+        let old_grant = v["appliances"][0]["grant"].as_str().unwrap().to_owned();
+        let cluster = v["appliances"][0]["cluster"].as_str().unwrap().to_owned();
+        let c = test_config();
+        let t1 = T0 + c.key_rotate_secs - c.key_prepublish_secs;
+        env.clock.set(t1);
+        let new_kid = env
+            .state
+            .keys
+            .rotate_if_due(t1)
+            .unwrap()
+            .expect("rotation due");
+        let ring = super::common::scenarios::key_ring(&env).await;
+        assert_eq!(ring.len(), 2);
+        let verifier = protocol::grant::Verifier::new(ring, cluster.as_str());
+        let path = format!("/g/{old_grant}/clear-title/v360/media.mp4");
+        // The old grant was issued at T0 with a 3 h lifetime; check it inside its lifetime.
+        verifier
+            .verify(&protocol::grant::Request {
+                path: &path,
+                client_ip: Some("127.0.0.1".parse().unwrap()),
+                now: T0 + 60,
+            })
+            .unwrap();
+        env.clock.set(t1 + c.key_prepublish_secs);
+        assert_eq!(
+            env.state.keys.signing(t1 + c.key_prepublish_secs).kid(),
+            new_kid
+        );
+    }
+}
