@@ -227,7 +227,11 @@ impl Conn {
     fn finish(&mut self, svc: &Service, o: Outgoing, now: Instant) {
         let m = svc.metrics();
         m.sent(o.sent);
-        let us = now.saturating_duration_since(o.started).as_micros() as u64;
+        // The loop's `now` is from before the sends: read the clock for the end time.
+        let _ = now;
+        let us = Instant::now()
+            .saturating_duration_since(o.started)
+            .as_micros() as u64;
         m.latency_us(us);
         if o.resp.status == Status::InternalError || svc.sample_access_log() {
             tracing::info!(

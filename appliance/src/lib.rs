@@ -17,6 +17,7 @@ pub mod cache;
 pub mod conn;
 pub mod http1;
 pub mod io;
+pub mod keys;
 pub mod metrics;
 pub mod server;
 pub mod service;
