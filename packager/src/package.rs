@@ -256,46 +256,55 @@ fn segment_file(k: usize) -> String {
 }
 
 /// Hashes buffers on its own thread, so SHA-256 runs beside the copy instead of after it.
-/// Buffers go to the thread through a bounded channel and come back for reuse.
+/// A fixed pool of [`HASH_QUEUE`] + 1 buffers circulates: full ones go to the thread through a
+/// channel and come back empty, so memory stays fixed and nothing is reallocated per buffer.
 struct Hasher {
     to: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     back: std::sync::mpsc::Receiver<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
     thread: Option<std::thread::JoinHandle<Sha256>>,
 }
 
 /// Buffers in flight per hashing thread.
-const HASH_QUEUE: usize = 4;
+const HASH_QUEUE: usize = 3;
 
 impl Hasher {
     fn spawn() -> Hasher {
-        let (to, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+        let (to, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE + 1);
         let (tx_back, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE + 1);
         let thread = std::thread::spawn(move || {
             let mut h = Sha256::new();
             for mut buf in rx {
                 h.update(&buf);
                 buf.clear();
-                let _ = tx_back.try_send(buf);
+                // Every buffer that exists fits in the channel, so this never blocks.
+                let _ = tx_back.send(buf);
             }
             h
         });
         Hasher {
             to: Some(to),
             back,
+            spare: (0..HASH_QUEUE)
+                .map(|_| Vec::with_capacity(COPY_BUFFER))
+                .collect(),
             thread: Some(thread),
         }
     }
 
-    /// Hands `buf` to the thread and returns an empty buffer to fill next.
+    /// Hands `buf` to the thread and returns an empty buffer to fill next, waiting for the
+    /// thread to finish one when the pool is used up.
     fn submit(&mut self, buf: Vec<u8>) -> Vec<u8> {
-        if let Some(to) = &self.to {
-            if to.send(buf).is_err() {
-                return Vec::with_capacity(COPY_BUFFER);
+        let sent = self.to.as_ref().is_some_and(|to| to.send(buf).is_ok());
+        if let Some(b) = self.spare.pop() {
+            return b;
+        }
+        if sent {
+            if let Ok(b) = self.back.recv() {
+                return b;
             }
         }
-        self.back
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(COPY_BUFFER))
+        Vec::with_capacity(COPY_BUFFER)
     }
 
     fn finish(mut self) -> Option<Sha256> {
