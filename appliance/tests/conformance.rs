@@ -171,6 +171,7 @@ fn read_resp(s: &mut TcpStream, head_only: bool) -> Option<Resp> {
                 return None;
             }
             Ok(_) => head.push(b[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => panic!("read: {e}"),
         }
     }
@@ -207,11 +208,14 @@ fn get(f: &Fixture, path: &str, extra: &str) -> Resp {
 
 fn assert_closed(s: &mut TcpStream) {
     let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Ok(0) => {}
-        Ok(n) => panic!("expected close, got {:?}", String::from_utf8_lossy(&b[..n])),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("expected close, got {e}"),
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return,
+            Ok(n) => panic!("expected close, got {:?}", String::from_utf8_lossy(&b[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("expected close, got {e}"),
+        }
     }
 }
 
@@ -788,3 +792,4 @@ macro_rules! suite {
 }
 
 suite!(epoll, BackendChoice::Epoll);
+suite!(io_uring, BackendChoice::Uring);
