@@ -25,7 +25,7 @@ use control_plane::{app, AppState, Config, SystemClock};
 use tower::ServiceExt as _;
 
 const API_KEY: &str = "playback-secret-0123456789";
-const ACCOUNTS: usize = 5000;
+const ACCOUNTS: usize = 25_000;
 
 fn data(p: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -222,7 +222,8 @@ fn main() {
     local.block_on(&rt, async {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        let repo = db::connect(&url, 4).await.unwrap();
+        let conns = env_usize("CP_BENCH_SQLITE_CONNECTIONS", 4) as u32;
+        let repo = db::connect(&url, conns).await.unwrap();
         let state = setup(repo).await;
         run("sqlite", state, starts, concurrency).await;
 

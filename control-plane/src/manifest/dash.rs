@@ -50,7 +50,7 @@ pub fn rewrite_mpd(
         };
         let mut cs = BytesStart::new("ContentSteering");
         cs.push_attribute(("defaultServiceLocation", first.id.as_str()));
-        cs.push_attribute(("queryBeforeStart", "false"));
+        cs.push_attribute(("queryBeforeStart", "true"));
         w.write_event(Event::Text(BytesText::new("\n  ")))
             .map_err(err)?;
         w.write_event(Event::Start(cs)).map_err(err)?;
@@ -262,7 +262,7 @@ mod tests {
         assert!(out.contains("AdaptationSet id=\"2\""));
         assert!(!out.contains("old.example"));
         assert!(out.contains(
-            "<ContentSteering defaultServiceLocation=\"oca-1\" queryBeforeStart=\"false\">http://cp/steer?x=1&amp;y=2</ContentSteering>"
+            "<ContentSteering defaultServiceLocation=\"oca-1\" queryBeforeStart=\"true\">http://cp/steer?x=1&amp;y=2</ContentSteering>"
         ), "{out}");
         assert!(out.contains(
             "<BaseURL serviceLocation=\"oca-2\">http://10.0.0.2:8080/g/T2/t1/</BaseURL>"
