@@ -319,6 +319,8 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<bool, Error>;
     /// Marks appliances with a heartbeat older than `before` offline; returns their ids.
     async fn mark_offline(&self, before: i64) -> Result<Vec<String>, Error>;
+    /// Deletes sessions that ended or lapsed before `before`; returns how many.
+    async fn purge_sessions(&self, before: i64) -> Result<u64, Error>;
 }
 
 fn plan(r: &impl RowExt) -> Result<PlanRow, sqlx::Error> {
@@ -667,6 +669,14 @@ macro_rules! repository {
                     out.push(r.s("id")?);
                 }
                 Ok(out)
+            }
+
+            async fn purge_sessions(&self, before: i64) -> Result<u64, Error> {
+                let _w = self.write_guard().await;
+                let r = sqlx::query("DELETE FROM sessions WHERE expires_at < $1 OR (ended_at IS NOT NULL AND ended_at < $1)")
+                    .bind(before)
+                    .execute(&self.pool).await?;
+                Ok(r.rows_affected())
             }
         }
     };

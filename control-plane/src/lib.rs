@@ -185,7 +185,11 @@ pub async fn serve(
     r
 }
 
-/// The periodic tasks: mark silent appliances offline, rotate signing keys.
+/// Sessions that ended or lapsed are deleted this long afterwards, seconds.
+pub const SESSION_RETENTION_SECS: u64 = 86_400;
+
+/// The periodic tasks: mark silent appliances offline, rotate signing keys, delete sessions that
+/// ended more than [`SESSION_RETENTION_SECS`] ago.
 pub async fn background(state: AppState) {
     let period = Duration::from_secs(state.config.appliance_heartbeat_secs.clamp(1, 60));
     let mut tick = tokio::time::interval(period);
@@ -203,6 +207,15 @@ pub async fn background(state: AppState) {
         }
         if let Err(e) = state.keys.rotate_if_due(now) {
             tracing::error!(error = %e, "rotating signing keys");
+        }
+        match state
+            .repo
+            .purge_sessions(now.saturating_sub(SESSION_RETENTION_SECS) as i64)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "purged old sessions"),
+            Err(e) => tracing::error!(error = %e, "purging old sessions"),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! 2. Candidate clusters: those, then their configured fallbacks in order (transitively), then
 //!    every origin cluster. A client no prefix covers goes to the origin clusters only.
 //! 3. Inside each cluster, appliances are ordered by rendezvous (highest-random-weight) hash of
-//!    `(title, appliance id)`, so a title lands on the same appliance for every client and only
+//!    `(title, appliance id)` (in a matched cluster, only among the appliances announcing the
+//!    matched prefix), so a title lands on the same appliance for every client and only
 //!    the titles of a removed appliance move.
 //! 4. Appliances that are offline, in error, over the load threshold or not holding the title are
 //!    dropped.
@@ -316,10 +317,25 @@ impl Fleet {
     /// Ranks appliances for `client` and `title`.
     pub fn rank(&self, client: IpAddr, title: &str, now: u64, t: &Thresholds) -> Decision {
         let (prefix, clusters) = self.candidate_clusters(client);
+        // In the clusters the client's prefix matched, only the appliances announcing that prefix
+        // serve it (BGP sends the client there and nowhere else); fallback and origin clusters
+        // use all their appliances.
+        let announcing: HashSet<&str> = self
+            .announced
+            .lookup(client)
+            .map(|(_, idxs)| {
+                idxs.iter()
+                    .map(|&i| self.appliances[i].id.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut per_cluster: Vec<Vec<&Appliance>> = Vec::with_capacity(clusters.len());
         let mut best_local: Option<(&Appliance, Option<Unavailable>)> = None;
         for (ci, c) in clusters.iter().enumerate() {
-            let ordered = self.hrw_order(c, title);
+            let mut ordered = self.hrw_order(c, title);
+            if ordered.iter().any(|a| announcing.contains(a.id.as_str())) {
+                ordered.retain(|a| announcing.contains(a.id.as_str()));
+            }
             if ci == 0 {
                 best_local = ordered
                     .first()

@@ -51,3 +51,9 @@ async fn postgres_fleet_credentials_and_offline_marking() {
 async fn postgres_admin_imports_name_the_field() {
     scenarios::admin_imports(&Env::postgres().await).await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_registration_and_background_tasks() {
+    scenarios::registration_and_background(&Env::postgres().await).await;
+}

@@ -222,3 +222,8 @@ mod api_quality {
         );
     }
 }
+
+#[tokio::test]
+async fn sqlite_registration_and_background_tasks() {
+    scenarios::registration_and_background(&Env::sqlite().await).await;
+}

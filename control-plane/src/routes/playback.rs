@@ -643,7 +643,7 @@ pub async fn steering_hls(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let p = priority(&st, &id).await?;
-    Ok(steering_json(&st, &id, "hls", "PATHWAY-PRIORITY", p))
+    Ok(steering_json(&st, &id, "hls", &["PATHWAY-PRIORITY"], p))
 }
 
 /// DASH content-steering manifest.
@@ -655,21 +655,25 @@ pub async fn steering_dash(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let p = priority(&st, &id).await?;
+    // DASH-IF CTS names the list SERVICE-LOCATION-PRIORITY (dash.js reads it); Shaka Player reads
+    // PATHWAY-PRIORITY for DASH as for HLS. Both carry the same ranking; clients ignore the other.
     Ok(steering_json(
         &st,
         &id,
         "dash",
-        "SERVICE-LOCATION-PRIORITY",
+        &["SERVICE-LOCATION-PRIORITY", "PATHWAY-PRIORITY"],
         p,
     ))
 }
 
-fn steering_json(st: &AppState, id: &str, kind: &str, key: &str, p: Vec<String>) -> Response {
-    let body = serde_json::json!({
+fn steering_json(st: &AppState, id: &str, kind: &str, keys: &[&str], p: Vec<String>) -> Response {
+    let mut body = serde_json::json!({
         "VERSION": 1,
         "TTL": st.config.steering_ttl_secs,
         "RELOAD-URI": format!("{}/v1/steering/{id}/{kind}", st.public_url),
-        key: p,
     });
+    for key in keys {
+        body[*key] = serde_json::json!(p);
+    }
     ([(header::CACHE_CONTROL, "private, no-store")], Json(body)).into_response()
 }

@@ -796,3 +796,84 @@ pub async fn admin_imports(env: &Env) {
         "{e}"
     );
 }
+
+/// Waits (bounded) until `f` holds; panics with `what` if it never does.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Registration updates the address and the announced prefixes (reported ones replace the
+/// configured ones); the background task marks silent appliances offline and purges old sessions.
+pub async fn registration_and_background(env: &Env) {
+    let auth = [
+        ("authorization", "Bearer akl-1-credential-0123456789"),
+        ("outpost-appliance", "akl-1"),
+    ];
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            "/v1/appliances/akl-1/register",
+            &auth,
+            Some(json!({"prefixes": ["10.9.0.1/16"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("prefixes[0]"))
+    );
+    let (s, _, _) = env.call(Method::POST, "/v1/appliances/akl-1/register", &auth,
+        Some(json!({"address": "127.0.0.99", "port": 9999, "prefixes": ["10.9.0.0/16"], "version": "0.1.0"}))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    env.fleet_up().await;
+    let (s, v) = env
+        .start("acct-premium", "browser", "clear-title", "10.9.1.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["appliances"][0]["id"], "akl-1");
+    assert!(v["appliances"][0]["base_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.99:9999/g/"));
+    let first_session = v["session_id"].as_str().unwrap().to_owned();
+    let (_, v) = env
+        .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+        .await;
+    let ids: Vec<&str> = v["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["akl-2", "syd-1", "origin-1"]);
+
+    env.clock.advance(40);
+    let task = tokio::spawn(control_plane::background(env.state.clone()));
+    eventually("silent appliances marked offline", || async {
+        let snap = env.repo.load_snapshot().await.unwrap();
+        snap.appliances
+            .iter()
+            .filter(|a| a.status == "offline")
+            .count()
+            == 3
+    })
+    .await;
+    task.abort();
+    env.clock
+        .advance(control_plane::SESSION_RETENTION_SECS + 200);
+    let task = tokio::spawn(control_plane::background(env.state.clone()));
+    eventually("lapsed sessions purged", || async {
+        env.repo.session(&first_session).await.unwrap().is_none()
+    })
+    .await;
+    task.abort();
+}
