@@ -98,7 +98,12 @@ impl KeyStore {
     /// Loads every `*.key.pem` in `dir` (created with mode 0700 if missing) and generates a key if
     /// there is none.
     pub fn open(dir: &Path, rotation: Rotation, now: u64) -> Result<KeyStore, Error> {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(dir, e))?;
+        }
         let mut keys = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -233,17 +238,22 @@ mod tests {
 
     #[test]
     fn generates_loads_rotates_and_retires() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let kdir = tmp.path().join("keys");
         let t0 = 1_000_000;
-        let s = KeyStore::open(dir.path(), R, t0).unwrap();
+        let s = KeyStore::open(&kdir, R, t0).unwrap();
         let k0 = s.signing(t0).kid().to_owned();
-        let path = dir.path().join(format!("{k0}.key.pem"));
+        assert_eq!(
+            fs::metadata(&kdir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let path = kdir.join(format!("{k0}.key.pem"));
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
         // Reopening loads the same key.
-        let s = KeyStore::open(dir.path(), R, t0 + 1).unwrap();
+        let s = KeyStore::open(&kdir, R, t0 + 1).unwrap();
         assert_eq!(s.signing(t0 + 1).kid(), k0);
         assert_eq!(s.rotate_if_due(t0 + 899).unwrap(), None);
         // Due at rotate - prepublish: published now, signing 100 s later.
@@ -256,8 +266,8 @@ mod tests {
         assert_eq!(s.kids().len(), 2);
         s.rotate_if_due(t0 + 1000 + 360).unwrap();
         assert_eq!(s.kids(), vec![k1.clone()]);
-        assert!(dir.path().join(format!("{k0}.key.pem.retired")).exists());
-        let s = KeyStore::open(dir.path(), R, t0 + 2000).unwrap();
+        assert!(&kdir.join(format!("{k0}.key.pem.retired")).exists());
+        let s = KeyStore::open(&kdir, R, t0 + 2000).unwrap();
         assert_eq!(s.kids(), vec![k1]);
     }
 }
