@@ -293,6 +293,33 @@ v720/playlist.m3u8\n";
         assert!(out.contains("URI=\"http://10.0.0.1:8080/g/TOKEN1/t1/a1/playlist.m3u8\""));
     }
 
+    proptest::proptest! {
+        /// For any subset of renditions and any number of pathways: every kept variant appears
+        /// once per pathway, every URI is absolute on one of the pathways, nothing dropped leaks.
+        #[test]
+        fn variants_times_pathways(keep360 in proptest::bool::ANY, keep720 in proptest::bool::ANY, n in 1usize..5) {
+            let locs: Vec<Location> = (0..n).map(|i| Location {
+                id: format!("p{i}"),
+                base_url: format!("http://10.0.0.{i}:80/g/T{i}/t1/"),
+            }).collect();
+            let keep = |r: &str| match r { "v360" => keep360, "v720" => keep720, _ => true };
+            let kept = keep360 as usize + keep720 as usize;
+            match rewrite_master(MASTER, &keep, &locs, "http://cp/s") {
+                Ok(out) => {
+                    proptest::prop_assert!(kept > 0);
+                    proptest::prop_assert_eq!(out.matches("#EXT-X-STREAM-INF").count(), kept * n);
+                    proptest::prop_assert_eq!(out.matches("#EXT-X-MEDIA").count(), n);
+                    for line in out.lines().filter(|l| !l.starts_with('#')) {
+                        proptest::prop_assert!(locs.iter().any(|l| line.starts_with(&l.base_url)), "{}", line);
+                    }
+                    proptest::prop_assert_eq!(out.contains("v360"), keep360);
+                    proptest::prop_assert_eq!(out.contains("v720"), keep720);
+                }
+                Err(_) => proptest::prop_assert_eq!(kept, 0),
+            }
+        }
+    }
+
     #[test]
     fn refuses_malformed_playlists() {
         let keep = |_: &str| true;

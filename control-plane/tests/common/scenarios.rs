@@ -80,6 +80,15 @@ pub async fn happy_path(env: &Env) {
                 now: T0 + 5
             })
             .is_err());
+        // Bound to the client's /24: another network is refused.
+        let elsewhere = Some("127.0.1.1".parse().unwrap());
+        assert!(ok
+            .verify(&GrantRequest {
+                path: &path,
+                client_ip: elsewhere,
+                now: T0 + 5
+            })
+            .is_err());
         let hd_plus = format!("/g/{grant}/clear-title/v1080/media.mp4");
         assert!(ok
             .verify(&GrantRequest {
@@ -776,6 +785,33 @@ pub async fn admin_imports(env: &Env) {
     assert!(
         e["message"].as_str().unwrap().contains("manifest.mpd"),
         "{e}"
+    );
+    let dash = std::fs::read_to_string(super::data("clear-title/manifest.mpd")).unwrap();
+    let hls = std::fs::read_to_string(super::data("clear-title/master.m3u8")).unwrap();
+    let (s, _, r) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/titles/clear-title",
+            &[("authorization", &admin)],
+            Some(json!({"catalog": catalog, "dash": dash, "hls": hls})),
+        )
+        .await;
+    assert_eq!(
+        (s, r["title"].as_str()),
+        (StatusCode::OK, Some("clear-title")),
+        "{r}"
+    );
+    let (s, _, e) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/titles/other-name",
+            &[("authorization", &admin)],
+            Some(json!({"catalog": catalog, "dash": dash, "hls": hls})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("catalog.title"))
     );
     let mut bad = catalog.clone();
     bad["renditions"][0]["tier"] = json!("UHD");
