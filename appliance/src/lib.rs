@@ -9,6 +9,7 @@
 //! - [`cache`]: cache directories (drives), the in-memory index, placement and eviction;
 //! - [`io`]: the I/O backends (io_uring and epoll + sendfile) and the only `unsafe` code;
 //! - [`admin`]: the tokio + hyper admin listener (`/metrics`, `/healthz`, `/readyz`);
+//! - [`tls`]: the rustls listener (tokio), serving through the same state machine;
 //! - [`server`]: start-up, signals and drain.
 #![deny(unsafe_code)]
 
@@ -21,3 +22,4 @@ pub mod keys;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod tls;

@@ -12,6 +12,7 @@ use crate::admin::{self, AdminState};
 use crate::conn::Timeouts;
 use crate::io::{self as backends, Shared};
 use crate::service::Service;
+use crate::tls::{self, CertStore};
 
 /// Which backend to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,17 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Install SIGTERM/SIGINT/SIGHUP handlers (the binary does; in-process tests do not).
     pub handle_signals: bool,
+    /// The TLS listener, if any.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The TLS listener's settings.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Certificate and key (reloadable).
+    pub certs: Arc<CertStore>,
 }
 
 /// Start-up failures.
@@ -95,11 +107,14 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// The admin address actually bound.
     pub admin_addr: Option<SocketAddr>,
+    /// The TLS address actually bound.
+    pub tls_addr: Option<SocketAddr>,
     /// The backend in use.
     pub backend: &'static str,
     shared: Arc<Shared>,
     drain_timeout: Duration,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    tls: Option<JoinHandle<()>>,
     admin: Option<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
 }
 
@@ -164,6 +179,47 @@ pub fn start(
             })?;
         handles.push(h);
     }
+    // The TLS listener: its own multi-threaded tokio runtime.
+    let mut tls_addr = None;
+    let mut tls_thread = None;
+    if let Some(t) = &cfg.tls {
+        let l = std::net::TcpListener::bind(t.listen).map_err(|source| ServerError::Bind {
+            addr: t.listen,
+            source,
+        })?;
+        l.set_nonblocking(true)
+            .map_err(|source| ServerError::Bind {
+                addr: t.listen,
+                source,
+            })?;
+        tls_addr = l.local_addr().ok();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("outpost-tls")
+            .enable_all()
+            .build()
+            .map_err(|source| ServerError::Start {
+                what: "TLS runtime",
+                source,
+            })?;
+        let (certs, sh) = (t.certs.clone(), shared.clone());
+        tls_thread = Some(
+            std::thread::Builder::new()
+                .name("outpost-tls-main".into())
+                .spawn(move || {
+                    rt.block_on(async move {
+                        match tokio::net::TcpListener::from_std(l) {
+                            Ok(l) => tls::serve(l, certs, sh).await,
+                            Err(e) => tracing::error!(error = %e, "TLS listener"),
+                        }
+                    });
+                })
+                .map_err(|source| ServerError::Start {
+                    what: "TLS thread",
+                    source,
+                })?,
+        );
+    }
     // The admin runtime: admin listener and signals.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -213,10 +269,12 @@ pub fn start(
             what: "admin thread",
             source,
         })?;
-    tracing::info!(%local_addr, ?admin_addr, backend, threads, "appliance serving");
+    tracing::info!(%local_addr, ?admin_addr, ?tls_addr, backend, threads, "appliance serving");
     Ok(Running {
         local_addr,
         admin_addr,
+        tls_addr,
+        tls: tls_thread,
         backend,
         shared,
         drain_timeout: cfg.drain_timeout,
@@ -277,6 +335,9 @@ impl Running {
                     ))))
                 }
             }
+        }
+        if let Some(h) = self.tls.take() {
+            let _ = h.join();
         }
         if let Some((h, tx)) = self.admin.take() {
             let _ = tx.send(());

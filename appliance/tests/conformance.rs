@@ -91,6 +91,7 @@ fn start_with(backend: BackendChoice, max_connections: usize, header_timeout: Du
         },
         drain_timeout: Duration::from_secs(10),
         handle_signals: false,
+        tls: None,
     };
     let server = server::start(cfg, svc, None).unwrap();
     let addr = server.local_addr;

@@ -66,6 +66,15 @@ pub struct Args {
     /// Log one request in this many to the access log (0: none; default 100).
     #[arg(long, value_name = "N")]
     access_log_every: Option<u64>,
+    /// TLS listen address (needs --tls-cert and --tls-key).
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
+    /// TLS certificate chain, PEM (re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM (re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The configuration file: the same keys as the flags.
@@ -87,6 +96,9 @@ struct Config {
     idle_timeout_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
     access_log_every: Option<u64>,
+    tls_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn hostname() -> Option<String> {
@@ -167,13 +179,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         store,
         Arc::new(Metrics::default()),
     ));
+    let tls = match (
+        args.tls_listen.or(file.tls_listen),
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (None, None, None) => None,
+        (Some(listen), Some(cert), Some(key)) => Some(server::TlsConfig {
+            listen,
+            certs: Arc::new(appliance::tls::CertStore::open(&cert, &key).context("--tls-cert/--tls-key")?),
+        }),
+        _ => bail!("--tls-listen, --tls-cert and --tls-key (config keys tls_listen, tls_cert, tls_key) go together"),
+    };
+    let reload_certs = tls.as_ref().map(|t| t.certs.clone());
     let reload_svc = svc.clone();
-    let reload: server::ReloadFn = Arc::new(move || match appliance::keys::load_dir(&keys_dir) {
-        Ok(ring) => {
-            tracing::info!(keys = ?ring.kids().collect::<Vec<_>>(), "grant public keys reloaded");
-            reload_svc.set_keys(ring);
+    let reload: server::ReloadFn = Arc::new(move || {
+        match appliance::keys::load_dir(&keys_dir) {
+            Ok(ring) => {
+                tracing::info!(keys = ?ring.kids().collect::<Vec<_>>(), "grant public keys reloaded");
+                reload_svc.set_keys(ring);
+            }
+            Err(e) => tracing::error!(error = %e, "key reload failed; keeping the previous keys"),
         }
-        Err(e) => tracing::error!(error = %e, "key reload failed; keeping the previous keys"),
+        if let Some(c) = &reload_certs {
+            match c.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate")
+                }
+            }
+        }
     });
     let cfg = ServerConfig {
         listen,
@@ -190,15 +225,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         drain_timeout: secs(args.drain_timeout_secs, file.drain_timeout_secs, 30),
         handle_signals: true,
+        tls,
     };
     let running = server::start(cfg, svc, Some(reload))?;
     println!(
-        "appliance listening on {} (admin {}), backend {}",
+        "appliance listening on {} (admin {}), backend {}, tls {}",
         running.local_addr,
         running
             .admin_addr
             .map_or_else(|| "-".into(), |a| a.to_string()),
-        running.backend
+        running.backend,
+        running
+            .tls_addr
+            .map_or_else(|| "-".into(), |a| a.to_string()),
     );
     running.wait()?;
     Ok(ExitCode::SUCCESS)
