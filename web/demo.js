@@ -17,6 +17,13 @@ const state = {
   ended: false,
 };
 window.outpostDemo = state;
+// `?swap=0` turns the grant refresh off (the negative control of the grant-expiry test).
+const params = new URLSearchParams(location.search);
+state.swapGrants = params.get('swap') !== '0';
+// `?buffer=N` keeps at most N seconds ahead (and behind), so playback keeps fetching from the
+// appliances instead of buffering the whole title at once; `?loop=1` plays forever.
+const bufferSecs = Number(params.get('buffer')) || 0;
+const loop = params.get('loop') === '1';
 
 async function api(method, path, body, token) {
   const init = { method, headers: {} };
@@ -81,6 +88,30 @@ function renderAppliances(list) {
   }
 }
 
+// Grants expire; each heartbeat returns fresh ones, one per appliance. Every request URL is
+// rewritten to carry the newest grant for its appliance (host:port), the way real apps refresh
+// tokens, so playback runs past any number of grant lifetimes.
+function rememberGrants(appliances) {
+  state.grants = state.grants || {};
+  for (const a of appliances || []) state.grants[new URL(a.base_url).host] = a.grant;
+}
+
+function freshUrl(url) {
+  if (!state.grants) return url;
+  try {
+    const u = new URL(url, location.href);
+    const parts = u.pathname.split('/');
+    const grant = state.grants[u.host];
+    if (parts[1] === 'g' && grant && parts[2] !== grant) {
+      parts[2] = grant;
+      u.pathname = parts.join('/');
+      state.grantSwaps = (state.grantSwaps || 0) + 1;
+      return u.toString();
+    }
+  } catch (_) { /* not a URL we rewrite */ }
+  return url;
+}
+
 function fileOf(url) {
   try {
     const p = new URL(url, location.href).pathname.split('/');
@@ -117,15 +148,22 @@ async function play() {
   $('error').textContent = '';
   await stopSession();
   const kind = $('player').value;
-  const s = await api('POST', '/demo/api/sessions', { title: $('title').value, device: $('device').value });
+  const s = await api('POST', '/demo/api/sessions', {
+    title: $('title').value, device: $('device').value, member: $('member').value,
+  });
   state.session = s;
   state.ended = false;
+  state.grants = {};
+  rememberGrants(s.appliances);
   showSession(s);
   $('license').textContent = s.license ? 'requested on first encrypted segment' : 'clear content (no licence needed)';
   $('stop').disabled = false;
   const video = $('video');
   if (kind === 'shaka') await playShaka(video, s); else playHls(video, s);
+  video.loop = loop;
   video.addEventListener('ended', () => { state.ended = true; }, { once: true });
+  video.addEventListener('playing', () => { state.started = true; });
+  video.addEventListener('waiting', () => { if (state.started) state.stalls = (state.stalls || 0) + 1; });
   await video.play().catch(showError);
   const every = Math.max(5, s.heartbeat.interval_secs) * 1000;
   state.heartbeatTimer = setInterval(heartbeat, every);
@@ -136,6 +174,8 @@ async function heartbeat() {
   try {
     const hb = await api('POST', state.session.heartbeat.url, undefined, state.session.token);
     $('lease').textContent = new Date(hb.lease_expires_at * 1000).toLocaleTimeString();
+    rememberGrants(hb.appliances);
+    state.heartbeats = (state.heartbeats || 0) + 1;
   } catch (e) { showError(e); }
 }
 
@@ -147,11 +187,15 @@ async function playShaka(video, s) {
   const lic = s.license;
   player.configure({
     drm: lic ? { servers: { 'org.w3.clearkey': lic.url } } : {},
-    streaming: { retryParameters: { maxAttempts: 4, baseDelay: 200, timeout: 4000 } },
+    streaming: Object.assign(
+      { retryParameters: { maxAttempts: 4, baseDelay: 200, timeout: 4000 } },
+      bufferSecs ? { bufferingGoal: bufferSecs, rebufferingGoal: 1, bufferBehind: bufferSecs } : {},
+    ),
     manifest: { retryParameters: { maxAttempts: 4, baseDelay: 200 } },
   });
   const net = player.getNetworkingEngine();
   net.registerRequestFilter((type, req) => {
+    if (state.swapGrants !== false) req.uris = req.uris.map(freshUrl);
     if (type === shaka.net.NetworkingEngine.RequestType.LICENSE && lic) {
       req.headers['Authorization'] = `Bearer ${s.token}`;
     }
@@ -164,7 +208,7 @@ async function playShaka(video, s) {
       recordSegment(res.uri, res.headers['outpost-appliance'], res.data ? res.data.byteLength : 0);
     }
   });
-  player.addEventListener('error', (e) => showError(new Error(`shaka ${e.detail.code}: ${e.detail.message || ''}`)));
+  player.addEventListener('error', (e) => showError(new Error(`shaka ${e.detail.code}: ${JSON.stringify(e.detail.data).slice(0, 300)}`)));
   const onVariant = () => {
     const v = player.getVariantTracks().find((t) => t.active);
     if (v) recordSwitch(v.originalVideoId || `${v.height}p`);
@@ -177,7 +221,17 @@ async function playShaka(video, s) {
 
 function playHls(video, s) {
   const lic = s.license;
+  // An hls.js loader hook: the same grant refresh for every playlist and fragment request.
+  const Base = Hls.DefaultConfig.loader;
+  class GrantLoader extends Base {
+    load(context, config, callbacks) {
+      if (state.swapGrants !== false) context.url = freshUrl(context.url);
+      super.load(context, config, callbacks);
+    }
+  }
   const hls = new Hls({
+    loader: GrantLoader,
+    ...(bufferSecs ? { maxBufferLength: bufferSecs, maxMaxBufferLength: bufferSecs, backBufferLength: bufferSecs } : {}),
     enableWorker: false,
     emeEnabled: !!lic,
     drmSystems: lic ? { 'org.w3.clearkey': { licenseUrl: lic.url } } : {},

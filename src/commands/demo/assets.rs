@@ -61,6 +61,9 @@ pub fn ensure_titles(fixtures: &Path, titles_dir: &Path) -> anyhow::Result<()> {
             .arg(t.id)
             .arg("--out")
             .arg(titles_dir)
+            // Short segments, so a player keeps fetching through the 12 s fixtures and an
+            // appliance stopped mid-playback shows failover.
+            .args(["--segment-duration", "2"])
             .args(&inputs)
             .status()
             .context("running outpost package")?;
@@ -85,6 +88,18 @@ pub fn ensure_player_libraries(web_dir: &Path) -> anyhow::Result<PathBuf> {
         return Ok(modules);
     }
     std::fs::create_dir_all(web_dir).with_context(|| format!("creating {}", web_dir.display()))?;
+    // A source checkout where `scripts/install-deps` already ran `npm ci` in web/ has the same
+    // pinned packages: copy them rather than asking npm again.
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/node_modules");
+    if ["shaka-player", "hls.js"]
+        .iter()
+        .all(|p| checkout.join(p).is_dir())
+    {
+        for p in ["shaka-player", "hls.js"] {
+            copy_tree(&checkout.join(p), &modules.join(p))?;
+        }
+        return Ok(modules);
+    }
     std::fs::write(web_dir.join("package.json"), WEB_PACKAGE_JSON)?;
     std::fs::write(web_dir.join("package-lock.json"), WEB_PACKAGE_LOCK)?;
     eprintln!(

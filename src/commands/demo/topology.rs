@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use super::assets::TITLES;
 
-/// The demo member's account id.
+/// The demo member's account id (premium plan).
 pub const ACCOUNT: &str = "demo-member";
+/// Every demo account: the premium member and a basic one (SD, one stream).
+pub const MEMBERS: [&str; 2] = [ACCOUNT, "basic-member"];
 /// The playback API key id the demo's page proxy uses.
 pub const API_KEY_ID: &str = "demo-playback-service";
 /// The country the demo maps loopback to.
@@ -97,6 +99,7 @@ impl Topology {
              [[plans]]\nid = \"premium\"\nmax_tier = \"UHD\"\nmax_streams = 4\n\n\
              [[plans]]\nid = \"basic\"\nmax_tier = \"SD\"\nmax_streams = 1\n\n\
              [[accounts]]\nid = \"{ACCOUNT}\"\nplan = \"premium\"\nstatus = \"active\"\n\n\
+             [[accounts]]\nid = \"basic-member\"\nplan = \"basic\"\nstatus = \"active\"\n\n\
              [[device_classes]]\nid = \"desktop-browser\"\nkey_systems = [\"org.w3.clearkey\"]\nmax_tier = \"FHD\"\n\n\
              [[device_classes]]\nid = \"sd-smart-tv\"\nkey_systems = [\"org.w3.clearkey\"]\nmax_tier = \"SD\"\n\n\
              [[geo]]\nprefix = \"127.0.0.0/8\"\ncountry = \"{COUNTRY}\"\n\n\

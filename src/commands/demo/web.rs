@@ -27,7 +27,7 @@ use tower::ServiceExt as _;
 
 use super::assets::TITLES;
 use super::procs::Proc;
-use super::topology::{Topology, ACCOUNT};
+use super::topology::{Topology, ACCOUNT, MEMBERS};
 
 /// Shared state of the demo routes.
 #[derive(Clone)]
@@ -216,6 +216,9 @@ async fn call_control_plane(st: &DemoState, req: Request<Body>) -> (StatusCode, 
 struct StartBody {
     title: String,
     device: String,
+    /// One of the demo's accounts; the premium member by default.
+    #[serde(default)]
+    member: Option<String>,
 }
 
 async fn start_session(
@@ -223,8 +226,19 @@ async fn start_session(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(body): Json<StartBody>,
 ) -> Response {
+    let account = match body.member.as_deref() {
+        None => ACCOUNT,
+        Some(m) if MEMBERS.contains(&m) => m,
+        Some(m) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unknown_member",
+                format!("no demo member {m:?}"),
+            )
+        }
+    };
     let req = json!({
-        "account_id": ACCOUNT,
+        "account_id": account,
         "device_class": body.device,
         "title": body.title,
         "client_ip": peer.ip().to_string(),

@@ -1,0 +1,184 @@
+// Drives the `outpost demo` pages in headless Debian Chromium and prints one JSON result.
+//
+//   node demo.mjs --url http://127.0.0.1:PORT --scenario play|failover|refusals|expiry
+//                 [--player shaka|hls] [--title ID] [--device ID] [--shots DIR] [--no-swap]
+//
+// play:      plays the title to the end, forcing one rendition switch through the player API.
+// failover:  stops the appliance serving segments mid-playback, plays to the end, then waits for
+//            the fleet page to show that appliance offline; restores it.
+// refusals:  what a user sees for refused session starts (concurrent_limit, tier limits).
+// expiry:    plays in a loop past several grant lifetimes; with --no-swap the page does not
+//            refresh grants (the negative control).
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+};
+const flag = (name) => process.argv.includes(`--${name}`);
+const base = arg('url');
+const scenario = arg('scenario', 'play');
+const player = arg('player', 'shaka');
+const title = arg('title', 'demo-h264');
+const device = arg('device', 'desktop-browser');
+const shots = arg('shots', null);
+if (!base) {
+  console.error('usage: node demo.mjs --url URL --scenario NAME');
+  process.exit(2);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const userDataDir = mkdtempSync(join(tmpdir(), 'outpost-demo-chromium-'));
+const result = { scenario, player, title, device };
+let context;
+
+async function openPlayer(page, query = '') {
+  await page.goto(`${base}/demo${query}`);
+  await page.waitForFunction(() => document.querySelectorAll('#title option').length > 0);
+}
+
+async function start(page, opts = {}) {
+  await page.selectOption('#title', opts.title || title);
+  await page.selectOption('#device', opts.device || device);
+  await page.selectOption('#player', opts.player || player);
+  if (opts.member) await page.selectOption('#member', opts.member);
+  await page.click('#play');
+}
+
+async function waitPlaying(page, minTime = 1) {
+  await page.waitForFunction((t) => {
+    const v = document.getElementById('video');
+    return (window.outpostDemo.segments.length >= 2 && v.currentTime > t) || window.outpostDemo.errors.length > 0;
+  }, minTime, { timeout: 30000 });
+}
+
+async function forceSwitch(page) {
+  return page.evaluate(() => {
+    const s = window.outpostDemo;
+    if (s.kind === 'shaka') {
+      const p = s.player;
+      p.configure({ abr: { enabled: false } });
+      const tracks = p.getVariantTracks();
+      const active = tracks.find((t) => t.active);
+      const other = tracks.filter((t) => t.height !== active.height).sort((a, b) => a.height - b.height)[0];
+      p.selectVariantTrack(other, true);
+      return `${active.height}p->${other.height}p`;
+    }
+    const h = s.player;
+    const target = h.currentLevel === 0 ? h.levels.length - 1 : 0;
+    h.autoLevelEnabled = false;
+    h.currentLevel = target;
+    return `level->${target}`;
+  });
+}
+
+async function waitEnded(page, timeout = 60000) {
+  await page.waitForFunction(() => window.outpostDemo.ended || window.outpostDemo.errors.length > 0, null, { timeout });
+}
+
+const snapshot = (page) => page.evaluate(() => {
+  const s = window.outpostDemo;
+  const v = document.getElementById('video');
+  return {
+    errors: s.errors, ended: s.ended, currentTime: v.currentTime, duration: v.duration,
+    segments: s.segments, servedBy: s.servedBy, switches: s.switches,
+    renditions: s.session ? s.session.renditions : null, tier: s.session ? s.session.tier : null,
+    ranking: s.session ? s.session.appliances.map((a) => a.id) : null,
+    heartbeats: s.heartbeats || 0, grantSwaps: s.grantSwaps || 0, stalls: s.stalls || 0,
+    errorText: document.getElementById('error').textContent,
+  };
+});
+
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required'],
+  });
+  const page = context.pages()[0] ?? await context.newPage();
+  const consoleErrors = [];
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  result.consoleErrors = consoleErrors;
+
+  if (scenario === 'play') {
+    await openPlayer(page);
+    await start(page);
+    await waitPlaying(page);
+    result.forced = await forceSwitch(page);
+    await waitEnded(page);
+    Object.assign(result, await snapshot(page));
+    if (shots) {
+      await page.screenshot({ path: join(shots, `player-${player}-${title}.png`), fullPage: true });
+      const fleet = await context.newPage();
+      await fleet.goto(`${base}/fleet`);
+      await fleet.waitForFunction(() => document.querySelectorAll('#fleet tbody tr').length > 0);
+      await sleep(2500);
+      await fleet.screenshot({ path: join(shots, 'fleet.png'), fullPage: true });
+    }
+  } else if (scenario === 'failover') {
+    await openPlayer(page, '?buffer=4');
+    await start(page);
+    await waitPlaying(page, 0.5);
+    const before = await snapshot(page);
+    const victim = before.segments[before.segments.length - 1].appliance;
+    result.victim = victim;
+    result.segmentsBeforeStop = before.segments.length;
+    const stopped = await page.evaluate(async (id) => (await fetch(`/demo/api/appliances/${id}/stop`, { method: 'POST' })).status, victim);
+    result.stopStatus = stopped;
+    const t0 = Date.now();
+    await waitEnded(page);
+    Object.assign(result, await snapshot(page));
+    result.afterStop = result.segments.slice(result.segmentsBeforeStop).map((s) => s.appliance);
+    const fleet = await context.newPage();
+    await fleet.goto(`${base}/fleet`);
+    await fleet.waitForFunction((id) => {
+      const row = document.querySelector(`#fleet tr[data-id="${id}"]`);
+      return row && row.cells[2].textContent === 'offline';
+    }, victim, { timeout: 30000 });
+    result.offlineSeenAfterMs = Date.now() - t0;
+    if (shots) await fleet.screenshot({ path: join(shots, 'fleet-failover.png'), fullPage: true });
+    await page.evaluate(async (id) => fetch(`/demo/api/appliances/${id}/restore`, { method: 'POST' }), victim);
+  } else if (scenario === 'refusals') {
+    // A plan with one stream: the second concurrent session is refused.
+    await openPlayer(page);
+    await start(page, { member: 'basic-member' });
+    await waitPlaying(page, 0.2);
+    result.first = await snapshot(page);
+    const second = await context.newPage();
+    await openPlayer(second);
+    await start(second, { member: 'basic-member' });
+    await second.waitForFunction(() => document.getElementById('error').textContent.length > 0, null, { timeout: 15000 });
+    result.secondError = await second.evaluate(() => document.getElementById('error').textContent);
+    // An SD-only device: the session lists SD renditions only and fetches nothing else.
+    const sd = await context.newPage();
+    await openPlayer(sd);
+    await start(sd, { device: 'sd-smart-tv' });
+    await waitEnded(sd);
+    result.sd = await snapshot(sd);
+  } else if (scenario === 'expiry') {
+    await openPlayer(page, `?loop=1&buffer=4${flag('no-swap') ? '&swap=0' : ''}`);
+    await start(page);
+    const until = Date.now() + Number(arg('play-ms', '45000'));
+    while (Date.now() < until) {
+      const s = await snapshot(page);
+      if (s.errors.length) break;
+      await sleep(1000);
+    }
+    Object.assign(result, await snapshot(page));
+  } else {
+    throw new Error(`unknown scenario ${scenario}`);
+  }
+} catch (e) {
+  result.failure = String(e && e.stack ? e.stack : e);
+  try { Object.assign(result, await snapshot(context.pages()[0])); } catch (_) { /* page gone */ }
+} finally {
+  if (context) await context.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+console.log(JSON.stringify(result));
