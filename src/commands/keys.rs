@@ -100,8 +100,7 @@ pub fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
         )
     })?;
     let pem = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(SigningKey::from_pkcs8_pem(kid, &pem)
-        .with_context(|| format!("--key {}", path.display()))?)
+    SigningKey::from_pkcs8_pem(kid, &pem).with_context(|| format!("--key {}", path.display()))
 }
 
 /// Loads every `<kid>.pub.pem` in `dir` into a key ring; fails if there are none.

@@ -74,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return;
         }
         *l = Instant::now();
-        let pct = if total == 0 { 100 } else { done * 100 / total };
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
         let filled = (pct / 4) as usize;
         let mut e = std::io::stderr().lock();
         let _ = write!(

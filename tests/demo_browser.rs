@@ -1,0 +1,237 @@
+//! End to end: `outpost demo` from a fresh data directory, driven in headless Chromium by
+//! `tests/browser/demo.mjs` (playwright-core): playback of each fixture title with Shaka Player
+//! (DASH) and hls.js (HLS) with a forced rendition switch, failover when the serving appliance
+//! is stopped, refusals as a user sees them, and a clean shutdown on Ctrl-C.
+//!
+//! Screenshots of both pages are written to `target/demo-artifacts/`.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Demo {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+    appliance_ports: Vec<u16>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A run of `count` consecutive free ports on 127.0.0.1 (probed by binding).
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        if base > 60000 {
+            continue;
+        }
+        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+            && (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no run of free ports");
+}
+
+fn start_demo(extra: &[&str]) -> Demo {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let base = free_ports(4);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args([
+            "demo",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--appliance-base-port",
+            &base.to_string(),
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start outpost demo");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("demo: {line}");
+            if let Some(url) = line.trim().strip_prefix("open  ") {
+                let url = url.split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(url.trim_end_matches("/demo").to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(300))
+        .expect("the demo prints its URL");
+    let demo = Demo {
+        child,
+        url,
+        _data: data,
+        appliance_ports: (0..4).map(|i| base + i).collect(),
+    };
+    // Appliances heartbeat every 2 s; wait until steering has them all.
+    std::thread::sleep(Duration::from_secs(5));
+    demo
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn scenario(demo: &Demo, args: &[&str]) -> Value {
+    let out = Command::new("node")
+        .current_dir(browser_dir())
+        .arg("demo.mjs")
+        .args(["--url", &demo.url, "--shots", artifacts().to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("run node tests/browser/demo.mjs (needs Node.js and npm ci in tests/browser)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo.mjs {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn appliances_of(result: &Value) -> Vec<String> {
+    result["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["appliance"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_clean_playback(r: &Value) {
+    assert!(r["failure"].is_null(), "scenario failed: {r}");
+    assert_eq!(r["errors"], Value::Array(vec![]), "player errors: {r}");
+    assert_eq!(r["consoleErrors"], Value::Array(vec![]), "page errors: {r}");
+    assert_eq!(r["ended"], true, "did not play to the end: {r}");
+    assert!(r["segments"].as_array().unwrap().len() >= 4, "{r}");
+}
+
+#[test]
+#[ignore = "needs chromium and the npm packages of tests/browser: run ./scripts/test"]
+fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
+    let mut demo = start_demo(&[]);
+
+    // Each title with each player, to the end, with a forced rendition switch.
+    for (player, title) in [
+        ("shaka", "demo-h264"),
+        ("hls", "demo-h264"),
+        ("shaka", "demo-vp9"),
+        ("hls", "demo-vp9"),
+    ] {
+        let r = scenario(
+            &demo,
+            &["--scenario", "play", "--player", player, "--title", title],
+        );
+        assert_clean_playback(&r);
+        let switches = r["switches"].as_array().unwrap();
+        assert!(
+            switches.len() >= 2,
+            "{player} {title}: no rendition switch: {r}"
+        );
+        // Every segment came from an appliance of the session's ranked list.
+        let ranking: Vec<&str> = r["ranking"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for a in appliances_of(&r) {
+            assert!(ranking.contains(&a.as_str()), "{a} not in {ranking:?}");
+        }
+    }
+
+    // Failover: stop the appliance serving segments; playback continues from another one.
+    for player in ["shaka", "hls"] {
+        let r = scenario(&demo, &["--scenario", "failover", "--player", player]);
+        assert_clean_playback(&r);
+        let victim = r["victim"].as_str().unwrap();
+        let after: Vec<String> = r["afterStop"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            !after.is_empty(),
+            "{player}: nothing fetched after the stop: {r}"
+        );
+        assert!(
+            after.iter().all(|a| a != victim),
+            "{player}: segments still came from the stopped {victim}: {after:?}"
+        );
+        assert_eq!(r["stalls"], 0, "{player}: playback stalled: {r}");
+        assert!(
+            r["offlineSeenAfterMs"].as_u64().unwrap() < 15_000,
+            "{player}: the fleet page showed {victim} offline too late: {r}"
+        );
+    }
+
+    // Refusals as a user sees them.
+    let r = scenario(&demo, &["--scenario", "refusals"]);
+    assert!(r["failure"].is_null(), "{r}");
+    let second = r["secondError"].as_str().unwrap();
+    assert!(
+        second.contains("concurrent_limit"),
+        "second stream: {second}"
+    );
+    let sd = &r["sd"];
+    assert_eq!(sd["tier"], "SD", "{sd}");
+    for s in sd["segments"].as_array().unwrap() {
+        let file = s["file"].as_str().unwrap();
+        let rendition = file.split('/').next().unwrap();
+        assert!(
+            sd["renditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == rendition),
+            "SD session fetched {file}"
+        );
+    }
+
+    // Ctrl-C stops every part: the demo exits 0 and no appliance port answers.
+    let pid = nix::unistd::Pid::from_raw(demo.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = demo.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "demo exit status {status}");
+    for port in &demo.appliance_ports {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
+            "appliance on {port} still answers after shutdown"
+        );
+    }
+}
