@@ -33,6 +33,19 @@ fn data(p: &str) -> std::path::PathBuf {
         .join(p)
 }
 
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (every thread,
+/// sqlx's SQLite threads included). Unlike wall time it does not grow when other processes take
+/// the core, so `starts / cpu` is the one-core capacity even on a busy machine.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) are utime and stime; `after` starts at field 3.
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 fn env_usize(k: &str, d: usize) -> usize {
     std::env::var(k)
         .ok()
@@ -142,6 +155,7 @@ async fn run(name: &str, state: AppState, starts: usize, concurrency: usize) {
         one(1_000_000 + i).await;
     }
     let t0 = Instant::now();
+    let c0 = cpu_secs();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let next = next.clone();
@@ -162,12 +176,15 @@ async fn run(name: &str, state: AppState, starts: usize, concurrency: usize) {
         all.extend(t.await.unwrap());
     }
     let elapsed = t0.elapsed();
+    let cpu = cpu_secs() - c0;
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     println!(
-        "{name:<10} starts={starts} concurrency={concurrency} elapsed={:.2}s starts/s={:.0} p50={:.2}ms p99={:.2}ms max={:.2}ms",
+        "{name:<10} starts={starts} concurrency={concurrency} elapsed={:.2}s starts/s={:.0} cpu/start={:.0}us starts/cpu-s={:.0} p50={:.2}ms p99={:.2}ms max={:.2}ms",
         elapsed.as_secs_f64(),
         starts as f64 / elapsed.as_secs_f64(),
+        cpu * 1e6 / starts as f64,
+        starts as f64 / cpu,
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
         all.last().unwrap().as_secs_f64() * 1e3,
@@ -179,6 +196,7 @@ fn signing_floor(n: usize) {
     use protocol::grant::{sign, Claims, ClientPrefix, SigningKey};
     let key = SigningKey::from_seed("bench", [7; 32]).unwrap();
     let t = Instant::now();
+    let c0 = cpu_secs();
     for i in 0..n {
         for aud in ["isp-akl", "ix-syd", "origin"] {
             let c = Claims {
@@ -202,11 +220,14 @@ fn signing_floor(n: usize) {
         }
     }
     let e = t.elapsed();
+    let cpu = cpu_secs() - c0;
     println!(
-        "{:<10} starts={n} elapsed={:.2}s starts/s={:.0} (3 grant signatures per start, nothing else)",
+        "{:<10} starts={n} elapsed={:.2}s starts/s={:.0} cpu/start={:.0}us starts/cpu-s={:.0} (3 grant signatures per start, nothing else)",
         "sign-only",
         e.as_secs_f64(),
-        n as f64 / e.as_secs_f64()
+        n as f64 / e.as_secs_f64(),
+        cpu * 1e6 / n as f64,
+        n as f64 / cpu
     );
 }
 
