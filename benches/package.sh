@@ -6,8 +6,8 @@
 #   2. a generated 600 s 720p H.264 rendition (about 190 MB), and
 #   3. the same looped six times (3600 s, about 1.1 GB, by `ffmpeg -stream_loop -c copy`),
 #      both generated once into $BENCH_DIR (git-ignored), never committed.
-# The tools run interleaved, RUNS rounds, each with its output deleted (and synced) before the
-# run; the table reports medians of wall time, CPU time (user + sys, all threads) and peak RSS
+# The tools run interleaved, RUNS rounds (after a warm-up round), each into a fresh directory
+# (outputs are deleted between rounds); the table reports medians of wall time, CPU time (user + sys, all threads) and peak RSS
 # (GNU time), and each tool's ratio to Outpost's (above 1 = slower than Outpost). On a shared
 # machine, CPU time is the steadier figure; wall time includes waiting for page-cache writeback.
 #
@@ -24,7 +24,10 @@ if [ ! -x "$OUTPOST_BIN" ]; then
 fi
 for t in ffmpeg /usr/bin/time; do command -v "$t" >/dev/null || { echo "missing $t: run scripts/install-deps" >&2; exit 1; }; done
 mkdir -p "$BENCH_DIR"
-work=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
+# Outputs go to OUT_PARENT (default: beside the inputs, on disk); OUT_PARENT=/dev/shm measures
+# the tools without the disk's writeback.
+OUT_PARENT=${OUT_PARENT:-$BENCH_DIR}
+work=$(mktemp -d "$OUT_PARENT/run.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 big="$BENCH_DIR/big-720p-600s.mp4"
@@ -68,17 +71,22 @@ measure() {
   for r in $(seq 0 "$RUNS"); do
     for k in $(seq 0 $((n - 1))); do
       name=${tools[$(( (k + r) % n ))]}
-      rm -rf "$work/out"; mkdir -p "$work/out"; sync
+      # A fresh output directory per run; outputs are deleted only between rounds (see below).
+      rm -rf "$work/out"; mkdir -p "$work/runs/$r-$name"; ln -s "runs/$r-$name" "$work/out"
       t0=$(date +%s%N)
       /usr/bin/time -f "%M %U %S" -o "$work/rss.txt" sh "$work/cmd-$name.sh" > /dev/null 2> "$work/err.txt" || {
         echo "$name failed:" >&2; cat "$work/err.txt" >&2; exit 1; }
       t1=$(date +%s%N)
-      [ "$r" -eq 0 ] && continue
+      [ "$r" -eq 0 ] && { rm -f "$work/out"; continue; }
       times[$name]+="$(( (t1 - t0) / 1000 )) "
       read -r m u sy < <(tail -1 "$work/rss.txt")
+      rm -f "$work/out"
       rss[$name]+="$m "
       cpu[$name]+="$(awk -v u="$u" -v s="$sy" 'BEGIN {print u + s}') "
     done
+    # This disk is ext4 with online discard: freeing a large file and allocating again at once
+    # makes the next writer wait for the discards. Free between rounds, then let them finish.
+    rm -rf "$work/runs"; sync; sleep 2
   done
   for name in "${tools[@]}"; do
     echo "$name $(median ${times[$name]}) $(median ${rss[$name]}) $(median ${cpu[$name]})"
@@ -121,7 +129,7 @@ bench_set() {
     }'
 }
 
-echo "## Packager benchmark $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, ffmpeg $(ffmpeg -version | head -1 | awk '{print $3}')"
+echo "## Packager benchmark $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, ffmpeg $(ffmpeg -version | head -1 | awk '{print $3}'), outputs on $(df --output=fstype "$work" | tail -1)"
 bench_set "fixture ladder: 3 H.264 renditions + AAC, 12 s, $(du -ch "${ladder[@]}" | tail -1 | cut -f1)" "${ladder[@]}"
 bench_set "600 s 720p H.264 rendition, $(du -h "$big" | cut -f1)" "$big"
 RUNS=${RUNS_HUGE:-3} bench_set "3600 s 720p H.264 rendition, $(du -h "$huge" | cut -f1)" "$huge"
