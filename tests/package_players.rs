@@ -517,3 +517,52 @@ fn package_players_chromium_mse_timeline_is_continuous_and_synced() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs ffmpeg: run ./scripts/test"]
+fn package_players_unsupported_codecs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str], &str); 2] = [
+        (
+            "mpeg4-part2.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=160x90:rate=25:duration=1",
+                "-c:v",
+                "mpeg4",
+            ],
+            "stsd/mp4v",
+        ),
+        (
+            "mp3-audio.mp4",
+            &["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "libmp3lame"],
+            "objectTypeIndication 0x6b",
+        ),
+    ];
+    for (name, args, want) in cases {
+        let input = dir.path().join(name);
+        let o = tool("ffmpeg")
+            .args(["-v", "error", "-y"])
+            .args(args)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = dir.path().join(format!("out-{name}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["package", "--title", "t", "--out"])
+            .arg(&out)
+            .arg(&input)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name} was accepted");
+        assert!(
+            err.contains(name) && err.contains("unsupported") && err.contains(want),
+            "{err}"
+        );
+        assert!(!out.join("t").exists());
+    }
+}

@@ -56,3 +56,49 @@ fn broken_fixtures_name_file_and_box() {
         assert!(err.contains(want), "{f}: {err}");
     }
 }
+
+fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(kind);
+    v.extend_from_slice(body);
+    v
+}
+
+#[test]
+fn missing_moov_and_corrupt_tables_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // ftyp + mdat, no moov.
+    let mut f = boxed(b"ftyp", b"isom\0\0\0\0isom");
+    f.extend(boxed(b"mdat", &[0; 64]));
+    let p = dir.path().join("no-moov.mp4");
+    std::fs::write(&p, &f).unwrap();
+    let err = parse_file(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("no-moov.mp4") && err.contains("no moov box"),
+        "{err}"
+    );
+
+    // A real rendition with its stsz sample count forged upwards: the sizes table is too short.
+    let mut data = std::fs::read(media("ladder-h264/video-240p.mp4")).unwrap();
+    let at = data.windows(4).position(|w| w == b"stsz").unwrap();
+    data[at + 12..at + 16].copy_from_slice(&0x00ff_ffffu32.to_be_bytes());
+    let p = dir.path().join("forged-stsz.mp4");
+    std::fs::write(&p, &data).unwrap();
+    let err = parse_file(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("forged-stsz.mp4") && err.contains("moov/trak[1]/mdia/minf/stbl/stsz"),
+        "{err}"
+    );
+
+    // A chunk offset pointing past the end of the file.
+    let mut data = std::fs::read(media("ladder-h264/video-240p.mp4")).unwrap();
+    let at = data.windows(4).position(|w| w == b"stco").unwrap();
+    data[at + 12..at + 16].copy_from_slice(&0x7fff_0000u32.to_be_bytes());
+    let p = dir.path().join("bad-stco.mp4");
+    std::fs::write(&p, &data).unwrap();
+    let err = parse_file(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("bad-stco.mp4") && err.contains("outside every mdat"),
+        "{err}"
+    );
+}
