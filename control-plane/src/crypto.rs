@@ -46,10 +46,12 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `n` random bytes, base64url without padding (session ids, licence tokens, jti).
+/// `n` random bytes, base64url without padding (session ids, licence tokens, jti). Drawn from
+/// the thread-local CSPRNG (ChaCha, seeded and periodically reseeded from the OS), which spares
+/// a system call per token; key material uses the OS generator directly.
 pub fn random_token(n: usize) -> String {
     let mut b = vec![0u8; n];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+    rand::thread_rng().fill_bytes(&mut b);
     URL_SAFE_NO_PAD.encode(b)
 }
 

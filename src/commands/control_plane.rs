@@ -99,8 +99,10 @@ pub struct Args {
 enum Command {
     /// Serve the API (the default).
     Serve,
-    /// Import files: a policy (TOML or JSON), a packager `catalog.json` (its sibling
-    /// `manifest.mpd` and `master.m3u8` are read too) or a content-keys JSON file.
+    /// Import files: a policy (TOML or JSON: plans, accounts, device_classes, geo, windows,
+    /// sites, clusters, appliances, api_keys; example: control-plane/tests/data/policy.toml), a
+    /// packager `catalog.json` (its sibling `manifest.mpd` and `master.m3u8` are read too) or a
+    /// content-keys JSON file.
     Import {
         /// Files to import, in order.
         #[arg(required = true, value_name = "FILE")]
