@@ -233,6 +233,11 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
         .client_ip
         .parse()
         .map_err(|_| ApiError::invalid("client_ip", "must be an IPv4 or IPv6 address"))?;
+    // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; bind grants to the IPv4 /24.
+    let client_ip = match client_ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client_ip, IpAddr::V4),
+        v4 => v4,
+    };
     let title = snap
         .titles
         .get(&req.title)

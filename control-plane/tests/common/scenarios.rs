@@ -103,6 +103,27 @@ pub async fn happy_path(env: &Env) {
             .ends_with(&format!("/g/{grant}/clear-title/")));
     }
 
+    // An IPv4-mapped client address is treated as IPv4 (geo, steering and grant binding).
+    let (s, v2) = env
+        .start(
+            "acct-standard",
+            "browser",
+            "clear-title",
+            "::ffff:127.0.0.1",
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v2}");
+    let g2 = v2["appliances"][0]["grant"].as_str().unwrap();
+    let c2 = v2["appliances"][0]["cluster"].as_str().unwrap();
+    let p2 = format!("/g/{g2}/clear-title/v360/media.mp4");
+    Verifier::new(ring.clone(), c2)
+        .verify(&GrantRequest {
+            path: &p2,
+            client_ip: ip,
+            now: T0 + 5,
+        })
+        .unwrap();
+
     // Per-session manifests.
     let hls_url = v["manifests"]["hls"]
         .as_str()
