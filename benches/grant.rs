@@ -6,8 +6,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use protocol::grant::{
-    authorize, sign, split_grant_path, Claims, ClientPrefix, KeyRing, Request, SigningKey,
-    Verifier,
+    authorize, sign, split_grant_path, Claims, ClientPrefix, KeyRing, Request, SigningKey, Verifier,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -21,7 +20,11 @@ fn claims() -> Claims {
         iat: NOW,
         exp: NOW + 3600,
         prefix: "/tears-of-steel/".into(),
-        renditions: Some(vec!["video-240p".into(), "video-360p".into(), "audio-aac".into()]),
+        renditions: Some(vec![
+            "video-240p".into(),
+            "video-360p".into(),
+            "audio-aac".into(),
+        ]),
         client: Some(ClientPrefix::binding_for("198.51.100.7".parse().unwrap())),
         jti: "j-0001".into(),
     }
@@ -37,7 +40,9 @@ fn bench(c: &mut Criterion) {
     let path = format!("/g/{token}/tears-of-steel/video-360p/seg-00042.m4s");
     let ip = "198.51.100.77".parse().unwrap();
 
-    c.bench_function("grant/sign", |b| b.iter(|| sign(&key, black_box(&claims)).unwrap()));
+    c.bench_function("grant/sign", |b| {
+        b.iter(|| sign(&key, black_box(&claims)).unwrap())
+    });
     c.bench_function("grant/verify_full", |b| {
         b.iter(|| {
             verifier
