@@ -278,6 +278,35 @@ mod tests {
         assert_eq!(again, out);
     }
 
+    proptest::proptest! {
+        /// For any subset of Representations and any number of locations: exactly the kept
+        /// Representations remain, one BaseURL per location, empty AdaptationSets vanish, and
+        /// rewriting the output again changes nothing.
+        #[test]
+        fn keeps_exactly_the_allowed(mask in 0u8..16, n in 1usize..5) {
+            let ids = ["v360", "v720", "v2160", "a1"];
+            let kept: Vec<&str> = ids.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, id)| *id).collect();
+            let keep = |id: &str| kept.contains(&id);
+            let locs: Vec<Location> = (0..n).map(|i| Location {
+                id: format!("loc{i}"),
+                base_url: format!("http://10.0.0.{i}/g/T/t1/"),
+            }).collect();
+            match rewrite_mpd(MPD, &keep, &locs, "http://cp/s") {
+                Ok(out) => {
+                    proptest::prop_assert_eq!(out.matches("<Representation ").count(), kept.len());
+                    for id in ids {
+                        proptest::prop_assert_eq!(out.contains(&format!("id=\"{id}\"")), kept.contains(&id));
+                    }
+                    proptest::prop_assert_eq!(out.matches("<BaseURL serviceLocation=").count(), n);
+                    proptest::prop_assert_eq!(out.contains("AdaptationSet id=\"1\""), kept.contains(&"v2160"));
+                    let again = rewrite_mpd(&out, &keep, &locs, "http://cp/s").unwrap();
+                    proptest::prop_assert_eq!(again, out);
+                }
+                Err(_) => proptest::prop_assert!(kept.is_empty()),
+            }
+        }
+    }
+
     #[test]
     fn refuses_broken_documents() {
         let keep = |_: &str| true;
