@@ -57,3 +57,9 @@ async fn postgres_admin_imports_name_the_field() {
 async fn postgres_registration_and_background_tasks() {
     scenarios::registration_and_background(&Env::postgres().await).await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_drm_refused_by_licence_policy() {
+    scenarios::drm_policy_refusal(&Env::postgres().await).await;
+}

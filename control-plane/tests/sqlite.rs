@@ -227,3 +227,29 @@ mod api_quality {
 async fn sqlite_registration_and_background_tasks() {
     scenarios::registration_and_background(&Env::sqlite().await).await;
 }
+
+#[tokio::test]
+async fn sqlite_drm_refused_by_licence_policy() {
+    scenarios::drm_policy_refusal(&Env::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn admin_api_is_off_without_a_token() {
+    let env = Env::sqlite_with(control_plane::Config {
+        admin_token: None,
+        ..common::test_config()
+    })
+    .await;
+    let (s, _, e) = env
+        .call(
+            axum::http::Method::PUT,
+            "/v1/admin/policy",
+            &[("authorization", "Bearer anything")],
+            Some(serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (axum::http::StatusCode::FORBIDDEN, Some("admin_disabled"))
+    );
+}

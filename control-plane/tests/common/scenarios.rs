@@ -934,3 +934,45 @@ pub async fn registration_and_background(env: &Env) {
     .await;
     task.abort();
 }
+
+/// The licence-policy half of `drm_unsupported`: the device speaks Clear Key but no key is
+/// allowed at the session's tier. Also `admin_disabled` without an admin token.
+pub async fn drm_policy_refusal(env: &Env) {
+    env.fleet_up().await;
+    let mut keys: Value =
+        serde_json::from_str(&std::fs::read_to_string(super::data("enc-title.keys.json")).unwrap())
+            .unwrap();
+    // The SD rendition's key now needs an HD session.
+    keys["keys"][0]["tier"] = json!("HD");
+    let (s, _, r) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/content-keys",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            Some(keys),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let (s, v) = env
+        .start("acct-basic", "browser", "enc-title", "127.0.0.1")
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "drm_unsupported"),
+        "{v}"
+    );
+    // An HD session still plays, with both video keys.
+    let (s, v) = env
+        .start("acct-standard", "browser", "enc-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["renditions"], json!(["v360", "v720", "a128"]));
+    // Content keys for an unknown title are refused, naming the field.
+    let (s, _, e) = env.call(Method::PUT, "/v1/admin/content-keys", &[("authorization", &format!("Bearer {ADMIN}"))],
+        Some(json!({"title": "nope", "scheme": "cenc", "keys": [{"kid": "11111111111111111111111111111111", "key": "0f0e0d0c0b0a09080706050403020100", "tier": null, "track_type": "audio"}]}))).await;
+    assert_eq!((s, code(&e)), (StatusCode::BAD_REQUEST, "import_failed"));
+    assert!(
+        e["message"].as_str().unwrap().contains("field title"),
+        "{e}"
+    );
+}
