@@ -72,7 +72,8 @@ measure() {
     for k in $(seq 0 $((n - 1))); do
       name=${tools[$(( (k + r) % n ))]}
       # A fresh output directory per run; outputs are deleted only between rounds (see below).
-      rm -rf "$work/out"; mkdir -p "$work/runs/$r-$name"; ln -s "runs/$r-$name" "$work/out"
+      # Flush earlier runs' dirty pages first, so no run pays for another's writeback.
+      rm -rf "$work/out"; mkdir -p "$work/runs/$r-$name"; ln -s "runs/$r-$name" "$work/out"; sync
       t0=$(date +%s%N)
       /usr/bin/time -f "%M %U %S" -o "$work/rss.txt" sh "$work/cmd-$name.sh" > /dev/null 2> "$work/err.txt" || {
         echo "$name failed:" >&2; cat "$work/err.txt" >&2; exit 1; }
