@@ -566,3 +566,37 @@ fn package_players_unsupported_codecs_are_named() {
         assert!(!out.join("t").exists());
     }
 }
+
+#[test]
+#[ignore = "needs ffmpeg: run ./scripts/test"]
+fn package_players_muxed_input_splits_into_renditions() {
+    // One file holding interleaved video and audio (ffmpeg remux of two fixtures): the packager
+    // makes two renditions, <stem>-video and <stem>-audio, whose samples (taken from
+    // interleaved chunks) are the same as the source files'.
+    let dir = tempfile::tempdir().unwrap();
+    let muxed = dir.path().join("muxed.mp4");
+    let v = repo().join("fixtures/media/ladder-h264/video-360p.mp4");
+    let a = repo().join("fixtures/media/ladder-h264/audio-aac.mp4");
+    let o = tool("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&v)
+        .arg("-i")
+        .arg(&a)
+        .args(["-map", "0:v", "-map", "1:a", "-c", "copy"])
+        .arg(&muxed)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let root = dir.path().join("out");
+    let entry = package(&root, "muxed", false, std::slice::from_ref(&muxed));
+    let ids: Vec<&str> = entry.renditions.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["muxed-video", "muxed-audio"]);
+    for (r, src) in entry.renditions.iter().zip([&v, &a]) {
+        let kind = if r.kind == TrackKind::Video { "v" } else { "a" };
+        assert_same(
+            &framemd5(&root.join("muxed").join(&r.files[0]), kind),
+            &framemd5(src, kind),
+            &r.id,
+        );
+    }
+}
