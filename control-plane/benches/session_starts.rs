@@ -10,7 +10,8 @@
 //! cargo bench -p control_plane --bench session_starts             # SQLite only
 //! OUTPOST_TEST_DATABASE_URL=postgres://... cargo bench -p control_plane --bench session_starts
 //! ```
-//! Env: `CP_BENCH_STARTS` (default 20000), `CP_BENCH_CONCURRENCY` (default 16).
+//! Env: `CP_BENCH_STARTS` (default 20000), `CP_BENCH_CONCURRENCY` (default 16),
+//! `CP_BENCH_SQLITE_CONNECTIONS` (default 1, the service's SQLite default).
 
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -243,7 +244,7 @@ fn main() {
     local.block_on(&rt, async {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        let conns = env_usize("CP_BENCH_SQLITE_CONNECTIONS", 4) as u32;
+        let conns = env_usize("CP_BENCH_SQLITE_CONNECTIONS", 1) as u32;
         let repo = db::connect(&url, conns).await.unwrap();
         let state = setup(repo).await;
         run("sqlite", state, starts, concurrency).await;

@@ -122,7 +122,7 @@ pub async fn build_state(
     if config.database.is_none() {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?;
     }
-    let repo = db::connect(&database_url(&config), config.db_max_connections).await?;
+    let repo = db::connect(&database_url(&config), config.pool_size()).await?;
     let keys_dir = config
         .keys_dir
         .clone()

@@ -28,7 +28,7 @@ pub struct Args {
     /// Database URL (`sqlite://FILE` or `postgres://...`) [default: DATA_DIR/control-plane.db].
     #[arg(long, global = true, value_name = "URL")]
     pub database: Option<String>,
-    /// Most database connections.
+    /// Most database connections [default: 1 for SQLite, 8 for PostgreSQL].
     #[arg(long)]
     pub db_max_connections: Option<u32>,
     /// Base URL players and appliances reach this service at [default: http://<bound address>].
@@ -121,7 +121,6 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     flag!(
         listen,
         data_dir,
-        db_max_connections,
         issuer,
         lease_secs,
         heartbeat_interval_secs,
@@ -137,6 +136,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         key_prepublish_secs,
         snapshot_ttl_ms
     );
+    if let Some(v) = args.db_max_connections {
+        c.db_max_connections = Some(v);
+    }
     if let Some(v) = &args.database {
         c.database = Some(v.clone());
     }
