@@ -63,3 +63,36 @@ async fn postgres_registration_and_background_tasks() {
 async fn postgres_drm_refused_by_licence_policy() {
     scenarios::drm_policy_refusal(&Env::postgres().await).await;
 }
+
+/// `db::connect` picks PostgreSQL from the URL (as `--database postgres://...` does) and runs the
+/// migrations; the URL's `options` keep this test in its own schema.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_url_selects_the_backend() {
+    let url = std::env::var("OUTPOST_TEST_DATABASE_URL")
+        .expect("needs PostgreSQL: run ./scripts/test (OUTPOST_TEST_DATABASE_URL is unset)");
+    let schema = format!("cp_url_{}", &control_plane::crypto::random_hex32()[..12]);
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let repo =
+        control_plane::db::connect(&format!("{url}{sep}options=-c%20search_path%3D{schema}"), 2)
+            .await
+            .unwrap();
+    assert_eq!(repo.backend(), "postgres");
+    assert_eq!(repo.live_leases("nobody", 0).await.unwrap(), 0);
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = 'sessions'"
+    ))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
