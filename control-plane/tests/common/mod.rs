@@ -41,6 +41,31 @@ pub struct Env {
     pub clock: Arc<ManualClock>,
     pub repo: Arc<dyn Repository>,
     _dir: Option<tempfile::TempDir>,
+    /// `(url, schema)` of a PostgreSQL test schema, dropped with the environment.
+    pg_schema: Option<(String, String)>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = self.pg_schema.take() {
+            // Drop the schema from a thread with its own runtime (Drop cannot await).
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .execute(&pool)
+                            .await;
+                        pool.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
 }
 
 pub fn test_config() -> Config {
@@ -91,7 +116,9 @@ impl Env {
             .unwrap()
             .options([("search_path", schema.as_str())]);
         let repo = db::connect_postgres(opts, 16).await.unwrap();
-        Env::assemble(repo, config, None).await
+        let mut env = Env::assemble(repo, config, None).await;
+        env.pg_schema = Some((url, schema));
+        env
     }
 
     async fn assemble(
@@ -137,6 +164,7 @@ impl Env {
             clock,
             repo,
             _dir: dir,
+            pg_schema: None,
         }
     }
 
