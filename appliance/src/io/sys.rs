@@ -98,6 +98,16 @@ pub fn fs_space(path: &Path) -> io::Result<(u64, u64)> {
     Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
 }
 
+/// The calling thread's CPU affinity mask.
+pub fn current_affinity() -> io::Result<libc::cpu_set_t> {
+    // SAFETY: all-zero is a valid `cpu_set_t` (a bit array).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid exclusive pointer of the size we pass; pid 0 is this thread.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    cvt(r as libc::c_long)?;
+    Ok(set)
+}
+
 /// An epoll instance.
 #[derive(Debug)]
 pub struct Epoll {

@@ -144,6 +144,16 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     if let Err(e) = ring.submitter().register_iowq_max_workers(&mut max) {
         tracing::warn!(error = %e, "cannot cap io-wq workers");
     }
+    // io-wq workers (where splices run) follow this thread's CPU affinity, so pinning the
+    // server (taskset, cpusets per NUMA node) also pins its kernel-side work.
+    match sys::current_affinity() {
+        Ok(set) => {
+            if let Err(e) = ring.submitter().register_iowq_aff(&set) {
+                tracing::warn!(error = %e, "cannot set io-wq affinity");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read CPU affinity"),
+    }
     let mut w = Worker {
         ring,
         shared,

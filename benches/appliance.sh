@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Appliance vs nginx, side by side on this machine (see BENCHMARKS.md, "Appliance vs nginx").
+#
+#   benches/appliance.sh            # DURATION=10 CONNS=50 by default
+#   DURATION=15 benches/appliance.sh
+#
+# Serves the same 200 x 2 MiB segments from nginx (1 worker, sendfile on, tcp_nopush off,
+# access_log off, open_file_cache) and from `outpost appliance` (1 thread; io_uring splice and
+# epoll+sendfile), each server pinned to core 0 and wrk (1 thread) to core 1. Rows:
+#   (a) whole 2 MiB segments, random file, 50 connections
+#   (b) random 64 KiB ranges over those files, 50 connections
+#   (c) random 64 KiB ranges, 1000 keep-alive connections
+#   (d) whole 2 MiB segments over TLS (nginx with OpenSSL, Outpost with rustls; no kTLS here)
+# For each: requests/s, Gb/s, p50/p99 latency, server CPU seconds per GB (utime+stime from
+# /proc/PID/stat), server RSS, wrk's own CPU, and Outpost/nginx ratios. Then the RSS of Outpost
+# holding 10 000 idle connections. Outpost checks an Ed25519 grant on every request (cached per
+# token); nginx checks nothing (its secure_link is not used), which favours nginx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps >/dev/null
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-50}
+OUT=bench-out/appliance
+# OUTPOST_BIN: an already built release binary (skips the build).
+if [ -z "${OUTPOST_BIN:-}" ]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+  cargo build --release --bin outpost -q
+  OUTPOST_BIN=$CARGO_TARGET_DIR/release/outpost
+fi
+BIN=$OUTPOST_BIN
+rm -rf "$OUT"; mkdir -p "$OUT/cache/bench/v" "$OUT/keys" "$OUT/nginx"
+for i in $(seq -f %03g 0 199); do
+  head -c 2097152 /dev/urandom > "$OUT/cache/bench/v/seg-$i.m4s"
+done
+"$BIN" keys generate --kid bench --out "$OUT/keys/private" >/dev/null
+mkdir -p "$OUT/keys/public"; cp "$OUT/keys/private/bench.pub.pem" "$OUT/keys/public/"
+GRANT=$("$BIN" grant sign --key "$OUT/keys/private/bench.key.pem" --aud bench --prefix /bench/ --ttl 21600)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=bench \
+  -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+ulimit -n "$(ulimit -Hn)" || true
+
+cat > "$OUT/nginx/nginx.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $PWD/$OUT/nginx/nginx.pid;
+error_log $PWD/$OUT/nginx/error.log warn;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush off;
+  open_file_cache max=1000 inactive=60s;
+  keepalive_requests 100000;
+  keepalive_timeout 60s;
+  types { video/mp4 m4s; }
+  client_body_temp_path $PWD/$OUT/nginx/tmp;
+  proxy_temp_path $PWD/$OUT/nginx/tmp;
+  fastcgi_temp_path $PWD/$OUT/nginx/tmp;
+  uwsgi_temp_path $PWD/$OUT/nginx/tmp;
+  scgi_temp_path $PWD/$OUT/nginx/tmp;
+  server {
+    listen 127.0.0.1:18080;
+    listen 127.0.0.1:18443 ssl;
+    ssl_certificate $PWD/$OUT/cert.pem;
+    ssl_certificate_key $PWD/$OUT/key.pem;
+    root $PWD/$OUT/cache;
+    location /g/ { rewrite ^/g/[^/]+/(.*)\$ /\$1 break; }
+  }
+}
+EOF
+mkdir -p "$OUT/nginx/tmp"
+
+cat > "$OUT/whole.lua" <<EOF
+local grant = "$GRANT"
+request = function()
+  return wrk.format("GET", string.format("/g/%s/bench/v/seg-%03d.m4s", grant, math.random(0, 199)))
+end
+EOF
+cat > "$OUT/range.lua" <<EOF
+local grant = "$GRANT"
+request = function()
+  local off = math.random(0, 2097152 - 65536)
+  return wrk.format("GET", string.format("/g/%s/bench/v/seg-%03d.m4s", grant, math.random(0, 199)),
+    { Range = string.format("bytes=%d-%d", off, off + 65535) })
+end
+EOF
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# run NAME PID SCHEME PORT SCRIPT CONNS -> appends a result line
+run() {
+  local name=$1 pid=$2 scheme=$3 port=$4 script=$5 conns=$6
+  # Warm the page cache and the server.
+  taskset -c 1 wrk -t1 -c"$conns" -d2s -s "$OUT/$script" "$scheme://127.0.0.1:$port/" >/dev/null 2>&1 || true
+  local c0 w0; c0=$(cpu_ticks "$pid")
+  local wout="$OUT/wrk-$name-$scheme-$script-$conns.txt"
+  local t0; t0=$(date +%s.%N)
+  taskset -c 1 bash -c "wrk -t1 -c$conns -d${DURATION}s --latency -s $OUT/$script $scheme://127.0.0.1:$port/ > $wout 2>&1; cat /proc/\$\$/stat > $wout.stat" || true
+  local c1; c1=$(cpu_ticks "$pid")
+  python3 - "$wout" "$((c1 - c0))" "$(rss_kb "$pid")" "$name" "$script" "$conns" "$scheme" >> "$OUT/results.tsv" <<'PY'
+import re, sys
+path, ticks, rss, name, script, conns, scheme = sys.argv[1:]
+t = open(path).read()
+def dur(s):
+    v, u = re.match(r"([\d.]+)(us|ms|s|m)", s).groups()
+    return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3, "m": 6e4}[u]
+def size(v, u):
+    return float(v) * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}[u]
+m = re.search(r"(\d+) requests in ([\d.]+)(s|m), ([\d.]+)(B|KB|MB|GB|TB) read", t)
+reqs, secs, bytes_ = int(m.group(1)), float(m.group(2)) * (60 if m.group(3) == "m" else 1), size(m.group(4), m.group(5))
+p50 = dur(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = dur(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+st = open(path + ".stat").read().split()
+wrk_cpu = (int(st[15]) + int(st[16])) / 100  # cutime + cstime of the wrapper shell: wrk's CPU
+cpu = int(ticks) / 100
+row = "whole 2MiB" if script.startswith("whole") else "range 64KiB"
+label = f"{'tls ' if scheme == 'https' else ''}{row} c={conns}"
+print("\t".join(map(str, [label, name, f"{reqs/secs:.0f}", f"{bytes_*8/secs/1e9:.2f}", f"{p50:.2f}", f"{p99:.2f}",
+      f"{cpu/(bytes_/1e9):.3f}", f"{cpu/secs*100:.0f}", f"{int(rss)/1024:.1f}", f"{wrk_cpu/secs*100:.0f}", errs.group(1) if errs else "0"])))
+PY
+}
+
+: > "$OUT/results.tsv"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+start_nginx() { taskset -c 0 nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" >/dev/null 2>>"$OUT/nginx/error.log" & sleep 1; cat "$OUT/nginx/nginx.pid"; }
+# nginx: the master forks the worker; measure the worker (pinned by inheritance).
+NGINX_MASTER=$(start_nginx)
+PIDS+=("$NGINX_MASTER")
+NGINX=$(pgrep -P "$NGINX_MASTER" | head -1)
+run nginx "$NGINX" http 18080 whole.lua "$CONNS"
+run nginx "$NGINX" http 18080 range.lua "$CONNS"
+run nginx "$NGINX" http 18080 range.lua 1000
+run nginx "$NGINX" https 18443 whole.lua "$CONNS"
+kill -TERM "$NGINX_MASTER"; wait "$NGINX_MASTER" 2>/dev/null || true
+
+for backend in io_uring epoll; do
+  taskset -c 0 "$BIN" appliance --listen 127.0.0.1:18081 --admin-listen 127.0.0.1:19091 \
+    --tls-listen 127.0.0.1:18444 --tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem" \
+    --cluster bench --public-keys "$OUT/keys/public" --cache-dir "$OUT/cache" --threads 1 \
+    --backend "$backend" --access-log-every 0 --log warn > "$OUT/outpost-$backend.log" 2>&1 &
+  OP=$!
+  PIDS+=("$OP")
+  sleep 1
+  run "outpost-$backend" "$OP" http 18081 whole.lua "$CONNS"
+  run "outpost-$backend" "$OP" http 18081 range.lua "$CONNS"
+  run "outpost-$backend" "$OP" http 18081 range.lua 1000
+  if [ "$backend" = io_uring ]; then run "outpost" "$OP" https 18444 whole.lua "$CONNS"; fi
+  if [ "$backend" = io_uring ]; then
+    # RSS while holding 10 000 idle keep-alive connections.
+    python3 - <<'PY' &
+import socket, time
+s = []
+for i in range(10000):  # needs RLIMIT_NOFILE above 10 000 for client and server
+    c = socket.create_connection(("127.0.0.1", 18081)); s.append(c)
+time.sleep(6)
+PY
+    HOLD=$!
+    sleep 5
+    echo "rss_10k_conns_mb $(( $(rss_kb "$OP") / 1024 ))" > "$OUT/rss10k.txt"
+    wait "$HOLD" || true
+  fi
+  kill -TERM "$OP"; wait "$OP" || true
+done
+
+python3 - "$OUT/results.tsv" "$OUT/rss10k.txt" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+hdr = ["scenario", "server", "req/s", "Gb/s", "p50 ms", "p99 ms", "CPU s/GB", "server core %", "RSS MB", "wrk core %", "non-2xx"]
+print("| " + " | ".join(hdr) + " |")
+print("|" + "---|" * len(hdr))
+base = {}
+for r in rows:
+    if r[1] == "nginx":
+        base[r[0]] = r
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+print()
+print("| scenario | server | req/s ratio | CPU/GB ratio | p99 ratio | RSS ratio |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    if r[1] == "nginx" or r[0] not in base:
+        continue
+    b = base[r[0]]
+    f = lambda i: float(r[i]) / float(b[i]) if float(b[i]) else float("nan")
+    print(f"| {r[0]} | {r[1]} | {f(2):.2f} | {f(6):.2f} | {f(5):.2f} | {f(8):.2f} |")
+print()
+print(open(sys.argv[2]).read().strip())
+PY
