@@ -16,11 +16,11 @@ const fmtBytes = (n) => {
 };
 
 async function poll() {
-  const res = await fetch('/demo/api/fleet');
-  if (!res.ok) throw new Error(`GET /demo/api/fleet: ${res.status}`);
+  const res = await fetch('/v1/fleet');
+  if (!res.ok) throw new Error(`GET /v1/fleet: ${res.status}`);
   const fleet = await res.json();
   fleetState.snapshot = fleet;
-  const now = Date.now() / 1000;
+  const now = fleet.now || Date.now() / 1000;
   for (const a of fleet.appliances) {
     // Prefer the control plane's own per-appliance history when it has one.
     if (Array.isArray(a.rps_history) && a.rps_history.length) {
@@ -47,7 +47,7 @@ function render(fleet) {
     const used = a.drives.reduce((s, d) => s + d.used_bytes, 0);
     const cap = a.drives.reduce((s, d) => s + d.capacity_bytes, 0);
     const cells = [
-      `${a.cluster} (${a.cluster_kind})`, a.id, a.online ? a.health : 'offline',
+      `${a.cluster} (${a.cluster_kind})`, a.id, a.online ? a.health : (a.unavailable || 'offline'),
       `${Math.round((a.load || 0) * 100)}%`, a.requests_served, fmtBytes(a.bytes_served),
       `${a.drives.length} · ${fmtBytes(used)} of ${fmtBytes(cap)}`, (a.titles || []).join(', ') || '–',
       a.last_heartbeat ? new Date(a.last_heartbeat * 1000).toLocaleTimeString() : 'never',
@@ -55,7 +55,7 @@ function render(fleet) {
     cells.forEach((v, i) => {
       const td = tr.insertCell();
       td.textContent = v;
-      if (i === 2) td.className = `state-${a.online ? a.health : 'offline'}`;
+      if (i === 2) td.className = `state-${a.online ? a.health : a.unavailable || 'offline'}`;
     });
   }
 }

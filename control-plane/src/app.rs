@@ -36,6 +36,7 @@ pub const REQUEST_ID: &str = "x-request-id";
         fleet::heartbeat,
         fleet::register,
         fleet::keys,
+        fleet::view,
         admin::put_policy,
         admin::put_title,
         admin::put_keys,
@@ -77,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/appliances/{id}/heartbeat", post(fleet::heartbeat))
         .route("/v1/appliances/{id}/register", post(fleet::register))
         .route("/v1/keys", get(fleet::keys))
+        .route("/v1/fleet", get(fleet::view))
         .route("/v1/admin/policy", put(admin::put_policy))
         .route("/v1/admin/titles/{id}", put(admin::put_title))
         .route("/v1/admin/content-keys", put(admin::put_keys))

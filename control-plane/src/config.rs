@@ -62,6 +62,9 @@ pub struct Config {
     pub grant_ttl_secs: u64,
     /// TTL of steering manifests, seconds.
     pub steering_ttl_secs: u64,
+    /// Serve `GET /v1/fleet` without the admin token (a read-only operator view; for demos and
+    /// private networks).
+    pub fleet_view_public: bool,
     /// Longest ranked appliance list.
     pub steering_max: usize,
     /// Appliances reporting a load above this are skipped.
@@ -98,6 +101,7 @@ impl Default for Config {
             heartbeat_interval_secs: 30,
             grant_ttl_secs: 3 * 3600,
             steering_ttl_secs: 60,
+            fleet_view_public: false,
             steering_max: 3,
             load_threshold: 0.9,
             appliance_heartbeat_secs: 10,
@@ -168,12 +172,18 @@ impl Config {
                 "must be between 1 and lease_secs - 1",
             );
         }
-        if self.grant_ttl_secs < 60
+        if self.grant_ttl_secs < 10
             || self.grant_ttl_secs > protocol::grant::DEFAULT_MAX_LIFETIME_SECS
         {
             return bad(
                 "grant_ttl_secs",
-                "must be between 60 and 21600 (the verifiers' cap)",
+                "must be between 10 and 21600 (the verifiers' cap)",
+            );
+        }
+        if self.heartbeat_interval_secs >= self.grant_ttl_secs {
+            return bad(
+                "heartbeat_interval_secs",
+                "must be shorter than grant_ttl_secs, so heartbeats refresh grants before they expire",
             );
         }
         if self.steering_max == 0 || self.steering_max > 8 {

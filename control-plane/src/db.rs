@@ -154,6 +154,10 @@ pub struct ApplianceRow {
     pub version: Option<String>,
     /// Last heartbeat.
     pub last_heartbeat: Option<i64>,
+    /// Requests answered since the appliance started, as last reported.
+    pub requests_served: i64,
+    /// Payload bytes sent since the appliance started, as last reported.
+    pub bytes_served: i64,
 }
 
 /// A playback API key.
@@ -270,6 +274,10 @@ pub struct HeartbeatRow {
     pub titles: String,
     /// JSON array of reported prefixes, if reported.
     pub prefixes: Option<String>,
+    /// Requests answered since the appliance started.
+    pub requests_served: i64,
+    /// Payload bytes sent since the appliance started.
+    pub bytes_served: i64,
 }
 
 /// The storage API. Every method is one short transaction or statement.
@@ -403,6 +411,8 @@ fn appliance(r: &impl RowExt) -> Result<ApplianceRow, sqlx::Error> {
         reported_prefixes: r.os("reported_prefixes")?,
         version: r.os("version")?,
         last_heartbeat: r.oi("last_heartbeat")?,
+        requests_served: r.i("requests_served")?,
+        bytes_served: r.i("bytes_served")?,
     })
 }
 
@@ -644,9 +654,9 @@ macro_rules! repository {
 
             async fn record_heartbeat(&self, id: &str, hb: &HeartbeatRow, now: i64) -> Result<bool, Error> {
                 let _w = self.write_guard().await;
-                let r = sqlx::query("UPDATE appliances SET status = 'online', health = $1, load = $2, egress_bps = $3, drives = $4, titles = $5, reported_prefixes = COALESCE($6, reported_prefixes), last_heartbeat = $7 WHERE id = $8")
+                let r = sqlx::query("UPDATE appliances SET status = 'online', health = $1, load = $2, egress_bps = $3, drives = $4, titles = $5, reported_prefixes = COALESCE($6, reported_prefixes), last_heartbeat = $7, requests_served = $8, bytes_served = $9 WHERE id = $10")
                     .bind(&hb.health).bind(hb.load).bind(hb.egress_bps).bind(&hb.drives).bind(&hb.titles)
-                    .bind(&hb.prefixes).bind(now).bind(id)
+                    .bind(&hb.prefixes).bind(now).bind(hb.requests_served).bind(hb.bytes_served).bind(id)
                     .execute(&self.pool).await?;
                 Ok(r.rows_affected() == 1)
             }

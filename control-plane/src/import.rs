@@ -543,6 +543,8 @@ impl Policy {
                 reported_prefixes: None,
                 version: None,
                 last_heartbeat: None,
+                requests_served: 0,
+                bytes_served: 0,
             });
         }
         for (i, k) in self.api_keys.iter().enumerate() {

@@ -29,6 +29,7 @@ pub mod prefix;
 pub mod routes;
 pub mod state;
 pub mod steering;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -307,6 +307,8 @@ pub struct Inner {
     pub limiter: RateLimiter,
     /// Counters.
     pub metrics: Metrics,
+    /// Request rates per appliance, from heartbeats (for the fleet view).
+    pub telemetry: crate::telemetry::Telemetry,
     snapshot: RwLock<(Arc<Snapshot>, Instant)>,
     dirty: AtomicBool,
     reload: tokio::sync::Mutex<()>,
@@ -344,6 +346,7 @@ impl AppState {
             clock,
             limiter,
             metrics: Metrics::default(),
+            telemetry: crate::telemetry::Telemetry::default(),
             snapshot: RwLock::new((Arc::new(snap), Instant::now())),
             dirty: AtomicBool::new(false),
             reload: tokio::sync::Mutex::new(()),

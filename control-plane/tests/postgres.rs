@@ -96,3 +96,9 @@ async fn postgres_url_selects_the_backend() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_fleet_view_lists_counters_and_rates() {
+    scenarios::fleet_view(&Env::postgres().await).await;
+}

@@ -255,3 +255,8 @@ async fn admin_api_is_off_without_a_token() {
         (axum::http::StatusCode::FORBIDDEN, Some("admin_disabled"))
     );
 }
+
+#[tokio::test]
+async fn sqlite_fleet_view_lists_counters_and_rates() {
+    scenarios::fleet_view(&Env::sqlite().await).await;
+}

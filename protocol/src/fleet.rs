@@ -105,6 +105,13 @@ pub struct Heartbeat {
     /// Egress in bits per second over the last interval.
     #[serde(default)]
     pub egress_bps: u64,
+    /// Requests answered since the appliance started (a counter: the control plane derives
+    /// request rates from successive heartbeats).
+    #[serde(default)]
+    pub requests_served: u64,
+    /// Payload bytes sent since the appliance started (a counter).
+    #[serde(default)]
+    pub bytes_served: u64,
     /// The cache drives.
     #[serde(default)]
     pub drives: Vec<Drive>,

@@ -60,6 +60,9 @@ pub struct Args {
     /// Grant lifetime in seconds (at most 21600).
     #[arg(long)]
     pub grant_ttl_secs: Option<u64>,
+    /// Serve `GET /v1/fleet` without the admin token.
+    #[arg(long)]
+    pub fleet_view_public: bool,
     /// Steering manifest TTL in seconds.
     #[arg(long)]
     pub steering_ttl_secs: Option<u64>,
@@ -138,6 +141,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     );
     if let Some(v) = args.db_max_connections {
         c.db_max_connections = Some(v);
+    }
+    if args.fleet_view_public {
+        c.fleet_view_public = true;
     }
     if let Some(v) = &args.database {
         c.database = Some(v.clone());

@@ -128,9 +128,11 @@ try {
     const before = await snapshot(page);
     const victim = before.segments[before.segments.length - 1].appliance;
     result.victim = victim;
-    result.segmentsBeforeStop = before.segments.length;
+    // The stop answers once the appliance process has exited (it drains in-flight responses
+    // first), so segments recorded from then on were fetched after it was gone.
     const stopped = await page.evaluate(async (id) => (await fetch(`/demo/api/appliances/${id}/stop`, { method: 'POST' })).status, victim);
     result.stopStatus = stopped;
+    result.segmentsBeforeStop = (await snapshot(page)).segments.length;
     const t0 = Date.now();
     await waitEnded(page);
     Object.assign(result, await snapshot(page));

@@ -15,7 +15,7 @@ use crate::import::{self, Imported};
 use crate::state::AppState;
 use crate::steering::Fleet;
 
-fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let want = st
         .config
         .admin_token

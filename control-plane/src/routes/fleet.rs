@@ -80,10 +80,14 @@ pub async fn heartbeat(
         drives: serde_json::to_string(&hb.drives).unwrap_or_default(),
         titles: serde_json::to_string(&hb.titles).unwrap_or_default(),
         prefixes,
+        requests_served: i64::try_from(hb.requests_served).unwrap_or(i64::MAX),
+        bytes_served: i64::try_from(hb.bytes_served).unwrap_or(i64::MAX),
     };
     if !st.repo.record_heartbeat(&id, &row, now as i64).await? {
         return Err(ApiError::UnknownAppliance(id));
     }
+    st.telemetry
+        .record(&id, now, hb.requests_served, hb.bytes_served);
     st.invalidate();
     st.metrics
         .appliance_heartbeats
@@ -157,4 +161,72 @@ pub async fn keys(State(st): State<AppState>) -> Response {
         }),
     )
         .into_response()
+}
+
+/// The fleet as operators see it: every appliance by cluster with its health, whether steering
+/// may use it now, load, counters, drives, titles held and its request rate over the last
+/// minutes. Needs the admin token unless `fleet_view_public` is set.
+#[utoipa::path(get, path = "/v1/fleet", tag = "fleet",
+    responses((status = 200), (status = 401, body = ErrorBody)))]
+pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if !st.config.fleet_view_public {
+        super::admin::require_admin(&st, &headers)?;
+    }
+    let rows = st.repo.load_snapshot().await?;
+    let snap = st.snapshot().await?;
+    let now = st.now();
+    let t = st.thresholds();
+    let kind_of = |cluster: &str| {
+        rows.clusters
+            .iter()
+            .find(|c| c.id == cluster)
+            .map(|c| (c.kind.clone(), c.site_id.clone()))
+            .unwrap_or_default()
+    };
+    let list: Vec<serde_json::Value> = rows
+        .appliances
+        .iter()
+        .map(|a| {
+            let (kind, site) = kind_of(&a.cluster_id);
+            let unavailable = snap.fleet.appliance(&a.id).and_then(|s| {
+                crate::steering::Fleet::unavailable(s, "", now, &t)
+                    .filter(|u| *u != crate::steering::Unavailable::NotHoldingTitle)
+            });
+            let json_or = |s: &Option<String>, d: serde_json::Value| {
+                s.as_deref()
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or(d)
+            };
+            serde_json::json!({
+                "id": a.id,
+                "cluster": a.cluster_id,
+                "cluster_kind": kind,
+                "site": site,
+                "address": a.address,
+                "port": a.port,
+                "admin_state": a.admin_state,
+                "health": a.health.clone().unwrap_or_else(|| "unknown".into()),
+                "online": unavailable.is_none(),
+                "unavailable": unavailable,
+                "load": a.load,
+                "egress_bps": a.egress_bps,
+                "requests_served": a.requests_served,
+                "bytes_served": a.bytes_served,
+                "drives": json_or(&a.drives, serde_json::json!([])),
+                "titles": json_or(&a.titles, serde_json::json!([])),
+                "last_heartbeat": a.last_heartbeat,
+                "rps_history": st
+                    .telemetry
+                    .history(&a.id, now)
+                    .iter()
+                    .map(|p| serde_json::json!([p.t, p.rps]))
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({ "now": now, "appliances": list })),
+    )
+        .into_response())
 }

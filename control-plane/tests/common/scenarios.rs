@@ -976,3 +976,50 @@ pub async fn drm_policy_refusal(env: &Env) {
         "{e}"
     );
 }
+
+/// `GET /v1/fleet`: admin-only by default; lists every appliance with its cluster kind, drives,
+/// titles, counters and a request-rate history derived from successive heartbeats.
+pub async fn fleet_view(env: &Env) {
+    let (s, _, e) = env.call(Method::GET, "/v1/fleet", &[], None).await;
+    assert_eq!((s, code(&e)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let beat = |requests: u64, bytes: u64| {
+        json!({"health": "ok", "load": 0.25, "titles": ["clear-title"], "requests_served": requests,
+            "bytes_served": bytes,
+            "drives": [{"path": "/cache/0", "state": "ok", "used_bytes": 10, "capacity_bytes": 100}]})
+    };
+    let headers = [
+        ("authorization", "Bearer akl-1-credential-0123456789"),
+        ("outpost-appliance", "akl-1"),
+    ];
+    let path = "/v1/appliances/akl-1/heartbeat";
+    let (s, _, _) = env
+        .call(Method::POST, path, &headers, Some(beat(100, 1_000)))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    env.clock.advance(2);
+    let (s, _, _) = env
+        .call(Method::POST, path, &headers, Some(beat(140, 9_000)))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let admin = format!("Bearer {}", ADMIN);
+    let (s, _, v) = env
+        .call(Method::GET, "/v1/fleet", &[("authorization", &admin)], None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let list = v["appliances"].as_array().unwrap();
+    let a = list.iter().find(|a| a["id"] == "akl-1").unwrap();
+    assert_eq!(a["online"], true, "{a}");
+    assert_eq!(a["requests_served"], 140);
+    assert_eq!(a["bytes_served"], 9_000);
+    assert_eq!(a["titles"], json!(["clear-title"]));
+    assert_eq!(a["drives"][0]["capacity_bytes"], 100);
+    assert!(a["cluster_kind"].is_string());
+    // Two heartbeats two seconds apart, 40 requests between them: 20 requests per second.
+    assert_eq!(
+        a["rps_history"].as_array().unwrap().last().unwrap()[1],
+        20.0
+    );
+    // An appliance that never reported is listed, and not online.
+    let silent = list.iter().find(|a| a["id"] == "syd-1").unwrap();
+    assert_eq!(silent["online"], false, "{silent}");
+}

@@ -44,6 +44,10 @@ pub struct Args {
     /// cannot play, but every API and the fleet page work.
     #[arg(long)]
     pub no_browser_assets: bool,
+    /// Lifetime of the grants in session URLs, seconds; each session heartbeat returns fresh
+    /// ones (the player page swaps them into request URLs).
+    #[arg(long = "grant-ttl", default_value_t = 3 * 3600, value_parser = clap::value_parser!(u64).range(10..=21600))]
+    pub grant_ttl: u64,
     /// Directory holding the media fixtures (`ladder-h264/`, `ladder-vp9/`).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/media"))]
     pub fixtures: PathBuf,
@@ -131,7 +135,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         appliance_offline_after_secs: 6,
         steering_ttl_secs: 10,
         lease_secs: 60,
-        heartbeat_interval_secs: 15,
+        heartbeat_interval_secs: (args.grant_ttl / 2).clamp(5, 15),
+        grant_ttl_secs: args.grant_ttl,
+        fleet_view_public: true,
         ..control_plane::Config::default()
     };
     let policy = dirs.control_plane.join("demo-policy.toml");

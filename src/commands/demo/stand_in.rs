@@ -40,10 +40,13 @@ pub async fn run(cp: control_plane::AppState, topo: Topology, procs: Vec<Arc<Mut
             if !healthy {
                 continue;
             }
+            let (requests_served, bytes_served) = counters(&client, a.admin_port).await;
             let hb = Heartbeat {
                 health: Health::Ok,
                 load: 0.0,
                 egress_bps: 0,
+                requests_served,
+                bytes_served,
                 drives: a.cache_dirs.iter().map(|d| drive(d)).collect(),
                 titles: titles_held(&a.cache_dirs),
                 prefixes: None,
@@ -67,6 +70,39 @@ pub async fn run(cp: control_plane::AppState, topo: Topology, procs: Vec<Arc<Mut
             }
         }
     }
+}
+
+/// Requests answered and payload bytes sent, from the appliance's own Prometheus counters.
+async fn counters(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes_shim::Bytes>>,
+    admin_port: u16,
+) -> (u64, u64) {
+    use http_body_util::BodyExt as _;
+    let Ok(uri) = format!("http://127.0.0.1:{admin_port}/metrics").parse() else {
+        return (0, 0);
+    };
+    let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(1), client.get(uri)).await else {
+        return (0, 0);
+    };
+    let Ok(body) = resp.into_body().collect().await else {
+        return (0, 0);
+    };
+    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+    (
+        sum_metric(&text, "outpost_appliance_requests_total"),
+        sum_metric(&text, "outpost_appliance_sent_bytes_total"),
+    )
+}
+
+/// Sums every series of one metric in Prometheus text format.
+fn sum_metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 fn dir_bytes(p: &Path) -> u64 {

@@ -67,7 +67,6 @@ pub fn router(state: DemoState) -> Router {
         .route("/demo/assets/lib/{file}", get(library))
         .route("/demo/assets/{file}", get(asset))
         .route("/demo/api/config", get(config))
-        .route("/demo/api/fleet", get(fleet))
         .route("/demo/api/sessions", post(start_session))
         .route("/demo/api/appliances/{id}/{action}", post(appliance_action))
         .with_state(state)
@@ -248,28 +247,6 @@ async fn start_session(
         .header(header::AUTHORIZATION, format!("Bearer {}", st.api_secret))
         .body(Body::from(req.to_string()));
     let Ok(request) = request else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "building request",
-        );
-    };
-    let (status, body) = call_control_plane(&st, request).await;
-    (status, Json(body)).into_response()
-}
-
-async fn fleet(State(st): State<DemoState>) -> Response {
-    let token = st
-        .cp
-        .config
-        .admin_token
-        .as_ref()
-        .map(|t| t.expose().to_owned())
-        .unwrap_or_default();
-    let Ok(request) = Request::get("/v1/admin/appliances")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-    else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
