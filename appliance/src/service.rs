@@ -82,7 +82,7 @@ pub struct ServiceConfig {
 pub struct Service {
     id: String,
     verifier: RwLock<Verifier>,
-    grants: Mutex<LruCache<String, Claims>>,
+    grants: Mutex<LruCache<String, Arc<Claims>>>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     access_log_every: u64,
@@ -166,7 +166,7 @@ impl Service {
             && self.log_seq.fetch_add(1, Ordering::Relaxed) % self.access_log_every == 0
     }
 
-    fn claims(&self, token: &str, now: u64) -> Result<Claims, GrantError> {
+    fn claims(&self, token: &str, now: u64) -> Result<Arc<Claims>, GrantError> {
         {
             let mut cache = self.grants.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = cache.get(token) {
@@ -183,6 +183,7 @@ impl Service {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .verify_token(token, now)?;
+        let claims = Arc::new(claims);
         self.grants
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -159,13 +159,15 @@ impl Epoll {
 
     /// Waits up to `timeout_ms` and appends ready events to `out` (cleared first).
     pub fn wait(&self, out: &mut Vec<Event>, max: usize, timeout_ms: i32) -> io::Result<()> {
-        let mut raw = vec![libc::epoll_event { events: 0, u64: 0 }; max.max(1)];
+        const CAP: usize = 256;
+        let mut raw = [libc::epoll_event { events: 0, u64: 0 }; CAP];
+        let max = max.clamp(1, CAP);
         // SAFETY: `raw` has room for `raw.len()` events and outlives the call.
         let r = unsafe {
             libc::epoll_wait(
                 self.fd.as_raw_fd(),
                 raw.as_mut_ptr(),
-                raw.len() as libc::c_int,
+                max as libc::c_int,
                 timeout_ms,
             )
         };
