@@ -257,3 +257,94 @@ impl Conn {
         self.out.as_ref()?.resp.file.as_ref().map(|f| f.drive)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Store;
+    use crate::metrics::Metrics;
+    use crate::service::ServiceConfig;
+    use protocol::grant::{KeyRing, Verifier};
+
+    fn service(dir: &std::path::Path) -> Service {
+        Service::new(
+            ServiceConfig {
+                id: "t".into(),
+                access_log_every: 0,
+            },
+            Verifier::new(KeyRing::new(), "c"),
+            Arc::new(Store::open(&[dir.to_path_buf()], Some(1 << 20)).unwrap()),
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    /// Drives the machine like a backend that can send everything at once; returns the bytes.
+    fn drain(c: &mut Conn, svc: &Service, now: Instant) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        loop {
+            match c.next(svc, now) {
+                Action::Read => return (out, false),
+                Action::Close => return (out, true),
+                Action::Send { data, .. } => {
+                    let n = data.len();
+                    out.extend_from_slice(data);
+                    c.advance(n, now);
+                }
+                Action::SendFile { len, .. } => {
+                    out.extend(std::iter::repeat_n(b'F', len as usize));
+                    c.advance(len as usize, now);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_answer_in_order_and_partial_heads_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let now = Instant::now();
+        let mut c = Conn::new(None, now);
+        c.feed(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HT",
+            now,
+        );
+        let (out, closed) = drain(&mut c, &svc, now);
+        let text = String::from_utf8(out).unwrap();
+        let first = text.find("404 Not Found").unwrap();
+        let second = text.find("405 Method Not Allowed").unwrap();
+        assert!(first < second, "{text}");
+        assert!(!closed);
+        assert!(!c.is_idle(), "partial third request is buffered");
+        let t = Timeouts {
+            header: Duration::from_secs(5),
+            idle: Duration::from_secs(60),
+        };
+        assert_eq!(
+            c.deadline(t),
+            now + t.header,
+            "a partial head runs the header deadline"
+        );
+        c.feed(b"TP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", now);
+        let (out, closed) = drain(&mut c, &svc, now);
+        assert!(String::from_utf8(out).unwrap().starts_with("HTTP/1.1 404"));
+        assert!(closed, "Connection: close ends the connection");
+    }
+
+    #[test]
+    fn a_bad_request_is_answered_then_closed_and_the_rest_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let now = Instant::now();
+        let mut c = Conn::new(None, now);
+        c.feed(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", now);
+        let (out, closed) = drain(&mut c, &svc, now);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request"), "{text}");
+        assert_eq!(
+            text.matches("HTTP/1.1").count(),
+            1,
+            "smuggled request answered: {text}"
+        );
+        assert!(closed);
+    }
+}
