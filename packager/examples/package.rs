@@ -21,6 +21,7 @@ fn main() {
         },
         segment_duration_ms: 6000,
         inputs: args[2..].iter().map(PathBuf::from).collect(),
+        encryption: None,
     };
     match packager::package(&opts, None) {
         Ok(e) => println!(

@@ -62,6 +62,9 @@ pub enum Error {
     /// The options are unusable (bad title, bad segment duration, no inputs, ...).
     #[error("{0}")]
     Options(String),
+    /// The content keys do not fit the title or the scheme; the message names the field.
+    #[error("keys: {0}")]
+    Keys(String),
     /// The catalog entry the packager built breaks a schema rule (a packager bug).
     #[error(transparent)]
     Catalog(#[from] protocol::catalog::CatalogError),

@@ -15,10 +15,12 @@ use std::sync::Mutex;
 use protocol::catalog::{
     self, CatalogEntry, FileEntry, Manifests, PackagingMode, Rendition, Tier, TrackKind,
 };
+use protocol::content_keys::Scheme;
 use sha2::{Digest, Sha256};
 
 use crate::bmff::{self, Track};
 use crate::cmaf::{self, Fragment};
+use crate::encrypt::{self, EncryptOptions, Subsample, TrackCrypto};
 use crate::error::{Error, Result};
 use crate::manifest::{self, dash, hls, RenditionView, SegRef};
 use crate::segment;
@@ -41,6 +43,8 @@ pub struct Options {
     pub segment_duration_ms: u64,
     /// Input MP4 files.
     pub inputs: Vec<PathBuf>,
+    /// Common Encryption with these keys; `None` writes clear output.
+    pub encryption: Option<EncryptOptions>,
 }
 
 /// Progress callback: `(bytes of sample data copied, total)`. Called from worker threads.
@@ -54,6 +58,8 @@ struct Planned {
     sidx: Option<Vec<u8>>,
     fragments: Vec<Fragment>,
     view: RenditionView,
+    /// Encryption of this track and the subsample map of each of its samples.
+    crypto: Option<(TrackCrypto, Vec<Vec<Subsample>>)>,
 }
 
 /// Packages `opts.inputs` into `opts.out_dir/<title>/` and returns the catalog entry written.
@@ -72,6 +78,17 @@ pub fn package(opts: &Options, progress: Option<Progress<'_>>) -> Result<Catalog
     }
     if opts.inputs.is_empty() {
         return Err(Error::Options("no input files".into()));
+    }
+    if let Some(e) = &opts.encryption {
+        e.keys
+            .validate()
+            .map_err(|err| Error::Keys(err.to_string()))?;
+        if e.keys.scheme != Scheme::Cenc {
+            return Err(Error::Keys(format!(
+                "field scheme: {:?} is not implemented yet (only \"cenc\")",
+                e.keys.scheme.as_str()
+            )));
+        }
     }
     let final_dir = opts.out_dir.join(&opts.title);
     if final_dir.exists() {
@@ -161,12 +178,34 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
     let segments = segment::plan(&refs, &names, opts.segment_duration_ms)?;
 
     let mut out = Vec::with_capacity(tracks.len());
-    for ((id, track), segs) in tracks.into_iter().zip(segments) {
+    // Pick every track's key before any sample is read, so a missing key fails fast.
+    let cryptos = tracks
+        .iter()
+        .map(|(id, t)| {
+            opts.encryption
+                .as_ref()
+                .map(|e| encrypt::track_crypto(e, id, t))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (((id, track), segs), tc) in tracks.into_iter().zip(segments).zip(cryptos) {
         let duration: u64 = segs.iter().map(|s| s.duration).sum();
-        let init = cmaf::init_segment(&track, duration);
+        let crypto = match tc {
+            Some(tc) => {
+                let maps = subsample_maps(&track, &tc)?;
+                Some((tc, maps))
+            }
+            None => None,
+        };
+        let init = cmaf::init_segment_with(&track, duration, crypto.as_ref().map(|c| &c.0));
         let mut fragments = Vec::with_capacity(segs.len());
         for (k, s) in segs.iter().enumerate() {
-            fragments.push(cmaf::fragment(&track, s, (k + 1) as u32)?);
+            fragments.push(cmaf::fragment_with(
+                &track,
+                s,
+                (k + 1) as u32,
+                crypto.as_ref().map(|(t, m)| (t, m.as_slice())),
+            )?);
         }
         let (sidx, init_file, init_range, index_range, seg_refs) = match opts.mode {
             PackagingMode::OnDemand => {
@@ -245,9 +284,34 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
             sidx,
             fragments,
             view,
+            crypto,
         });
     }
     Ok(out)
+}
+
+/// The subsample map of every sample of `track` (empty maps, whole-sample encryption, for
+/// tracks without NAL framing). Reads the samples once; only the maps are kept.
+fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>> {
+    let Some(fmt) = tc.nal else {
+        return Ok(vec![Vec::new(); track.samples.len()]);
+    };
+    let src = File::open(&track.file).map_err(|e| Error::io(&track.file, e))?;
+    let mut buf = Vec::new();
+    let mut maps = Vec::with_capacity(track.samples.len());
+    for (i, s) in track.samples.iter().enumerate() {
+        buf.resize(s.size as usize, 0);
+        std::os::unix::fs::FileExt::read_exact_at(&src, &mut buf, s.offset)
+            .map_err(|e| Error::io(&track.file, e))?;
+        let m = encrypt::subsample::map(&buf, fmt).map_err(|e| Error::Invalid {
+            file: track.file.clone(),
+            box_path: "mdat".into(),
+            offset: s.offset,
+            reason: format!("sample {}: {}", i + 1, e.0),
+        })?;
+        maps.push(m);
+    }
+    Ok(maps)
 }
 
 /// Media segment file name in segmented mode (`$Number%05d$.m4s`, numbers from 1).
@@ -351,6 +415,22 @@ fn write_fragment(
     progress: Option<Progress<'_>>,
 ) -> Result<()> {
     out.write(&f.header)?;
+    if let Some((tc, maps)) = &p.crypto {
+        let mut buf = Vec::new();
+        for i in f.segment.samples.clone() {
+            let s = &p.track.samples[i];
+            buf.resize(s.size as usize, 0);
+            std::os::unix::fs::FileExt::read_exact_at(src, &mut buf, s.offset)
+                .map_err(|e| Error::io(&p.track.file, e))?;
+            tc.encrypt(i, &mut buf, &maps[i]);
+            out.write(&buf)?;
+        }
+        let d = done.fetch_add(f.data_len, Ordering::Relaxed) + f.data_len;
+        if let Some(cb) = progress {
+            cb(d, total);
+        }
+        return Ok(());
+    }
     let samples = &p.track.samples[f.segment.samples.clone()];
     let mut i = 0;
     while i < samples.len() {
@@ -481,7 +561,8 @@ fn write_title(
     let renditions = views
         .iter()
         .zip(rendition_files)
-        .map(|(v, fs)| {
+        .zip(planned)
+        .map(|((v, fs), p)| {
             let (peak, avg) = hls::rates(v, target);
             let video = v.kind == TrackKind::Video;
             Rendition {
@@ -497,7 +578,7 @@ fn write_title(
                 channels: (!video).then_some(v.channels),
                 language: (!video).then(|| v.language.clone()),
                 tier: video.then(|| Tier::from_height(v.height)),
-                key_id: None,
+                key_id: p.crypto.as_ref().map(|(tc, _)| tc.kid_hex()),
                 files: fs,
             }
         })
@@ -519,7 +600,21 @@ fn write_title(
             dash: catalog::DASH_MANIFEST.into(),
         },
         files,
-        encryption: None,
+        encryption: opts.encryption.as_ref().map(|e| {
+            let mut key_ids: Vec<String> = Vec::new();
+            for p in planned {
+                if let Some((tc, _)) = &p.crypto {
+                    let k = tc.kid_hex();
+                    if !key_ids.contains(&k) {
+                        key_ids.push(k);
+                    }
+                }
+            }
+            catalog::Encryption {
+                scheme: e.keys.scheme.as_str().to_string(),
+                key_ids,
+            }
+        }),
     };
     entry.validate()?;
     let path = root.join(catalog::CATALOG_FILE);

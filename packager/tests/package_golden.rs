@@ -37,6 +37,7 @@ fn opts(out: &Path, mode: PackagingMode, inputs: Vec<PathBuf>) -> Options {
         mode,
         segment_duration_ms: 4000,
         inputs,
+        encryption: None,
     }
 }
 

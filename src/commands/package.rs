@@ -3,13 +3,14 @@
 //! terminal, a summary on stdout. The work is in the `packager` crate.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use protocol::catalog::PackagingMode;
+use protocol::content_keys::{ContentKeys, Scheme};
 
 /// Flags for `outpost package`.
 #[derive(Debug, clap::Args)]
@@ -27,6 +28,22 @@ pub struct Args {
     /// Target segment duration in seconds (snapped to keyframes).
     #[arg(long, default_value = "6", value_name = "SECONDS")]
     pub segment_duration: String,
+    /// Encrypt with Common Encryption: `cenc` (AES-128 CTR). `cbcs` is not implemented yet.
+    #[arg(long, value_name = "SCHEME")]
+    pub encrypt: Option<String>,
+    /// Content-keys JSON to encrypt with (default: fresh random keys, one for audio and one per
+    /// video tier, written to --keys-out).
+    #[arg(long, value_name = "FILE", requires = "encrypt")]
+    pub keys: Option<PathBuf>,
+    /// Where fresh keys are written (mode 0600; default OUT/<title>.keys.json, beside the
+    /// title directory and never inside it).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "encrypt",
+        conflicts_with = "keys"
+    )]
+    pub keys_out: Option<PathBuf>,
     /// Input MP4 files (progressive or fragmented), one rendition per track; the rendition id is
     /// the file stem.
     #[arg(required = true, value_name = "INPUT")]
@@ -53,8 +70,84 @@ fn parse_seconds(s: &str) -> anyhow::Result<u64> {
     Ok(ms)
 }
 
+fn random16() -> [u8; 16] {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+/// Writes a keys file with mode 0600, refusing to replace an existing one.
+fn write_keys_file(path: &Path, keys: &ContentKeys) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("--keys-out {}: cannot create the keys file", path.display()))?;
+    f.write_all(keys.to_json().as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The keys to encrypt with and, for fresh keys, where they must be written.
+fn encryption(
+    args: &Args,
+    scheme: &str,
+) -> anyhow::Result<(packager::encrypt::EncryptOptions, Option<PathBuf>)> {
+    let scheme = match scheme {
+        "cenc" => Scheme::Cenc,
+        "cbcs" => Scheme::Cbcs,
+        other => anyhow::bail!("--encrypt {other:?}: expected cenc or cbcs"),
+    };
+    let iv_seed = random16();
+    if let Some(path) = &args.keys {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("--keys {}", path.display()))?;
+        let keys =
+            ContentKeys::from_json(&text).with_context(|| format!("--keys {}", path.display()))?;
+        packager::encrypt::check_keys(&keys, scheme)
+            .with_context(|| format!("--keys {}", path.display()))?;
+        return Ok((packager::encrypt::EncryptOptions { keys, iv_seed }, None));
+    }
+    let out = args
+        .keys_out
+        .clone()
+        .unwrap_or_else(|| args.out.join(format!("{}.keys.json", args.title)));
+    let title_dir = args.out.join(&args.title);
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if abs(&out).starts_with(abs(&title_dir)) {
+        anyhow::bail!(
+            "--keys-out {}: the keys file must not be inside the title directory {} (it is copied to appliances)",
+            out.display(),
+            title_dir.display()
+        );
+    }
+    if out.exists() {
+        anyhow::bail!(
+            "--keys-out {}: already exists; pass it as --keys to reuse those keys, or remove it",
+            out.display()
+        );
+    }
+    let (audio, tiers) = packager::encrypt::keys_needed(&args.inputs)?;
+    let mut rng = random16;
+    let keys = packager::encrypt::generate_keys(&args.title, scheme, audio, &tiers, &mut rng);
+    Ok((
+        packager::encrypt::EncryptOptions { keys, iv_seed },
+        Some(out),
+    ))
+}
+
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (encryption, keys_out) = match &args.encrypt {
+        Some(s) => {
+            let (e, out) = encryption(&args, s)?;
+            (Some(e), out)
+        }
+        None => (None, None),
+    };
     let opts = packager::Options {
         title: args.title.clone(),
         out_dir: args.out.clone(),
@@ -65,6 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         segment_duration_ms: parse_seconds(&args.segment_duration)?,
         inputs: args.inputs,
+        encryption,
     };
     let tty = std::io::stderr().is_terminal();
     let last = Mutex::new(Instant::now() - Duration::from_secs(1));
@@ -92,6 +186,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!();
     }
     let entry = result.with_context(|| format!("packaging {}", opts.title))?;
+    if let (Some(path), Some(e)) = (&keys_out, &opts.encryption) {
+        if let Err(err) = write_keys_file(path, &e.keys) {
+            // Without its keys the title is useless: remove it rather than leave it unplayable.
+            let _ = std::fs::remove_dir_all(opts.out_dir.join(&entry.title));
+            return Err(err);
+        }
+        println!("keys written to {} (mode 0600)", path.display());
+    }
     println!(
         "packaged {} into {}: {} renditions, {} files, {} bytes, {:.3} s",
         entry.title,

@@ -7,6 +7,7 @@
 pub mod boxes;
 
 use crate::bmff::{Track, TrackKind};
+use crate::encrypt::{self, Subsample, TrackCrypto};
 use crate::error::Error;
 use crate::segment::{output_cts_offset, Segment};
 use boxes::BoxBuf;
@@ -42,6 +43,12 @@ impl Fragment {
 /// The init segment: `ftyp` + `moov` for one track. `duration` is the track's presentation
 /// duration (media timescale), used for `elst`.
 pub fn init_segment(track: &Track, duration: u64) -> Vec<u8> {
+    init_segment_with(track, duration, None)
+}
+
+/// [`init_segment`], encrypted when `crypto` is given: the sample entry becomes `encv`/`enca`
+/// with a `sinf`, and `moov` carries a common-system `pssh` listing the track's key id.
+pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCrypto>) -> Vec<u8> {
     let mut b = BoxBuf::new();
     b.open(b"ftyp");
     b.fourcc(b"iso6");
@@ -154,7 +161,14 @@ pub fn init_segment(track: &Track, duration: u64) -> Vec<u8> {
     b.open(b"stbl");
     b.open_full(b"stsd", 0, 0);
     b.u32(1);
-    b.bytes(&track.entry.raw);
+    match crypto {
+        Some(c) => b.bytes(&encrypt::protect_sample_entry(
+            &track.entry.raw,
+            track.kind,
+            &c.kid,
+        )),
+        None => b.bytes(&track.entry.raw),
+    }
     b.close();
     for kind in [b"stts", b"stsc", b"stco"] {
         b.open_full(kind, 0, 0);
@@ -181,6 +195,9 @@ pub fn init_segment(track: &Track, duration: u64) -> Vec<u8> {
     b.u32(0);
     b.close();
     b.close(); // mvex
+    if let Some(c) = crypto {
+        b.bytes(&encrypt::pssh(&[c.kid]));
+    }
     b.close(); // moov
     b.finish()
 }
@@ -214,6 +231,17 @@ fn pack_language(lang: &str) -> u16 {
 
 /// Builds the fragment for `segment`, with `sequence` as its `mfhd` sequence number (from 1).
 pub fn fragment(track: &Track, segment: &Segment, sequence: u32) -> Result<Fragment, Error> {
+    fragment_with(track, segment, sequence, None)
+}
+
+/// [`fragment`], encrypted when `crypto` is given: `saiz`, `saio` and `senc` follow the `trun`
+/// (`maps` holds the subsample map of every sample of the track; empty maps for audio).
+pub fn fragment_with(
+    track: &Track,
+    segment: &Segment,
+    sequence: u32,
+    crypto: Option<(&TrackCrypto, &[Vec<Subsample>])>,
+) -> Result<Fragment, Error> {
     let video = track.kind == TrackKind::Video;
     let range = segment.samples.clone();
     let data_len: u64 = track.samples[range.clone()]
@@ -246,7 +274,7 @@ pub fn fragment(track: &Track, segment: &Segment, sequence: u32) -> Result<Fragm
     );
     let data_offset_at = b.len();
     b.u32(0);
-    for i in range {
+    for i in range.clone() {
         let s = &track.samples[i];
         b.u32(s.duration);
         b.u32(s.size);
@@ -264,6 +292,10 @@ pub fn fragment(track: &Track, segment: &Segment, sequence: u32) -> Result<Fragm
         }
     }
     b.close(); // trun
+    if let Some((tc, maps)) = crypto {
+        let slice = maps.get(range.clone()).unwrap_or(&[]);
+        encrypt::fragment_boxes(&mut b, 0, tc, range.start, slice)?;
+    }
     b.close(); // traf
     b.close(); // moof
     let moof_len = b.len();
