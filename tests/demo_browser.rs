@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The demo tests run one at a time: each starts a whole CDN and a browser on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Demo {
     child: Child,
     url: String,
@@ -136,6 +139,7 @@ fn assert_clean_playback(r: &Value) {
 #[test]
 #[ignore = "needs chromium and the npm packages of tests/browser: run ./scripts/test"]
 fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut demo = start_demo(&[]);
 
     // Each title with each player, to the end, with a forced rendition switch.
@@ -234,4 +238,55 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
             "appliance on {port} still answers after shutdown"
         );
     }
+}
+
+/// Grants live 20 s (plus the verifiers' 60 s leeway); playback runs for 100 s. With the page's
+/// grant refresh (fresh grants from each session heartbeat swapped into request URLs) it plays
+/// on without an error; without it, the same run ends in 403s: the test can fail.
+#[test]
+#[ignore = "needs chromium and the npm packages of tests/browser: run ./scripts/test"]
+fn playback_outlives_grant_expiry_only_with_refreshed_grants() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let demo = start_demo(&["--grant-ttl", "20"]);
+    let run = |extra: &'static [&'static str]| {
+        let url = demo.url.clone();
+        std::thread::spawn(move || {
+            let out = Command::new("node")
+                .current_dir(browser_dir())
+                .arg("demo.mjs")
+                .args(["--url", &url, "--scenario", "expiry", "--play-ms", "100000"])
+                .args(extra)
+                .output()
+                .expect("run node tests/browser/demo.mjs");
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "{stdout}");
+            serde_json::from_str::<Value>(stdout.trim()).unwrap()
+        })
+    };
+    let refreshed = run(&[]);
+    let stale = run(&["--no-swap"]);
+    let refreshed = refreshed.join().unwrap();
+    let stale = stale.join().unwrap();
+
+    assert!(refreshed["failure"].is_null(), "{refreshed}");
+    assert_eq!(refreshed["errors"], Value::Array(vec![]), "{refreshed}");
+    let segments = refreshed["segments"].as_array().unwrap();
+    let grants: std::collections::BTreeSet<u64> = segments
+        .iter()
+        .filter_map(|s| s["grantIat"].as_u64())
+        .collect();
+    let span = grants.last().unwrap() - grants.first().unwrap();
+    assert!(
+        grants.len() >= 3 && span >= 60,
+        "playback did not run on refreshed grants: {} grants over {span} s",
+        grants.len()
+    );
+
+    let errors = stale["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.as_str().unwrap_or_default().contains("HTTP 403")),
+        "without the grant refresh playback should fail with 403 once grants expire: {stale}"
+    );
 }

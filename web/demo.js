@@ -112,6 +112,15 @@ function freshUrl(url) {
   return url;
 }
 
+// The `iat` of the grant a URL carries (shown in tests: which grant fetched each segment).
+function grantIat(url) {
+  try {
+    const seg = new URL(url, location.href).pathname.split('/')[2];
+    const claims = seg.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(claims + '='.repeat((4 - claims.length % 4) % 4))).iat;
+  } catch (_) { return null; }
+}
+
 function fileOf(url) {
   try {
     const p = new URL(url, location.href).pathname.split('/');
@@ -122,7 +131,7 @@ function fileOf(url) {
 
 function recordSegment(url, appliance, bytes) {
   if (!appliance) return;
-  const entry = { t: new Date().toISOString().slice(11, 23), file: fileOf(url), appliance, bytes };
+  const entry = { t: new Date().toISOString().slice(11, 23), file: fileOf(url), appliance, bytes, grantIat: grantIat(url) };
   state.segments.push(entry);
   state.servedBy[appliance] = (state.servedBy[appliance] || 0) + 1;
   $('served-by').textContent = appliance;
@@ -208,7 +217,12 @@ async function playShaka(video, s) {
       recordSegment(res.uri, res.headers['outpost-appliance'], res.data ? res.data.byteLength : 0);
     }
   });
-  player.addEventListener('error', (e) => showError(new Error(`shaka ${e.detail.code}: ${JSON.stringify(e.detail.data).slice(0, 300)}`)));
+  player.addEventListener('error', (e) => {
+    const d = e.detail;
+    // BAD_HTTP_STATUS (1001) carries [uri, status, body, ...]: name the status and the body.
+    const why = d.code === 1001 ? `HTTP ${d.data[1]}: ${String(d.data[2]).slice(0, 120)}` : JSON.stringify(d.data).slice(0, 200);
+    showError(new Error(`shaka ${d.code}: ${why}`));
+  });
   const onVariant = () => {
     const v = player.getVariantTracks().find((t) => t.active);
     if (v) recordSwitch(v.originalVideoId || `${v.height}p`);

@@ -164,6 +164,11 @@ try {
     await waitEnded(sd);
     result.sd = await snapshot(sd);
   } else if (scenario === 'expiry') {
+    // The browser's HTTP cache would answer repeated ranges of the same URL without asking the
+    // appliance, hiding expired grants: turn it off so every fetch reaches an appliance.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
     await openPlayer(page, `?loop=1&buffer=4${flag('no-swap') ? '&swap=0' : ''}`);
     await start(page);
     const until = Date.now() + Number(arg('play-ms', '45000'));
