@@ -6,6 +6,10 @@
 //! - [`grant`]: stream grants, the signed token carried as the first path segment of
 //!   `/g/<grant>/<title>/<file>`, and the offline verifier appliances run on every request.
 //! - [`catalog`]: the catalog entry the packager writes and the control plane imports.
+//! - [`content_keys`]: the content-keys file (one key per quality tier and one for audio) that
+//!   encrypted packaging writes beside, never inside, a title directory.
+//! - [`fleet`]: what appliances tell the control plane (registration, heartbeats with health,
+//!   drives, titles held and counters) and the published grant public keys they fetch.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
