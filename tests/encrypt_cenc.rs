@@ -184,6 +184,52 @@ fn encrypt_cenc_keys_and_catalog() {
             assert!(!text.contains(&k.key), "{f} holds a key in hex");
         }
     }
+    // Manifests: DASH ContentProtection per Representation (mp4protection with the default
+    // KID, Clear Key with the licence URL placeholder); HLS EXT-X-KEY and EXT-X-SESSION-KEY.
+    let mpd = std::fs::read_to_string(dir.join("manifest.mpd")).unwrap();
+    let uuid = |h: &str| {
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    };
+    for r in &entry.renditions {
+        let kid = r.key_id.as_ref().unwrap();
+        let want = format!(
+            r#"<ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="{}"/>"#,
+            uuid(kid)
+        );
+        assert!(mpd.contains(&want), "{} missing {want} in\n{mpd}", r.id);
+        let pl = std::fs::read_to_string(dir.join(&r.id).join("index.m3u8")).unwrap();
+        assert!(
+            pl.contains("#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,URI=\"data:text/plain;base64,"),
+            "{pl}"
+        );
+        assert!(
+            pl.contains(r#"KEYFORMAT="urn:uuid:1077efec-c0b2-4d02-ace3-3c1e52e2fb4b""#),
+            "{pl}"
+        );
+    }
+    assert_eq!(
+        mpd.matches(
+            r#"schemeIdUri="urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e" value="ClearKey1.0""#
+        )
+        .count(),
+        entry.renditions.len()
+    );
+    assert!(mpd.contains("<dashif:Laurl>"), "{mpd}");
+    let master = std::fs::read_to_string(dir.join("master.m3u8")).unwrap();
+    assert_eq!(
+        master
+            .matches("#EXT-X-SESSION-KEY:METHOD=SAMPLE-AES-CTR")
+            .count(),
+        3,
+        "{master}"
+    );
     // The init segment signals protection and the common-system pssh.
     let init = std::fs::read(dir.join("video-720p/video-720p.mp4")).unwrap();
     for tag in [

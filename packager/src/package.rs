@@ -276,6 +276,10 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
                 TrackKind::Video => 0,
                 TrackKind::Audio => track.edit_shift,
             },
+            protection: crypto.as_ref().map(|(tc, _)| manifest::Protection {
+                scheme: "cenc",
+                kid: tc.kid,
+            }),
         };
         out.push(Planned {
             id,

@@ -36,9 +36,14 @@ pub fn mpd(renditions: &[RenditionView], min_buffer_time: f64) -> String {
     let duration = renditions.iter().map(|r| r.seconds()).fold(0f64, f64::max);
     let mut s = String::new();
     let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let ns = if renditions.iter().any(|r| r.protection.is_some()) {
+        r#" xmlns:cenc="urn:mpeg:cenc:2013" xmlns:dashif="https://dashif.org/CPS""#
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
-        r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="urn:mpeg:dash:schema:mpd:2011 DASH-MPD.xsd" profiles="{profile}" type="static" mediaPresentationDuration="{}" minBufferTime="{}">"#,
+        r#"<MPD xmlns="urn:mpeg:dash:schema:mpd:2011"{ns} xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="urn:mpeg:dash:schema:mpd:2011 DASH-MPD.xsd" profiles="{profile}" type="static" mediaPresentationDuration="{}" minBufferTime="{}">"#,
         iso_duration(duration),
         iso_duration(min_buffer_time)
     );
@@ -97,6 +102,34 @@ pub fn mpd(renditions: &[RenditionView], min_buffer_time: f64) -> String {
     s
 }
 
+/// The licence URL written in the Clear Key `dashif:Laurl`: a placeholder the control plane
+/// replaces per session (the title directory on appliances is shared by every session).
+pub const CLEARKEY_LAURL_PLACEHOLDER: &str = "$OUTPOST_CLEARKEY_LICENSE_URL$";
+
+/// The Clear Key DRM system id.
+pub const CLEARKEY_SYSTEM: &str = "e2719d58-a985-b3c9-781a-b030af78d30e";
+
+/// `ContentProtection` of an encrypted Representation: the mp4protection scheme with the
+/// default KID, and the Clear Key system with its licence URL placeholder. Per Representation,
+/// because each quality tier has its own key.
+fn content_protection(s: &mut String, p: &crate::manifest::Protection) {
+    let _ = writeln!(
+        s,
+        r#"        <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="{}" cenc:default_KID="{}"/>"#,
+        p.scheme,
+        p.kid_uuid()
+    );
+    let _ = writeln!(
+        s,
+        r#"        <ContentProtection schemeIdUri="urn:uuid:{CLEARKEY_SYSTEM}" value="ClearKey1.0">"#
+    );
+    let _ = writeln!(
+        s,
+        "          <dashif:Laurl>{CLEARKEY_LAURL_PLACEHOLDER}</dashif:Laurl>"
+    );
+    let _ = writeln!(s, "        </ContentProtection>");
+}
+
 fn par(r: &RenditionView) -> (u64, u64) {
     let w = u64::from(r.width) * u64::from(r.sar.0);
     let h = u64::from(r.height) * u64::from(r.sar.1);
@@ -144,6 +177,9 @@ fn representation(s: &mut String, r: &RenditionView, mbt: f64) {
                 r.channels
             );
         }
+    }
+    if let Some(p) = &r.protection {
+        content_protection(s, p);
     }
     match r.mode {
         PackagingMode::OnDemand => {

@@ -38,6 +38,9 @@ pub fn media_playlist(r: &RenditionView, target: u64) -> String {
     s.push_str("#EXTM3U\n#EXT-X-VERSION:6\n");
     let _ = writeln!(s, "#EXT-X-TARGETDURATION:{target}");
     s.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    if let Some(p) = &r.protection {
+        let _ = writeln!(s, "#EXT-X-KEY:{}", key_attributes(p));
+    }
     match r.init_range {
         Some((o, l)) => {
             let _ = writeln!(s, r#"#EXT-X-MAP:URI="{}",BYTERANGE="{l}@{o}""#, r.init_file);
@@ -61,6 +64,23 @@ pub fn media_playlist(r: &RenditionView, target: u64) -> String {
     s
 }
 
+/// The attributes of `EXT-X-KEY` / `EXT-X-SESSION-KEY` for a protected rendition:
+/// `SAMPLE-AES-CTR` (cenc) or `SAMPLE-AES` (cbcs), the key id as a W3C common-system `pssh` in a
+/// data URI, `KEYFORMAT` the common system id (which Shaka Player maps to Clear Key).
+pub fn key_attributes(p: &crate::manifest::Protection) -> String {
+    use base64::Engine;
+    let method = if p.scheme == "cbcs" {
+        "SAMPLE-AES"
+    } else {
+        "SAMPLE-AES-CTR"
+    };
+    let pssh = crate::encrypt::pssh(&[p.kid]);
+    format!(
+        r#"METHOD={method},URI="data:text/plain;base64,{}",KEYFORMAT="urn:uuid:1077efec-c0b2-4d02-ace3-3c1e52e2fb4b",KEYFORMATVERSIONS="1""#,
+        base64::engine::general_purpose::STANDARD.encode(pssh)
+    )
+}
+
 /// The audio group id for a codec family (`audio-mp4a`, `audio-Opus`).
 pub fn audio_group(r: &RenditionView) -> String {
     format!("audio-{}", r.family)
@@ -69,6 +89,14 @@ pub fn audio_group(r: &RenditionView) -> String {
 /// The master playlist.
 pub fn master_playlist(renditions: &[RenditionView], target: u64) -> String {
     let mut s = String::from("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let mut session_keys: Vec<String> = Vec::new();
+    for p in renditions.iter().filter_map(|r| r.protection.as_ref()) {
+        let k = key_attributes(p);
+        if !session_keys.contains(&k) {
+            let _ = writeln!(s, "#EXT-X-SESSION-KEY:{k}");
+            session_keys.push(k);
+        }
+    }
     let audio: Vec<&RenditionView> = renditions
         .iter()
         .filter(|r| r.kind == TrackKind::Audio)

@@ -69,6 +69,32 @@ pub struct RenditionView {
     /// Media time at which the presentation starts (the audio edit list's priming), media
     /// timescale; 0 for video, whose offsets are baked into the samples.
     pub edit_offset: i64,
+    /// Common Encryption of the rendition: scheme (`cenc`/`cbcs`) and key id.
+    pub protection: Option<Protection>,
+}
+
+/// How a rendition is encrypted, for the manifests (never a key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protection {
+    /// `cenc` or `cbcs`.
+    pub scheme: &'static str,
+    /// The key id.
+    pub kid: [u8; 16],
+}
+
+impl Protection {
+    /// The key id as a UUID string (`8-4-4-4-12` lowercase hex), as `cenc:default_KID` wants.
+    pub fn kid_uuid(&self) -> String {
+        let h: String = self.kid.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
 }
 
 impl RenditionView {
