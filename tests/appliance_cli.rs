@@ -353,3 +353,65 @@ fn curl_and_ffmpeg_fetch_media_through_grants() {
     assert!(std::fs::metadata(&dst).unwrap().len() > video.len() as u64 / 2);
     assert!(a.terminate().success());
 }
+
+#[test]
+fn sighup_reloads_the_public_keys() {
+    let old = Keys::new();
+    let cache = tempfile::tempdir().unwrap();
+    copy_title(cache.path(), "tears");
+    let keys_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        old.public().join("k1.pub.pem"),
+        keys_dir.path().join("k1.pub.pem"),
+    )
+    .unwrap();
+    let a = Appliance::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--cluster",
+        "isp-a",
+        "--public-keys",
+        keys_dir.path().to_str().unwrap(),
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    let req = |g: &str| {
+        format!("GET /g/{g}/tears/master.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    };
+    let old_grant = old.grant("isp-a", "/tears/");
+    assert_eq!(http(&a.addr, &req(&old_grant)).0, 200);
+    // Rotate: a new key pair (also named k1) replaces the old public key on disk.
+    let new = Keys::new();
+    std::fs::copy(
+        new.public().join("k1.pub.pem"),
+        keys_dir.path().join("k1.pub.pem"),
+    )
+    .unwrap();
+    let new_grant = new.grant("isp-a", "/tears/");
+    assert_eq!(
+        http(&a.addr, &req(&new_grant)).0,
+        403,
+        "new key used before reload"
+    );
+    let st = Command::new("kill")
+        .args(["-HUP", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The reload is asynchronous: poll until the new grant is accepted.
+    let mut ok = false;
+    for _ in 0..100 {
+        if http(&a.addr, &req(&new_grant)).0 == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok, "new key not accepted after SIGHUP");
+    let (st, body) = http(&a.addr, &req(&old_grant));
+    assert_eq!(st, 403, "old grant still accepted after rotation");
+    assert!(String::from_utf8_lossy(&body).contains("bad_signature"));
+    assert!(a.terminate().success());
+}
