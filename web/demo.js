@@ -170,7 +170,8 @@ async function play() {
   const video = $('video');
   if (kind === 'shaka') await playShaka(video, s); else playHls(video, s);
   video.loop = loop;
-  video.addEventListener('ended', () => { state.ended = true; }, { once: true });
+  // Playback over: give the stream back (a member's plan counts concurrent streams).
+  video.addEventListener('ended', () => { state.ended = true; endLease(); }, { once: true });
   video.addEventListener('playing', () => { state.started = true; });
   video.addEventListener('waiting', () => { if (state.started) state.stalls = (state.stalls || 0) + 1; });
   await video.play().catch(showError);
@@ -272,6 +273,27 @@ function playHls(video, s) {
   hls.attachMedia(video);
 }
 
+async function endLease() {
+  const s = state.session;
+  if (!s || s.leaseEnded) return;
+  s.leaseEnded = true;
+  clearInterval(state.heartbeatTimer);
+  try {
+    await api('DELETE', `/v1/playback/sessions/${s.session_id}`, undefined, s.token);
+    $('lease').textContent = 'ended';
+  } catch (_) { /* already lapsed */ }
+}
+
+// Leaving the page ends the session too (same origin, so a keepalive DELETE needs no preflight).
+window.addEventListener('pagehide', () => {
+  const s = state.session;
+  if (s && !s.leaseEnded) {
+    fetch(`/v1/playback/sessions/${s.session_id}`, {
+      method: 'DELETE', keepalive: true, headers: { Authorization: `Bearer ${s.token}` },
+    }).catch(() => {});
+  }
+});
+
 async function stopSession() {
   clearInterval(state.heartbeatTimer);
   if (state.player) {
@@ -279,7 +301,7 @@ async function stopSession() {
     state.player = null;
   }
   if (state.session) {
-    try { await api('DELETE', `/v1/playback/sessions/${state.session.session_id}`, undefined, state.session.token); } catch (_) { /* lapsed */ }
+    await endLease();
     state.session = null;
   }
   $('stop').disabled = true;

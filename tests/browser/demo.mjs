@@ -185,7 +185,12 @@ try {
   result.failure = String(e && e.stack ? e.stack : e);
   try { Object.assign(result, await snapshot(context.pages()[0])); } catch (_) { /* page gone */ }
 } finally {
-  if (context) await context.close();
+  if (context) {
+    // Close pages the way a user leaves them, so each page ends its session (pagehide).
+    for (const p of context.pages()) await p.close({ runBeforeUnload: true }).catch(() => {});
+    await sleep(300);
+    await context.close();
+  }
   rmSync(userDataDir, { recursive: true, force: true });
 }
 console.log(JSON.stringify(result));

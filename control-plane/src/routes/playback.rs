@@ -576,11 +576,15 @@ async fn manifest(st: &AppState, id: &str, is_hls: bool) -> Result<Response, Api
         )
     } else {
         let uri = format!("{base}/v1/steering/{}/dash", s.id);
-        (
-            dash::rewrite_mpd(&dash_text, &keep, &locations, &uri)
-                .map_err(|e| ApiError::Internal(format!("title {}: {e}", s.title)))?,
-            "application/dash+xml",
-        )
+        // The packager leaves the Clear Key licence URL as a placeholder; players send the
+        // session token as a bearer header, so the manifest itself carries no secret.
+        let mpd = dash::rewrite_mpd(&dash_text, &keep, &locations, &uri)
+            .map_err(|e| ApiError::Internal(format!("title {}: {e}", s.title)))?
+            .replace(
+                protocol::catalog::CLEARKEY_LICENSE_URL_PLACEHOLDER,
+                &format!("{base}/v1/license/clearkey"),
+            );
+        (mpd, "application/dash+xml")
     };
     Ok((
         [

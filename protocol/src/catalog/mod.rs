@@ -24,6 +24,9 @@ pub const HLS_MASTER: &str = "master.m3u8";
 pub const DASH_MANIFEST: &str = "manifest.mpd";
 /// File name of the catalog entry inside a title directory.
 pub const CATALOG_FILE: &str = "catalog.json";
+/// Placeholder the packager writes as the Clear Key licence URL (`dashif:Laurl`) of an encrypted
+/// title's MPD; the control plane replaces it with its licence endpoint in every session's MPD.
+pub const CLEARKEY_LICENSE_URL_PLACEHOLDER: &str = "$OUTPOST_CLEARKEY_LICENSE_URL$";
 
 /// A catalog entry that does not parse or breaks a rule; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -20,6 +20,16 @@ pub struct DemoTitle {
     pub ladder: &'static str,
     /// Human name for the page.
     pub name: &'static str,
+    /// Packaged with Common Encryption (`cenc`), keys in `<titles>/<id>.keys.json`.
+    pub encrypted: bool,
+}
+
+impl DemoTitle {
+    /// The content-keys file of an encrypted title (beside, never inside, its directory).
+    pub fn keys_file(&self, titles_dir: &Path) -> Option<PathBuf> {
+        self.encrypted
+            .then(|| titles_dir.join(format!("{}.keys.json", self.id)))
+    }
 }
 
 /// The demo's titles.
@@ -27,12 +37,14 @@ pub const TITLES: [DemoTitle; 2] = [
     DemoTitle {
         id: "demo-h264",
         ladder: "ladder-h264",
-        name: "Test pattern (H.264 + AAC, 3 renditions)",
+        name: "Test pattern (H.264 + AAC, SD and HD, Clear Key cenc)",
+        encrypted: true,
     },
     DemoTitle {
         id: "demo-vp9",
         ladder: "ladder-vp9",
-        name: "Test pattern (VP9 + Opus, 2 renditions)",
+        name: "Test pattern (VP9 + Opus, clear)",
+        encrypted: false,
     },
 ];
 
@@ -55,8 +67,16 @@ pub fn ensure_titles(fixtures: &Path, titles_dir: &Path) -> anyhow::Result<()> {
             bail!("{}: no .mp4 renditions", ladder.display());
         }
         eprintln!("demo: packaging {} from {}", t.id, ladder.display());
+        let mut encrypt: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(keys) = t.keys_file(titles_dir) {
+            // A keys file left by an interrupted run would be refused as existing: start over.
+            let _ = std::fs::remove_file(&keys);
+            encrypt.extend(["--encrypt".into(), "cenc".into(), "--keys-out".into()]);
+            encrypt.push(keys.into_os_string());
+        }
         let status = Command::new(std::env::current_exe()?)
             .arg("package")
+            .args(&encrypt)
             .arg("--title")
             .arg(t.id)
             .arg("--out")

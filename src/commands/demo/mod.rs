@@ -147,6 +147,12 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     for t in &assets::TITLES {
         imports.push(dirs.titles.join(t.id).join("catalog.json"));
     }
+    // Content keys go to the control plane only (sealed at rest there), never to appliances.
+    imports.extend(
+        assets::TITLES
+            .iter()
+            .filter_map(|t| t.keys_file(&dirs.titles)),
+    );
     let import_refs: Vec<&Path> = imports.iter().map(PathBuf::as_path).collect();
     control_plane::import_files(&config, &import_refs)
         .await

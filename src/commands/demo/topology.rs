@@ -102,6 +102,7 @@ impl Topology {
              [[accounts]]\nid = \"basic-member\"\nplan = \"basic\"\nstatus = \"active\"\n\n\
              [[device_classes]]\nid = \"desktop-browser\"\nkey_systems = [\"org.w3.clearkey\"]\nmax_tier = \"FHD\"\n\n\
              [[device_classes]]\nid = \"sd-smart-tv\"\nkey_systems = [\"org.w3.clearkey\"]\nmax_tier = \"SD\"\n\n\
+             [[device_classes]]\nid = \"playready-tv\"\nkey_systems = [\"com.microsoft.playready\"]\nmax_tier = \"UHD\"\n\n\
              [[geo]]\nprefix = \"127.0.0.0/8\"\ncountry = \"{COUNTRY}\"\n\n\
              [[geo]]\nprefix = \"::1/128\"\ncountry = \"{COUNTRY}\"\n"
         );

@@ -189,6 +189,7 @@ async fn config(State(st): State<DemoState>) -> Json<Value> {
         "devices": [
             {"id": "desktop-browser", "name": "Desktop browser (up to FHD)"},
             {"id": "sd-smart-tv", "name": "SD smart TV (SD only)"},
+            {"id": "playready-tv", "name": "PlayReady-only TV (no Clear Key)"},
         ],
         "appliances": appliance_states(&st),
     }))
