@@ -23,6 +23,33 @@ struct Demo {
     appliance_ports: Vec<u16>,
 }
 
+impl Demo {
+    fn data(&self) -> &Path {
+        self._data.path()
+    }
+}
+
+fn hex_bytes(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// base64url without padding (the Clear Key JWK encoding of key ids).
+fn base64url(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, &x| acc << 8 | u32::from(x)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -205,8 +232,39 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
         second.contains("concurrent_limit"),
         "second stream: {second}"
     );
+    let drm = r["drmError"].as_str().unwrap();
+    assert!(
+        drm.contains("drm_unsupported"),
+        "PlayReady-only device: {drm}"
+    );
+    let full = &r["full"];
+    assert_clean_playback(full);
+    assert!(
+        full["renditions"].to_string().contains("video-720p"),
+        "{full}"
+    );
     let sd = &r["sd"];
+    assert_clean_playback(sd);
     assert_eq!(sd["tier"], "SD", "{sd}");
+    assert!(!sd["renditions"].to_string().contains("video-720p"), "{sd}");
+    // The SD session's licences never carried the HD key (base64url of the HD key id).
+    let catalog: Value = serde_json::from_str(
+        &std::fs::read_to_string(demo.data().join("titles/demo-h264/catalog.json")).unwrap(),
+    )
+    .unwrap();
+    let hd_kid = catalog["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "video-720p")
+        .and_then(|r| r["key_id"].as_str())
+        .expect("video-720p has a key id");
+    let hd_kid_b64 = base64url(&hex_bytes(hd_kid));
+    assert!(
+        !sd["licenseKids"].to_string().contains(&hd_kid_b64),
+        "an SD session received the HD key"
+    );
+    assert!(!sd["licenseKids"].as_array().unwrap().is_empty(), "{sd}");
     for s in sd["segments"].as_array().unwrap() {
         let file = s["file"].as_str().unwrap();
         let rendition = file.split('/').next().unwrap();

@@ -212,7 +212,12 @@ async function playShaka(video, s) {
   });
   net.registerResponseFilter((type, res) => {
     if (type === shaka.net.NetworkingEngine.RequestType.LICENSE) {
-      $('license').textContent = `granted at ${new Date().toLocaleTimeString()}`;
+      // Clear Key licences are JSON Web Key sets: record which key ids this session received.
+      try {
+        const jwks = JSON.parse(new TextDecoder().decode(res.data));
+        state.licenseKids = (state.licenseKids || []).concat(jwks.keys.map((k) => k.kid));
+      } catch (_) { /* not JSON */ }
+      $('license').textContent = `granted at ${new Date().toLocaleTimeString()} (${(state.licenseKids || []).length} keys)`;
     }
     if (type === shaka.net.NetworkingEngine.RequestType.SEGMENT) {
       recordSegment(res.uri, res.headers['outpost-appliance'], res.data ? res.data.byteLength : 0);

@@ -88,6 +88,7 @@ const snapshot = (page) => page.evaluate(() => {
     renditions: s.session ? s.session.renditions : null, tier: s.session ? s.session.tier : null,
     ranking: s.session ? s.session.appliances.map((a) => a.id) : null,
     heartbeats: s.heartbeats || 0, grantSwaps: s.grantSwaps || 0, stalls: s.stalls || 0,
+    licenseKids: s.licenseKids || [],
     errorText: document.getElementById('error').textContent,
   };
 });
@@ -157,6 +158,18 @@ try {
     await start(second, { member: 'basic-member' });
     await second.waitForFunction(() => document.getElementById('error').textContent.length > 0, null, { timeout: 15000 });
     result.secondError = await second.evaluate(() => document.getElementById('error').textContent);
+    // A device without a key system the title is protected with.
+    const drm = await context.newPage();
+    await openPlayer(drm);
+    await start(drm, { device: 'playready-tv' });
+    await drm.waitForFunction(() => document.getElementById('error').textContent.length > 0, null, { timeout: 15000 });
+    result.drmError = await drm.evaluate(() => document.getElementById('error').textContent);
+    // A device cleared for every tier the plan allows, for comparison with the SD-only one.
+    const full = await context.newPage();
+    await openPlayer(full);
+    await start(full);
+    await waitEnded(full);
+    result.full = await snapshot(full);
     // An SD-only device: the session lists SD renditions only and fetches nothing else.
     const sd = await context.newPage();
     await openPlayer(sd);
