@@ -7,7 +7,6 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 
-#[allow(dead_code)] // used by the appliance and control-plane commands once they land
 /// Reads and parses a TOML configuration file into `T`.
 pub fn load_toml<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path)
@@ -15,7 +14,6 @@ pub fn load_toml<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     parse_toml(&text).with_context(|| format!("config file {}", path.display()))
 }
 
-#[allow(dead_code)]
 /// Parses TOML text into `T`; the error names the offending key and its position.
 pub fn parse_toml<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
     toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
