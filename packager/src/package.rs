@@ -188,6 +188,21 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
                 .transpose()
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut title_kids: Vec<[u8; 16]> = Vec::new();
+    for c in cryptos.iter().flatten() {
+        if !title_kids.contains(&c.kid) {
+            title_kids.push(c.kid);
+        }
+    }
+    let cryptos: Vec<Option<TrackCrypto>> = cryptos
+        .into_iter()
+        .map(|c| {
+            c.map(|mut c| {
+                c.title_kids = title_kids.clone();
+                c
+            })
+        })
+        .collect();
     for (((id, track), segs), tc) in tracks.into_iter().zip(segments).zip(cryptos) {
         let duration: u64 = segs.iter().map(|s| s.duration).sum();
         let crypto = match tc {

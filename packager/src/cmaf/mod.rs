@@ -196,7 +196,11 @@ pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCryp
     b.close();
     b.close(); // mvex
     if let Some(c) = crypto {
-        b.bytes(&encrypt::pssh(&[c.kid]));
+        if c.title_kids.is_empty() {
+            b.bytes(&encrypt::pssh(&[c.kid]));
+        } else {
+            b.bytes(&encrypt::pssh(&c.title_kids));
+        }
     }
     b.close(); // moov
     b.finish()

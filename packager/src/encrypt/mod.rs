@@ -50,6 +50,9 @@ pub struct TrackCrypto {
     pub base_iv: u64,
     /// NAL framing for subsample encryption; `None` encrypts whole samples (audio).
     pub nal: Option<NalFormat>,
+    /// Every key id of the title, listed in each init segment's `pssh`, so one licence request
+    /// asks for all of them and the licence server answers with those the session may have.
+    pub title_kids: Vec<[u8; 16]>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -166,6 +169,7 @@ pub fn track_crypto(opts: &EncryptOptions, id: &str, track: &Track) -> Result<Tr
         key: key.key_bytes(),
         base_iv,
         nal,
+        title_kids: Vec::new(),
     })
 }
 
@@ -341,6 +345,7 @@ mod tests {
             kid: [1; 16],
             key: [2; 16],
             base_iv: 5,
+            title_kids: Vec::new(),
             nal: Some(NalFormat {
                 length_size: 4,
                 hevc: false,
