@@ -51,7 +51,18 @@ fn base64url(b: &[u8]) -> String {
 }
 
 impl Drop for Demo {
+    /// Even when a test fails, stop the demo the way a user does (Ctrl-C), so it stops its
+    /// appliances; SIGKILL only if it does not exit in time.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
