@@ -21,7 +21,7 @@ use super::topology::Topology;
 
 /// Runs until aborted.
 pub async fn run(cp: control_plane::AppState, topo: Topology, procs: Vec<Arc<Mutex<Proc>>>) {
-    let client: Client<_, Empty<bytes_shim::Bytes>> =
+    let client: Client<_, Empty<axum::body::Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -74,7 +74,7 @@ pub async fn run(cp: control_plane::AppState, topo: Topology, procs: Vec<Arc<Mut
 
 /// Requests answered and payload bytes sent, from the appliance's own Prometheus counters.
 async fn counters(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes_shim::Bytes>>,
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<axum::body::Bytes>>,
     admin_port: u16,
 ) -> (u64, u64) {
     use http_body_util::BodyExt as _;
@@ -143,9 +143,4 @@ fn titles_held(dirs: &[std::path::PathBuf]) -> Vec<String> {
     out.sort();
     out.dedup();
     out
-}
-
-/// `bytes::Bytes` without naming the `bytes` crate as a dependency of the CLI.
-mod bytes_shim {
-    pub use axum::body::Bytes;
 }
