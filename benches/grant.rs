@@ -27,6 +27,7 @@ fn claims() -> Claims {
         ]),
         client: Some(ClientPrefix::binding_for("198.51.100.7".parse().unwrap())),
         jti: "j-0001".into(),
+        scope: Default::default(),
     }
 }
 

@@ -44,6 +44,7 @@ fn claims(prefix: &str) -> Claims {
         renditions: None,
         client: None,
         jti: "j1".into(),
+        scope: Default::default(),
     }
 }
 

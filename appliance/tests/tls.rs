@@ -81,6 +81,7 @@ fn curl_over_tls_and_certificate_reload() {
         renditions: None,
         client: None,
         jti: "j".into(),
+        scope: Default::default(),
     };
     let grant = sign(&key, &claims).unwrap();
     let store = Arc::new(Store::open(&[cache], Some(1 << 30)).unwrap());

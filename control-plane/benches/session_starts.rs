@@ -216,6 +216,7 @@ fn signing_floor(n: usize) {
                 ]),
                 client: Some(ClientPrefix::binding_for("10.0.0.7".parse().unwrap())),
                 jti: format!("jti-{i}"),
+                scope: Default::default(),
             };
             std::hint::black_box(sign(&key, &c).unwrap());
         }

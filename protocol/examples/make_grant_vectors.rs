@@ -30,6 +30,7 @@ fn base() -> Claims {
         ]),
         client: Some("198.51.100.0/24".parse::<ClientPrefix>().unwrap()),
         jti: "j-0001".into(),
+        scope: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! | [`Registration`] | `POST /v1/appliances/{id}/register` |
 //! | [`Heartbeat`] → [`HeartbeatAck`] | `POST /v1/appliances/{id}/heartbeat` |
 //! | [`PublishedKeys`] | `GET /v1/keys` |
+//! | [`crate::fill::FillPlan`] | `GET /v1/appliances/{id}/fill-plan` |
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,13 @@ pub struct Heartbeat {
     pub drives: Vec<Drive>,
     /// Ids of the titles held completely.
     pub titles: Vec<String>,
+    /// The titles held with their version and files digest (sent by the fleet agent; every
+    /// entry also appears in `titles`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<crate::fill::HeldTitle>,
+    /// Fill progress, when the appliance fills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<crate::fill::FillStatus>,
     /// Prefixes announced now (replaces the configured ones while reported), CIDR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefixes: Option<Vec<String>>,
@@ -156,6 +164,21 @@ impl Heartbeat {
             return Err(FleetError::Invalid {
                 field: format!("titles[{i}]"),
                 reason: "not a valid title id".to_owned(),
+            });
+        }
+        if self.held.len() > MAX_TITLES {
+            return Err(bad("held", "too many titles"));
+        }
+        let titles: std::collections::HashSet<&str> =
+            self.titles.iter().map(String::as_str).collect();
+        if let Some(i) = self
+            .held
+            .iter()
+            .position(|h| !titles.contains(h.title.as_str()))
+        {
+            return Err(FleetError::Invalid {
+                field: format!("held[{i}].title"),
+                reason: "not listed in titles".to_owned(),
             });
         }
         if self.drives.len() > MAX_DRIVES {

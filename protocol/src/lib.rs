@@ -10,10 +10,13 @@
 //!   encrypted packaging writes beside, never inside, a title directory.
 //! - [`fleet`]: what appliances tell the control plane (registration, heartbeats with health,
 //!   drives, titles held and counters) and the published grant public keys they fetch.
+//! - [`fill`]: the fill plan (which titles an appliance should hold, and its ordered sources
+//!   with fill grants) and the fill part of a heartbeat.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod catalog;
 pub mod content_keys;
+pub mod fill;
 pub mod fleet;
 pub mod grant;

@@ -38,6 +38,7 @@ fn claims() -> impl Strategy<Value = (Claims, String, String)> {
                 renditions,
                 client: bind.then(|| ClientPrefix::binding_for(client_ip)),
                 jti,
+                scope: Default::default(),
             };
             (c, format!("/{title}/{file}"), client_ip.to_string())
         })

@@ -120,6 +120,7 @@ fn sign_cmd(a: SignArgs) -> anyhow::Result<ExitCode> {
         renditions: a.renditions,
         client,
         jti: random_id(),
+        scope: Default::default(),
     };
     let token = sign(&key, &claims).context("signing grant")?;
     println!("{token}");

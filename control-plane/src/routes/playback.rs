@@ -170,6 +170,7 @@ pub(crate) fn grant_locations(
                     renditions: Some(renditions.to_vec()),
                     client: Some(ClientPrefix::binding_for(client_ip)),
                     jti: random_token(12),
+                    scope: Default::default(),
                 };
                 let g = sign(&key, &claims)
                     .map_err(|e| ApiError::Internal(format!("minting a grant: {e}")))?;

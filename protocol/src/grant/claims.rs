@@ -47,6 +47,37 @@ pub struct Claims {
     pub client: Option<ClientPrefix>,
     /// Unique token id (for logs and revocation lists).
     pub jti: String,
+    /// What the grant may be used for; absent means [`Scope::Play`].
+    #[serde(default, skip_serializing_if = "Scope::is_play")]
+    pub scope: Scope,
+}
+
+/// What a grant may be used for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// A player streaming the title's manifests and media segments.
+    #[default]
+    Play,
+    /// An appliance filling the title from this one (see [`crate::fill`]): may also fetch the
+    /// title's `catalog.json`, is never bound to a client network, and is served as fill
+    /// traffic (counted apart, lower priority).
+    Fill,
+}
+
+impl Scope {
+    /// Whether this is [`Scope::Play`] (the default, left out of the token).
+    pub fn is_play(&self) -> bool {
+        *self == Scope::Play
+    }
+
+    /// `play` or `fill`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Play => "play",
+            Scope::Fill => "fill",
+        }
+    }
 }
 
 /// Longest string accepted in any claim, in bytes.
@@ -94,6 +125,11 @@ impl Claims {
             }
         }
         validate_prefix(&self.prefix)?;
+        if self.scope == Scope::Fill && self.client.is_some() {
+            return Err(GrantError::malformed(
+                "a fill grant is never bound to a client network",
+            ));
+        }
         if self.exp <= self.iat {
             return Err(GrantError::malformed("claim exp must be after iat"));
         }
@@ -136,4 +172,54 @@ fn validate_prefix(prefix: &str) -> Result<(), GrantError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Claims {
+        Claims {
+            iss: "cp".into(),
+            aud: vec!["isp".into()],
+            sub: "fill:isp-1".into(),
+            nbf: None,
+            iat: 10,
+            exp: 20,
+            prefix: "/t1/".into(),
+            renditions: None,
+            client: None,
+            jti: "j".into(),
+            scope: Scope::Fill,
+        }
+    }
+
+    #[test]
+    fn scope_is_left_out_when_play_and_fill_is_never_client_bound() {
+        let fill = claims();
+        fill.validate().unwrap();
+        assert!(serde_json::to_string(&fill)
+            .unwrap()
+            .contains(r#""scope":"fill""#));
+        let play = Claims {
+            scope: Scope::Play,
+            ..claims()
+        };
+        assert!(!serde_json::to_string(&play).unwrap().contains("scope"));
+        let bound = Claims {
+            client: Some(ClientPrefix::binding_for("192.0.2.7".parse().unwrap())),
+            ..claims()
+        };
+        assert!(bound
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("fill grant"));
+        assert!(serde_json::from_str::<Claims>(
+            &serde_json::to_string(&fill)
+                .unwrap()
+                .replace("fill", "push")
+        )
+        .is_err());
+    }
 }

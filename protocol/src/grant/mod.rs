@@ -33,7 +33,7 @@ mod path;
 mod verify;
 
 pub use cidr::{ClientPrefix, IPV4_BINDING_BITS, IPV6_BINDING_BITS};
-pub use claims::{Claims, Header, GRANT_VERSION};
+pub use claims::{Claims, Header, Scope, GRANT_VERSION};
 pub use encode::{decode, sign, Decoded};
 pub use error::GrantError;
 pub use keys::{is_valid_kid, KeyRing, SigningKey, PRIVATE_KEY_SUFFIX, PUBLIC_KEY_SUFFIX};

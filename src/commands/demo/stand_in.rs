@@ -50,6 +50,8 @@ pub async fn run(cp: control_plane::AppState, topo: Topology, procs: Vec<Arc<Mut
                 drives: a.cache_dirs.iter().map(|d| drive(d)).collect(),
                 titles: titles_held(&a.cache_dirs),
                 prefixes: None,
+                held: Vec::new(),
+                fill: None,
             };
             let Ok(body) = serde_json::to_string(&hb) else {
                 continue;
