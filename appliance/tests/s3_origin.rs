@@ -19,7 +19,7 @@ use std::time::Duration;
 mod s3;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -297,8 +297,8 @@ impl Drop for PrivateMoto {
     }
 }
 
-/// Starts moto with authentication enforced after the first `free_actions` actions.
-async fn start_private_moto(free_actions: u32) -> PrivateMoto {
+/// Starts moto; with `Some(n)`, authentication is enforced after the first `n` actions.
+async fn start_private_moto(free_actions: Option<u32>) -> PrivateMoto {
     let binary = std::env::var("OUTPOST_TEST_MOTO_SERVER").expect(
         "OUTPOST_TEST_MOTO_SERVER is unset: run ./scripts/test (scripts/services exports it)",
     );
@@ -307,9 +307,12 @@ async fn start_private_moto(free_actions: u32) -> PrivateMoto {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(&binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", free_actions.to_string())
+    let mut command = Command::new(&binary);
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(free_actions) = free_actions {
+        command.env("INITIAL_NO_AUTH_ACTION_COUNT", free_actions.to_string());
+    }
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -380,7 +383,7 @@ fn xml_field(xml: &str, tag: &str) -> String {
 async fn wrong_credentials_are_refused_with_a_clear_error() {
     // Four free actions: CreateUser, CreateAccessKey, PutUserPolicy, CreateBucket. Every
     // request after them must be signed with a key moto's IAM knows.
-    let moto = start_private_moto(4).await;
+    let moto = start_private_moto(Some(4)).await;
     let endpoint = moto.endpoint.clone();
     iam(
         &endpoint,
@@ -446,4 +449,80 @@ async fn wrong_credentials_are_refused_with_a_clear_error() {
             "{what}: {message}"
         );
     }
+}
+
+#[tokio::test]
+#[ignore = "needs the S3 test server: run ./scripts/test"]
+async fn a_source_killed_mid_object_is_an_error_and_resumes_from_the_byte_reached() {
+    // Larger than the loopback socket buffers, so killing the server cuts the body.
+    const SIZE: usize = 32 << 20;
+    let mut object = vec![0u8; SIZE];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for chunk in object.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let object = Bytes::from(object);
+    let (bucket, key) = ("outpost-resume", "title-1/video-720p.mp4");
+
+    let mut first = start_private_moto(None).await;
+    create_bucket(&first.endpoint, bucket).await;
+    put(&first.endpoint, "test", "test", bucket, key, object.clone()).await;
+    let origin = S3Origin::new(config(&first.endpoint, "test", "test"));
+    let mut stream = origin.get_from(bucket, key, 0).await.unwrap();
+    let mut received = Vec::new();
+    while received.len() < 1 << 20 {
+        let chunk = stream.next().await.expect("stream ended early").unwrap();
+        received.extend_from_slice(&chunk);
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let err = loop {
+        match stream.next().await {
+            Some(Ok(chunk)) => received.extend_from_slice(&chunk),
+            Some(Err(err)) => break err,
+            None => panic!(
+                "the stream ended cleanly after {} of {SIZE} bytes",
+                received.len()
+            ),
+        }
+    };
+    eprintln!("cut after {} of {SIZE} bytes: {err}", received.len());
+    assert!(
+        received.len() < SIZE,
+        "the whole object arrived before the kill"
+    );
+    assert!(
+        matches!(&err, S3Error::Request { bucket: b, key: k, .. } if b == bucket && k == key),
+        "{err:?}"
+    );
+    assert!(
+        object.starts_with(&received),
+        "the bytes before the cut are the object's"
+    );
+
+    // A new source holding the same object: continue from the byte reached.
+    let second = start_private_moto(None).await;
+    create_bucket(&second.endpoint, bucket).await;
+    put(
+        &second.endpoint,
+        "test",
+        "test",
+        bucket,
+        key,
+        object.clone(),
+    )
+    .await;
+    let origin = S3Origin::new(config(&second.endpoint, "test", "test"));
+    let rest = read_all(&origin, bucket, key, received.len() as u64)
+        .await
+        .unwrap();
+    received.extend_from_slice(&rest);
+    assert!(
+        received == object,
+        "resumed object differs ({} bytes)",
+        received.len()
+    );
 }
