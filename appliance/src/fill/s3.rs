@@ -202,8 +202,9 @@ impl S3Origin {
     /// Bytes of `bucket/key` from `offset` to the end, as a stream of chunks.
     ///
     /// `offset` equal to the object's size gives an empty stream; past it,
-    /// [`S3Error::OffsetPastEnd`]. Errors in the middle of the body come out of the stream as
-    /// [`S3Error::Request`], after which the stream ends.
+    /// [`S3Error::OffsetPastEnd`]. A body cut short is first resumed by `object_store` itself
+    /// (a ranged GET pinned to the same ETag, up to [`MAX_RETRIES`] times); if that fails, the
+    /// error comes out of the stream as [`S3Error::Request`] and the caller stops reading.
     pub async fn get_from(
         &self,
         bucket: &str,
@@ -540,8 +541,18 @@ mod tests {
 
     #[test]
     fn debug_never_prints_the_secret() {
-        let shown = format!("{:?}", config());
-        assert!(!shown.contains("secret\""), "{shown}");
+        let config = S3Config {
+            secret_access_key: "s3cr3t-never-shown".to_owned(),
+            ..config()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
+        // Nor once a client (holding the credentials) is built and cached.
+        let origin = S3Origin::new(config);
+        origin.client("outpost-origin").unwrap();
+        let shown = format!("{origin:?}");
+        assert!(shown.contains("outpost-origin"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 }
