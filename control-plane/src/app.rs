@@ -37,6 +37,8 @@ pub const REQUEST_ID: &str = "x-request-id";
         fleet::register,
         fleet::keys,
         fleet::view,
+        fleet::catalog,
+        fleet::fill_plan,
         admin::put_policy,
         admin::put_title,
         admin::put_keys,
@@ -77,6 +79,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/license/clearkey", post(license::clearkey))
         .route("/v1/appliances/{id}/heartbeat", post(fleet::heartbeat))
         .route("/v1/appliances/{id}/register", post(fleet::register))
+        .route("/v1/appliances/{id}/catalog/{title}", get(fleet::catalog))
+        .route("/v1/appliances/{id}/fill-plan", get(fleet::fill_plan))
         .route("/v1/keys", get(fleet::keys))
         .route("/v1/fleet", get(fleet::view))
         .route("/v1/admin/policy", put(admin::put_policy))

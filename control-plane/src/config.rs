@@ -83,6 +83,143 @@ pub struct Config {
     pub key_prepublish_secs: u64,
     /// How long policy and fleet data are cached in memory, milliseconds.
     pub snapshot_ttl_ms: u64,
+    /// Fill planning (`[fill]`).
+    pub fill: FillConfig,
+}
+
+/// Fill planning settings: the `[fill]` table (unknown keys are errors), every key also a
+/// `--fill-<key>` flag of `outpost control-plane`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FillConfig {
+    /// S3-compatible bucket holding the packager's output (`<prefix>/<title>/<path>`), offered as
+    /// the last origin source; none by default. Appliances hold its endpoint and credentials.
+    pub s3_bucket: Option<String>,
+    /// Key prefix inside the bucket, without leading or trailing `/`.
+    pub s3_prefix: String,
+    /// Appliances fetch their plan again within this many seconds.
+    pub plan_refresh_secs: u64,
+    /// A cluster's placement is recomputed at most this often (sources and grants are fresh on
+    /// every request), seconds.
+    pub plan_cache_secs: u64,
+    /// Lifetime of fill grants, seconds: longer than `plan_refresh_secs`, at most the verifiers'
+    /// six-hour cap.
+    pub grant_ttl_secs: u64,
+    /// The sliding window popularity is measured over, seconds.
+    pub popularity_window_secs: u64,
+    /// Weight of the forecast feed against observed views, 0..=1.
+    pub forecast_weight: f64,
+    /// Views per window one copy carries; a title gets ceil(views / this) copies.
+    pub views_per_copy: f64,
+    /// Most copies of a title in one cluster; 0 = every appliance.
+    pub max_copies: usize,
+    /// Swap cost: a held title is displaced only by one this many times more popular (>= 1).
+    pub hysteresis: f64,
+    /// Share of each appliance's reported capacity the planner fills, (0, 1].
+    pub capacity_fraction: f64,
+    /// Titles imported less than this long ago are new releases: urgent, seconds.
+    pub new_release_secs: u64,
+    /// Titles with a content miss in the cluster's countries this recently are urgent, seconds.
+    pub miss_urgent_secs: u64,
+    /// Most appliances listed as sources per source cluster.
+    pub sources_per_cluster: usize,
+}
+
+impl Default for FillConfig {
+    fn default() -> Self {
+        FillConfig {
+            s3_bucket: None,
+            s3_prefix: String::new(),
+            plan_refresh_secs: 300,
+            plan_cache_secs: 30,
+            grant_ttl_secs: 4 * 3600,
+            popularity_window_secs: 86_400,
+            forecast_weight: 0.5,
+            views_per_copy: 50.0,
+            max_copies: 0,
+            hysteresis: 1.25,
+            capacity_fraction: 0.95,
+            new_release_secs: 86_400,
+            miss_urgent_secs: 600,
+            sources_per_cluster: 2,
+        }
+    }
+}
+
+impl FillConfig {
+    /// The planner's parameters.
+    pub fn params(&self) -> crate::fill::FillParams {
+        crate::fill::FillParams {
+            views_per_copy: self.views_per_copy,
+            max_copies: self.max_copies,
+            hysteresis: self.hysteresis,
+            capacity_fraction: self.capacity_fraction,
+        }
+    }
+
+    /// Checks values serde cannot; the error names the key (`fill.<key>`).
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |key: &str, why: &str| {
+            Err(crate::Error::Config {
+                key: format!("fill.{key}"),
+                reason: why.to_owned(),
+            })
+        };
+        if let Some(b) = &self.s3_bucket {
+            let ok = (3..=63).contains(&b.len())
+                && b.bytes().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.'
+                })
+                && !b.starts_with(['-', '.'])
+                && !b.ends_with(['-', '.']);
+            if !ok {
+                return bad(
+                    "s3_bucket",
+                    "must be an S3 bucket name: 3-63 of [a-z0-9.-], starting and ending with a letter or digit",
+                );
+            }
+        }
+        if self.s3_prefix.starts_with('/')
+            || self.s3_prefix.ends_with('/')
+            || self.s3_prefix.contains("//")
+            || self.s3_prefix.chars().any(char::is_control)
+        {
+            return bad(
+                "s3_prefix",
+                "must not start or end with '/' nor hold empty segments",
+            );
+        }
+        if self.plan_refresh_secs == 0 {
+            return bad("plan_refresh_secs", "must be positive");
+        }
+        if self.grant_ttl_secs <= self.plan_refresh_secs
+            || self.grant_ttl_secs > protocol::grant::DEFAULT_MAX_LIFETIME_SECS
+        {
+            return bad(
+                "grant_ttl_secs",
+                "must exceed plan_refresh_secs and be at most 21600 (the verifiers' cap)",
+            );
+        }
+        if self.popularity_window_secs == 0 {
+            return bad("popularity_window_secs", "must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.forecast_weight) {
+            return bad("forecast_weight", "must be between 0 and 1");
+        }
+        if !(self.views_per_copy.is_finite() && self.views_per_copy > 0.0) {
+            return bad("views_per_copy", "must be a positive number");
+        }
+        if !(self.hysteresis.is_finite() && self.hysteresis >= 1.0) {
+            return bad("hysteresis", "must be a number >= 1");
+        }
+        if !(self.capacity_fraction > 0.0 && self.capacity_fraction <= 1.0) {
+            return bad("capacity_fraction", "must be in (0, 1]");
+        }
+        if self.sources_per_cluster == 0 || self.sources_per_cluster > 8 {
+            return bad("sources_per_cluster", "must be between 1 and 8");
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -111,6 +248,7 @@ impl Default for Config {
             key_rotate_secs: 7 * 86400,
             key_prepublish_secs: 600,
             snapshot_ttl_ms: 1000,
+            fill: FillConfig::default(),
         }
     }
 }
@@ -210,6 +348,6 @@ impl Config {
         if self.db_max_connections == Some(0) {
             return bad("db_max_connections", "must be positive");
         }
-        Ok(())
+        self.fill.validate()
     }
 }

@@ -115,6 +115,9 @@ pub struct ClusterRow {
     pub kind: String,
     /// JSON array of fallback cluster ids.
     pub fallbacks: String,
+    /// JSON array of the countries of its content region (ISO 3166-1 alpha-2); `[]` = every
+    /// country.
+    pub countries: String,
 }
 
 /// An appliance: configuration and last report.
@@ -158,6 +161,41 @@ pub struct ApplianceRow {
     pub requests_served: i64,
     /// Payload bytes sent since the appliance started, as last reported.
     pub bytes_served: i64,
+    /// JSON array of `protocol::fill::HeldTitle` as last reported (none from agents that do not
+    /// report versions).
+    pub held: Option<String>,
+    /// JSON of the last reported `protocol::fill::FillStatus`.
+    pub fill_status: Option<String>,
+}
+
+/// One row of the popularity forecast feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastRow {
+    /// ISO 3166-1 alpha-2 country.
+    pub country: String,
+    /// Title id.
+    pub title: String,
+    /// Position in the country's ordered list, from 0.
+    pub position: i64,
+    /// Expected views over the planning window.
+    pub views: f64,
+}
+
+/// What one session tells the popularity estimator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// Title.
+    pub title: String,
+    /// Client country.
+    pub country: String,
+    /// JSON array of the rendition ids the session could fetch.
+    pub renditions: String,
+    /// JSON of the steering decision (carries the miss class).
+    pub steering: String,
+    /// Started.
+    pub created_at: i64,
+    /// Ended, or the lease expiry when it did not end.
+    pub last_at: i64,
 }
 
 /// A playback API key.
@@ -182,6 +220,8 @@ pub struct SnapshotRows {
     pub windows: Vec<WindowRow>,
     /// `(id, catalog JSON)` of every title.
     pub titles: Vec<(String, String)>,
+    /// `(id, imported_at)` of every title.
+    pub titles_imported_at: Vec<(String, i64)>,
     /// Content keys (sealed).
     pub keys: Vec<KeyRow>,
     /// `(id, name)` of every site.
@@ -278,6 +318,10 @@ pub struct HeartbeatRow {
     pub requests_served: i64,
     /// Payload bytes sent since the appliance started.
     pub bytes_served: i64,
+    /// JSON array of the held titles with versions, when reported.
+    pub held: Option<String>,
+    /// JSON fill status, when reported.
+    pub fill: Option<String>,
 }
 
 /// The storage API. Every method is one short transaction or statement.
@@ -314,7 +358,8 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
     async fn extend_session(&self, id: &str, now: i64, expires_at: i64) -> Result<bool, Error>;
     /// Ends a live session; false if it was not live.
     async fn end_session(&self, id: &str, now: i64, reason: &str) -> Result<bool, Error>;
-    /// Records a heartbeat; false if the appliance is unknown.
+    /// Records a heartbeat (a heartbeat without a fill status keeps the last one); false if the
+    /// appliance is unknown.
     async fn record_heartbeat(&self, id: &str, hb: &HeartbeatRow, now: i64) -> Result<bool, Error>;
     /// Records a registration (address, port, prefixes, version; `None` keeps the value).
     async fn register_appliance(
@@ -329,6 +374,26 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
     async fn mark_offline(&self, before: i64) -> Result<Vec<String>, Error>;
     /// Deletes sessions that ended or lapsed before `before`; returns how many.
     async fn purge_sessions(&self, before: i64) -> Result<u64, Error>;
+    /// Replaces the forecast of each country in `countries` with `rows` (one transaction).
+    async fn put_forecast(
+        &self,
+        countries: &[String],
+        rows: &[ForecastRow],
+        now: i64,
+    ) -> Result<(), Error>;
+    /// The whole forecast feed.
+    async fn forecasts(&self) -> Result<Vec<ForecastRow>, Error>;
+    /// Sessions that were live at some point after `since`.
+    async fn session_usage(&self, since: i64) -> Result<Vec<UsageRow>, Error>;
+    /// The last published placement of a cluster: `(appliance, title)` pairs.
+    async fn placements(&self, cluster: &str) -> Result<Vec<(String, String)>, Error>;
+    /// Replaces the published placement of a cluster (one transaction).
+    async fn replace_placements(
+        &self,
+        cluster: &str,
+        rows: &[(String, String)],
+        now: i64,
+    ) -> Result<(), Error>;
 }
 
 fn plan(r: &impl RowExt) -> Result<PlanRow, sqlx::Error> {
@@ -413,6 +478,8 @@ fn appliance(r: &impl RowExt) -> Result<ApplianceRow, sqlx::Error> {
         last_heartbeat: r.oi("last_heartbeat")?,
         requests_served: r.i("requests_served")?,
         bytes_served: r.i("bytes_served")?,
+        held: r.os("held")?,
+        fill_status: r.os("fill_status")?,
     })
 }
 
@@ -514,8 +581,8 @@ macro_rules! repository {
                         .execute(&mut *tx).await?;
                 }
                 for r in &p.clusters {
-                    sqlx::query("INSERT INTO clusters (id, site_id, kind, fallbacks) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET site_id = excluded.site_id, kind = excluded.kind, fallbacks = excluded.fallbacks")
-                        .bind(&r.id).bind(&r.site_id).bind(&r.kind).bind(&r.fallbacks)
+                    sqlx::query("INSERT INTO clusters (id, site_id, kind, fallbacks, countries) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET site_id = excluded.site_id, kind = excluded.kind, fallbacks = excluded.fallbacks, countries = excluded.countries")
+                        .bind(&r.id).bind(&r.site_id).bind(&r.kind).bind(&r.fallbacks).bind(&r.countries)
                         .execute(&mut *tx).await?;
                 }
                 for r in &p.appliances {
@@ -571,8 +638,9 @@ macro_rules! repository {
                 for r in sqlx::query("SELECT title, country, starts_at, ends_at, max_tier FROM windows").fetch_all(&mut *conn).await? {
                     s.windows.push(WindowRow { title: r.s("title")?, country: r.s("country")?, starts_at: r.i("starts_at")?, ends_at: r.i("ends_at")?, max_tier: r.s("max_tier")? });
                 }
-                for r in sqlx::query("SELECT id, catalog FROM titles").fetch_all(&mut *conn).await? {
+                for r in sqlx::query("SELECT id, catalog, imported_at FROM titles").fetch_all(&mut *conn).await? {
                     s.titles.push((r.s("id")?, r.s("catalog")?));
+                    s.titles_imported_at.push((r.s("id")?, r.i("imported_at")?));
                 }
                 for r in sqlx::query("SELECT title, kid, scheme, tier, track_type, sealed FROM content_keys").fetch_all(&mut *conn).await? {
                     s.keys.push(KeyRow { title: r.s("title")?, kid: r.s("kid")?, scheme: r.s("scheme")?, tier: r.os("tier")?, track_type: r.s("track_type")?, sealed: r.s("sealed")? });
@@ -580,8 +648,8 @@ macro_rules! repository {
                 for r in sqlx::query("SELECT id, name FROM sites").fetch_all(&mut *conn).await? {
                     s.sites.push((r.s("id")?, r.s("name")?));
                 }
-                for r in sqlx::query("SELECT id, site_id, kind, fallbacks FROM clusters").fetch_all(&mut *conn).await? {
-                    s.clusters.push(ClusterRow { id: r.s("id")?, site_id: r.s("site_id")?, kind: r.s("kind")?, fallbacks: r.s("fallbacks")? });
+                for r in sqlx::query("SELECT id, site_id, kind, fallbacks, countries FROM clusters").fetch_all(&mut *conn).await? {
+                    s.clusters.push(ClusterRow { id: r.s("id")?, site_id: r.s("site_id")?, kind: r.s("kind")?, fallbacks: r.s("fallbacks")?, countries: r.s("countries")? });
                 }
                 for r in sqlx::query("SELECT * FROM appliances ORDER BY id").fetch_all(&mut *conn).await? {
                     s.appliances.push(appliance(&r)?);
@@ -654,9 +722,10 @@ macro_rules! repository {
 
             async fn record_heartbeat(&self, id: &str, hb: &HeartbeatRow, now: i64) -> Result<bool, Error> {
                 let _w = self.write_guard().await;
-                let r = sqlx::query("UPDATE appliances SET status = 'online', health = $1, load = $2, egress_bps = $3, drives = $4, titles = $5, reported_prefixes = COALESCE($6, reported_prefixes), last_heartbeat = $7, requests_served = $8, bytes_served = $9 WHERE id = $10")
+                let r = sqlx::query("UPDATE appliances SET status = 'online', health = $1, load = $2, egress_bps = $3, drives = $4, titles = $5, reported_prefixes = COALESCE($6, reported_prefixes), last_heartbeat = $7, requests_served = $8, bytes_served = $9, held = $10, fill_status = COALESCE($11, fill_status) WHERE id = $12")
                     .bind(&hb.health).bind(hb.load).bind(hb.egress_bps).bind(&hb.drives).bind(&hb.titles)
-                    .bind(&hb.prefixes).bind(now).bind(hb.requests_served).bind(hb.bytes_served).bind(id)
+                    .bind(&hb.prefixes).bind(now).bind(hb.requests_served).bind(hb.bytes_served)
+                    .bind(&hb.held).bind(&hb.fill).bind(id)
                     .execute(&self.pool).await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -687,6 +756,70 @@ macro_rules! repository {
                     .bind(before)
                     .execute(&self.pool).await?;
                 Ok(r.rows_affected())
+            }
+
+            async fn put_forecast(&self, countries: &[String], rows: &[ForecastRow], now: i64) -> Result<(), Error> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                for c in countries {
+                    sqlx::query("DELETE FROM forecasts WHERE country = $1")
+                        .bind(c)
+                        .execute(&mut *tx).await?;
+                }
+                for r in rows {
+                    sqlx::query("INSERT INTO forecasts (country, title, position, views, imported_at) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(&r.country).bind(&r.title).bind(r.position).bind(r.views).bind(now)
+                        .execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn forecasts(&self) -> Result<Vec<ForecastRow>, Error> {
+                let rows = sqlx::query("SELECT country, title, position, views FROM forecasts ORDER BY country, position")
+                    .fetch_all(&self.pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push(ForecastRow { country: r.s("country")?, title: r.s("title")?, position: r.i("position")?, views: r.f("views")? });
+                }
+                Ok(out)
+            }
+
+            async fn session_usage(&self, since: i64) -> Result<Vec<UsageRow>, Error> {
+                let rows = sqlx::query("SELECT title, country, renditions, steering, created_at, COALESCE(ended_at, expires_at) AS last_at FROM sessions WHERE COALESCE(ended_at, expires_at) > $1")
+                    .bind(since)
+                    .fetch_all(&self.pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push(UsageRow { title: r.s("title")?, country: r.s("country")?, renditions: r.s("renditions")?, steering: r.s("steering")?, created_at: r.i("created_at")?, last_at: r.i("last_at")? });
+                }
+                Ok(out)
+            }
+
+            async fn placements(&self, cluster: &str) -> Result<Vec<(String, String)>, Error> {
+                let rows = sqlx::query("SELECT appliance_id, title FROM fill_placements WHERE cluster_id = $1 ORDER BY appliance_id, title")
+                    .bind(cluster)
+                    .fetch_all(&self.pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push((r.s("appliance_id")?, r.s("title")?));
+                }
+                Ok(out)
+            }
+
+            async fn replace_placements(&self, cluster: &str, rows: &[(String, String)], now: i64) -> Result<(), Error> {
+                let _w = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM fill_placements WHERE cluster_id = $1")
+                    .bind(cluster)
+                    .execute(&mut *tx).await?;
+                for (a, t) in rows {
+                    sqlx::query("INSERT INTO fill_placements (cluster_id, appliance_id, title, placed_at) VALUES ($1, $2, $3, $4) ON CONFLICT (appliance_id, title) DO UPDATE SET cluster_id = excluded.cluster_id, placed_at = excluded.placed_at")
+                        .bind(cluster).bind(a).bind(t).bind(now)
+                        .execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
         }
     };

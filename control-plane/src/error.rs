@@ -125,6 +125,10 @@ pub enum ApiError {
     /// Unknown appliance.
     #[error("unknown appliance {0:?}")]
     UnknownAppliance(String),
+    /// An authenticated caller asked for something that is not its own (another appliance's
+    /// plan).
+    #[error("{0}")]
+    Forbidden(String),
     /// The admin API is disabled (no admin token configured).
     #[error("the admin API is disabled: configure admin_token")]
     AdminDisabled,
@@ -156,6 +160,7 @@ impl ApiError {
             ApiError::SessionEnded => "session_ended",
             ApiError::NoKeys(_) => "no_keys",
             ApiError::UnknownAppliance(_) => "unknown_appliance",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Import(_) => "import_failed",
             ApiError::Internal(_) => "internal",
@@ -177,6 +182,7 @@ impl ApiError {
             | ApiError::TierUnavailable(_)
             | ApiError::DrmUnsupported(_)
             | ApiError::NoKeys(_)
+            | ApiError::Forbidden(_)
             | ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::ConcurrentLimit(_) | ApiError::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -188,7 +194,7 @@ impl ApiError {
     }
 
     /// Every code, for documentation and tests.
-    pub const CODES: [&'static str; 19] = [
+    pub const CODES: [&'static str; 20] = [
         "unauthorized",
         "invalid_request",
         "unknown_title",
@@ -205,6 +211,7 @@ impl ApiError {
         "session_ended",
         "no_keys",
         "unknown_appliance",
+        "forbidden",
         "admin_disabled",
         "import_failed",
         "internal",

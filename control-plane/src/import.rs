@@ -226,6 +226,10 @@ pub struct ClusterDef {
     /// Fallback clusters, in order.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// The countries of its content region (ISO 3166-1 alpha-2): the fill planner ranks titles
+    /// by the popularity in these countries. Empty (the default) = every country.
+    #[serde(default)]
+    pub countries: Vec<String>,
 }
 
 /// An appliance.
@@ -451,11 +455,20 @@ impl Policy {
                     ));
                 }
             }
+            for (j, country) in c.countries.iter().enumerate() {
+                if !is_country(country) {
+                    return Err(bad(
+                        format!("clusters[{i}].countries[{j}]"),
+                        format!("{country:?} must be an ISO 3166-1 alpha-2 code like NZ"),
+                    ));
+                }
+            }
             rows.clusters.push(ClusterRow {
                 id: c.id.clone(),
                 site_id: c.site.clone(),
                 kind: c.kind.as_str().into(),
                 fallbacks: serde_json::to_string(&c.fallbacks).unwrap_or_default(),
+                countries: serde_json::to_string(&c.countries).unwrap_or_default(),
             });
         }
         for (i, a) in self.appliances.iter().enumerate() {
@@ -545,6 +558,8 @@ impl Policy {
                 last_heartbeat: None,
                 requests_served: 0,
                 bytes_served: 0,
+                held: None,
+                fill_status: None,
             });
         }
         for (i, k) in self.api_keys.iter().enumerate() {
@@ -689,11 +704,13 @@ pub enum Imported {
     Title(String),
     /// Content keys of a title.
     Keys(String, usize),
+    /// A forecast feed: countries replaced, titles listed.
+    Forecast(usize, usize),
 }
 
 /// Imports one file, recognized by content: TOML → policy; JSON with `renditions` → catalog
-/// entry (plus sibling manifests); JSON with `keys` and `scheme` → content keys; other JSON →
-/// policy.
+/// entry (plus sibling manifests); JSON with `keys` and `scheme` → content keys; JSON with
+/// `forecast` → the popularity forecast feed; other JSON → policy.
 pub async fn import_file(
     repo: &dyn Repository,
     master: &MasterKey,
@@ -728,6 +745,9 @@ pub async fn import_file(
     if value.get("keys").is_some() && value.get("scheme").is_some() {
         return import_keys(repo, master, &text, &file).await;
     }
+    if value.get("forecast").is_some() {
+        return import_forecast(repo, &text, &file, now).await;
+    }
     import_policy(repo, &text, false, &file).await
 }
 
@@ -752,6 +772,20 @@ pub async fn import_policy(
         rows.plans.len(), rows.accounts.len(), rows.device_classes.len(), rows.geo.len(), rows.windows.len(),
         rows.sites.len(), rows.clusters.len(), rows.appliances.len(), rows.api_keys.len()
     )))
+}
+
+/// Imports a forecast feed ([`crate::fill::forecast`]): replaces the forecast of each country
+/// it lists.
+pub async fn import_forecast(
+    repo: &dyn Repository,
+    text: &str,
+    file: &str,
+    now: i64,
+) -> Result<Imported, Error> {
+    let feed = crate::fill::forecast::ForecastFeed::parse(text, file)?;
+    let (countries, rows) = feed.to_rows(file)?;
+    repo.put_forecast(&countries, &rows, now).await?;
+    Ok(Imported::Forecast(countries.len(), rows.len()))
 }
 
 /// Imports a content-keys document.

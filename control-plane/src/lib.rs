@@ -9,6 +9,8 @@
 //! - [`import`]: policy, catalog and content-key imports with errors naming the field.
 //! - [`steering`]: pure ranking (longest-prefix match, cluster fallbacks, rendezvous hashing,
 //!   miss classes) over a [`steering::Fleet`] snapshot; [`prefix`] is its prefix table.
+//! - [`fill`]: the fill planner (pure: which titles each appliance holds, where it fetches them
+//!   from) and its database edge; appliances read it at `GET /v1/appliances/{id}/fill-plan`.
 //! - [`manifest`]: per-session HLS and DASH rewriting with content steering.
 //! - [`routes`]: the handlers; [`keys`]: grant signing keys with rotation; [`crypto`]: sealed
 //!   content keys and hashed secrets.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod fill;
 pub mod import;
 pub mod keys;
 pub mod manifest;

@@ -1,9 +1,12 @@
 //! Prometheus metrics, kept as atomics and rendered in the text exposition format at
-//! `GET /metrics`. Labels are fixed sets (refusal codes, miss classes), never ids, so the series
-//! count is bounded.
+//! `GET /metrics`. Labels are fixed sets (refusal codes, miss classes, fill actions), never
+//! appliance or session ids, so the series count is bounded; the one exception is the cluster id
+//! on `outpost_cp_fill_titles_planned`, a set the policy bounds.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::error::ApiError;
 
@@ -31,6 +34,20 @@ pub struct Metrics {
     pub appliance_heartbeats: AtomicU64,
     /// HTTP requests.
     pub requests: AtomicU64,
+    /// Fill plans served to appliances.
+    pub fill_plans_served: AtomicU64,
+    /// Catalog entries served to filling appliances.
+    pub fill_catalogs_served: AtomicU64,
+    /// Placement changes published: adds.
+    pub plan_adds: AtomicU64,
+    /// Placement changes published: removes.
+    pub plan_removes: AtomicU64,
+    /// Cluster → titles in its last published placement (distinct titles).
+    pub titles_planned: Mutex<BTreeMap<String, u64>>,
+    fill_last: Mutex<HashMap<String, (u64, u64, u64)>>,
+    fill_bytes: AtomicU64,
+    fill_files_verified: AtomicU64,
+    fill_verify_failures: AtomicU64,
     start_buckets: [AtomicU64; BUCKETS.len()],
     start_count: AtomicU64,
     start_sum_us: AtomicU64,
@@ -48,6 +65,15 @@ impl Default for Metrics {
             health_misses: AtomicU64::new(0),
             appliance_heartbeats: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            fill_plans_served: AtomicU64::new(0),
+            fill_catalogs_served: AtomicU64::new(0),
+            plan_adds: AtomicU64::new(0),
+            plan_removes: AtomicU64::new(0),
+            titles_planned: Mutex::new(BTreeMap::new()),
+            fill_last: Mutex::new(HashMap::new()),
+            fill_bytes: AtomicU64::new(0),
+            fill_files_verified: AtomicU64::new(0),
+            fill_verify_failures: AtomicU64::new(0),
             start_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             start_count: AtomicU64::new(0),
             start_sum_us: AtomicU64::new(0),
@@ -65,6 +91,26 @@ impl Metrics {
         if let Some(i) = ApiError::CODES.iter().position(|c| *c == e.code()) {
             inc(&self.refusals[i]);
         }
+    }
+
+    /// Adds what an appliance's fill counters grew by since its previous heartbeat (a counter
+    /// that went down means the appliance restarted: its new value is all growth).
+    pub fn record_fill(&self, appliance: &str, f: &protocol::fill::FillStatus) {
+        let now = (f.bytes_filled, f.files_verified, f.verify_failures);
+        let Ok(mut last) = self.fill_last.lock() else {
+            return;
+        };
+        let prev = last.insert(appliance.to_owned(), now);
+        let grow = |new: u64, old: Option<u64>| match old {
+            Some(o) if new >= o => new - o,
+            _ => new,
+        };
+        self.fill_bytes
+            .fetch_add(grow(now.0, prev.map(|p| p.0)), Ordering::Relaxed);
+        self.fill_files_verified
+            .fetch_add(grow(now.1, prev.map(|p| p.1)), Ordering::Relaxed);
+        self.fill_verify_failures
+            .fetch_add(grow(now.2, prev.map(|p| p.2)), Ordering::Relaxed);
     }
 
     /// Records one session-start latency.
@@ -116,6 +162,48 @@ impl Metrics {
             "HTTP requests served.",
             g(&self.requests),
         );
+        counter(
+            "outpost_cp_fill_plans_served_total",
+            "Fill plans served to appliances.",
+            g(&self.fill_plans_served),
+        );
+        counter(
+            "outpost_cp_fill_catalogs_served_total",
+            "Catalog entries served to filling appliances.",
+            g(&self.fill_catalogs_served),
+        );
+        counter(
+            "outpost_cp_fill_bytes_reported_total",
+            "Bytes appliances report having fetched by fill.",
+            g(&self.fill_bytes),
+        );
+        counter(
+            "outpost_cp_fill_files_verified_total",
+            "Files appliances report fetched and verified by fill.",
+            g(&self.fill_files_verified),
+        );
+        counter(
+            "outpost_cp_fill_verify_failures_total",
+            "Files whose size or SHA-256 did not match, as appliances report.",
+            g(&self.fill_verify_failures),
+        );
+        let _ = writeln!(s, "# HELP outpost_cp_fill_plan_changes_total Placement changes published (plan churn).\n# TYPE outpost_cp_fill_plan_changes_total counter");
+        let _ = writeln!(
+            s,
+            "outpost_cp_fill_plan_changes_total{{action=\"add\"}} {}",
+            g(&self.plan_adds)
+        );
+        let _ = writeln!(
+            s,
+            "outpost_cp_fill_plan_changes_total{{action=\"remove\"}} {}",
+            g(&self.plan_removes)
+        );
+        let _ = writeln!(s, "# HELP outpost_cp_fill_titles_planned Titles in each cluster's last published placement (cluster ids come from the policy, a bounded set).\n# TYPE outpost_cp_fill_titles_planned gauge");
+        if let Ok(m) = self.titles_planned.lock() {
+            for (c, n) in m.iter() {
+                let _ = writeln!(s, "outpost_cp_fill_titles_planned{{cluster=\"{c}\"}} {n}");
+            }
+        }
         let _ = writeln!(s, "# HELP outpost_cp_steering_misses_total Steering decisions that skipped the best local appliance.\n# TYPE outpost_cp_steering_misses_total counter");
         let _ = writeln!(
             s,

@@ -8,7 +8,7 @@
 //! replica sees another replica's changes within the TTL. Accounts and sessions are always read
 //! from the database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -119,6 +119,31 @@ pub struct Snapshot {
     pub appliance_credentials: HashMap<String, String>,
     /// API key SHA-256 → key id.
     pub api_keys: HashMap<String, String>,
+    /// Title → its catalog entry JSON exactly as stored (served to appliances that fill it).
+    pub catalog_text: HashMap<String, Arc<str>>,
+    /// Title → version digest, size and import time.
+    pub title_meta: HashMap<String, TitleMeta>,
+    /// Appliance → the titles it reported held with their versions (fill-aware agents only).
+    pub held: HashMap<String, Vec<protocol::fill::HeldTitle>>,
+    /// Appliance → its last reported fill status.
+    pub fill_status: HashMap<String, protocol::fill::FillStatus>,
+    /// Appliance → bytes of its working (not failed) drives, as last reported.
+    pub capacity: HashMap<String, u64>,
+    /// Cluster → the countries of its content region (empty = every country).
+    pub cluster_countries: HashMap<String, Vec<String>>,
+}
+
+/// What the fill planner needs to know of a title besides its entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TitleMeta {
+    /// `protocol::fill::catalog_digest` of the stored catalog JSON: the title's version.
+    pub catalog_sha256: String,
+    /// Total bytes of its files.
+    pub bytes: u64,
+    /// Duration, seconds (rounded up).
+    pub duration_secs: u64,
+    /// When it was imported, Unix seconds.
+    pub imported_at: i64,
 }
 
 fn tier(s: &str) -> Tier {
@@ -157,9 +182,20 @@ impl Snapshot {
                 (w.starts_at, w.ends_at, tier(&w.max_tier)),
             );
         }
+        let imported: HashMap<String, i64> = rows.titles_imported_at.into_iter().collect();
         for (id, c) in rows.titles {
             match CatalogEntry::from_json(&c) {
                 Ok(e) => {
+                    s.title_meta.insert(
+                        id.clone(),
+                        TitleMeta {
+                            catalog_sha256: protocol::fill::catalog_digest(&c),
+                            bytes: e.total_bytes(),
+                            duration_secs: e.duration_ms.div_ceil(1000),
+                            imported_at: imported.get(&id).copied().unwrap_or(0),
+                        },
+                    );
+                    s.catalog_text.insert(id.clone(), Arc::from(c.as_str()));
                     s.titles.insert(id, Arc::new(e));
                 }
                 Err(e) => {
@@ -178,6 +214,12 @@ impl Snapshot {
                 },
                 sealed: k.sealed,
             });
+        }
+        for c in &rows.clusters {
+            s.cluster_countries.insert(
+                c.id.clone(),
+                json_list(Some(&c.countries)).unwrap_or_default(),
+            );
         }
         let clusters = rows
             .clusters
@@ -205,10 +247,53 @@ impl Snapshot {
                 .iter()
                 .filter_map(|p| p.parse().ok())
                 .collect();
+            let held: Vec<protocol::fill::HeldTitle> = a
+                .held
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default();
+            // A title held in an older catalog version is not held for steering: the session's
+            // manifests describe the current version's files.
+            let stale: HashSet<&str> = held
+                .iter()
+                .filter(|h| {
+                    s.title_meta
+                        .get(&h.title)
+                        .is_some_and(|m| m.catalog_sha256 != h.catalog_sha256)
+                })
+                .map(|h| h.title.as_str())
+                .collect();
             let titles = match admin_state {
                 AdminState::Online => json_list(a.configured_titles.as_deref()),
-                _ => Some(json_list(a.titles.as_deref()).unwrap_or_default()),
+                _ => Some(
+                    json_list(a.titles.as_deref())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|t| !stale.contains(t.as_str()))
+                        .collect(),
+                ),
             };
+            if let Some(d) = a
+                .drives
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<Vec<protocol::fleet::Drive>>(d).ok())
+            {
+                let cap = d
+                    .iter()
+                    .filter(|d| d.state != protocol::fleet::DriveState::Failed)
+                    .fold(0u64, |acc, d| acc.saturating_add(d.capacity_bytes));
+                s.capacity.insert(a.id.clone(), cap);
+            }
+            if let Some(f) = a
+                .fill_status
+                .as_deref()
+                .and_then(|f| serde_json::from_str(f).ok())
+            {
+                s.fill_status.insert(a.id.clone(), f);
+            }
+            if !held.is_empty() {
+                s.held.insert(a.id.clone(), held);
+            }
             if !a.credential_sha256.is_empty() {
                 s.appliance_credentials
                     .insert(a.id.clone(), a.credential_sha256.clone());
@@ -309,6 +394,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Request rates per appliance, from heartbeats (for the fleet view).
     pub telemetry: crate::telemetry::Telemetry,
+    /// Recently computed fill plans per cluster.
+    pub fill_plans: crate::fill::edge::PlanCache,
     snapshot: RwLock<(Arc<Snapshot>, Instant)>,
     dirty: AtomicBool,
     reload: tokio::sync::Mutex<()>,
@@ -347,6 +434,7 @@ impl AppState {
             limiter,
             metrics: Metrics::default(),
             telemetry: crate::telemetry::Telemetry::default(),
+            fill_plans: crate::fill::edge::PlanCache::default(),
             snapshot: RwLock::new((Arc::new(snap), Instant::now())),
             dirty: AtomicBool::new(false),
             reload: tokio::sync::Mutex::new(()),

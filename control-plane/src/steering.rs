@@ -221,6 +221,18 @@ impl Fleet {
         &self.appliances
     }
 
+    /// A cluster by id.
+    pub fn cluster(&self, id: &str) -> Option<&Cluster> {
+        self.clusters.get(id)
+    }
+
+    /// Every cluster, sorted by id.
+    pub fn clusters(&self) -> Vec<&Cluster> {
+        let mut v: Vec<&Cluster> = self.clusters.values().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
     /// An appliance by id.
     pub fn appliance(&self, id: &str) -> Option<&Appliance> {
         self.appliances.iter().find(|a| a.id == id)

@@ -102,3 +102,12 @@ async fn postgres_url_selects_the_backend() {
 async fn postgres_fleet_view_lists_counters_and_rates() {
     scenarios::fleet_view(&Env::postgres().await).await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_fill_plans_follow_holdings() {
+    common::fill_scenarios::fill_plans_follow_holdings(
+        &Env::postgres_with(common::fill_scenarios::config()).await,
+    )
+    .await;
+}

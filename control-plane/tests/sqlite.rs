@@ -260,3 +260,11 @@ async fn admin_api_is_off_without_a_token() {
 async fn sqlite_fleet_view_lists_counters_and_rates() {
     scenarios::fleet_view(&Env::sqlite().await).await;
 }
+
+#[tokio::test]
+async fn sqlite_fill_plans_follow_holdings() {
+    common::fill_scenarios::fill_plans_follow_holdings(
+        &Env::sqlite_with(common::fill_scenarios::config()).await,
+    )
+    .await;
+}

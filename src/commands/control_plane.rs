@@ -191,6 +191,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     Imported::Policy(s) => println!("imported policy: {s}"),
                     Imported::Title(t) => println!("imported title {t}"),
                     Imported::Keys(t, n) => println!("imported {n} content keys for {t}"),
+                    Imported::Forecast(c, n) => {
+                        println!("imported forecast: {n} titles in {c} countries")
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -33,6 +33,7 @@ fn imported(i: Imported) -> Json<Value> {
         Imported::Policy(s) => json!({"imported": "policy", "summary": s}),
         Imported::Title(t) => json!({"imported": "title", "title": t}),
         Imported::Keys(t, n) => json!({"imported": "content_keys", "title": t, "keys": n}),
+        Imported::Forecast(c, n) => json!({"imported": "forecast", "countries": c, "titles": n}),
     })
 }
 
@@ -53,6 +54,7 @@ pub async fn put_policy(
         .is_some_and(|v| v.contains("toml"));
     let r = import::import_policy(st.repo.as_ref(), text, is_toml, "request body").await?;
     st.invalidate();
+    st.fill_plans.clear().await;
     Ok(imported(r))
 }
 
@@ -96,6 +98,7 @@ pub async fn put_title(
     }
     st.repo.put_title(&row).await?;
     st.invalidate();
+    st.fill_plans.clear().await;
     Ok(imported(Imported::Title(row.id)))
 }
 

@@ -15,29 +15,36 @@ use crate::error::ApiError;
 use crate::prefix::Prefix;
 use crate::state::AppState;
 
-async fn authenticate(st: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
+/// Authenticates an appliance request: the `Outpost-Appliance` header names the caller, whose
+/// credential must be the bearer token (401 otherwise; digests compared, so the time does not
+/// depend on the secret); a caller acting on another appliance's path gets 403.
+pub(crate) async fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(), ApiError> {
     let named = headers
         .get(APPLIANCE_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::invalid(APPLIANCE_HEADER, "header is required"))?;
-    if named != id {
-        return Err(ApiError::invalid(
-            APPLIANCE_HEADER,
-            "header does not match the appliance id in the path",
-        ));
-    }
     let snap = st.snapshot().await?;
     if snap.fleet.appliance(id).is_none() {
         return Err(ApiError::UnknownAppliance(id.to_owned()));
     }
     let want = snap
         .appliance_credentials
-        .get(id)
+        .get(named)
         .ok_or(ApiError::Unauthorized)?;
     match bearer(headers) {
-        Some(t) if &digest(t) == want => Ok(()),
-        _ => Err(ApiError::Unauthorized),
+        Some(t) if &digest(t) == want => {}
+        _ => return Err(ApiError::Unauthorized),
     }
+    if named != id {
+        return Err(ApiError::Forbidden(format!(
+            "appliance {named:?} may not act for appliance {id:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn prefixes_json(field: &str, list: &[String]) -> Result<String, ApiError> {
@@ -68,6 +75,22 @@ pub async fn heartbeat(
     hb.validate().map_err(|e| match e {
         protocol::fleet::FleetError::Invalid { field, reason } => ApiError::invalid(field, reason),
     })?;
+    let hex64 =
+        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    for (i, h) in hb.held.iter().enumerate() {
+        if !hex64(&h.catalog_sha256) {
+            return Err(ApiError::invalid(
+                format!("held[{i}].catalog_sha256"),
+                "must be 64 lowercase hex digits",
+            ));
+        }
+        if !hex64(&h.files_digest) {
+            return Err(ApiError::invalid(
+                format!("held[{i}].files_digest"),
+                "must be 64 lowercase hex digits",
+            ));
+        }
+    }
     let prefixes = match &hb.prefixes {
         Some(p) => Some(prefixes_json("prefixes", p)?),
         None => None,
@@ -82,12 +105,20 @@ pub async fn heartbeat(
         prefixes,
         requests_served: i64::try_from(hb.requests_served).unwrap_or(i64::MAX),
         bytes_served: i64::try_from(hb.bytes_served).unwrap_or(i64::MAX),
+        held: (!hb.held.is_empty()).then(|| serde_json::to_string(&hb.held).unwrap_or_default()),
+        fill: hb
+            .fill
+            .as_ref()
+            .map(|f| serde_json::to_string(f).unwrap_or_default()),
     };
     if !st.repo.record_heartbeat(&id, &row, now as i64).await? {
         return Err(ApiError::UnknownAppliance(id));
     }
     st.telemetry
         .record(&id, now, hb.requests_served, hb.bytes_served);
+    if let Some(f) = &hb.fill {
+        st.metrics.record_fill(&id, f);
+    }
     st.invalidate();
     st.metrics
         .appliance_heartbeats
@@ -214,6 +245,9 @@ pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
                 "bytes_served": a.bytes_served,
                 "drives": json_or(&a.drives, serde_json::json!([])),
                 "titles": json_or(&a.titles, serde_json::json!([])),
+                "held": json_or(&a.held, serde_json::json!([])),
+                "fill": json_or(&a.fill_status, serde_json::Value::Null),
+                "stale_titles": crate::fill::edge::holdings(&snap, &a.id).1,
                 "last_heartbeat": a.last_heartbeat,
                 "rps_history": st
                     .telemetry
@@ -229,4 +263,63 @@ pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
         Json(serde_json::json!({ "now": now, "appliances": list })),
     )
         .into_response())
+}
+
+/// The title's catalog entry exactly as the control plane stores it: the appliance checks its
+/// SHA-256 against the plan's `catalog_sha256`, then every file against the entry.
+#[utoipa::path(get, path = "/v1/appliances/{id}/catalog/{title}", tag = "fleet",
+    params(("id" = String, Path, description = "Appliance id"), ("title" = String, Path, description = "Title id")),
+    responses((status = 200, description = "protocol::catalog::CatalogEntry JSON, byte for byte as stored"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn catalog(
+    State(st): State<AppState>,
+    Path((id, title)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authenticate(&st, &headers, &id).await?;
+    let snap = st.snapshot().await?;
+    let text = snap
+        .catalog_text
+        .get(&title)
+        .cloned()
+        .ok_or(ApiError::UnknownTitle(title))?;
+    st.metrics
+        .fill_catalogs_served
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text.to_string(),
+    )
+        .into_response())
+}
+
+/// The appliance's fill plan: every title it should hold, most important first, with ordered
+/// sources (peer, upstream, origin) and fill grants for those it lacks.
+#[utoipa::path(get, path = "/v1/appliances/{id}/fill-plan", tag = "fleet",
+    params(("id" = String, Path, description = "Appliance id")),
+    responses((status = 200, description = "protocol::fill::FillPlan"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn fill_plan(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authenticate(&st, &headers, &id).await?;
+    let snap = st.snapshot().await?;
+    let now = st.now();
+    let cluster = snap
+        .fleet
+        .appliance(&id)
+        .map(|a| a.cluster.clone())
+        .ok_or_else(|| ApiError::UnknownAppliance(id.clone()))?;
+    let plan = crate::fill::edge::cluster_plan(&st, &snap, &cluster, &id, now).await?;
+    let out = crate::fill::edge::fill_plan(&st, &snap, &plan, &id, now)?;
+    st.metrics
+        .fill_plans_served
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(appliance = %id, plan = %out.plan_id, titles = out.titles.len(), "fill plan served");
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(out)).into_response())
 }

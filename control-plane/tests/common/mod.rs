@@ -3,6 +3,7 @@
 //! `tests/data`, driven through `app(state)` with `oneshot` (no sockets), on a manual clock.
 #![allow(dead_code)]
 
+pub mod fill_scenarios;
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};

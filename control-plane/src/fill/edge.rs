@@ -1,0 +1,584 @@
+//! The database edge of fill planning: gathers a cluster's [`ClusterInput`] from the snapshot and
+//! the database (sessions for popularity, the forecast feed, the last published placement), runs
+//! the pure planner, publishes a changed placement (stored in `fill_placements`, one log line per
+//! change, churn metrics), and turns a cluster plan into one appliance's
+//! [`protocol::fill::FillPlan`] with ordered sources and fill grants.
+//!
+//! Which appliances are planned: those of the cluster with `admin_state = reported` that have
+//! reported their drives at least once (capacity = the sum of their drives that have not
+//! failed). An appliance that goes silent keeps its placement (it will come back with its
+//! files); steering and the source lists skip it meanwhile. Origin clusters are not planned by
+//! popularity: each of their reported appliances holds every title.
+//!
+//! What an appliance holds: the `held` list of its heartbeats (title + catalog digest) when its
+//! agent reports one, split into the current version and older ones; otherwise its `titles`
+//! list, taken as current.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use protocol::fill::{FillPlan, FillSource, PlannedTitle};
+use protocol::grant::{sign, Claims, Scope};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::popularity::{self, Usage};
+use super::sources::{ordered_sources, S3Origin, SourceRef};
+use super::{
+    plan_cluster, ApplianceInput, ClusterInput, ClusterPlacement, ClusterPlan, TitleDecision,
+    TitleInput, Urgency,
+};
+use crate::config::{Config, FillConfig};
+use crate::db::Repository;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::state::{AppState, Snapshot};
+use crate::steering::{AdminState, ClusterKind};
+use crate::Error;
+
+/// A cluster's input and the placement it is planned against.
+#[derive(Debug, Clone)]
+pub struct Gathered {
+    /// The planner's input.
+    pub input: ClusterInput,
+    /// The last published placement (an appliance without one: what it holds).
+    pub previous: ClusterPlacement,
+    /// The cluster's kind.
+    pub kind: ClusterKind,
+}
+
+/// Gathers everything [`plan_cluster`] needs for `cluster` at `now`.
+pub async fn gather(
+    repo: &dyn Repository,
+    snap: &Snapshot,
+    cfg: &FillConfig,
+    cluster: &str,
+    now: u64,
+) -> Result<Gathered, Error> {
+    let kind = snap
+        .fleet
+        .cluster(cluster)
+        .map(|c| c.kind)
+        .ok_or_else(|| Error::Config {
+            key: "cluster".into(),
+            reason: format!("unknown cluster {cluster:?}"),
+        })?;
+    let countries = snap
+        .cluster_countries
+        .get(cluster)
+        .cloned()
+        .unwrap_or_default();
+
+    // Appliances and their holdings.
+    let mut appliances = Vec::new();
+    let mut held: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut stale: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in snap.fleet.appliances() {
+        if a.cluster != cluster || a.admin_state != AdminState::Reported {
+            continue;
+        }
+        let Some(&cap) = snap.capacity.get(&a.id) else {
+            continue;
+        };
+        appliances.push(ApplianceInput {
+            id: a.id.clone(),
+            capacity_bytes: cap,
+        });
+        let (cur, old) = holdings(snap, &a.id);
+        held.insert(a.id.clone(), cur);
+        if !old.is_empty() {
+            stale.insert(a.id.clone(), old);
+        }
+    }
+
+    // Popularity: observed views over the window, blended with the forecast.
+    let window_start = now.saturating_sub(cfg.popularity_window_secs);
+    let rows = repo.session_usage(window_start as i64).await?;
+    let miss_since = now.saturating_sub(cfg.miss_urgent_secs) as i64;
+    let mut missed: BTreeSet<String> = BTreeSet::new();
+    let mut usage = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let Some(entry) = snap.titles.get(&r.title) else {
+            continue;
+        };
+        let renditions: Vec<String> = serde_json::from_str(&r.renditions).unwrap_or_default();
+        usage.push(Usage {
+            title: r.title.clone(),
+            country: r.country.clone(),
+            bitrate_bps: popularity::session_bitrate(entry, &renditions),
+            start: r.created_at.max(0) as u64,
+            end: r.last_at.max(0) as u64,
+        });
+        let in_region = countries.is_empty() || countries.iter().any(|c| c == &r.country);
+        if in_region
+            && r.created_at >= miss_since
+            && serde_json::from_str::<serde_json::Value>(&r.steering)
+                .ok()
+                .is_some_and(|v| v["miss"] == "content_miss")
+        {
+            missed.insert(r.title.clone());
+        }
+    }
+    let sizes: HashMap<String, (u64, u64)> = snap
+        .title_meta
+        .iter()
+        .map(|(t, m)| (t.clone(), (m.bytes, m.duration_secs)))
+        .collect();
+    let observed = popularity::views(&usage, &sizes, &countries, window_start, now);
+    let forecast_rows = repo.forecasts().await?;
+    let forecast = popularity::forecast_views(
+        forecast_rows
+            .iter()
+            .map(|r| (r.country.as_str(), r.title.as_str(), r.views)),
+        &countries,
+    );
+    let new_since = now.saturating_sub(cfg.new_release_secs) as i64;
+    let mut titles: Vec<TitleInput> = snap
+        .title_meta
+        .iter()
+        .map(|(t, m)| TitleInput {
+            id: t.clone(),
+            bytes: m.bytes,
+            popularity: popularity::blend(
+                observed.get(t).copied().unwrap_or(0.0),
+                forecast.get(t).copied(),
+                cfg.forecast_weight,
+            ),
+            urgent: if m.imported_at >= new_since {
+                Some(Urgency::NewRelease)
+            } else if missed.contains(t) {
+                Some(Urgency::ContentMiss)
+            } else {
+                None
+            },
+        })
+        .collect();
+    titles.sort_by(|a, b| a.id.cmp(&b.id));
+
+    // The previous placement.
+    let stored = ClusterPlacement::from_pairs(repo.placements(cluster).await?);
+    let mut previous = ClusterPlacement::default();
+    for a in &appliances {
+        let set = match stored.titles_of(&a.id) {
+            Some(s) => s.clone(),
+            None => held.get(&a.id).cloned().unwrap_or_default(),
+        };
+        if !set.is_empty() {
+            previous.0.insert(a.id.clone(), set);
+        }
+    }
+    // Appliances that were planned but are no longer (removed from the cluster).
+    for (a, ts) in &stored.0 {
+        if !previous.0.contains_key(a) && !appliances.iter().any(|x| &x.id == a) {
+            previous.0.insert(a.clone(), ts.clone());
+        }
+    }
+    Ok(Gathered {
+        input: ClusterInput {
+            cluster: cluster.to_owned(),
+            appliances,
+            titles,
+            held,
+            stale,
+        },
+        previous,
+        kind,
+    })
+}
+
+/// What `appliance` holds: `(current version, older version)`.
+pub fn holdings(snap: &Snapshot, appliance: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut cur = BTreeSet::new();
+    let mut old = BTreeSet::new();
+    if let Some(list) = snap.held.get(appliance) {
+        for h in list {
+            match snap.title_meta.get(&h.title) {
+                Some(m) if m.catalog_sha256 == h.catalog_sha256 => {
+                    cur.insert(h.title.clone());
+                }
+                Some(_) => {
+                    old.insert(h.title.clone());
+                }
+                None => {}
+            }
+        }
+    } else if let Some(a) = snap.fleet.appliance(appliance) {
+        if let Some(ts) = &a.titles {
+            cur.extend(
+                ts.iter()
+                    .filter(|t| snap.title_meta.contains_key(*t))
+                    .cloned(),
+            );
+        }
+    }
+    (cur, old)
+}
+
+/// Runs the planner on gathered input. Origin clusters hold every title on every appliance.
+pub fn compute(g: &Gathered, cfg: &FillConfig) -> ClusterPlan {
+    if g.kind != ClusterKind::Origin {
+        return plan_cluster(&g.input, &g.previous, &cfg.params());
+    }
+    let mut input = g.input.clone();
+    for a in &mut input.appliances {
+        a.capacity_bytes = u64::MAX;
+    }
+    let params = super::FillParams {
+        views_per_copy: f64::MIN_POSITIVE,
+        max_copies: 0,
+        ..cfg.params()
+    };
+    // Every title wants every appliance: popularity / MIN_POSITIVE overflows to the cap.
+    for t in &mut input.titles {
+        t.popularity = t.popularity.max(1.0);
+    }
+    plan_cluster(&input, &g.previous, &params)
+}
+
+/// Stores a plan whose placement differs from `previous`, logs each change (target
+/// `outpost::fill`) and counts the churn. Returns whether anything changed.
+pub async fn publish(
+    repo: &dyn Repository,
+    metrics: &Metrics,
+    plan: &ClusterPlan,
+    previous: &ClusterPlacement,
+    now: u64,
+) -> Result<bool, Error> {
+    if let Ok(mut m) = metrics.titles_planned.lock() {
+        let distinct: BTreeSet<&String> = plan.placement.0.values().flatten().collect();
+        m.insert(plan.cluster.clone(), distinct.len() as u64);
+    }
+    if plan.placement == *previous && plan.changes.is_empty() {
+        return Ok(false);
+    }
+    repo.replace_placements(&plan.cluster, &plan.placement.pairs(), now as i64)
+        .await?;
+    for c in &plan.changes {
+        tracing::info!(
+            target: "outpost::fill",
+            cluster = %plan.cluster,
+            appliance = %c.appliance,
+            title = %c.title,
+            action = c.action.as_str(),
+            reason = %c.reason,
+            "fill plan change"
+        );
+        let counter = match c.action {
+            super::Action::Add => &metrics.plan_adds,
+            super::Action::Remove => &metrics.plan_removes,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    for t in &plan.short {
+        tracing::debug!(target: "outpost::fill", cluster = %plan.cluster, title = %t, "fewer copies than wanted: the cluster is full");
+    }
+    Ok(true)
+}
+
+/// Recently computed cluster plans, per cluster, each with the time it was computed.
+#[derive(Debug, Default)]
+pub struct PlanCache(tokio::sync::Mutex<HashMap<String, (u64, Arc<ClusterPlan>)>>);
+
+impl PlanCache {
+    /// Forgets every cached plan (after an import).
+    pub async fn clear(&self) {
+        self.0.lock().await.clear();
+    }
+}
+
+/// The cluster's plan: cached for `plan_cache_secs`, recomputed (and published) when older, or
+/// when `appliance` is not planned in the cached one (it just reported its drives).
+pub async fn cluster_plan(
+    st: &AppState,
+    snap: &Snapshot,
+    cluster: &str,
+    appliance: &str,
+    now: u64,
+) -> Result<Arc<ClusterPlan>, Error> {
+    let cfg = &st.config.fill;
+    let mut cache = st.fill_plans.0.lock().await;
+    if let Some((at, p)) = cache.get(cluster) {
+        let fresh = now < at.saturating_add(cfg.plan_cache_secs) && *at <= now;
+        let knows = p.placement.0.contains_key(appliance) || !snap.capacity.contains_key(appliance);
+        if fresh && knows {
+            return Ok(p.clone());
+        }
+    }
+    let g = gather(st.repo.as_ref(), snap, cfg, cluster, now).await?;
+    let plan = compute(&g, cfg);
+    publish(st.repo.as_ref(), &st.metrics, &plan, &g.previous, now).await?;
+    let plan = Arc::new(plan);
+    cache.insert(cluster.to_owned(), (now, plan.clone()));
+    Ok(plan)
+}
+
+/// Mints a fill grant for `appliance` to fetch `title` from appliances of `source_cluster`.
+pub fn fill_grant(
+    st: &AppState,
+    appliance: &str,
+    source_cluster: &str,
+    title: &str,
+    now: u64,
+) -> Result<String, ApiError> {
+    let claims = Claims {
+        iss: st.config.issuer.clone(),
+        aud: vec![source_cluster.to_owned()],
+        sub: format!("fill:{appliance}"),
+        nbf: None,
+        iat: now,
+        exp: now + st.config.fill.grant_ttl_secs,
+        prefix: format!("/{title}/"),
+        renditions: None,
+        client: None,
+        jti: crate::crypto::random_token(12),
+        scope: Scope::Fill,
+    };
+    sign(&st.keys.signing(now), &claims)
+        .map_err(|e| ApiError::Internal(format!("minting a fill grant: {e}")))
+}
+
+fn s3_origin(cfg: &FillConfig) -> Option<S3Origin> {
+    cfg.s3_bucket.as_ref().map(|b| S3Origin {
+        bucket: b.clone(),
+        prefix: cfg.s3_prefix.clone(),
+    })
+}
+
+fn base_url(address: &str, port: u16) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("http://[{address}]:{port}")
+    } else {
+        format!("http://{address}:{port}")
+    }
+}
+
+/// One appliance's fill plan from its cluster's plan: titles most important first, each title it
+/// does not hold in the current version with its ordered sources and fill grants. Validated.
+pub fn fill_plan(
+    st: &AppState,
+    snap: &Snapshot,
+    plan: &ClusterPlan,
+    appliance: &str,
+    now: u64,
+) -> Result<FillPlan, ApiError> {
+    let (held, _) = holdings(snap, appliance);
+    let s3 = s3_origin(&st.config.fill);
+    let t = st.thresholds();
+    let mut titles = Vec::new();
+    let mut id = Sha256::new();
+    id.update(format!("{}\n{appliance}\n", plan.cluster).as_bytes());
+    for title in plan.ordered_titles(appliance) {
+        let (Some(meta), Some(d)) = (snap.title_meta.get(title), plan.titles.get(title)) else {
+            continue;
+        };
+        let mut sources = Vec::new();
+        if !held.contains(title) {
+            let mut grants: HashMap<String, String> = HashMap::new();
+            for s in ordered_sources(
+                &snap.fleet,
+                appliance,
+                title,
+                now,
+                &t,
+                s3.as_ref(),
+                st.config.fill.sources_per_cluster,
+            ) {
+                sources.push(match s {
+                    SourceRef::Appliance {
+                        tier,
+                        appliance: src,
+                        cluster,
+                        address,
+                        port,
+                    } => {
+                        let grant = match grants.get(&cluster) {
+                            Some(g) => g.clone(),
+                            None => {
+                                let g = fill_grant(st, appliance, &cluster, title, now)?;
+                                grants.insert(cluster.clone(), g.clone());
+                                g
+                            }
+                        };
+                        FillSource::Appliance {
+                            tier,
+                            appliance: src,
+                            cluster,
+                            base_url: base_url(&address, port),
+                            grant,
+                        }
+                    }
+                    SourceRef::S3(o) => FillSource::S3 {
+                        tier: protocol::fill::SourceTier::Origin,
+                        bucket: o.bucket,
+                        prefix: o.prefix,
+                    },
+                });
+            }
+        }
+        id.update(format!("{title} {} {}\n", meta.catalog_sha256, d.urgent.is_some()).as_bytes());
+        titles.push(PlannedTitle {
+            title: title.to_owned(),
+            catalog_sha256: meta.catalog_sha256.clone(),
+            bytes: meta.bytes,
+            urgent: d.urgent.is_some(),
+            reason: d.reason(),
+            sources,
+        });
+    }
+    let digest = id.finalize();
+    let plan_id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let out = FillPlan {
+        appliance: appliance.to_owned(),
+        cluster: plan.cluster.clone(),
+        plan_id,
+        generated_at: now,
+        refresh_secs: st.config.fill.plan_refresh_secs,
+        titles,
+    };
+    out.validate()
+        .map_err(|e| ApiError::Internal(format!("built an invalid fill plan: {e}")))?;
+    Ok(out)
+}
+
+/// One appliance's part of a [`ClusterReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplianceReport {
+    /// Appliance id.
+    pub appliance: String,
+    /// Capacity the planner fills (bytes, after `capacity_fraction`).
+    pub capacity_bytes: u64,
+    /// Planned and held in the current version.
+    pub hold: Vec<ReportLine>,
+    /// Planned, not held yet (or held in an older version).
+    pub add: Vec<ReportLine>,
+    /// Held, not planned.
+    pub remove: Vec<ReportLine>,
+}
+
+/// One title on one appliance.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportLine {
+    /// Title id.
+    pub title: String,
+    /// Its bytes.
+    pub bytes: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// A cluster's plan against what its appliances hold, for `outpost control-plane fill-plan`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterReport {
+    /// Cluster id.
+    pub cluster: String,
+    /// Its kind.
+    pub kind: ClusterKind,
+    /// Countries of its content region (empty = every country).
+    pub countries: Vec<String>,
+    /// When it was computed.
+    pub generated_at: u64,
+    /// Per appliance.
+    pub appliances: Vec<ApplianceReport>,
+    /// Changes against the last published placement.
+    pub changes: Vec<super::PlanChange>,
+    /// Titles short of copies for lack of room.
+    pub short: Vec<String>,
+}
+
+/// Builds the report of `cluster` (read-only: nothing is published).
+pub fn report(
+    snap: &Snapshot,
+    g: &Gathered,
+    plan: &ClusterPlan,
+    cfg: &FillConfig,
+    now: u64,
+) -> ClusterReport {
+    let bytes = |t: &str| snap.title_meta.get(t).map_or(0, |m| m.bytes);
+    let why = |t: &str| {
+        plan.titles
+            .get(t)
+            .map_or_else(|| "not in the catalog".to_owned(), TitleDecision::reason)
+    };
+    let mut appliances = Vec::new();
+    for a in &g.input.appliances {
+        let planned = plan.ordered_titles(&a.id);
+        let held = g.input.held.get(&a.id).cloned().unwrap_or_default();
+        let stale = g.input.stale.get(&a.id).cloned().unwrap_or_default();
+        let mut r = ApplianceReport {
+            appliance: a.id.clone(),
+            capacity_bytes: (a.capacity_bytes as f64 * cfg.capacity_fraction).floor() as u64,
+            hold: Vec::new(),
+            add: Vec::new(),
+            remove: Vec::new(),
+        };
+        for t in &planned {
+            let line = |reason: String| ReportLine {
+                title: (*t).to_owned(),
+                bytes: bytes(t),
+                reason,
+            };
+            if held.contains(*t) {
+                r.hold.push(line(why(t)));
+            } else if stale.contains(*t) {
+                r.add.push(line(format!("new catalog version; {}", why(t))));
+            } else {
+                r.add.push(line(why(t)));
+            }
+        }
+        for t in held.iter().chain(stale.iter()) {
+            if !planned.contains(&t.as_str()) {
+                r.remove.push(ReportLine {
+                    title: t.clone(),
+                    bytes: bytes(t),
+                    reason: match plan.titles.get(t) {
+                        Some(d) => format!("not placed here ({})", d.reason()),
+                        None => "no longer in the catalog".to_owned(),
+                    },
+                });
+            }
+        }
+        appliances.push(r);
+    }
+    ClusterReport {
+        cluster: plan.cluster.clone(),
+        kind: g.kind,
+        countries: snap
+            .cluster_countries
+            .get(&plan.cluster)
+            .cloned()
+            .unwrap_or_default(),
+        generated_at: now,
+        appliances,
+        changes: plan.changes.clone(),
+        short: plan.short.clone(),
+    }
+}
+
+/// Computes the report of `cluster` from the database a configuration names (the `fill-plan`
+/// subcommand). Read-only.
+pub async fn report_from_config(
+    config: &Config,
+    cluster: &str,
+    now: u64,
+) -> Result<ClusterReport, Error> {
+    config.validate()?;
+    let repo = crate::db::connect(&crate::database_url(config), 2).await?;
+    let snap = Snapshot::build(repo.load_snapshot().await?);
+    if snap.fleet.cluster(cluster).is_none() {
+        let known: Vec<String> = snap.fleet.clusters().iter().map(|c| c.id.clone()).collect();
+        return Err(Error::Config {
+            key: "cluster".into(),
+            reason: format!(
+                "unknown cluster {cluster:?}; the policy has: {}",
+                if known.is_empty() {
+                    "none (import a policy first)".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        });
+    }
+    let g = gather(repo.as_ref(), &snap, &config.fill, cluster, now).await?;
+    let plan = compute(&g, &config.fill);
+    Ok(report(&snap, &g, &plan, &config.fill, now))
+}

@@ -1,0 +1,175 @@
+//! The popularity estimator (pure).
+//!
+//! Popularity is Open Connect's *views*: bytes streamed ÷ the title's size, over a sliding
+//! window (the `[fill] popularity_window_secs` setting, a day by default).
+//!
+//! **Bytes streamed** are estimated from what the control plane records for every session: the
+//! session's bitrate (the highest video rendition its tier allowed, by average bandwidth, plus
+//! the highest audio rendition) × the seconds its lease was live inside the window (from the
+//! start to the end, or to the lease expiry when the player stopped sending heartbeats), capped
+//! at the title's duration. It overestimates players that sat on a lower rung, and it counts
+//! paused players whose heartbeats kept the lease; appliances' byte counters are per appliance,
+//! not per title, so they cannot refine it.
+//!
+//! **Blending with the forecast feed**: when the feed lists the title for the cluster's
+//! countries, `popularity = observed + forecast_weight × (forecast − observed)`; otherwise the
+//! observed value alone. Forecast views are expected views per window, like observed ones.
+
+use std::collections::{HashMap, HashSet};
+
+use protocol::catalog::{CatalogEntry, TrackKind};
+
+/// One session as the estimator sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage {
+    /// Title.
+    pub title: String,
+    /// Client country.
+    pub country: String,
+    /// Bits per second streamed.
+    pub bitrate_bps: u64,
+    /// Started, Unix seconds.
+    pub start: u64,
+    /// Ended (or lease expiry), Unix seconds.
+    pub end: u64,
+}
+
+/// The bitrate of a session that may fetch `renditions` of `entry`: the highest video rendition
+/// plus the highest audio rendition, by average bandwidth (peak when the average is unknown).
+pub fn session_bitrate(entry: &CatalogEntry, renditions: &[String]) -> u64 {
+    let allowed: HashSet<&str> = renditions.iter().map(String::as_str).collect();
+    let mut video = 0u64;
+    let mut audio = 0u64;
+    for r in entry
+        .renditions
+        .iter()
+        .filter(|r| allowed.contains(r.id.as_str()))
+    {
+        let bw = if r.average_bandwidth > 0 {
+            r.average_bandwidth
+        } else {
+            r.bandwidth
+        };
+        match r.kind {
+            TrackKind::Video => video = video.max(bw),
+            TrackKind::Audio => audio = audio.max(bw),
+        }
+    }
+    video.saturating_add(audio)
+}
+
+/// Observed views per title over `[window_start, now]`, counting only sessions from
+/// `countries` (empty = every country). `titles` maps each title to `(bytes, duration seconds)`;
+/// sessions of unknown or empty titles are ignored.
+pub fn views(
+    usage: &[Usage],
+    titles: &HashMap<String, (u64, u64)>,
+    countries: &[String],
+    window_start: u64,
+    now: u64,
+) -> HashMap<String, f64> {
+    let mut out: HashMap<String, f64> = HashMap::new();
+    for u in usage {
+        if !countries.is_empty() && !countries.iter().any(|c| c == &u.country) {
+            continue;
+        }
+        let Some(&(bytes, duration)) = titles.get(&u.title) else {
+            continue;
+        };
+        if bytes == 0 {
+            continue;
+        }
+        let start = u.start.max(window_start);
+        let end = u.end.min(now);
+        if end <= start {
+            continue;
+        }
+        let mut secs = end - start;
+        if duration > 0 {
+            secs = secs.min(duration);
+        }
+        let streamed = u.bitrate_bps as f64 / 8.0 * secs as f64;
+        *out.entry(u.title.clone()).or_default() += streamed / bytes as f64;
+    }
+    out
+}
+
+/// Forecast views per title for `countries` (empty = every country): the sum over those
+/// countries. `rows` are `(country, title, views)`.
+pub fn forecast_views<'a>(
+    rows: impl IntoIterator<Item = (&'a str, &'a str, f64)>,
+    countries: &[String],
+) -> HashMap<String, f64> {
+    let mut out: HashMap<String, f64> = HashMap::new();
+    for (c, t, v) in rows {
+        if countries.is_empty() || countries.iter().any(|x| x == c) {
+            *out.entry(t.to_owned()).or_default() += v.max(0.0);
+        }
+    }
+    out
+}
+
+/// Blends observed and forecast views (see the module documentation). `weight` is clamped to
+/// `0..=1`.
+pub fn blend(observed: f64, forecast: Option<f64>, weight: f64) -> f64 {
+    let w = if weight.is_finite() {
+        weight.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    match forecast {
+        Some(f) => observed + w * (f - observed),
+        None => observed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_are_bytes_streamed_over_size_inside_the_window() {
+        let titles: HashMap<String, (u64, u64)> = [
+            ("t".to_owned(), (1_000_000, 100)),
+            ("z".to_owned(), (0, 10)),
+        ]
+        .into_iter()
+        .collect();
+        // 800 kb/s = 100 kB/s; 50 s inside the window = 5 MB = 5 views of a 1 MB title.
+        let u = |c: &str, start, end| Usage {
+            title: "t".into(),
+            country: c.into(),
+            bitrate_bps: 800_000,
+            start,
+            end,
+        };
+        let v = views(&[u("NZ", 950, 1100)], &titles, &[], 1000, 1050);
+        assert_eq!(v["t"], 5.0);
+        // Capped at the title's duration (100 s = 10 views), filtered by country.
+        let v = views(
+            &[u("NZ", 0, 10_000), u("AU", 0, 10_000)],
+            &titles,
+            &["NZ".into()],
+            0,
+            10_000,
+        );
+        assert_eq!(v["t"], 10.0);
+        // Outside the window, unknown or empty titles: nothing.
+        let mut z = u("NZ", 0, 10);
+        z.title = "z".into();
+        let v = views(&[u("NZ", 0, 10), z], &titles, &[], 100, 200);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn forecast_sums_countries_and_blends() {
+        let rows = [("NZ", "a", 10.0), ("AU", "a", 5.0), ("AU", "b", 3.0)];
+        let all = forecast_views(rows, &[]);
+        assert_eq!(all["a"], 15.0);
+        let nz = forecast_views(rows, &["NZ".into()]);
+        assert_eq!(nz.get("b"), None);
+        assert_eq!(blend(10.0, Some(20.0), 0.5), 15.0);
+        assert_eq!(blend(10.0, None, 0.5), 10.0);
+        assert_eq!(blend(10.0, Some(20.0), 7.0), 20.0);
+    }
+}

@@ -1,0 +1,346 @@
+//! Unit tests of the pure planner.
+
+use std::collections::HashSet;
+
+use super::*;
+use crate::steering::{AdminState, Appliance, Cluster, ClusterKind, Fleet, MissClass, Thresholds};
+
+const GB: u64 = 1 << 30;
+
+fn appliances(n: usize, cap: u64) -> Vec<ApplianceInput> {
+    (0..n)
+        .map(|i| ApplianceInput {
+            id: format!("oca-{i}"),
+            capacity_bytes: cap,
+        })
+        .collect()
+}
+
+/// Zipf-like popularity: title i has 1000 / (i + 1) views.
+fn titles(n: usize, bytes: u64) -> Vec<TitleInput> {
+    (0..n)
+        .map(|i| TitleInput {
+            id: format!("t{i:04}"),
+            bytes,
+            popularity: 1000.0 / (i + 1) as f64,
+            urgent: None,
+        })
+        .collect()
+}
+
+fn input(apps: Vec<ApplianceInput>, titles: Vec<TitleInput>) -> ClusterInput {
+    ClusterInput {
+        cluster: "isp".into(),
+        appliances: apps,
+        titles,
+        ..Default::default()
+    }
+}
+
+fn params() -> FillParams {
+    FillParams {
+        views_per_copy: 100.0,
+        max_copies: 0,
+        hysteresis: 1.25,
+        capacity_fraction: 1.0,
+    }
+}
+
+/// A tiny deterministic generator (xorshift64*), so the noise tests need no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[test]
+fn capacity_is_respected_and_filled_in_popularity_order() {
+    // 4 appliances of 10 GB, 200 titles of 1 GB: room for 40 copies.
+    let inp = input(appliances(4, 10 * GB), titles(200, GB));
+    let plan = plan_cluster(&inp, &ClusterPlacement::default(), &params());
+    for (a, ts) in &plan.placement.0 {
+        assert!(ts.len() as u64 * GB <= 10 * GB, "{a} over capacity");
+        assert_eq!(ts.len(), 10, "{a} not filled");
+    }
+    // The most popular titles are placed; the tail beyond the room is not.
+    assert!(plan.placement.copies("t0000") >= 1);
+    assert_eq!(plan.placement.copies("t0199"), 0);
+    assert!(plan.short.contains(&"t0199".to_owned()));
+    // A capacity fraction leaves headroom.
+    let plan = plan_cluster(
+        &inp,
+        &ClusterPlacement::default(),
+        &FillParams {
+            capacity_fraction: 0.5,
+            ..params()
+        },
+    );
+    assert!(plan.placement.0.values().all(|ts| ts.len() == 5));
+    // Titles bigger than any appliance are never placed.
+    let mut big = titles(3, GB);
+    big[0].bytes = 11 * GB;
+    let plan = plan_cluster(
+        &input(appliances(2, 10 * GB), big),
+        &ClusterPlacement::default(),
+        &params(),
+    );
+    assert_eq!(plan.placement.copies("t0000"), 0);
+    assert_eq!(plan.placement.copies("t0001"), 2);
+}
+
+#[test]
+fn copy_count_grows_with_popularity() {
+    let inp = input(appliances(8, 1000 * GB), titles(50, GB));
+    let plan = plan_cluster(&inp, &ClusterPlacement::default(), &params());
+    // 1000 views / 100 per copy = 10 copies, capped at the 8 appliances: the head is everywhere.
+    assert_eq!(plan.placement.copies("t0000"), 8);
+    // 1000/3 = 333 views: 4 copies.
+    assert_eq!(plan.placement.copies("t0002"), 4);
+    // The tail (1000/50 = 20 views) gets one copy.
+    assert_eq!(plan.placement.copies("t0049"), 1);
+    assert_eq!(plan.titles["t0002"].copies_wanted, 4);
+    // max_copies caps the head.
+    let plan = plan_cluster(
+        &inp,
+        &ClusterPlacement::default(),
+        &FillParams {
+            max_copies: 3,
+            ..params()
+        },
+    );
+    assert_eq!(plan.placement.copies("t0000"), 3);
+    // Zero popularity still gets one copy when there is room.
+    let mut ts = titles(2, GB);
+    ts[1].popularity = 0.0;
+    let plan = plan_cluster(
+        &input(appliances(3, 10 * GB), ts),
+        &ClusterPlacement::default(),
+        &params(),
+    );
+    assert_eq!(plan.placement.copies("t0001"), 1);
+}
+
+fn steering_fleet(ids: &[String], placement: &ClusterPlacement) -> Fleet {
+    let apps = ids
+        .iter()
+        .map(|id| Appliance {
+            id: id.clone(),
+            cluster: "isp".into(),
+            address: "127.0.0.1".into(),
+            port: 1,
+            admin_state: AdminState::Reported,
+            health: Some(protocol::fleet::Health::Ok),
+            load: 0.1,
+            last_heartbeat: Some(1000),
+            titles: Some(
+                placement
+                    .titles_of(id)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default(),
+            ),
+            prefixes: vec!["10.0.0.0/8".parse().unwrap()],
+        })
+        .collect();
+    Fleet::new(
+        vec![Cluster {
+            id: "isp".into(),
+            kind: ClusterKind::Embedded,
+            fallbacks: vec![],
+        }],
+        apps,
+    )
+}
+
+#[test]
+fn placement_is_the_rendezvous_top_n_so_steering_agrees() {
+    let apps = appliances(6, 1000 * GB);
+    let ids: Vec<String> = apps.iter().map(|a| a.id.clone()).collect();
+    let inp = input(apps, titles(300, GB));
+    let plan = plan_cluster(&inp, &ClusterPlacement::default(), &params());
+    let fleet = steering_fleet(&ids, &plan.placement);
+    let t = Thresholds {
+        offline_after_secs: 30,
+        load_threshold: 0.9,
+        max: 3,
+    };
+    for title in inp.titles.iter().map(|t| t.id.as_str()) {
+        let k = plan.titles[title].copies_placed;
+        let order: Vec<String> = fleet
+            .hrw_order("isp", title)
+            .iter()
+            .map(|a| a.id.clone())
+            .collect();
+        let holders: HashSet<String> = ids
+            .iter()
+            .filter(|a| plan.placement.contains(a, title))
+            .cloned()
+            .collect();
+        let top: HashSet<String> = order[..k].iter().cloned().collect();
+        assert_eq!(holders, top, "{title}: not the rendezvous top {k}");
+        // Steering sends a client to the best local appliance: it holds the title.
+        let d = fleet.rank("10.1.2.3".parse().unwrap(), title, 1000, &t);
+        assert_eq!(d.miss, None::<MissClass>, "{title}: {}", d.reason);
+        assert_eq!(d.ranked[0].appliance, order[0]);
+    }
+}
+
+#[test]
+fn small_popularity_noise_changes_nothing_thanks_to_hysteresis() {
+    // A full cluster (room for 60 of 300 titles), popularity jittered by +-5% each day.
+    let inp = input(appliances(4, 15 * GB), titles(300, GB));
+    let day0 = plan_cluster(&inp, &ClusterPlacement::default(), &params());
+    assert!(!day0.changes.is_empty());
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut previous = day0.placement.clone();
+    let mut churn_without = 0;
+    for _ in 0..10 {
+        let mut noisy = inp.clone();
+        for t in &mut noisy.titles {
+            t.popularity *= 0.95 + 0.1 * rng.next_f64();
+        }
+        let next = plan_cluster(&noisy, &previous, &params());
+        assert!(
+            next.changes.is_empty(),
+            "noise moved files: {:?}",
+            next.changes
+        );
+        assert_eq!(next.placement, previous);
+        // Without a swap cost the same noise moves files at the cutoff.
+        let loose = plan_cluster(
+            &noisy,
+            &previous,
+            &FillParams {
+                hysteresis: 1.0,
+                ..params()
+            },
+        );
+        churn_without += loose.changes.len();
+        previous = next.placement;
+    }
+    assert!(
+        churn_without > 0,
+        "the noise test is too weak to show anything"
+    );
+}
+
+#[test]
+fn a_newcomer_displaces_a_held_title_only_past_the_hysteresis() {
+    // One appliance with room for one title: "old" holds it with 100 views.
+    let apps = appliances(1, GB);
+    let prev = ClusterPlacement::from_pairs([("oca-0".to_owned(), "old".to_owned())]);
+    let mk = |new_views: f64| {
+        input(
+            apps.clone(),
+            vec![
+                TitleInput {
+                    id: "old".into(),
+                    bytes: GB,
+                    popularity: 100.0,
+                    urgent: None,
+                },
+                TitleInput {
+                    id: "new".into(),
+                    bytes: GB,
+                    popularity: new_views,
+                    urgent: None,
+                },
+            ],
+        )
+    };
+    let p = params(); // hysteresis 1.25
+    let plan = plan_cluster(&mk(120.0), &prev, &p);
+    assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+    assert!(plan.placement.contains("oca-0", "old"));
+    let plan = plan_cluster(&mk(130.0), &prev, &p);
+    assert!(plan.placement.contains("oca-0", "new"));
+    let adds: Vec<&PlanChange> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Add)
+        .collect();
+    let removes: Vec<&PlanChange> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Remove)
+        .collect();
+    assert_eq!(adds.len(), 1);
+    assert_eq!(adds[0].title, "new");
+    assert!(adds[0].reason.contains("rank 1"), "{}", adds[0].reason);
+    assert_eq!(removes.len(), 1);
+    assert_eq!(removes[0].title, "old");
+    assert!(
+        removes[0].reason.contains("displaced"),
+        "{}",
+        removes[0].reason
+    );
+    // Held (reported) counts like placed: same stickiness without a stored placement.
+    let mut inp = mk(120.0);
+    inp.held.insert("oca-0".into(), ["old".to_owned()].into());
+    let plan = plan_cluster(&inp, &ClusterPlacement::default(), &p);
+    assert!(plan.placement.contains("oca-0", "old"));
+}
+
+#[test]
+fn urgent_titles_go_first_and_stale_copies_are_re_added() {
+    let apps = appliances(1, 2 * GB);
+    let mut ts = titles(3, GB);
+    ts[2].urgent = Some(Urgency::NewRelease);
+    let mut inp = input(apps, ts);
+    inp.stale
+        .insert("oca-0".into(), ["t0000".to_owned()].into());
+    let plan = plan_cluster(&inp, &ClusterPlacement::default(), &params());
+    // Room for two: the urgent tail title and the most popular one.
+    let placed = plan.placement.titles_of("oca-0").unwrap();
+    assert!(
+        placed.contains("t0002") && placed.contains("t0000"),
+        "{placed:?}"
+    );
+    assert_eq!(plan.ordered_titles("oca-0"), ["t0002", "t0000"]);
+    let urgent = plan.changes.iter().find(|c| c.title == "t0002").unwrap();
+    assert!(
+        urgent.reason.starts_with("urgent (new release)"),
+        "{}",
+        urgent.reason
+    );
+    let stale = plan.changes.iter().find(|c| c.title == "t0000").unwrap();
+    assert!(
+        stale.reason.starts_with("new catalog version"),
+        "{}",
+        stale.reason
+    );
+}
+
+#[test]
+fn removed_appliances_and_titles_are_explained() {
+    let prev = ClusterPlacement::from_pairs([
+        ("gone".to_owned(), "t0000".to_owned()),
+        ("oca-0".to_owned(), "retired".to_owned()),
+    ]);
+    let plan = plan_cluster(
+        &input(appliances(1, 10 * GB), titles(1, GB)),
+        &prev,
+        &params(),
+    );
+    let why = |t: &str| {
+        plan.changes
+            .iter()
+            .find(|c| c.title == t && c.action == Action::Remove)
+            .map(|c| c.reason.clone())
+            .unwrap()
+    };
+    assert!(why("retired").contains("no longer in the catalog"));
+    assert!(why("t0000").contains("no longer planned"));
+    // The plan is deterministic.
+    assert_eq!(
+        plan,
+        plan_cluster(
+            &input(appliances(1, 10 * GB), titles(1, GB)),
+            &prev,
+            &params()
+        )
+    );
+}

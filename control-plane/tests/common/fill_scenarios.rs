@@ -1,0 +1,383 @@
+//! Fill scenarios (issue 8), run on both backends: appliance authentication of the fill
+//! endpoints, the catalog entry as stored, plan content for the test topology (origin `origin-1`,
+//! exchange `syd-1`, embedded `akl-1` + `akl-2`) as heartbeats report holdings (sources move
+//! from origin to upstream to peer), fill grants that verify only where and for what they are
+//! meant, stale versions, the fleet view and the metrics.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use protocol::fill::{catalog_digest, FillPlan, FillSource, SourceTier};
+use protocol::grant::{GrantError, Scope, Verifier, DEFAULT_MAX_LIFETIME_SECS};
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+
+use super::{Env, ADMIN};
+
+fn cred(id: &str) -> String {
+    format!("Bearer {id}-credential-0123456789")
+}
+
+/// GET with appliance headers; returns status and the raw body.
+async fn get_raw(env: &Env, uri: &str, header_id: &str, bearer: &str) -> (StatusCode, String) {
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(uri)
+        .header("outpost-appliance", header_id)
+        .header("authorization", bearer)
+        .body(Body::empty())
+        .unwrap();
+    let resp = env.app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+async fn plan(env: &Env, id: &str) -> FillPlan {
+    let (s, body) = get_raw(
+        env,
+        &format!("/v1/appliances/{id}/fill-plan"),
+        id,
+        &cred(id),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let p: FillPlan = serde_json::from_str(&body).unwrap();
+    p.validate().unwrap();
+    assert_eq!(p.appliance, id);
+    p
+}
+
+/// A heartbeat with 100 GB of drives, holding `held` (title, catalog digest), optional fill
+/// status.
+async fn beat(env: &Env, id: &str, held: &[(&str, &str)], fill: Option<Value>) {
+    let titles: Vec<&str> = held.iter().map(|(t, _)| *t).collect();
+    let held: Vec<Value> = held
+        .iter()
+        .map(|(t, d)| json!({"title": t, "catalog_sha256": d, "files_digest": "ab".repeat(32)}))
+        .collect();
+    let mut body = json!({"health": "ok", "load": 0.1, "titles": titles, "held": held,
+        "drives": [{"path": "/cache/0", "state": "ok", "used_bytes": 0, "capacity_bytes": 100u64 << 30}]});
+    if let Some(f) = fill {
+        body["fill"] = f;
+    }
+    let (s, _, v) = env
+        .call(
+            Method::POST,
+            &format!("/v1/appliances/{id}/heartbeat"),
+            &[("authorization", &cred(id)), ("outpost-appliance", id)],
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+fn sources(p: &FillPlan, title: &str) -> Vec<(SourceTier, String)> {
+    p.titles
+        .iter()
+        .find(|t| t.title == title)
+        .unwrap_or_else(|| panic!("{title} not planned for {}: {p:?}", p.appliance))
+        .sources
+        .iter()
+        .map(|s| match s {
+            FillSource::Appliance {
+                tier, appliance, ..
+            } => (*tier, appliance.clone()),
+            FillSource::S3 { tier, bucket, .. } => (*tier, format!("s3:{bucket}")),
+        })
+        .collect()
+}
+
+fn grant_of(p: &FillPlan, title: &str, source: &str) -> String {
+    p.titles
+        .iter()
+        .find(|t| t.title == title)
+        .unwrap()
+        .sources
+        .iter()
+        .find_map(|s| match s {
+            FillSource::Appliance {
+                appliance, grant, ..
+            } if appliance == source => Some(grant.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+async fn import_forecast(env: &Env) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("forecast.json");
+    std::fs::write(
+        &f,
+        r#"{"forecast":[{"country":"NZ","titles":[{"title":"clear-title","views":100},{"title":"enc-title","views":60},{"title":"hd-only","views":10}]}]}"#,
+    )
+    .unwrap();
+    let master = control_plane::crypto::MasterKey::new([42; 32]);
+    let r = control_plane::import::import_file(env.repo.as_ref(), &master, &f, 0)
+        .await
+        .unwrap();
+    assert_eq!(r, control_plane::import::Imported::Forecast(1, 3));
+    // Errors name the field.
+    std::fs::write(
+        &f,
+        r#"{"forecast":[{"country":"NZ","titles":[{"title":"a","views":1},{"title":"b","views":2}]}]}"#,
+    )
+    .unwrap();
+    let e = control_plane::import::import_file(env.repo.as_ref(), &master, &f, 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("forecast[0].titles[1].views"), "{e}");
+    env.state.fill_plans.clear().await;
+}
+
+pub async fn fill_plans_follow_holdings(env: &Env) {
+    // Authentication: wrong credential 401, another appliance's plan 403, no header 400.
+    let (s, _) = get_raw(
+        env,
+        "/v1/appliances/akl-1/fill-plan",
+        "akl-1",
+        &cred("akl-2"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, body) = get_raw(
+        env,
+        "/v1/appliances/akl-2/fill-plan",
+        "akl-1",
+        &cred("akl-1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("forbidden"), "{body}");
+    let (s, _, _) = env
+        .call(Method::GET, "/v1/appliances/akl-1/fill-plan", &[], None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = get_raw(
+        env,
+        "/v1/appliances/akl-2/catalog/clear-title",
+        "akl-1",
+        &cred("akl-1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = get_raw(env, "/v1/appliances/ghost/fill-plan", "ghost", "Bearer x").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The catalog entry, byte for byte as stored; its digest is the version plans carry.
+    let (s, text) = get_raw(
+        env,
+        "/v1/appliances/akl-1/catalog/clear-title",
+        "akl-1",
+        &cred("akl-1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let stored = env.repo.load_snapshot().await.unwrap();
+    let stored = &stored
+        .titles
+        .iter()
+        .find(|(id, _)| id == "clear-title")
+        .unwrap()
+        .1;
+    assert_eq!(&text, stored);
+    let digest = catalog_digest(&text);
+    let (s, _) = get_raw(
+        env,
+        "/v1/appliances/akl-1/catalog/nope",
+        "akl-1",
+        &cred("akl-1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Before it reports its drives an appliance is not planned: an empty plan.
+    let p = plan(env, "akl-1").await;
+    assert!(p.titles.is_empty(), "{p:?}");
+
+    // The forecast makes clear-title and enc-title head titles (2 copies: both appliances) and
+    // hd-only tail (1 copy).
+    import_forecast(env).await;
+    beat(env, "akl-1", &[], None).await;
+    beat(env, "akl-2", &[], None).await;
+    let p1 = plan(env, "akl-1").await;
+    let p2 = plan(env, "akl-2").await;
+    for p in [&p1, &p2] {
+        assert_eq!(p.cluster, "isp-akl");
+        assert_eq!(
+            p.titles[0].title, "clear-title",
+            "most popular first: {p:#?}"
+        );
+        assert!(p.titles.iter().any(|t| t.title == "enc-title"));
+        let ct = &p.titles[0];
+        assert_eq!(ct.catalog_sha256, digest);
+        assert!(ct.urgent, "imported just now: a new release");
+        assert!(ct.reason.contains("2 of 2 copies"), "{}", ct.reason);
+        assert!(ct.bytes > 0);
+        assert!(p.refresh_secs > 0);
+    }
+    let hd_holders = [&p1, &p2]
+        .iter()
+        .filter(|p| p.titles.iter().any(|t| t.title == "hd-only"))
+        .count();
+    assert_eq!(hd_holders, 1, "the tail title has one copy");
+    // Nobody holds anything yet: origin only (origin-1 is admin-online, holding everything).
+    assert_eq!(
+        sources(&p1, "clear-title"),
+        [(SourceTier::Origin, "origin-1".to_owned())]
+    );
+
+    // The exchange reports clear-title held: upstream before origin.
+    beat(env, "syd-1", &[("clear-title", &digest)], None).await;
+    let p1 = plan(env, "akl-1").await;
+    assert_eq!(
+        sources(&p1, "clear-title"),
+        [
+            (SourceTier::Upstream, "syd-1".to_owned()),
+            (SourceTier::Origin, "origin-1".to_owned())
+        ]
+    );
+    assert_eq!(
+        sources(&p1, "enc-title"),
+        [(SourceTier::Origin, "origin-1".to_owned())]
+    );
+
+    // A peer reports it held (with a fill status): peer first; the holder's own plan lists it
+    // without sources.
+    beat(
+        env,
+        "akl-2",
+        &[("clear-title", &digest)],
+        Some(json!({"plan_id": p2.plan_id, "in_window": true, "titles_pending": 1, "bytes_filled": 5000,
+            "files_verified": 7, "verify_failures": 1, "rate_bps": 8000})),
+    )
+    .await;
+    let p1 = plan(env, "akl-1").await;
+    assert_eq!(
+        sources(&p1, "clear-title"),
+        [
+            (SourceTier::Peer, "akl-2".to_owned()),
+            (SourceTier::Upstream, "syd-1".to_owned()),
+            (SourceTier::Origin, "origin-1".to_owned())
+        ]
+    );
+    let p2 = plan(env, "akl-2").await;
+    assert!(sources(&p2, "clear-title").is_empty());
+    // The plan id is stable while the plan does not change.
+    assert_eq!(plan(env, "akl-2").await.plan_id, p2.plan_id);
+
+    // Fill grants: valid for the source's cluster only, fill scope, no client binding, a
+    // lifetime under the verifiers' cap and longer than the refresh.
+    let ring = super::scenarios::key_ring(env).await;
+    let now = super::T0;
+    let check = |cluster: &str, grant: &str, path: &str| {
+        Verifier::new(ring.clone(), cluster).verify(&protocol::grant::Request {
+            path: &format!("/g/{grant}/{path}"),
+            client_ip: None,
+            now,
+        })
+    };
+    let peer_grant = grant_of(&p1, "clear-title", "akl-2");
+    let v = check("isp-akl", &peer_grant, "clear-title/catalog.json").unwrap();
+    assert_eq!(v.claims.scope, Scope::Fill);
+    assert_eq!(v.claims.sub, "fill:akl-1");
+    assert_eq!(v.claims.client, None);
+    assert_eq!(v.claims.renditions, None);
+    assert!(v.claims.lifetime() <= DEFAULT_MAX_LIFETIME_SECS);
+    assert!(v.claims.lifetime() > p1.refresh_secs);
+    assert!(matches!(
+        check("ix-syd", &peer_grant, "clear-title/catalog.json"),
+        Err(GrantError::WrongAudience { .. })
+    ));
+    assert!(matches!(
+        check("isp-akl", &peer_grant, "enc-title/catalog.json"),
+        Err(GrantError::PathNotCovered { .. })
+    ));
+    let up_grant = grant_of(&p1, "clear-title", "syd-1");
+    check("ix-syd", &up_grant, "clear-title/v360/media.mp4").unwrap();
+    assert!(check("isp-akl", &up_grant, "clear-title/v360/media.mp4").is_err());
+
+    // Steering never sends a client to an appliance that has not reported the title held.
+    let (s, v) = env
+        .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let ranked: Vec<&str> = v["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ranked[0], "akl-2", "{v}");
+    assert!(!ranked.contains(&"akl-1"), "{ranked:?}");
+
+    // A stale version (akl-2 holds an older catalog of clear-title) is neither steered to nor a
+    // source, and akl-2's plan asks it to fetch the current one.
+    let old = "00".repeat(32);
+    beat(env, "akl-2", &[("clear-title", &old)], None).await;
+    let p1 = plan(env, "akl-1").await;
+    assert_eq!(sources(&p1, "clear-title")[0].1, "syd-1");
+    let p2 = plan(env, "akl-2").await;
+    assert!(!sources(&p2, "clear-title").is_empty());
+    let (_, v) = env
+        .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+        .await;
+    let ranked: Vec<&str> = v["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !ranked.contains(&"akl-2") && !ranked.contains(&"akl-1"),
+        "{ranked:?}"
+    );
+    assert_eq!(v["miss"], "content_miss");
+
+    // The fleet view shows holdings, versions and fill status.
+    let (s, _, view) = env
+        .call(
+            Method::GET,
+            "/v1/fleet",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let a2 = view["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "akl-2")
+        .unwrap()
+        .clone();
+    assert_eq!(a2["held"][0]["catalog_sha256"], old.as_str());
+    assert_eq!(a2["stale_titles"], json!(["clear-title"]));
+    assert_eq!(a2["fill"]["bytes_filled"], 5000, "{a2}");
+
+    // Metrics: plans served, churn, titles planned per cluster, reported fill counters.
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    let m = m.as_str().unwrap();
+    let value = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+    };
+    assert_eq!(value("outpost_cp_fill_plans_served_total"), 9);
+    assert!(value("outpost_cp_fill_plan_changes_total{action=\"add\"}") >= 5);
+    assert_eq!(
+        value("outpost_cp_fill_titles_planned{cluster=\"isp-akl\"}"),
+        3
+    );
+    assert_eq!(value("outpost_cp_fill_bytes_reported_total"), 5000);
+    assert_eq!(value("outpost_cp_fill_verify_failures_total"), 1);
+    assert!(value("outpost_cp_steering_misses_total{class=\"content\"}") >= 1);
+}
+
+/// The test configuration with 20 views per copy, so the forecast above gives 2, 2 and 1 copies.
+pub fn config() -> control_plane::Config {
+    let mut c = super::test_config();
+    c.fill.views_per_copy = 20.0;
+    c
+}
