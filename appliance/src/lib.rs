@@ -8,14 +8,20 @@
 //!   cached file;
 //! - [`cache`]: cache directories (drives), the in-memory index, placement and eviction;
 //! - [`io`]: the I/O backends (io_uring and epoll + sendfile) and the only `unsafe` code;
+//! - [`fill`]: fetching the titles of the fill plan (the S3 origin client so far);
 //! - [`admin`]: the tokio + hyper admin listener (`/metrics`, `/healthz`, `/readyz`);
 //! - [`tls`]: the rustls listener (tokio), serving through the same state machine;
-//! - [`server`]: start-up, signals and drain.
+//! - [`server`]: start-up, signals and drain;
+//! - [`agent`]: the fleet agent (registration, heartbeats, key cache, fill plan), tokio only;
+//! - [`fill`]: the filler (verified, resumable, windowed, rate-limited downloads of planned
+//!   titles) and the title gate it relies on in [`cache`].
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod agent;
 pub mod cache;
 pub mod conn;
+pub mod fill;
 pub mod http1;
 pub mod io;
 pub mod keys;

@@ -1,8 +1,10 @@
 //! Counters and gauges shared by the data-plane threads (lock-free atomics) and their rendering
 //! in the Prometheus text format for the admin listener's `/metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use protocol::grant::GrantError;
 
@@ -31,6 +33,140 @@ pub struct Metrics {
     grant_cache_hits: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
+    /// Fill and fleet-agent counters.
+    pub fill: FillMetrics,
+}
+
+/// Counters of the fleet agent and the filler (written on the tokio side, never on a serving
+/// thread, except `bytes_out`).
+#[derive(Debug, Default)]
+pub struct FillMetrics {
+    /// Whether a fleet agent runs (the agent metrics are rendered only then).
+    pub agent_enabled: AtomicBool,
+    /// Bytes downloaded by fill (verified or not).
+    pub bytes_in: AtomicU64,
+    /// Bytes of responses planned for fill-scope grants (this appliance as a fill source).
+    pub bytes_out: AtomicU64,
+    /// Fill download rate over the last second, bits per second.
+    pub rate_bps: AtomicU64,
+    /// Files fetched and verified.
+    pub files_verified: AtomicU64,
+    /// Size or SHA-256 mismatches, by source label.
+    pub verify_failures: Mutex<BTreeMap<String, u64>>,
+    /// Plans received whose `plan_id` differed from the previous one.
+    pub plan_changes: AtomicU64,
+    /// Titles of the current plan not held yet.
+    pub titles_pending: AtomicU64,
+    /// 1 when the last control-plane call succeeded.
+    pub control_plane_reachable: AtomicBool,
+    /// Whether the fill window is open now.
+    pub in_window: AtomicBool,
+}
+
+impl FillMetrics {
+    /// Counts a verification failure from `source`.
+    pub fn verify_failed(&self, source: &str) {
+        *self
+            .verify_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(source.to_owned())
+            .or_insert(0) += 1;
+    }
+
+    /// Verification failures over every source.
+    pub fn verify_failures_total(&self) -> u64 {
+        self.verify_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+
+    fn render(&self, o: &mut String, titles_held: usize) {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut line = |help: &str, kind: &str, name: &str, v: u64| {
+            let _ = writeln!(o, "# HELP outpost_appliance_{name} {help}");
+            let _ = writeln!(o, "# TYPE outpost_appliance_{name} {kind}");
+            let _ = writeln!(o, "outpost_appliance_{name} {v}");
+        };
+        line(
+            "Bytes downloaded by fill.",
+            "counter",
+            "fill_bytes_total",
+            g(&self.bytes_in),
+        );
+        line(
+            "Bytes of responses to fill-scope grants (served as a fill source).",
+            "counter",
+            "fill_bytes_out_total",
+            g(&self.bytes_out),
+        );
+        line(
+            "Fill download rate over the last second, bits per second.",
+            "gauge",
+            "fill_rate_bps",
+            g(&self.rate_bps),
+        );
+        line(
+            "Files fetched by fill and verified (size and SHA-256).",
+            "counter",
+            "fill_files_verified_total",
+            g(&self.files_verified),
+        );
+        line(
+            "Titles complete and served.",
+            "gauge",
+            "titles_held",
+            titles_held as u64,
+        );
+        if self.agent_enabled.load(Ordering::Relaxed) {
+            line(
+                "Fill plans received that differ from the previous one.",
+                "counter",
+                "fill_plan_changes_total",
+                g(&self.plan_changes),
+            );
+            line(
+                "Titles of the plan not held yet.",
+                "gauge",
+                "fill_titles_pending",
+                g(&self.titles_pending),
+            );
+            line(
+                "Whether the fill window is open.",
+                "gauge",
+                "fill_in_window",
+                u64::from(self.in_window.load(Ordering::Relaxed)),
+            );
+            line(
+                "1 when the last control-plane call succeeded.",
+                "gauge",
+                "control_plane_reachable",
+                u64::from(self.control_plane_reachable.load(Ordering::Relaxed)),
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP outpost_appliance_fill_verify_failures_total Fill downloads whose size or SHA-256 did not match, by source."
+        );
+        let _ = writeln!(
+            o,
+            "# TYPE outpost_appliance_fill_verify_failures_total counter"
+        );
+        for (src, n) in self
+            .verify_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let src = src.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                o,
+                "outpost_appliance_fill_verify_failures_total{{source=\"{src}\"}} {n}"
+            );
+        }
+    }
 }
 
 fn inc(a: &AtomicU64) {
@@ -117,6 +253,19 @@ impl Metrics {
     /// A grant was found in the verified-token cache.
     pub fn grant_cache_hit(&self) {
         inc(&self.grant_cache_hits);
+    }
+
+    /// Requests answered so far, every status.
+    pub fn requests_total(&self) -> u64 {
+        self.requests
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Bytes sent so far (heads and bodies).
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::Relaxed)
     }
 
     /// Records one request's latency (request parsed to last byte handed to the kernel).
@@ -287,6 +436,7 @@ impl Metrics {
             g(&self.latency_sum_us) as f64 / 1e6
         );
         let _ = writeln!(o, "outpost_appliance_request_duration_seconds_count {cum}");
+        self.fill.render(&mut o, store.held().len());
         o
     }
 }

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use lru::LruCache;
+use protocol::catalog::CATALOG_FILE;
 use protocol::grant::{
-    authorize, split_grant_path, Claims, GrantError, KeyRing, Verifier, CLOCK_LEEWAY_SECS,
+    authorize, split_grant_path, Claims, GrantError, KeyRing, Scope, Verifier, CLOCK_LEEWAY_SECS,
 };
 
 use crate::cache::{CachedFile, Miss, Store};
@@ -272,6 +273,17 @@ impl Service {
         if let Err(e) = authorize(&claims, &resource, peer) {
             return refuse(e);
         }
+        let fill = claims.scope == Scope::Fill;
+        let path = resource.as_str();
+        if !fill && path.matches('/').count() == 2 && path.ends_with(&format!("/{CATALOG_FILE}")) {
+            return self.error(
+                Status::Forbidden,
+                "catalog.json is served to fill grants only",
+                keep_alive,
+                head_only,
+                now,
+            );
+        }
         let file = match self.store.get(resource.as_str()) {
             Ok(f) => {
                 self.metrics.hit();
@@ -302,6 +314,12 @@ impl Service {
         };
         let mut r = self.serve_file(req, file, resource.as_str(), now);
         r.log_path = resource.as_str().to_owned();
+        if fill {
+            self.metrics
+                .fill
+                .bytes_out
+                .fetch_add(r.total_len(), Ordering::Relaxed);
+        }
         r
     }
 

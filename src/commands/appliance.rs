@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use appliance::cache::Store;
+use appliance::agent::{self, AgentConfig};
+use appliance::cache::{Gate, Store};
 use appliance::conn::Timeouts;
+use appliance::fill::{FillConfig, FillWindow, S3Settings};
 use appliance::metrics::Metrics;
 use appliance::server::{self, BackendChoice, ServerConfig};
 use appliance::service::{Service, ServiceConfig};
@@ -18,7 +20,7 @@ use protocol::grant::Verifier;
 use serde::Deserialize;
 
 /// Flags for `outpost appliance`. Each overrides the same key of `--config`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
@@ -75,10 +77,58 @@ pub struct Args {
     /// TLS private key, PEM (re-read on SIGHUP).
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Serve only titles whose catalog.json is present and complete (always on with
+    /// --control-plane; without it, hand-placed directories without catalog.json are served).
+    #[arg(long)]
+    require_catalog: bool,
+    /// Control-plane base URL (http://host:port): runs the fleet agent (registration,
+    /// heartbeats, key cache in --public-keys, fill plan and fill).
+    #[arg(long, value_name = "URL")]
+    control_plane: Option<String>,
+    /// The shared secret the control plane's policy lists for this appliance.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "OUTPOST_APPLIANCE_CREDENTIAL",
+        hide_env_values = true
+    )]
+    credential: Option<String>,
+    /// A file holding the credential (first line).
+    #[arg(long, value_name = "FILE")]
+    credential_file: Option<PathBuf>,
+    /// Address announced to the control plane at registration (default: the listen address).
+    #[arg(long, value_name = "HOST")]
+    advertise_address: Option<String>,
+    /// Port announced to the control plane at registration (default: the bound port).
+    #[arg(long, value_name = "PORT")]
+    advertise_port: Option<u16>,
+    /// Seconds the control plane may be unreachable before the outage is logged (default 60);
+    /// serving never stops.
+    #[arg(long, value_name = "SECS")]
+    control_plane_grace: Option<u64>,
+    /// Fill window, local time: HH:MM-HH:MM (may wrap past midnight) or `always`
+    /// (default 02:00-14:00). Outside it only urgent titles are fetched.
+    #[arg(long, value_name = "WINDOW")]
+    fill_window: Option<String>,
+    /// Total fill download rate, megabits per second (default: unlimited).
+    #[arg(long, value_name = "MBPS")]
+    fill_rate_mbps: Option<f64>,
+    /// Most files downloading at once (default 4).
+    #[arg(long, value_name = "N")]
+    fill_concurrency: Option<usize>,
+    /// S3-compatible origin endpoint for S3 fill sources (http(s)://host:port).
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 signing region (default us-east-1).
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
+    /// Allow a plain-http S3 endpoint.
+    #[arg(long)]
+    s3_allow_http: bool,
 }
 
 /// The configuration file: the same keys as the flags.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     id: Option<String>,
@@ -99,6 +149,122 @@ struct Config {
     tls_listen: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    require_catalog: Option<bool>,
+    control_plane: Option<String>,
+    credential: Option<String>,
+    credential_file: Option<PathBuf>,
+    advertise_address: Option<String>,
+    advertise_port: Option<u16>,
+    control_plane_grace: Option<u64>,
+    fill_window: Option<String>,
+    fill_rate_mbps: Option<f64>,
+    fill_concurrency: Option<usize>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_allow_http: Option<bool>,
+    /// S3 access key id (else the AWS_ACCESS_KEY_ID environment variable).
+    s3_access_key_id: Option<String>,
+    /// S3 secret access key (else AWS_SECRET_ACCESS_KEY).
+    s3_secret_access_key: Option<String>,
+}
+
+/// Builds the fleet agent's settings from flags and file (`None` without `--control-plane`).
+fn agent_config(
+    args: &Args,
+    file: &Config,
+    id: &str,
+    listen: SocketAddr,
+    keys_dir: &std::path::Path,
+    max_connections: usize,
+) -> anyhow::Result<Option<AgentConfig>> {
+    let Some(control_plane) = args.control_plane.clone().or(file.control_plane.clone()) else {
+        return Ok(None);
+    };
+    let credential = match (
+        args.credential.clone().or(file.credential.clone()),
+        args.credential_file.clone().or(file.credential_file.clone()),
+    ) {
+        (Some(c), _) => c,
+        (None, Some(p)) => std::fs::read_to_string(&p)
+            .with_context(|| format!("--credential-file (config key `credential_file`) {}", p.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        (None, None) => bail!(
+            "--control-plane needs --credential or --credential-file (config keys `credential`, `credential_file`)"
+        ),
+    };
+    if credential.is_empty() {
+        bail!("the appliance credential (--credential / --credential-file) is empty");
+    }
+    let window: FillWindow = args
+        .fill_window
+        .clone()
+        .or(file.fill_window.clone())
+        .unwrap_or_else(|| "02:00-14:00".into())
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--fill-window (config key `fill_window`): {e}"))?;
+    let rate_bps = match args.fill_rate_mbps.or(file.fill_rate_mbps) {
+        None => None,
+        Some(r) if r.is_finite() && r > 0.0 => Some((r * 1e6) as u64),
+        Some(r) => {
+            bail!("--fill-rate-mbps (config key `fill_rate_mbps`): {r} is not a positive number")
+        }
+    };
+    let concurrency = args.fill_concurrency.or(file.fill_concurrency).unwrap_or(4);
+    if concurrency == 0 || concurrency > 256 {
+        bail!("--fill-concurrency (config key `fill_concurrency`) must be between 1 and 256");
+    }
+    let s3 = args
+        .s3_endpoint
+        .clone()
+        .or(file.s3_endpoint.clone())
+        .map(|endpoint| S3Settings {
+            endpoint,
+            region: args
+                .s3_region
+                .clone()
+                .or(file.s3_region.clone())
+                .unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: file
+                .s3_access_key_id
+                .clone()
+                .or_else(|| std::env::var("AWS_ACCESS_KEY_ID").ok())
+                .unwrap_or_default(),
+            secret_access_key: file
+                .s3_secret_access_key
+                .clone()
+                .or_else(|| std::env::var("AWS_SECRET_ACCESS_KEY").ok())
+                .unwrap_or_default(),
+            allow_http: args.s3_allow_http || file.s3_allow_http.unwrap_or(false),
+        });
+    Ok(Some(AgentConfig {
+        control_plane,
+        id: id.to_owned(),
+        credential,
+        advertise_address: Some(
+            args.advertise_address
+                .clone()
+                .or(file.advertise_address.clone())
+                .unwrap_or_else(|| listen.ip().to_string()),
+        ),
+        advertise_port: args.advertise_port.or(file.advertise_port),
+        key_dir: keys_dir.to_path_buf(),
+        grace: Duration::from_secs(
+            args.control_plane_grace
+                .or(file.control_plane_grace)
+                .unwrap_or(60),
+        ),
+        max_connections,
+        fill: FillConfig {
+            window,
+            rate_bps,
+            concurrency,
+            s3,
+        },
+    }))
 }
 
 fn hostname() -> Option<String> {
@@ -114,6 +280,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => crate::config::load_toml(p)?,
         None => Config::default(),
     };
+    let (agent_args, agent_file) = (args.clone(), file.clone());
     let listen = args
         .listen
         .or(file.listen)
@@ -158,12 +325,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Duration::from_secs(flag.or(key).unwrap_or(default))
     };
 
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(100_000);
+    let mut agent_cfg = agent_config(
+        &agent_args,
+        &agent_file,
+        &id,
+        listen,
+        &keys_dir,
+        max_connections,
+    )?;
+    if let Some(a) = &agent_cfg {
+        // The key directory is the agent's key cache: refresh it, or start with what it holds.
+        match agent::bootstrap_keys(a) {
+            Ok(kids) => {
+                tracing::info!(?kids, dir = %keys_dir.display(), "grant public keys fetched from the control plane")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %keys_dir.display(), "control plane unreachable at start-up: serving with the cached keys")
+            }
+        }
+    }
+    let gate = if agent_cfg.is_some() || args.require_catalog || file.require_catalog == Some(true)
+    {
+        Gate::RequireCatalog
+    } else {
+        Gate::Lenient
+    };
     let ring = appliance::keys::load_dir(&keys_dir).context("--public-keys")?;
     tracing::info!(keys = ?ring.kids().collect::<Vec<_>>(), dir = %keys_dir.display(), "grant public keys loaded");
     let store = Arc::new(
-        Store::open(
+        Store::open_with(
             &cache_dirs,
             args.drive_capacity_bytes.or(file.drive_capacity_bytes),
+            gate,
         )
         .context("--cache-dir")?,
     );
@@ -215,10 +412,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         admin_listen: Some(admin_listen),
         threads,
         backend,
-        max_connections: args
-            .max_connections
-            .or(file.max_connections)
-            .unwrap_or(100_000),
+        max_connections,
         timeouts: Timeouts {
             header: secs(args.header_timeout_secs, file.header_timeout_secs, 10),
             idle: secs(args.idle_timeout_secs, file.idle_timeout_secs, 60),
@@ -227,7 +421,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         handle_signals: true,
         tls,
     };
-    let running = server::start(cfg, svc, Some(reload))?;
+    let running = server::start(cfg, svc.clone(), Some(reload))?;
+    let agent = match agent_cfg.take() {
+        Some(mut a) => {
+            if a.advertise_port.is_none() {
+                a.advertise_port = Some(running.local_addr.port());
+            }
+            tracing::info!(control_plane = a.control_plane, window = %a.fill.window, rate_bps = ?a.fill.rate_bps, concurrency = a.fill.concurrency, "fleet agent starting");
+            Some(agent::start(a, svc).context("fleet agent")?)
+        }
+        None => None,
+    };
     println!(
         "appliance listening on {} (admin {}), backend {}, tls {}",
         running.local_addr,
@@ -239,6 +443,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .tls_addr
             .map_or_else(|| "-".into(), |a| a.to_string()),
     );
-    running.wait()?;
+    let result = running.wait();
+    if let Some(a) = agent {
+        a.stop();
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }

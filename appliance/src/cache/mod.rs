@@ -12,6 +12,14 @@
 //!   from under a reader.
 //! - A drive that returns I/O errors is marked failed: its objects leave the index and new
 //!   objects are placed on the others.
+//! - **Title gate.** A title directory whose `catalog.json` is present is served only while every
+//!   file the entry lists is indexed with the listed size (the entry is parsed and checked when
+//!   the title is scanned, filled or changed; SHA-256 is checked by the filler before a file gets
+//!   its final name, so start-up checks sizes only and never re-hashes). Under
+//!   [`Gate::RequireCatalog`] (an appliance that fills) a title without `catalog.json` is not
+//!   served at all; under [`Gate::Lenient`] (hand-placed directories) it is served as before.
+//!   Any file of a complete title leaving the index (eviction, failure, removal) makes it
+//!   incomplete until it is checked again.
 
 mod placement;
 
@@ -27,6 +35,8 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 pub use placement::rendezvous_order;
+use protocol::catalog::{CatalogEntry, CATALOG_FILE};
+use protocol::fill::{catalog_digest, files_digest, HeldTitle};
 
 use crate::http1::conditional::Validators;
 use crate::io::sys;
@@ -41,6 +51,32 @@ pub const MAX_SCAN_DEPTH: usize = 4;
 pub const HIGH_WATERMARK: f64 = 0.95;
 /// ...and stops when usage is back under this fraction.
 pub const LOW_WATERMARK: f64 = 0.90;
+
+/// Largest `catalog.json` read, bytes.
+pub const MAX_CATALOG_BYTES: u64 = 16 << 20;
+
+/// Name of the per-drive directory holding partial fill downloads (kept across restarts so a
+/// download resumes; never indexed because it starts with a dot).
+pub const FILL_DIR: &str = ".fill";
+
+/// Which title directories are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Titles without `catalog.json` are served as placed (hand-copied directories); titles with
+    /// one are served only when complete.
+    Lenient,
+    /// Only complete titles (with `catalog.json`, every listed file present with its size).
+    RequireCatalog,
+}
+
+/// Whether a title can be served, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TitleState {
+    /// Complete: every file listed in its `catalog.json` is present with its size.
+    Complete(HeldTitle),
+    /// Not servable; the reason (for logs).
+    Incomplete(String),
+}
 
 /// Most file descriptors kept open for reuse across requests (like nginx's `open_file_cache`).
 pub const OPEN_FILE_CACHE: usize = 4096;
@@ -154,6 +190,25 @@ struct Index {
     lru: Vec<LruCache<String, u64>>,
     /// Open descriptors kept for reuse.
     open: LruCache<String, Arc<CachedFile>>,
+    /// Titles that have (or had) a `catalog.json`.
+    titles: HashMap<String, TitleState>,
+}
+
+/// The title id of a key (`/<title>/...`).
+fn title_of(key: &str) -> &str {
+    key.trim_start_matches('/').split('/').next().unwrap_or("")
+}
+
+impl Index {
+    /// A file of `key`'s title changed or left: a complete title is checked again before it is
+    /// served.
+    fn invalidate(&mut self, key: &str) {
+        if let Some(st) = self.titles.get_mut(title_of(key)) {
+            if matches!(st, TitleState::Complete(_)) {
+                *st = TitleState::Incomplete(format!("{key} changed or left the cache"));
+            }
+        }
+    }
 }
 
 /// The set of cache drives and their index.
@@ -162,12 +217,23 @@ pub struct Store {
     drives: Vec<Drive>,
     index: Mutex<Index>,
     tmp_seq: AtomicU64,
+    gate: Gate,
 }
 
 impl Store {
     /// Opens the cache directories, creating them if missing, and indexes every object found.
     /// `capacity` is the per-drive byte capacity; `None` means the file system's size.
+    /// Hand-placed titles without `catalog.json` are served ([`Gate::Lenient`]).
     pub fn open(roots: &[PathBuf], capacity: Option<u64>) -> Result<Self, CacheError> {
+        Self::open_with(roots, capacity, Gate::Lenient)
+    }
+
+    /// [`Store::open`] with an explicit title gate.
+    pub fn open_with(
+        roots: &[PathBuf],
+        capacity: Option<u64>,
+        gate: Gate,
+    ) -> Result<Self, CacheError> {
         if roots.is_empty() {
             return Err(CacheError::NoDrives);
         }
@@ -203,9 +269,11 @@ impl Store {
                 open: LruCache::new(
                     NonZeroUsize::new(OPEN_FILE_CACHE).unwrap_or(NonZeroUsize::MIN),
                 ),
+                titles: HashMap::new(),
             }),
             drives,
             tmp_seq: AtomicU64::new(0),
+            gate,
         };
         store.scan();
         Ok(store)
@@ -258,10 +326,257 @@ impl Store {
             }
             tracing::info!(drive = %d.root.display(), objects = idx.lru[i].len(), bytes = d.used(), "cache drive indexed");
         }
+        let catalogs: Vec<String> = idx
+            .objects
+            .keys()
+            .filter(|k| k.ends_with(&format!("/{CATALOG_FILE}")) && k.matches('/').count() == 2)
+            .map(|k| title_of(k).to_owned())
+            .collect();
         drop(idx);
         for i in failed {
             self.fail(i);
         }
+        for t in catalogs {
+            match self.refresh_title(&t) {
+                TitleState::Complete(_) => tracing::debug!(title = t, "title complete"),
+                TitleState::Incomplete(why) => {
+                    tracing::warn!(title = t, why, "title incomplete: not served")
+                }
+            }
+        }
+    }
+
+    /// The title gate in force.
+    pub fn gate(&self) -> Gate {
+        self.gate
+    }
+
+    /// Reads a small object (a `catalog.json`) regardless of the title gate.
+    fn read_object(&self, key: &str, max: u64) -> io::Result<String> {
+        let drive = self
+            .lock()
+            .objects
+            .get(key)
+            .copied()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in the cache"))?;
+        let d = &self.drives[drive];
+        let f = sys::open_beneath(d.dir.as_fd(), key.trim_start_matches('/'))?;
+        let mut text = String::new();
+        f.take(max + 1).read_to_string(&mut text)?;
+        if text.len() as u64 > max {
+            return Err(io::Error::other(format!("larger than {max} bytes")));
+        }
+        Ok(text)
+    }
+
+    /// Checks `title` against its `catalog.json` (parsed and validated; every listed file present
+    /// with its size) and records the result, which the gate then uses.
+    pub fn refresh_title(&self, title: &str) -> TitleState {
+        let key = format!("/{title}/{CATALOG_FILE}");
+        let checked = self
+            .read_object(&key, MAX_CATALOG_BYTES)
+            .map_err(|e| format!("{key}: {e}"))
+            .and_then(|text| {
+                let entry = CatalogEntry::from_json(&text).map_err(|e| format!("{key}: {e}"))?;
+                if entry.title != title {
+                    return Err(format!(
+                        "{key}: field title is {:?}, not the directory name",
+                        entry.title
+                    ));
+                }
+                Ok((text, entry))
+            });
+        let mut idx = self.lock();
+        let state = match checked {
+            Err(why) => TitleState::Incomplete(why),
+            Ok((text, entry)) => {
+                let missing = entry.files.iter().find_map(|f| {
+                    let k = format!("/{title}/{}", f.path);
+                    let have = idx
+                        .objects
+                        .get(&k)
+                        .and_then(|&d| idx.lru[d].peek(&k).copied());
+                    match have {
+                        Some(s) if s == f.size => None,
+                        Some(s) => Some(format!("{k} has {s} bytes, the catalog says {}", f.size)),
+                        None => Some(format!("{k} is missing")),
+                    }
+                });
+                match missing {
+                    Some(why) => TitleState::Incomplete(why),
+                    None => TitleState::Complete(HeldTitle {
+                        title: title.to_owned(),
+                        catalog_sha256: catalog_digest(&text),
+                        files_digest: files_digest(
+                            entry
+                                .files
+                                .iter()
+                                .map(|f| (f.path.as_str(), f.size, f.sha256.as_str())),
+                        ),
+                    }),
+                }
+            }
+        };
+        idx.titles.insert(title.to_owned(), state.clone());
+        state
+    }
+
+    /// The state of `title` (`None`: no `catalog.json` was ever seen for it).
+    pub fn title_state(&self, title: &str) -> Option<TitleState> {
+        self.lock().titles.get(title).cloned()
+    }
+
+    /// Every complete title, sorted by id.
+    pub fn held(&self) -> Vec<HeldTitle> {
+        let mut v: Vec<HeldTitle> = self
+            .lock()
+            .titles
+            .values()
+            .filter_map(|s| match s {
+                TitleState::Complete(h) => Some(h.clone()),
+                TitleState::Incomplete(_) => None,
+            })
+            .collect();
+        v.sort_by(|a, b| a.title.cmp(&b.title));
+        v
+    }
+
+    /// Titles with at least one indexed object (complete or not), sorted.
+    pub fn title_dirs(&self) -> Vec<String> {
+        let idx = self.lock();
+        let mut v: Vec<String> = idx
+            .objects
+            .keys()
+            .map(|k| title_of(k).to_owned())
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The `catalog.json` text of `title`, if indexed and readable.
+    pub fn catalog_text(&self, title: &str) -> Option<String> {
+        self.read_object(&format!("/{title}/{CATALOG_FILE}"), MAX_CATALOG_BYTES)
+            .ok()
+    }
+
+    /// Size of the indexed object `key`, regardless of the title gate.
+    pub fn object_size(&self, key: &str) -> Option<u64> {
+        let idx = self.lock();
+        idx.objects
+            .get(key)
+            .and_then(|&d| idx.lru[d].peek(key).copied())
+    }
+
+    /// Removes a title: it stops being served first (its `catalog.json` goes), then every object
+    /// under `/<title>/` leaves the index and is unlinked. Responses in flight keep their open
+    /// descriptors and finish. Returns the number of objects removed.
+    pub fn remove_title(&self, title: &str) -> usize {
+        let prefix = format!("/{title}/");
+        let mut idx = self.lock();
+        idx.titles.insert(
+            title.to_owned(),
+            TitleState::Incomplete("being removed".into()),
+        );
+        let mut keys: Vec<(String, usize)> = idx
+            .objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, &d)| (k.clone(), d))
+            .collect();
+        // The catalog first: a crash half-way leaves an incomplete title, never a wrong one.
+        keys.sort_by_key(|(k, _)| !k.ends_with(&format!("/{CATALOG_FILE}")));
+        for (k, d) in &keys {
+            idx.objects.remove(k);
+            idx.open.pop(k);
+            if let Some(size) = idx.lru[*d].pop(k) {
+                self.drives[*d].used.fetch_sub(size, Ordering::Relaxed);
+            }
+            let _ = std::fs::remove_file(self.drives[*d].root.join(&k[1..]));
+        }
+        idx.titles.remove(title);
+        drop(idx);
+        for d in &self.drives {
+            let _ = std::fs::remove_dir_all(d.root.join(title));
+        }
+        keys.len()
+    }
+
+    /// Removes one object from the index and unlinks it (its title, if complete, stops being
+    /// served until checked again). Readers keep their open descriptors.
+    pub fn remove_object(&self, key: &str) {
+        let drive = self.lock().objects.get(key).copied();
+        self.forget(key);
+        if let Some(d) = drive {
+            let _ = std::fs::remove_file(self.drives[d].root.join(key.trim_start_matches('/')));
+        }
+    }
+
+    /// The drive a new object `key` goes to (rendezvous over the healthy drives).
+    pub fn placement(&self, key: &str) -> Option<usize> {
+        let healthy: Vec<(usize, &Path)> = self
+            .drives
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.is_failed())
+            .map(|(i, d)| (i, d.root.as_path()))
+            .collect();
+        rendezvous_order(key, &healthy).first().copied()
+    }
+
+    /// Moves a finished, fsynced file `tmp` (on `drive`'s file system, e.g. under
+    /// [`FILL_DIR`]) to `key` on `drive`, fsyncs the directory and indexes it. The caller has
+    /// verified its contents. A complete title containing `key` is checked again before it is
+    /// served.
+    pub fn commit_file(&self, key: &str, drive: usize, tmp: &Path) -> Result<u64, CacheError> {
+        let canon = protocol::grant::canonicalize(key).map_err(|e| CacheError::BadKey {
+            key: key.to_owned(),
+            why: e.to_string(),
+        })?;
+        if canon.as_str() != key {
+            return Err(CacheError::BadKey {
+                key: key.to_owned(),
+                why: "not canonical".into(),
+            });
+        }
+        let d = self.drives.get(drive).ok_or(CacheError::NoHealthyDrive)?;
+        let werr = |source| CacheError::Write {
+            key: key.to_owned(),
+            drive: d.root.display().to_string(),
+            source,
+        };
+        let dest = d.root.join(&key[1..]);
+        let parent = dest.parent().unwrap_or(&d.root).to_path_buf();
+        let size = (|| {
+            let size = std::fs::metadata(tmp)?.len();
+            std::fs::create_dir_all(&parent)?;
+            std::fs::rename(tmp, &dest)?;
+            File::open(&parent)?.sync_all()?;
+            Ok::<u64, io::Error>(size)
+        })()
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::EIO) {
+                self.report_io_error(drive);
+            }
+            werr(e)
+        })?;
+        {
+            let mut idx = self.lock();
+            if let Some(old_drive) = idx.objects.insert(key.to_owned(), drive) {
+                if let Some(old) = idx.lru[old_drive].pop(key) {
+                    self.drives[old_drive]
+                        .used
+                        .fetch_sub(old, Ordering::Relaxed);
+                }
+            }
+            idx.open.pop(key);
+            idx.invalidate(key);
+            idx.lru[drive].put(key.to_owned(), size);
+            d.used.fetch_add(size, Ordering::Relaxed);
+        }
+        self.evict(drive);
+        Ok(size)
     }
 
     /// Looks up and opens `key` for sending; marks it recently used.
@@ -271,6 +586,12 @@ impl Store {
             let Some(&drive) = idx.objects.get(key) else {
                 return Err(Miss::NotFound);
             };
+            match idx.titles.get(title_of(key)) {
+                Some(TitleState::Complete(_)) => {}
+                Some(TitleState::Incomplete(_)) => return Err(Miss::NotFound),
+                None if self.gate == Gate::RequireCatalog => return Err(Miss::NotFound),
+                None => {}
+            }
             let _ = idx.lru[drive].get(key);
             if let Some(f) = idx.open.get(key) {
                 return Ok(f.clone());
@@ -329,6 +650,7 @@ impl Store {
             }
         }
         idx.open.pop(key);
+        idx.invalidate(key);
     }
 
     /// Records an I/O error on `drive` (from a read or send); the drive is taken out.
@@ -353,6 +675,7 @@ impl Store {
         for k in keys {
             idx.objects.remove(&k);
             idx.open.pop(&k);
+            idx.invalidate(&k);
         }
         idx.lru[drive].clear();
         d.used.store(0, Ordering::Relaxed);
@@ -432,10 +755,15 @@ impl Store {
                 }
             }
             idx.open.pop(key);
+            idx.invalidate(key);
             idx.lru[drive].put(key.to_owned(), size);
             d.used.fetch_add(size, Ordering::Relaxed);
         }
         self.evict(drive);
+        let title = title_of(key);
+        if key.ends_with(&format!("/{CATALOG_FILE}")) || self.title_state(title).is_some() {
+            self.refresh_title(title);
+        }
         Ok(())
     }
 
@@ -457,6 +785,7 @@ impl Store {
             idx.objects.remove(&key);
             // Readers hold their own descriptor: unlinking never truncates what they send.
             idx.open.pop(&key);
+            idx.invalidate(&key);
             let _ = std::fs::remove_file(d.root.join(&key[1..]));
             d.used.fetch_sub(size, Ordering::Relaxed);
             removed += 1;

@@ -1,6 +1,6 @@
 //! Thin, safe wrappers over the raw Linux syscalls the appliance needs that `std` does not offer:
 //! `openat2` with `RESOLVE_BENEATH`, `sendfile`, `send` with `MSG_MORE`, `epoll`, `pipe2`,
-//! `splice` and `statvfs`. This module and [`super::uring`] are the only places with `unsafe`.
+//! `splice`, `statvfs` and `localtime_r`. This module and [`super::uring`] are the only places with `unsafe`.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -96,6 +96,22 @@ pub fn fs_space(path: &Path) -> io::Result<(u64, u64)> {
     cvt(r as libc::c_long)?;
     let frsize = st.f_frsize as u64;
     Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}
+
+/// Offset of local time from UTC at Unix time `unix_secs`, in seconds (`localtime_r`, which
+/// reads `TZ` and `/etc/localtime`). 0 when the conversion fails.
+pub fn local_utc_offset_secs(unix_secs: i64) -> i64 {
+    let t: libc::time_t = unix_secs as libc::time_t;
+    // SAFETY: all-zero is a valid `tm` (integers and a null `tm_zone` pointer).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` and `tm` are valid pointers for the call; `localtime_r` is thread-safe and
+    // writes only into `tm`.
+    let r = unsafe { libc::localtime_r(&t, &mut tm) };
+    if r.is_null() {
+        0
+    } else {
+        tm.tm_gmtoff as i64
+    }
 }
 
 /// The calling thread's CPU affinity mask.

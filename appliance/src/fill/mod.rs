@@ -1,0 +1,407 @@
+//! The filler: brings the titles of the fill plan onto this appliance and removes the titles
+//! that left it.
+//!
+//! For each planned title not held at its planned version it fetches the catalog entry from the
+//! control plane and checks its SHA-256 against [`PlannedTitle::catalog_sha256`], then fetches
+//! every missing file from the plan's sources in order ([`fetch`]: HTTP with a fill grant,
+//! resuming a partial file with `Range`), verifying size and SHA-256 while writing into the
+//! drive's [`FILL_DIR`], fsyncs and renames each file into place ([`Store::commit_file`]), and
+//! writes `catalog.json` last: only then does the title gate serve it and the heartbeat report it
+//! held. A corrupt or failed download is dropped and the next source is tried. Non-urgent titles
+//! are fetched only inside the [`FillWindow`]; every download shares one [`RateLimiter`] and at
+//! most `concurrency` files download at once. Everything here runs on the agent's tokio runtime,
+//! never on a serving thread.
+
+pub mod fetch;
+pub mod rate;
+pub mod s3;
+pub mod window;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use protocol::catalog::{CatalogEntry, FileEntry, CATALOG_FILE};
+use protocol::fill::{catalog_digest, FillPlan, PlannedTitle};
+use tokio::sync::Semaphore;
+
+pub use rate::RateLimiter;
+pub use window::FillWindow;
+
+use crate::agent::client::ControlPlane;
+use crate::cache::{Store, TitleState, FILL_DIR};
+use crate::metrics::Metrics;
+
+/// The S3 origin settings (endpoint and credentials are the appliance's, never the plan's).
+#[derive(Clone)]
+pub struct S3Settings {
+    /// Endpoint URL.
+    pub endpoint: String,
+    /// Region.
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Whether a plain-HTTP endpoint is allowed.
+    pub allow_http: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+/// Fill settings.
+#[derive(Debug, Clone)]
+pub struct FillConfig {
+    /// When non-urgent titles are fetched.
+    pub window: FillWindow,
+    /// Total download rate, bits per second (`None`: unlimited).
+    pub rate_bps: Option<u64>,
+    /// Most files downloading at once.
+    pub concurrency: usize,
+    /// The S3 origin, if configured.
+    pub s3: Option<S3Settings>,
+}
+
+impl Default for FillConfig {
+    fn default() -> Self {
+        FillConfig {
+            window: FillWindow::Between {
+                start: 120,
+                end: 840,
+            },
+            rate_bps: None,
+            concurrency: 4,
+            s3: None,
+        }
+    }
+}
+
+/// What one fill pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// Titles made complete in this pass.
+    pub filled: Vec<String>,
+    /// Titles removed because they left the plan.
+    pub removed: Vec<String>,
+    /// Titles of the plan still not held (window closed, or every source failed).
+    pub pending: Vec<String>,
+}
+
+/// Why a title could not be filled in this pass.
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    /// The catalog entry could not be fetched or is wrong.
+    #[error("title {title}: catalog entry: {reason}")]
+    Catalog {
+        /// The title.
+        title: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A file came from no source.
+    #[error("title {title}: {path}: every source failed ({reasons})")]
+    File {
+        /// The title.
+        title: String,
+        /// The file.
+        path: String,
+        /// One reason per source tried.
+        reasons: String,
+    },
+    /// Writing into the cache failed.
+    #[error("title {title}: {reason}")]
+    Store {
+        /// The title.
+        title: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The filler.
+#[derive(Debug)]
+pub struct Filler {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    cp: Arc<ControlPlane>,
+    cfg: FillConfig,
+    fetcher: fetch::Fetcher,
+    slots: Arc<Semaphore>,
+}
+
+impl Filler {
+    /// A filler writing into `store`, fetching catalog entries through `cp`.
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        cp: Arc<ControlPlane>,
+        cfg: FillConfig,
+    ) -> Result<Self, String> {
+        let limiter = cfg.rate_bps.map(|r| Arc::new(RateLimiter::new(r)));
+        let fetcher = fetch::Fetcher::new(limiter, metrics.clone(), cfg.s3.clone())?;
+        Ok(Filler {
+            slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            store,
+            metrics,
+            cp,
+            cfg,
+            fetcher,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FillConfig {
+        &self.cfg
+    }
+
+    fn held_at(&self, t: &PlannedTitle) -> bool {
+        matches!(self.store.title_state(&t.title), Some(TitleState::Complete(h)) if h.catalog_sha256 == t.catalog_sha256)
+    }
+
+    /// One pass over `plan` at local minute `minute`: removes titles that left the plan, then
+    /// fills the titles not held (only urgent ones outside the window).
+    pub async fn pass(&self, plan: &FillPlan, minute: u16) -> PassReport {
+        let in_window = self.cfg.window.contains(minute);
+        self.metrics
+            .fill
+            .in_window
+            .store(in_window, Ordering::Relaxed);
+        let mut report = PassReport::default();
+        let planned: HashSet<&str> = plan.titles.iter().map(|t| t.title.as_str()).collect();
+        for title in self.store.title_dirs() {
+            if !planned.contains(title.as_str()) {
+                let n = self.store.remove_title(&title);
+                tracing::info!(
+                    title,
+                    objects = n,
+                    plan = plan.plan_id,
+                    "title left the fill plan: removed"
+                );
+                report.removed.push(title);
+            }
+        }
+        let todo: Vec<&PlannedTitle> = plan.titles.iter().filter(|t| !self.held_at(t)).collect();
+        self.metrics
+            .fill
+            .titles_pending
+            .store(todo.len() as u64, Ordering::Relaxed);
+        let runnable: Vec<&PlannedTitle> = todo
+            .iter()
+            .copied()
+            .filter(|t| in_window || t.urgent)
+            .collect();
+        if runnable.len() < todo.len() {
+            tracing::debug!(
+                waiting = todo.len() - runnable.len(),
+                window = %self.cfg.window,
+                "fill window closed: only urgent titles are fetched"
+            );
+        }
+        let owned: Vec<PlannedTitle> = runnable.into_iter().cloned().collect();
+        let results: Vec<(String, Result<(), FillError>)> =
+            futures::stream::iter(owned.into_iter().map(|t| async move {
+                let r = self.fill_title(&t).await;
+                (t.title, r)
+            }))
+            .buffer_unordered(self.cfg.concurrency.max(1))
+            .collect()
+            .await;
+        for (title, r) in results {
+            match r {
+                Ok(()) => report.filled.push(title),
+                Err(e) => tracing::warn!(error = %e, "fill of a title failed; retried next pass"),
+            }
+        }
+        for t in &todo {
+            if !self.held_at(t) {
+                report.pending.push(t.title.clone());
+            }
+        }
+        self.metrics
+            .fill
+            .titles_pending
+            .store(report.pending.len() as u64, Ordering::Relaxed);
+        report
+    }
+
+    /// Fills one title; on success it is complete and served.
+    pub async fn fill_title(&self, t: &PlannedTitle) -> Result<(), FillError> {
+        let cat_err = |reason: String| FillError::Catalog {
+            title: t.title.clone(),
+            reason,
+        };
+        let text = self
+            .cp
+            .catalog(&t.title)
+            .await
+            .map_err(|e| cat_err(e.to_string()))?;
+        let got = catalog_digest(&text);
+        if got != t.catalog_sha256 {
+            return Err(cat_err(format!(
+                "SHA-256 {got} does not match the plan's catalog_sha256 {}",
+                t.catalog_sha256
+            )));
+        }
+        let entry = CatalogEntry::from_json(&text).map_err(|e| cat_err(e.to_string()))?;
+        if entry.title != t.title {
+            return Err(cat_err(format!(
+                "field title is {:?}, not {:?}",
+                entry.title, t.title
+            )));
+        }
+        if entry.files.iter().any(|f| f.path == CATALOG_FILE) {
+            return Err(cat_err("files lists catalog.json itself".into()));
+        }
+        // An older version on disk: stop serving it first (its catalog goes), keep the files
+        // whose SHA-256 is unchanged.
+        let mut old: HashMap<String, String> = HashMap::new();
+        if let Some(old_text) = self.store.catalog_text(&t.title) {
+            if catalog_digest(&old_text) != t.catalog_sha256 {
+                if let Ok(e) = CatalogEntry::from_json(&old_text) {
+                    old = e.files.into_iter().map(|f| (f.path, f.sha256)).collect();
+                }
+                self.store
+                    .remove_object(&format!("/{}/{CATALOG_FILE}", t.title));
+                tracing::info!(
+                    title = t.title,
+                    "new catalog version: old version no longer served"
+                );
+            }
+        }
+        let needed: Vec<FileEntry> = entry
+            .files
+            .iter()
+            .filter(|f| {
+                let key = format!("/{}/{}", t.title, f.path);
+                let same_version = old.get(&f.path).is_none_or(|h| *h == f.sha256);
+                !(same_version && self.store.object_size(&key) == Some(f.size))
+            })
+            .cloned()
+            .collect();
+        tracing::info!(
+            title = t.title,
+            files = entry.files.len(),
+            missing = needed.len(),
+            reason = t.reason,
+            urgent = t.urgent,
+            "filling title"
+        );
+        let failures: Vec<FillError> =
+            futures::stream::iter(needed.into_iter().map(|f| async move {
+                let _slot = self.slots.acquire().await;
+                self.fill_file(t, &f).await.err()
+            }))
+            .buffer_unordered(self.cfg.concurrency.max(1))
+            .filter_map(|e| async move { e })
+            .collect()
+            .await;
+        if let Some(e) = failures.into_iter().next() {
+            return Err(e);
+        }
+        // Every file is in place and verified: the catalog goes last.
+        let key = format!("/{}/{CATALOG_FILE}", t.title);
+        let store_err = |reason: String| FillError::Store {
+            title: t.title.clone(),
+            reason,
+        };
+        let drive = self
+            .store
+            .placement(&key)
+            .ok_or_else(|| store_err("no healthy cache drive".into()))?;
+        let tmp = self.store.drives()[drive]
+            .root
+            .join(FILL_DIR)
+            .join(format!("{}.catalog.tmp", t.title));
+        let write = {
+            let (tmp, text) = (tmp.clone(), text.clone());
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write as _;
+                std::fs::create_dir_all(tmp.parent().unwrap_or(&tmp))?;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(text.as_bytes())?;
+                f.sync_all()
+            })
+            .await
+        };
+        match write {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(store_err(format!("writing {}: {e}", tmp.display()))),
+            Err(e) => return Err(store_err(e.to_string())),
+        }
+        let store = self.store.clone();
+        let commit = tokio::task::spawn_blocking(move || store.commit_file(&key, drive, &tmp))
+            .await
+            .map_err(|e| store_err(e.to_string()))?;
+        commit.map_err(|e| store_err(e.to_string()))?;
+        match self.store.refresh_title(&t.title) {
+            TitleState::Complete(h) => {
+                tracing::info!(
+                    title = t.title,
+                    catalog_sha256 = h.catalog_sha256,
+                    files_digest = h.files_digest,
+                    "title filled and verified: now served"
+                );
+                Ok(())
+            }
+            TitleState::Incomplete(why) => {
+                Err(store_err(format!("still incomplete after fill: {why}")))
+            }
+        }
+    }
+
+    async fn fill_file(&self, t: &PlannedTitle, f: &FileEntry) -> Result<(), FillError> {
+        let key = format!("/{}/{}", t.title, f.path);
+        let file_err = |reasons: String| FillError::File {
+            title: t.title.clone(),
+            path: f.path.clone(),
+            reasons,
+        };
+        let drive = self
+            .store
+            .placement(&key)
+            .ok_or_else(|| file_err("no healthy cache drive".into()))?;
+        let part = fetch::partial_path(&self.store.drives()[drive].root, &key, &f.sha256);
+        let mut reasons = Vec::new();
+        for src in &t.sources {
+            match self.fetcher.fetch(src, &t.title, f, &part).await {
+                Ok(()) => {
+                    let store = self.store.clone();
+                    let (k, p) = (key.clone(), part.clone());
+                    let r =
+                        tokio::task::spawn_blocking(move || store.commit_file(&k, drive, &p)).await;
+                    match r {
+                        Ok(Ok(_)) => {
+                            self.metrics
+                                .fill
+                                .files_verified
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(key, source = src.label(), "file filled and verified");
+                            return Ok(());
+                        }
+                        Ok(Err(e)) => return Err(file_err(e.to_string())),
+                        Err(e) => return Err(file_err(e.to_string())),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(key, source = src.label(), error = %e, "fill source failed; trying the next");
+                    reasons.push(format!("{}: {e}", src.label()));
+                }
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push("the plan lists no source".into());
+        }
+        Err(file_err(reasons.join("; ")))
+    }
+}
