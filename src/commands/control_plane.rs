@@ -93,9 +93,59 @@ pub struct Args {
     /// Cache policy and fleet tables this long, milliseconds.
     #[arg(long)]
     pub snapshot_ttl_ms: Option<u64>,
+    /// `[fill]` settings, each `--fill-<key>`.
+    #[command(flatten)]
+    pub fill: FillFlags,
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Flags for the `[fill]` table of the configuration (same keys, `fill_` prefix).
+#[derive(Debug, clap::Args)]
+pub struct FillFlags {
+    /// S3-compatible bucket holding the packager's output, offered as the last origin source.
+    #[arg(long, global = true, value_name = "BUCKET")]
+    pub fill_s3_bucket: Option<String>,
+    /// Key prefix inside the S3 bucket.
+    #[arg(long, global = true, value_name = "PREFIX")]
+    pub fill_s3_prefix: Option<String>,
+    /// Appliances fetch their fill plan again within this many seconds.
+    #[arg(long, global = true)]
+    pub fill_plan_refresh_secs: Option<u64>,
+    /// Recompute a cluster's placement at most this often, seconds.
+    #[arg(long, global = true)]
+    pub fill_plan_cache_secs: Option<u64>,
+    /// Lifetime of fill grants, seconds.
+    #[arg(long, global = true)]
+    pub fill_grant_ttl_secs: Option<u64>,
+    /// Sliding window of the popularity estimate, seconds.
+    #[arg(long, global = true)]
+    pub fill_popularity_window_secs: Option<u64>,
+    /// Weight of the forecast feed against observed views, 0..=1.
+    #[arg(long, global = true)]
+    pub fill_forecast_weight: Option<f64>,
+    /// Views per window one copy carries.
+    #[arg(long, global = true)]
+    pub fill_views_per_copy: Option<f64>,
+    /// Most copies of a title per cluster (0 = every appliance).
+    #[arg(long, global = true)]
+    pub fill_max_copies: Option<usize>,
+    /// Swap cost: a held title is displaced only by one this many times more popular.
+    #[arg(long, global = true)]
+    pub fill_hysteresis: Option<f64>,
+    /// Share of each appliance's capacity the planner fills.
+    #[arg(long, global = true)]
+    pub fill_capacity_fraction: Option<f64>,
+    /// Titles imported this recently are urgent new releases, seconds.
+    #[arg(long, global = true)]
+    pub fill_new_release_secs: Option<u64>,
+    /// Titles with a content miss this recently are urgent, seconds.
+    #[arg(long, global = true)]
+    pub fill_miss_urgent_secs: Option<u64>,
+    /// Most source appliances listed per source cluster.
+    #[arg(long, global = true)]
+    pub fill_sources_per_cluster: Option<usize>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -110,6 +160,16 @@ enum Command {
         /// Files to import, in order.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Print a cluster's fill plan computed from the database now: per appliance the titles to
+    /// hold, to add and to remove, with reasons and bytes (read-only: nothing is published).
+    FillPlan {
+        /// Cluster id (from the policy).
+        #[arg(long, value_name = "ID")]
+        cluster: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -139,6 +199,27 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         key_prepublish_secs,
         snapshot_ttl_ms
     );
+    macro_rules! fill_flag {
+        ($($f:ident => $k:ident),*) => { $( if let Some(v) = &args.fill.$f { c.fill.$k = v.clone(); } )* };
+    }
+    fill_flag!(
+        fill_s3_prefix => s3_prefix,
+        fill_plan_refresh_secs => plan_refresh_secs,
+        fill_plan_cache_secs => plan_cache_secs,
+        fill_grant_ttl_secs => grant_ttl_secs,
+        fill_popularity_window_secs => popularity_window_secs,
+        fill_forecast_weight => forecast_weight,
+        fill_views_per_copy => views_per_copy,
+        fill_max_copies => max_copies,
+        fill_hysteresis => hysteresis,
+        fill_capacity_fraction => capacity_fraction,
+        fill_new_release_secs => new_release_secs,
+        fill_miss_urgent_secs => miss_urgent_secs,
+        fill_sources_per_cluster => sources_per_cluster
+    );
+    if let Some(v) = &args.fill.fill_s3_bucket {
+        c.fill.s3_bucket = Some(v.clone());
+    }
     if let Some(v) = args.db_max_connections {
         c.db_max_connections = Some(v);
     }
@@ -198,5 +279,122 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::FillPlan { cluster, json }) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let report = rt
+                .block_on(control_plane::fill::edge::report_from_config(
+                    &cfg, cluster, now,
+                ))
+                .with_context(|| format!("planning cluster {cluster}"))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", fill_table(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The readable form of a cluster's fill plan.
+fn fill_table(r: &control_plane::fill::edge::ClusterReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let countries = if r.countries.is_empty() {
+        "every country".to_owned()
+    } else {
+        r.countries.join(", ")
+    };
+    let _ = writeln!(
+        s,
+        "cluster {} ({}), content region: {countries}",
+        r.cluster,
+        r.kind.as_str()
+    );
+    if r.appliances.is_empty() {
+        let _ = writeln!(
+            s,
+            "no appliance of this cluster is planned yet (appliances are planned once they report their drives)"
+        );
+    }
+    for a in &r.appliances {
+        let sum = |l: &[control_plane::fill::edge::ReportLine]| l.iter().map(|x| x.bytes).sum();
+        let _ = writeln!(
+            s,
+            "\nappliance {}: capacity {}, hold {} ({}), add {} ({}), remove {} ({})",
+            a.appliance,
+            bytes(a.capacity_bytes),
+            a.hold.len(),
+            bytes(sum(&a.hold)),
+            a.add.len(),
+            bytes(sum(&a.add)),
+            a.remove.len(),
+            bytes(sum(&a.remove)),
+        );
+        let width = a
+            .hold
+            .iter()
+            .chain(&a.add)
+            .chain(&a.remove)
+            .map(|l| l.title.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(
+            s,
+            "  {:<6}  {:<width$}  {:>10}  REASON",
+            "ACTION", "TITLE", "BYTES"
+        );
+        for (action, list) in [("hold", &a.hold), ("add", &a.add), ("remove", &a.remove)] {
+            for l in list {
+                let _ = writeln!(
+                    s,
+                    "  {action:<6}  {:<width$}  {:>10}  {}",
+                    l.title,
+                    bytes(l.bytes),
+                    l.reason
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nchanges against the last published placement: {}",
+        r.changes.len()
+    );
+    for c in &r.changes {
+        let _ = writeln!(
+            s,
+            "  {:<6}  {}  {}: {}",
+            c.action.as_str(),
+            c.appliance,
+            c.title,
+            c.reason
+        );
+    }
+    if !r.short.is_empty() {
+        let _ = writeln!(
+            s,
+            "short of room (fewer copies than wanted): {}",
+            r.short.join(", ")
+        );
+    }
+    s
 }
