@@ -13,18 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-// The filler declares `pub mod s3;` in `fill/mod.rs`; until that lands, build the module here.
-#[allow(dead_code)]
-#[path = "../src/fill/s3.rs"]
-mod s3;
-
+use appliance::fill::s3::{S3Config, S3Error, S3Origin};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
 use protocol::fill::{FillSource, SourceTier};
-use s3::{S3Config, S3Error, S3Origin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REGION: &str = "us-east-1";
