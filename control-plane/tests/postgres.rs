@@ -111,3 +111,12 @@ async fn postgres_fill_plans_follow_holdings() {
     )
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_fill_popularity_misses_and_tiers() {
+    common::fill_scenarios::popularity_misses_and_tiers(
+        &Env::postgres_with(common::fill_scenarios::s3_config()).await,
+    )
+    .await;
+}

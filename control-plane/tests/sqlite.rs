@@ -268,3 +268,11 @@ async fn sqlite_fill_plans_follow_holdings() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn sqlite_fill_popularity_misses_and_tiers() {
+    common::fill_scenarios::popularity_misses_and_tiers(
+        &Env::sqlite_with(common::fill_scenarios::s3_config()).await,
+    )
+    .await;
+}

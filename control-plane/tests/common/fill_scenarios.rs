@@ -381,3 +381,101 @@ pub fn config() -> control_plane::Config {
     c.fill.views_per_copy = 20.0;
     c
 }
+
+/// Popularity from recorded sessions, urgency from recent content misses, the exchange tier's
+/// own plan (filled from origin, then the S3 bucket), and stable plans when nothing changes.
+pub async fn popularity_misses_and_tiers(env: &Env) {
+    // Two days later nothing is a new release any more.
+    env.clock.advance(2 * 86_400);
+    beat(env, "akl-1", &[], None).await;
+    beat(env, "akl-2", &[], None).await;
+    beat(env, "syd-1", &[], None).await;
+    let p = plan(env, "akl-1").await;
+    assert!(p.titles.iter().all(|t| !t.urgent), "{p:?}");
+
+    // Three sessions of clear-title from NZ: neither embedded appliance holds it, so steering
+    // records content misses and sends the players to origin.
+    for _ in 0..3 {
+        let (s, v) = env
+            .start("acct-premium", "browser", "clear-title", "127.0.0.1")
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["miss"], "content_miss");
+        assert_eq!(v["appliances"][0]["id"], "origin-1");
+    }
+    env.clock.advance(60);
+    beat(env, "akl-1", &[], None).await;
+    env.state.fill_plans.clear().await;
+    let p = plan(env, "akl-1").await;
+    let ct = &p.titles[0];
+    assert_eq!(ct.title, "clear-title", "{p:?}");
+    assert!(ct.urgent);
+    assert!(
+        ct.reason.starts_with("urgent (recent content miss)"),
+        "{}",
+        ct.reason
+    );
+    // Watched for the whole title (10 s, capped) at the premium session's top rung: views > 0.
+    let views: f64 = ct
+        .reason
+        .split("popularity ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(views > 1.0, "{}", ct.reason);
+    // The S3 bucket is the last source, after the origin appliance.
+    let s = sources(&p, "clear-title");
+    assert_eq!(
+        s,
+        [
+            (SourceTier::Origin, "origin-1".to_owned()),
+            (SourceTier::Origin, "s3:media".to_owned())
+        ]
+    );
+    match p.titles[0].sources.last().unwrap() {
+        FillSource::S3 { prefix, .. } => assert_eq!(prefix, "titles"),
+        other => panic!("{other:?}"),
+    }
+
+    // The exchange tier plans its own copy of every title (it has room), from origin.
+    let px = plan(env, "syd-1").await;
+    assert_eq!(px.cluster, "ix-syd");
+    assert_eq!(px.titles.len(), 3, "{px:?}");
+    assert_eq!(
+        sources(&px, "clear-title"),
+        [
+            (SourceTier::Origin, "origin-1".to_owned()),
+            (SourceTier::Origin, "s3:media".to_owned())
+        ]
+    );
+
+    // Ten minutes later the misses are old: no longer urgent, still the most popular. The plan
+    // is recomputed after plan_cache_secs and, with nothing changed, changes nothing.
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    let adds = |m: &Value| -> String {
+        m.as_str()
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("outpost_cp_fill_plan_changes_total{action=\"add\"}"))
+            .unwrap()
+            .to_owned()
+    };
+    let before = adds(&m);
+    env.clock.advance(700);
+    beat(env, "akl-1", &[], None).await;
+    beat(env, "akl-2", &[], None).await;
+    let p = plan(env, "akl-1").await;
+    assert_eq!(p.titles[0].title, "clear-title");
+    assert!(!p.titles[0].urgent, "{:?}", p.titles[0]);
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    assert_eq!(adds(&m), before);
+}
+
+/// The test configuration with an S3 origin bucket.
+pub fn s3_config() -> control_plane::Config {
+    let mut c = config();
+    c.fill.s3_bucket = Some("media".into());
+    c.fill.s3_prefix = "titles".into();
+    c
+}
