@@ -127,7 +127,8 @@ pub struct Snapshot {
     pub held: HashMap<String, Vec<protocol::fill::HeldTitle>>,
     /// Appliance → its last reported fill status.
     pub fill_status: HashMap<String, protocol::fill::FillStatus>,
-    /// Appliance → bytes of its working (not failed) drives, as last reported.
+    /// Appliance → bytes of its working (not failed) drives, as last reported (absent when
+    /// none).
     pub capacity: HashMap<String, u64>,
     /// Cluster → the countries of its content region (empty = every country).
     pub cluster_countries: HashMap<String, Vec<String>>,
@@ -282,7 +283,9 @@ impl Snapshot {
                     .iter()
                     .filter(|d| d.state != protocol::fleet::DriveState::Failed)
                     .fold(0u64, |acc, d| acc.saturating_add(d.capacity_bytes));
-                s.capacity.insert(a.id.clone(), cap);
+                if cap > 0 {
+                    s.capacity.insert(a.id.clone(), cap);
+                }
             }
             if let Some(f) = a
                 .fill_status

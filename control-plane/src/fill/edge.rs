@@ -352,6 +352,10 @@ fn base_url(address: &str, port: u16) -> String {
     }
 }
 
+/// The reason given for titles kept on an appliance the planner does not plan.
+pub const NOT_PLANNED: &str =
+    "kept as held: the appliance is not planned until it reports its drives (admin_state reported)";
+
 /// One appliance's fill plan from its cluster's plan: titles most important first, each title it
 /// does not hold in the current version with its ordered sources and fill grants. Validated.
 pub fn fill_plan(
@@ -367,6 +371,24 @@ pub fn fill_plan(
     let mut titles = Vec::new();
     let mut id = Sha256::new();
     id.update(format!("{}\n{appliance}\n", plan.cluster).as_bytes());
+    if !plan.placement.0.contains_key(appliance) {
+        // Not planned (no drives reported yet, or not `admin_state = reported`): keep what it
+        // holds, so a plan fetched before the first heartbeat never empties a cache.
+        for title in &held {
+            let Some(meta) = snap.title_meta.get(title) else {
+                continue;
+            };
+            id.update(format!("{title} {}\n", meta.catalog_sha256).as_bytes());
+            titles.push(PlannedTitle {
+                title: title.clone(),
+                catalog_sha256: meta.catalog_sha256.clone(),
+                bytes: meta.bytes,
+                urgent: false,
+                reason: NOT_PLANNED.to_owned(),
+                sources: Vec::new(),
+            });
+        }
+    }
     for title in plan.ordered_titles(appliance) {
         let (Some(meta), Some(d)) = (snap.title_meta.get(title), plan.titles.get(title)) else {
             continue;

@@ -195,6 +195,24 @@ pub async fn fill_plans_follow_holdings(env: &Env) {
     // Before it reports its drives an appliance is not planned: an empty plan.
     let p = plan(env, "akl-1").await;
     assert!(p.titles.is_empty(), "{p:?}");
+    // One that reported titles but no drives keeps what it holds (nothing is removed).
+    let (s, _, _) = env
+        .call(
+            Method::POST,
+            "/v1/appliances/akl-1/heartbeat",
+            &[
+                ("authorization", &cred("akl-1")),
+                ("outpost-appliance", "akl-1"),
+            ],
+            Some(json!({"health": "ok", "load": 0.1, "titles": ["hd-only"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let p = plan(env, "akl-1").await;
+    assert_eq!(p.titles.len(), 1, "{p:?}");
+    assert_eq!(p.titles[0].title, "hd-only");
+    assert!(p.titles[0].sources.is_empty());
+    assert_eq!(p.titles[0].reason, control_plane::fill::edge::NOT_PLANNED);
 
     // The forecast makes clear-title and enc-title head titles (2 copies: both appliances) and
     // hd-only tail (1 copy).
@@ -364,7 +382,7 @@ pub async fn fill_plans_follow_holdings(env: &Env) {
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
     };
-    assert_eq!(value("outpost_cp_fill_plans_served_total"), 9);
+    assert_eq!(value("outpost_cp_fill_plans_served_total"), 10);
     assert!(value("outpost_cp_fill_plan_changes_total{action=\"add\"}") >= 5);
     assert_eq!(
         value("outpost_cp_fill_titles_planned{cluster=\"isp-akl\"}"),
