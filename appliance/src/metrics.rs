@@ -45,7 +45,8 @@ pub struct FillMetrics {
     pub agent_enabled: AtomicBool,
     /// Bytes downloaded by fill (verified or not).
     pub bytes_in: AtomicU64,
-    /// Bytes of responses planned for fill-scope grants (this appliance as a fill source).
+    /// File bytes of responses planned for fill-scope grants (this appliance as a fill
+    /// source; heads excluded).
     pub bytes_out: AtomicU64,
     /// Fill download rate over the last second, bits per second.
     pub rate_bps: AtomicU64,

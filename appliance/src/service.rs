@@ -315,10 +315,18 @@ impl Service {
         let mut r = self.serve_file(req, file, resource.as_str(), now);
         r.log_path = resource.as_str().to_owned();
         if fill {
+            let body: u64 = r
+                .chunks
+                .iter()
+                .map(|c| match c {
+                    Chunk::File { len, .. } => *len,
+                    Chunk::Mem(_) => 0,
+                })
+                .sum();
             self.metrics
                 .fill
                 .bytes_out
-                .fetch_add(r.total_len(), Ordering::Relaxed);
+                .fetch_add(body, Ordering::Relaxed);
         }
         r
     }

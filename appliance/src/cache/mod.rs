@@ -884,6 +884,80 @@ mod tests {
         assert!(s.insert("/t/a%2fb", &mut &b"x"[..]).is_err());
     }
 
+    fn catalog(title: &str, files: &[(&str, &[u8])]) -> String {
+        use sha2::{Digest as _, Sha256};
+        let files: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(p, d)| {
+                let h: String = Sha256::digest(d)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                serde_json::json!({"path": p, "size": d.len(), "sha256": h})
+            })
+            .collect();
+        serde_json::json!({
+            "version": 1, "title": title, "duration_ms": 1000, "mode": "on-demand",
+            "segment_duration_ms": 1000,
+            "renditions": [{"id": "a", "kind": "audio", "codec": "opus", "bandwidth": 1,
+                            "average_bandwidth": 1, "files": ["a/x.mp4"]}],
+            "manifests": {"hls": "master.m3u8", "dash": "manifest.mpd"},
+            "files": files,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn title_gate_serves_complete_titles_only() {
+        let a = tempfile::tempdir().unwrap();
+        let files: [(&str, &[u8]); 3] = [
+            ("master.m3u8", b"#EXTM3U"),
+            ("manifest.mpd", b"<MPD/>"),
+            ("a/x.mp4", b"0123456789"),
+        ];
+        for t in ["ok", "short", "nocat"] {
+            for (p, d) in files {
+                write(a.path(), &format!("{t}/{p}"), d);
+            }
+        }
+        write(
+            a.path(),
+            "ok/catalog.json",
+            catalog("ok", &files).as_bytes(),
+        );
+        write(
+            a.path(),
+            "short/catalog.json",
+            catalog("short", &files).as_bytes(),
+        );
+        write(a.path(), "short/a/x.mp4", b"012345678");
+        let roots = [a.path().to_path_buf()];
+        for gate in [Gate::Lenient, Gate::RequireCatalog] {
+            let s = Store::open_with(&roots, Some(1 << 20), gate).unwrap();
+            assert!(s.get("/ok/a/x.mp4").is_ok());
+            assert_eq!(s.get("/short/a/x.mp4").unwrap_err(), Miss::NotFound);
+            assert_eq!(s.get("/short/master.m3u8").unwrap_err(), Miss::NotFound);
+            match s.title_state("short") {
+                Some(TitleState::Incomplete(why)) => {
+                    assert!(why.contains("/short/a/x.mp4 has 9 bytes"), "{why}")
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(s.get("/nocat/a/x.mp4").is_ok(), gate == Gate::Lenient);
+            let held: Vec<String> = s.held().into_iter().map(|h| h.title).collect();
+            assert_eq!(held, vec!["ok".to_string()]);
+            // A file of a complete title leaving the cache makes it incomplete.
+            s.remove_object("/ok/manifest.mpd");
+            assert_eq!(s.get("/ok/a/x.mp4").unwrap_err(), Miss::NotFound);
+            assert!(s.held().is_empty());
+            write(a.path(), "ok/manifest.mpd", b"<MPD/>");
+        }
+        let s = Store::open_with(&roots, Some(1 << 20), Gate::RequireCatalog).unwrap();
+        assert_eq!(s.remove_title("ok"), 4);
+        assert!(!a.path().join("ok").exists());
+        assert!(s.get("/ok/a/x.mp4").is_err());
+    }
+
     #[test]
     fn held_file_survives_eviction_and_failed_drive_leaves_index() {
         let a = tempfile::tempdir().unwrap();
