@@ -10,6 +10,9 @@ use std::process::{Command, Output};
 
 use protocol::catalog::{CatalogEntry, Tier, TrackKind};
 use protocol::content_keys::ContentKeys;
+use support::{b64, tool, unhex};
+
+mod support;
 
 fn media(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,18 +40,6 @@ fn outpost(args: &[&str], inputs: &[PathBuf]) -> Output {
         .args(inputs)
         .output()
         .expect("run outpost")
-}
-
-fn tool(name: &str) -> Command {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{name} is not installed: run ./scripts/test (scripts/install-deps)"
-    );
-    Command::new(name)
 }
 
 /// `pts, duration, size, hash` (video) or `size, hash` (audio) of every packet of the first
@@ -197,22 +188,32 @@ fn encrypt_cenc_keys_and_catalog() {
             &h[20..32]
         )
     };
+    // The cenc:pssh lists every key id of the title (the catalog's order), so one licence
+    // request asks for all of them.
+    let title_kids: Vec<[u8; 16]> = entry
+        .encryption
+        .as_ref()
+        .unwrap()
+        .key_ids
+        .iter()
+        .map(|k| unhex(k).try_into().unwrap())
+        .collect();
+    assert_eq!(title_kids.len(), 3);
+    let pssh = b64(&packager::encrypt::pssh(&title_kids));
     for r in &entry.renditions {
         let kid = r.key_id.as_ref().unwrap();
         let want = format!(
-            r#"<ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="{}"/>"#,
+            "<ContentProtection schemeIdUri=\"urn:mpeg:dash:mp4protection:2011\" value=\"cenc\" cenc:default_KID=\"{}\">\n          <cenc:pssh>{pssh}</cenc:pssh>\n        </ContentProtection>",
             uuid(kid)
         );
         assert!(mpd.contains(&want), "{} missing {want} in\n{mpd}", r.id);
         let pl = std::fs::read_to_string(dir.join(&r.id).join("index.m3u8")).unwrap();
-        assert!(
-            pl.contains("#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,URI=\"data:text/plain;base64,"),
-            "{pl}"
+        // hls.js's Clear Key signalling: KEYFORMAT org.w3.clearkey, the key id as a data URI.
+        let want = format!(
+            r#"#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,KEYFORMAT="org.w3.clearkey",KEYFORMATVERSIONS="1",URI="data:text/plain;base64,{}""#,
+            b64(&unhex(kid))
         );
-        assert!(
-            pl.contains(r#"KEYFORMAT="urn:uuid:1077efec-c0b2-4d02-ace3-3c1e52e2fb4b""#),
-            "{pl}"
-        );
+        assert!(pl.contains(&want), "{want} not in {pl}");
     }
     assert_eq!(
         mpd.matches(

@@ -5,51 +5,21 @@
 //! with no error events. All need external tools, so they are `#[ignore]`d and run by
 //! `./scripts/test`; a missing tool fails the test.
 
-use std::net::{TcpListener, TcpStream};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use protocol::catalog::{CatalogEntry, TrackKind};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::{repo, tool, Nginx};
 
 fn ladder(name: &str) -> Vec<PathBuf> {
-    let names: &[&str] = match name {
-        "h264" => &["video-240p", "video-360p", "video-540p", "audio-aac"],
-        _ => &["video-240p", "video-360p", "audio-opus"],
-    };
-    names
-        .iter()
-        .map(|n| repo().join(format!("fixtures/media/ladder-{name}/{n}.mp4")))
-        .collect()
+    support::ladder(name, false)
 }
 
 /// Packages a ladder with the real CLI into `root/<title>/`.
 fn package(root: &Path, title: &str, segmented: bool, inputs: &[PathBuf]) -> CatalogEntry {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
-    cmd.args(["package", "--title", title, "--out"]).arg(root);
-    if segmented {
-        cmd.arg("--segmented");
-    }
-    let o = cmd.args(inputs).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = std::fs::read_to_string(root.join(title).join("catalog.json")).unwrap();
-    CatalogEntry::from_json(&text).unwrap()
-}
-
-fn tool(name: &str) -> Command {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{name} is not installed: run ./scripts/test (scripts/install-deps)"
-    );
-    Command::new(name)
+    support::package(root, title, segmented, &[], inputs)
 }
 
 /// `pts, duration, size, hash` (video) or `size, hash` (audio) of every packet of the first
@@ -138,96 +108,6 @@ fn package_players_framemd5_matches_source() {
     }
 }
 
-/// nginx serving `root` on an ephemeral loopback port; stopped by PID on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(root: &Path) -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let d = dir.path().display();
-        let conf = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/tmp;
-  proxy_temp_path {d}/tmp;
-  fastcgi_temp_path {d}/tmp;
-  uwsgi_temp_path {d}/tmp;
-  scgi_temp_path {d}/tmp;
-  types {{
-    application/vnd.apple.mpegurl m3u8;
-    application/dash+xml mpd;
-    video/mp4 mp4;
-    video/iso.segment m4s;
-    application/json json;
-  }}
-  server {{
-    listen 127.0.0.1:{port};
-    root {root};
-    add_header Access-Control-Allow-Origin * always;
-    add_header Access-Control-Allow-Headers Range always;
-  }}
-}}
-"#,
-            root = root.display()
-        );
-        std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = tool("nginx")
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut n = Nginx {
-            child,
-            port,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = n.child.try_wait() {
-                panic!("nginx exited: {status}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nginx did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        n
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 #[ignore = "needs ffmpeg and nginx: run ./scripts/test"]
 fn package_players_ffmpeg_reads_dash_and_hls_over_http() {
@@ -305,16 +185,7 @@ fn package_players_ffmpeg_reads_dash_and_hls_over_http() {
 }
 
 fn node_harness() -> PathBuf {
-    let dir = repo().join("tests/browser");
-    assert!(
-        dir.join("node_modules/shaka-player").is_dir() && dir.join("node_modules/hls.js").is_dir(),
-        "tests/browser/node_modules is missing: run ./scripts/test (scripts/install-deps runs npm ci)"
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium missing: run ./scripts/test"
-    );
-    dir.join("play.mjs")
+    support::node_harness("play.mjs")
 }
 
 #[test]

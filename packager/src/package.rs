@@ -294,6 +294,7 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
             protection: crypto.as_ref().map(|(tc, _)| manifest::Protection {
                 scheme: "cenc",
                 kid: tc.kid,
+                title_kids: tc.title_kids.clone(),
             }),
         };
         out.push(Planned {

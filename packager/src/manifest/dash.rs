@@ -110,15 +110,24 @@ pub const CLEARKEY_LAURL_PLACEHOLDER: &str = "$OUTPOST_CLEARKEY_LICENSE_URL$";
 pub const CLEARKEY_SYSTEM: &str = "e2719d58-a985-b3c9-781a-b030af78d30e";
 
 /// `ContentProtection` of an encrypted Representation: the mp4protection scheme with the
-/// default KID, and the Clear Key system with its licence URL placeholder. Per Representation,
-/// because each quality tier has its own key.
+/// default KID and a `cenc:pssh` (W3C common system) listing every key id of the title, and the
+/// Clear Key system with its licence URL placeholder. Per Representation, because each quality
+/// tier has its own key.
 fn content_protection(s: &mut String, p: &crate::manifest::Protection) {
+    use base64::Engine;
+    let pssh = crate::encrypt::pssh(&p.title_kids);
     let _ = writeln!(
         s,
-        r#"        <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="{}" cenc:default_KID="{}"/>"#,
+        r#"        <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="{}" cenc:default_KID="{}">"#,
         p.scheme,
         p.kid_uuid()
     );
+    let _ = writeln!(
+        s,
+        "          <cenc:pssh>{}</cenc:pssh>",
+        base64::engine::general_purpose::STANDARD.encode(pssh)
+    );
+    let _ = writeln!(s, "        </ContentProtection>");
     let _ = writeln!(
         s,
         r#"        <ContentProtection schemeIdUri="urn:uuid:{CLEARKEY_SYSTEM}" value="ClearKey1.0">"#

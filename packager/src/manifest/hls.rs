@@ -64,9 +64,16 @@ pub fn media_playlist(r: &RenditionView, target: u64) -> String {
     s
 }
 
+/// The `KEYFORMAT` of the HLS key tags: the W3C Clear Key key system, which hls.js maps to
+/// `org.w3.clearkey` (its `KeySystemFormats.CLEARKEY`).
+pub const CLEARKEY_KEYFORMAT: &str = "org.w3.clearkey";
+
 /// The attributes of `EXT-X-KEY` / `EXT-X-SESSION-KEY` for a protected rendition:
-/// `SAMPLE-AES-CTR` (cenc) or `SAMPLE-AES` (cbcs), the key id as a W3C common-system `pssh` in a
-/// data URI, `KEYFORMAT` the common system id (which Shaka Player maps to Clear Key).
+/// `SAMPLE-AES-CTR` (cenc) or `SAMPLE-AES` (cbcs), `KEYFORMAT="org.w3.clearkey"`, and the
+/// 16-byte key id as a base64 data URI (hls.js takes the first 16 bytes of a Clear Key URI's
+/// data as the key id, `LevelKey.getDecryptData`). No key material: the key comes from the
+/// licence server. (Shaka Player 5.2's HLS parser knows no Clear Key licence-server KEYFORMAT at
+/// all, only `identity`, whose URI yields the key itself; it plays these titles from the MPD.)
 pub fn key_attributes(p: &crate::manifest::Protection) -> String {
     use base64::Engine;
     let method = if p.scheme == "cbcs" {
@@ -74,10 +81,9 @@ pub fn key_attributes(p: &crate::manifest::Protection) -> String {
     } else {
         "SAMPLE-AES-CTR"
     };
-    let pssh = crate::encrypt::pssh(&[p.kid]);
     format!(
-        r#"METHOD={method},URI="data:text/plain;base64,{}",KEYFORMAT="urn:uuid:1077efec-c0b2-4d02-ace3-3c1e52e2fb4b",KEYFORMATVERSIONS="1""#,
-        base64::engine::general_purpose::STANDARD.encode(pssh)
+        r#"METHOD={method},KEYFORMAT="{CLEARKEY_KEYFORMAT}",KEYFORMATVERSIONS="1",URI="data:text/plain;base64,{}""#,
+        base64::engine::general_purpose::STANDARD.encode(p.kid)
     )
 }
 

@@ -80,6 +80,11 @@ pub struct Protection {
     pub scheme: &'static str,
     /// The key id.
     pub kid: [u8; 16],
+    /// Every key id of the title: the DASH `cenc:pssh` lists them all, so a player's first
+    /// licence request asks for every key and the licence server answers with those the
+    /// session may have (Shaka Player otherwise asks only for the keys of the renditions it
+    /// loads first, and drops the others as key-less).
+    pub title_kids: Vec<[u8; 16]>,
 }
 
 impl Protection {
