@@ -9,8 +9,10 @@
 //!   unknown key id, writes them into the key directory ([`keys::write`]) and swaps them into the
 //!   running service; at start-up [`bootstrap_keys`] refreshes that cache, and when the control
 //!   plane is unreachable the appliance starts and serves with the cached keys;
-//! - fetches its fill plan every `refresh_secs` of the last plan and runs the [`Filler`] on it
-//!   (and every [`FILL_TICK`], so the window opening and failed titles are picked up).
+//! - fetches its fill plan every `refresh_secs` of the last plan, starting only after a first
+//!   heartbeat was accepted (so the plan accounts for what the appliance holds), and runs the
+//!   [`Filler`] on it (and every [`FILL_TICK`], so the window opening and failed titles are
+//!   picked up).
 //!
 //! The control plane being unreachable never stops serving: calls are retried, the outage is
 //! logged once past `grace`, and the last plan keeps being worked on.
@@ -37,8 +39,6 @@ use client::ControlPlane;
 pub const FILL_TICK: Duration = Duration::from_secs(2);
 /// Heartbeat interval before the first ack.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
-/// Plan refresh before the first plan.
-pub const DEFAULT_PLAN_REFRESH: Duration = Duration::from_secs(30);
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -136,6 +136,10 @@ struct Agent {
     last_counters: Mutex<(Instant, u64, u64)>,
     /// The plan being worked on.
     plan_id: Mutex<Option<String>>,
+    /// Set once a heartbeat has been accepted: the control plane knows what this appliance
+    /// holds, so a plan it sends reflects it (a plan computed before that could list none of
+    /// the titles held and the filler would remove them).
+    reported: watch::Sender<bool>,
 }
 
 /// Starts the agent for `svc` on its own thread.
@@ -172,6 +176,7 @@ pub fn start(cfg: AgentConfig, svc: Arc<Service>) -> Result<AgentHandle, AgentEr
         keys_wanted: Notify::new(),
         last_counters: Mutex::new((Instant::now(), 0, 0)),
         plan_id: Mutex::new(None),
+        reported: watch::channel(false).0,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -299,6 +304,7 @@ impl Agent {
             }
             match self.cp.heartbeat(&hb).await {
                 Ok(ack) => {
+                    self.reported.send_replace(true);
                     self.cp.outage_reported(
                         hb.fill
                             .as_ref()
@@ -363,16 +369,21 @@ impl Agent {
     }
 
     async fn plan_loop(self: Arc<Self>, tx: watch::Sender<Option<Arc<FillPlan>>>) {
+        // No plan before the control plane has this appliance's holdings.
+        let mut reported = self.reported.subscribe();
+        if reported.wait_for(|r| *r).await.is_err() {
+            return;
+        }
         loop {
             let refresh;
             match self.cp.fill_plan().await {
                 Ok(plan) => {
                     refresh = clamp_secs(plan.refresh_secs, 1, 3600);
-                    let changed = tx
+                    let new_id = tx
                         .borrow()
                         .as_ref()
                         .is_none_or(|p| p.plan_id != plan.plan_id);
-                    if changed {
+                    if new_id {
                         self.svc
                             .metrics()
                             .fill
@@ -385,8 +396,17 @@ impl Agent {
                         );
                         *self.plan_id.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(plan.plan_id.clone());
-                        let _ = tx.send(Some(Arc::new(plan)));
                     }
+                    // Sources and grants can change under the same plan id (a peer reporting a
+                    // title held): the filler always works on the latest plan.
+                    tx.send_if_modified(|cur| {
+                        if cur.as_ref().is_some_and(|p| **p == plan) {
+                            false
+                        } else {
+                            *cur = Some(Arc::new(plan));
+                            true
+                        }
+                    });
                 }
                 Err(e) => {
                     refresh = Duration::from_secs(5);

@@ -263,20 +263,15 @@ impl Filler {
         if entry.files.iter().any(|f| f.path == CATALOG_FILE) {
             return Err(cat_err("files lists catalog.json itself".into()));
         }
-        // An older version on disk: stop serving it first (its catalog goes), keep the files
-        // whose SHA-256 is unchanged.
+        // An older version on disk: keep the files whose SHA-256 is unchanged.
         let mut old: HashMap<String, String> = HashMap::new();
-        if let Some(old_text) = self.store.catalog_text(&t.title) {
-            if catalog_digest(&old_text) != t.catalog_sha256 {
-                if let Ok(e) = CatalogEntry::from_json(&old_text) {
-                    old = e.files.into_iter().map(|f| (f.path, f.sha256)).collect();
-                }
-                self.store
-                    .remove_object(&format!("/{}/{CATALOG_FILE}", t.title));
-                tracing::info!(
-                    title = t.title,
-                    "new catalog version: old version no longer served"
-                );
+        let old_text = self
+            .store
+            .catalog_text(&t.title)
+            .filter(|o| catalog_digest(o) != t.catalog_sha256);
+        if let Some(o) = &old_text {
+            if let Ok(e) = CatalogEntry::from_json(o) {
+                old = e.files.into_iter().map(|f| (f.path, f.sha256)).collect();
             }
         }
         let needed: Vec<FileEntry> = entry
@@ -289,6 +284,22 @@ impl Filler {
             })
             .cloned()
             .collect();
+        if !needed.is_empty() && t.sources.is_empty() {
+            return Err(FillError::File {
+                title: t.title.clone(),
+                path: needed[0].path.clone(),
+                reasons: "the plan lists no source".into(),
+            });
+        }
+        if old_text.is_some() && !needed.is_empty() {
+            // Files change: the old version stops being served before any is replaced.
+            self.store
+                .remove_object(&format!("/{}/{CATALOG_FILE}", t.title));
+            tracing::info!(
+                title = t.title,
+                "new catalog version: the old version is no longer served"
+            );
+        }
         tracing::info!(
             title = t.title,
             files = entry.files.len(),

@@ -1,0 +1,413 @@
+//! Fill end to end with the real binaries: `outpost control-plane` (embedded SQLite) plans; three
+//! `outpost appliance` processes (origin, exchange, embedded clusters, separate cache
+//! directories) run their fleet agents against it. A title packaged by `outpost package` and
+//! placed at origin reaches the exchange appliance and then the embedded one with no person
+//! copying anything, verified (the embedded appliance fills while origin is stopped, so its only
+//! source is the exchange tier), and the embedded appliance keeps serving with its cached keys
+//! when restarted during a control-plane outage.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> PathBuf {
+    std::env::var_os("OUTPOST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_outpost")))
+}
+
+fn media(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/media")
+        .join(rel)
+}
+
+/// A child process killed (SIGKILL) when dropped, unless stopped before.
+struct Proc {
+    child: Child,
+    /// First stdout line (the listening line).
+    line: String,
+}
+
+impl Proc {
+    fn spawn(args: &[String]) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("OUTPOST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Proc { child, line }
+    }
+
+    /// SIGTERM and wait.
+    fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let status = std::str::from_utf8(&out[9..12]).unwrap().parse().unwrap();
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (status, out[at..].to_vec())
+}
+
+fn metrics(admin: &str) -> String {
+    String::from_utf8(http(admin, "/metrics", &[]).1).unwrap()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+const POLICY: &str = r#"
+[[plans]]
+id = "basic"
+max_tier = "UHD"
+max_streams = 2
+
+[[accounts]]
+id = "acct-1"
+plan = "basic"
+status = "active"
+
+[[device_classes]]
+id = "browser"
+key_systems = ["org.w3.clearkey"]
+max_tier = "UHD"
+
+[[geo]]
+prefix = "127.0.0.0/8"
+country = "NZ"
+
+[[windows]]
+title = "fillme"
+country = "NZ"
+start = 0
+end = 4102444800
+max_tier = "UHD"
+
+[[sites]]
+id = "akl"
+
+[[sites]]
+id = "syd"
+
+[[sites]]
+id = "orig"
+
+[[clusters]]
+id = "isp"
+site = "akl"
+kind = "embedded"
+fallbacks = ["ix"]
+
+[[clusters]]
+id = "ix"
+site = "syd"
+kind = "exchange"
+
+[[clusters]]
+id = "origin"
+site = "orig"
+kind = "origin"
+
+[[appliances]]
+id = "isp-1"
+cluster = "isp"
+address = "127.0.0.1"
+port = 1
+prefixes = ["127.0.0.0/8"]
+credential = "isp-1-credential-0123456789"
+
+[[appliances]]
+id = "ix-1"
+cluster = "ix"
+address = "127.0.0.1"
+port = 1
+credential = "ix-1-credential-0123456789"
+
+[[appliances]]
+id = "origin-1"
+cluster = "origin"
+address = "127.0.0.1"
+port = 1
+credential = "origin-1-credential-0123456789"
+
+[[api_keys]]
+id = "playback-service"
+secret = "playback-secret-0123456789"
+"#;
+
+struct Appliance {
+    proc: Proc,
+    addr: String,
+    admin: String,
+    cache: PathBuf,
+    keys: PathBuf,
+}
+
+fn appliance(id: &str, cluster: &str, dir: &Path, cp: &str) -> Appliance {
+    let cache = dir.join(format!("{id}-cache"));
+    let keys = dir.join(format!("{id}-keys"));
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    let args: Vec<String> = [
+        "appliance",
+        "--id",
+        id,
+        "--cluster",
+        cluster,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--backend",
+        "epoll",
+        "--drain-timeout-secs",
+        "1",
+        "--public-keys",
+        keys.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--control-plane",
+        cp,
+        "--credential",
+        &format!("{id}-credential-0123456789"),
+        "--fill-window",
+        "always",
+        "--control-plane-grace",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proc = Proc::spawn(&args);
+    // "appliance listening on 127.0.0.1:P (admin 127.0.0.1:Q), ..."
+    let l = proc.line.clone();
+    let addr = l
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_else(|| panic!("unexpected first line {l:?}"))
+        .to_owned();
+    let admin = l
+        .split("(admin ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap()
+        .to_owned();
+    Appliance {
+        proc,
+        addr,
+        admin,
+        cache,
+        keys,
+    }
+}
+
+fn held(a: &Appliance) -> bool {
+    metrics(&a.admin).contains("outpost_appliance_titles_held 1")
+}
+
+fn control_plane(data: &Path, listen: &str) -> (Proc, String) {
+    let args: Vec<String> = [
+        "control-plane",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        listen,
+        "--appliance-heartbeat-secs",
+        "1",
+        "--snapshot-ttl-ms",
+        "100",
+        "--fill-plan-refresh-secs",
+        "1",
+        "--fill-plan-cache-secs",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = Proc::spawn(&args);
+    let addr = p
+        .line
+        .trim()
+        .strip_prefix("control plane listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {:?}", p.line))
+        .to_owned();
+    (p, addr)
+}
+
+#[test]
+fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Package the title.
+    let out = d.join("packaged");
+    let o = Command::new(bin())
+        .args([
+            "package",
+            "--title",
+            "fillme",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .arg(media("ladder-h264/video-240p.mp4"))
+        .arg(media("ladder-h264/audio-aac.mp4"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let title = out.join("fillme");
+    // Import policy and title.
+    let cpdata = d.join("cp");
+    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+    let o = Command::new(bin())
+        .args([
+            "control-plane",
+            "--data-dir",
+            cpdata.to_str().unwrap(),
+            "import",
+        ])
+        .arg(d.join("policy.toml"))
+        .arg(title.join("catalog.json"))
+        .env_remove("OUTPOST_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (mut cp, cp_addr) = control_plane(&cpdata, "127.0.0.1:0");
+    let cp_url = format!("http://{cp_addr}");
+
+    // Origin holds the packager's output, placed at its path by the packaging step.
+    let origin_cache = d.join("origin-1-cache");
+    std::fs::create_dir_all(&origin_cache).unwrap();
+    std::fs::rename(&title, origin_cache.join("fillme")).unwrap();
+    let mut origin = appliance("origin-1", "origin", d, &cp_url);
+    assert!(held(&origin), "origin does not hold the packaged title");
+    let exchange = appliance("ix-1", "ix", d, &cp_url);
+    wait_for("the exchange appliance to hold the title", 60, || {
+        held(&exchange)
+    });
+    let m = metrics(&exchange.admin);
+    assert!(
+        m.contains("outpost_appliance_control_plane_reachable 1"),
+        "{m}"
+    );
+
+    // Origin goes away; the embedded appliance starts and fills from the exchange tier.
+    origin.proc.stop();
+    let mut embedded = appliance("isp-1", "isp", d, &cp_url);
+    wait_for("the embedded appliance to hold the title", 60, || {
+        held(&embedded)
+    });
+    let catalog = std::fs::read_to_string(origin_cache.join("fillme/catalog.json")).unwrap();
+    let entry = protocol::catalog::CatalogEntry::from_json(&catalog).unwrap();
+    for f in &entry.files {
+        let got = std::fs::read(embedded.cache.join("fillme").join(&f.path)).unwrap();
+        let want = std::fs::read(origin_cache.join("fillme").join(&f.path)).unwrap();
+        assert!(got == want, "{} differs", f.path);
+    }
+    let m = metrics(&exchange.admin);
+    let out_bytes: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("outpost_appliance_fill_bytes_out_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        out_bytes >= entry.total_bytes(),
+        "exchange served {out_bytes} fill bytes\n{m}"
+    );
+    let m = metrics(&embedded.admin);
+    assert!(
+        m.contains(&format!(
+            "outpost_appliance_fill_files_verified_total {}",
+            entry.files.len()
+        )),
+        "{m}"
+    );
+    // The key cache was written by the agent.
+    assert!(std::fs::read_dir(&embedded.keys).unwrap().count() >= 1);
+
+    // Control-plane outage: the embedded appliance restarts with its cached keys and serves.
+    cp.stop();
+    embedded.proc.stop();
+    let restarted = appliance("isp-1", "isp", d, &cp_url);
+    assert!(
+        held(&restarted),
+        "title not held after a restart during the outage"
+    );
+    let key = std::fs::read_dir(cpdata.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".key.pem"))
+        .expect("the control plane's signing key");
+    let o = Command::new(bin())
+        .args(["grant", "sign", "--key"])
+        .arg(&key)
+        .args(["--aud", "isp", "--prefix", "/fillme/", "--ttl", "600"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g = String::from_utf8(o.stdout).unwrap();
+    let v = entry
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(".mp4"))
+        .unwrap();
+    let (st, body) = http(
+        &restarted.addr,
+        &format!("/g/{}/fillme/{}", g.trim(), v.path),
+        &[],
+    );
+    assert_eq!(st, 200);
+    assert_eq!(
+        body,
+        std::fs::read(origin_cache.join("fillme").join(&v.path)).unwrap()
+    );
+    wait_for("the agent to notice the outage", 20, || {
+        metrics(&restarted.admin).contains("outpost_appliance_control_plane_reachable 0")
+    });
+    // The control plane comes back at the same address: the agent reconnects.
+    let (_cp, _) = control_plane(&cpdata, &cp_addr);
+    wait_for("the agent to reach the control plane again", 30, || {
+        metrics(&restarted.admin).contains("outpost_appliance_control_plane_reachable 1")
+    });
+    assert!(held(&restarted));
+}
