@@ -856,3 +856,93 @@ async fn a_title_dropped_from_the_plan_is_removed_without_breaking_a_response_in
     assert_eq!(first.len() - at, t.file("v1/video.mp4").len());
     assert!(first[at..] == *t.file("v1/video.mp4"), "body differs");
 }
+
+/// Puts every file of `t` into `bucket` under `prefix/<title>/`, creating the bucket, on the
+/// S3-compatible test server; `corrupt` flips one byte of the video.
+async fn put_title(endpoint: &str, bucket: &str, prefix: &str, t: &Title, corrupt: bool) {
+    use object_store::aws::AmazonS3Builder;
+    use object_store::{ObjectStoreExt as _, PutPayload};
+    let (st, body) = {
+        let host = endpoint.strip_prefix("http://").unwrap();
+        let mut s = TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        (out[9..12].to_string(), out)
+    };
+    assert_eq!(st, "200", "CreateBucket {bucket}: {body}");
+    let store = AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_region("us-east-1")
+        .with_bucket_name(bucket)
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    for (p, d) in &t.files {
+        let mut d = d.clone();
+        if corrupt && p == "v1/video.mp4" {
+            d[1000] ^= 0x80;
+        }
+        let key = format!("{prefix}/{}/{p}", t.name);
+        store
+            .put(
+                &object_store::path::Path::parse(&key).unwrap(),
+                PutPayload::from(d),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the S3 test server: run ./scripts/test"]
+async fn s3_origin_fills_a_title_and_a_corrupt_bucket_is_skipped() {
+    let endpoint = std::env::var("OUTPOST_TEST_S3_ENDPOINT")
+        .expect("OUTPOST_TEST_S3_ENDPOINT is unset: run ./scripts/test (it starts the S3 server)");
+    let t = Title::new("from-s3", 700_000, 11);
+    let cp = catalog_server(&[&t]).await;
+    let tag = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let (bad, good) = (format!("fill-bad-{tag}"), format!("fill-good-{tag}"));
+    put_title(&endpoint, &bad, "titles", &t, true).await;
+    put_title(&endpoint, &good, "titles", &t, false).await;
+    let target = App::start("isp-1", "isp", &[]);
+    let cfg = FillConfig {
+        s3: Some(appliance::fill::S3Settings {
+            endpoint: endpoint.clone(),
+            region: "us-east-1".into(),
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+            allow_http: true,
+        }),
+        ..always()
+    };
+    let f = filler(&target, &cp, cfg);
+    let s3 = |bucket: &str| FillSource::S3 {
+        tier: SourceTier::Origin,
+        bucket: bucket.into(),
+        prefix: "titles".into(),
+    };
+    let r = f
+        .pass(
+            &plan(&target, vec![t.planned(vec![s3(&bad), s3(&good)], false)]),
+            0,
+        )
+        .await;
+    assert_eq!(r.filled, vec!["from-s3".to_string()], "{r:?}");
+    assert_same_files(&target, &t);
+    let text = target.metrics().render(target.store(), "epoll", false);
+    assert!(
+        text.contains(&format!(
+            "outpost_appliance_fill_verify_failures_total{{source=\"s3:{bad}\"}} 1"
+        )),
+        "{text}"
+    );
+    assert_eq!(target.get("from-s3", "v1/video.mp4", Scope::Play).0, 200);
+}
