@@ -287,3 +287,55 @@ impl ControlPlane {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn an_outage_is_reported_once_after_it_ends() {
+        let m = std::sync::Arc::new(Metrics::default());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let cp = ControlPlane::new(
+            &format!("http://{addr}/"),
+            "a-1",
+            "s",
+            Duration::ZERO,
+            m.clone(),
+        )
+        .unwrap();
+        assert!(matches!(
+            cp.keys().await,
+            Err(CallError::Unreachable { .. })
+        ));
+        assert!(!m.fill.control_plane_reachable.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(cp.unreachable_secs() >= 1);
+        // The control plane is back (an error status is an answer: reachable).
+        let l = std::net::TcpListener::bind(addr).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy")
+                .unwrap();
+            head
+        });
+        let e = cp.keys().await.unwrap_err();
+        assert!(matches!(e, CallError::Status { status: 503, .. }), "{e}");
+        let head = server.join().unwrap();
+        assert!(head.contains("authorization: bearer s\r\n"), "{head}");
+        assert!(head.contains("outpost-appliance: a-1\r\n"), "{head}");
+        assert!(m.fill.control_plane_reachable.load(Ordering::Relaxed));
+        assert_eq!(cp.unreachable_secs(), 0);
+        let reported = cp.outage_report();
+        assert!(reported >= 1, "{reported}");
+        cp.outage_reported(reported);
+        assert_eq!(cp.outage_report(), 0, "reported more than once");
+    }
+}
