@@ -450,3 +450,82 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     result?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn agent(flags: &[&str], toml: &str) -> anyhow::Result<Option<AgentConfig>> {
+        let mut argv = vec!["outpost"];
+        argv.extend_from_slice(flags);
+        let args = Cli::try_parse_from(argv).unwrap().args;
+        let file: Config = crate::config::parse_toml(toml)?;
+        agent_config(
+            &args,
+            &file,
+            "isp-1",
+            "127.0.0.1:8080".parse().unwrap(),
+            std::path::Path::new("/keys"),
+            100,
+        )
+    }
+
+    #[test]
+    fn fill_settings_from_flags_and_file_with_errors_naming_the_key() {
+        assert!(
+            agent(&[], "").unwrap().is_none(),
+            "no agent without --control-plane"
+        );
+        let a = agent(
+            &[
+                "--control-plane",
+                "http://cp:8700",
+                "--fill-rate-mbps",
+                "400",
+            ],
+            "credential = \"s3cret\"\nfill_window = \"22:00-06:00\"\nfill_concurrency = 8\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.credential, "s3cret");
+        assert_eq!(a.fill.rate_bps, Some(400_000_000));
+        assert_eq!(a.fill.concurrency, 8);
+        assert_eq!(a.fill.window.to_string(), "22:00-06:00");
+        assert_eq!(a.advertise_address.as_deref(), Some("127.0.0.1"));
+        let e = agent(&["--control-plane", "http://cp"], "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--credential"), "{e}");
+        let e = agent(
+            &["--control-plane", "http://cp", "--credential", "x"],
+            "fill_window = \"25:00-01:00\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("fill_window"), "{e}");
+        let e = agent(
+            &[
+                "--control-plane",
+                "http://cp",
+                "--credential",
+                "x",
+                "--fill-rate-mbps=-3",
+            ],
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("fill_rate_mbps"), "{e}");
+        let e = agent(&[], "fill_windw = \"always\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fill_windw"), "{e}");
+    }
+}
