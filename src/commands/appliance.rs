@@ -96,7 +96,8 @@ pub struct Args {
     /// A file holding the credential (first line).
     #[arg(long, value_name = "FILE")]
     credential_file: Option<PathBuf>,
-    /// Address announced to the control plane at registration (default: the listen address).
+    /// Address announced to the control plane at registration (default: the listen address
+    /// unless it is a wildcard, then the policy's address is kept).
     #[arg(long, value_name = "HOST")]
     advertise_address: Option<String>,
     /// Port announced to the control plane at registration (default: the bound port).
@@ -244,12 +245,13 @@ fn agent_config(
         control_plane,
         id: id.to_owned(),
         credential,
-        advertise_address: Some(
-            args.advertise_address
-                .clone()
-                .or(file.advertise_address.clone())
-                .unwrap_or_else(|| listen.ip().to_string()),
-        ),
+        // Without one, a specific listen address is announced; a wildcard one is not (the
+        // policy's configured address stays).
+        advertise_address: args
+            .advertise_address
+            .clone()
+            .or(file.advertise_address.clone())
+            .or_else(|| (!listen.ip().is_unspecified()).then(|| listen.ip().to_string())),
         advertise_port: args.advertise_port.or(file.advertise_port),
         key_dir: keys_dir.to_path_buf(),
         grace: Duration::from_secs(
