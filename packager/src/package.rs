@@ -311,19 +311,29 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
 }
 
 /// The subsample map of every sample of `track` (empty maps, whole-sample encryption, for
-/// tracks without NAL framing). Reads the samples once; only the maps are kept.
+/// tracks without NAL framing). Reads only each NAL unit's length field and header byte
+/// ([`encrypt::subsample::map_with`]): the sample data itself is read once, by the writer.
 fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>> {
     let Some(fmt) = tc.nal else {
         return Ok(vec![Vec::new(); track.samples.len()]);
     };
     let src = File::open(&track.file).map_err(|e| Error::io(&track.file, e))?;
-    let mut buf = Vec::new();
     let mut maps = Vec::with_capacity(track.samples.len());
     for (i, s) in track.samples.iter().enumerate() {
-        buf.resize(s.size as usize, 0);
-        std::os::unix::fs::FileExt::read_exact_at(&src, &mut buf, s.offset)
-            .map_err(|e| Error::io(&track.file, e))?;
-        let m = encrypt::subsample::map(&buf, fmt).map_err(|e| Error::Invalid {
+        let mut io_error = None;
+        let m = encrypt::subsample::map_with(s.size as usize, fmt, &mut |pos, buf| {
+            std::os::unix::fs::FileExt::read_exact_at(&src, buf, s.offset + pos as u64).map_err(
+                |e| {
+                    let m = encrypt::subsample::MapError(e.to_string());
+                    io_error = Some(e);
+                    m
+                },
+            )
+        });
+        if let Some(e) = io_error {
+            return Err(Error::io(&track.file, e));
+        }
+        let m = m.map_err(|e| Error::Invalid {
             file: track.file.clone(),
             box_path: "mdat".into(),
             offset: s.offset,
@@ -389,25 +399,30 @@ impl HashedFile {
         Ok(())
     }
 
-    /// Appends `len` bytes of `src` starting at `offset`.
+    /// Appends `len` bytes of `src` starting at `offset`, encrypting them in the buffer they
+    /// were read into when `cipher` is given (its offsets count from `offset`).
     fn copy_from(
         &mut self,
         src: &File,
         src_path: &Path,
-        mut offset: u64,
-        mut len: u64,
+        offset: u64,
+        len: u64,
+        mut cipher: Option<&mut encrypt::RunCipher<'_>>,
     ) -> Result<()> {
-        while len > 0 {
+        let mut done = 0u64;
+        while done < len {
             if self.buf.len() == COPY_BUFFER {
                 self.flush_buf()?;
             }
             let start = self.buf.len();
-            let n = ((COPY_BUFFER - start) as u64).min(len) as usize;
+            let n = ((COPY_BUFFER - start) as u64).min(len - done) as usize;
             self.buf.resize(start + n, 0);
-            std::os::unix::fs::FileExt::read_exact_at(src, &mut self.buf[start..], offset)
+            std::os::unix::fs::FileExt::read_exact_at(src, &mut self.buf[start..], offset + done)
                 .map_err(|e| Error::io(src_path, e))?;
-            offset += n as u64;
-            len -= n as u64;
+            if let Some(c) = cipher.as_deref_mut() {
+                c.apply(done, &mut self.buf[start..]);
+            }
+            done += n as u64;
         }
         Ok(())
     }
@@ -424,7 +439,8 @@ impl HashedFile {
     }
 }
 
-/// Copies the samples of `fragment` (coalescing contiguous runs) after its header.
+/// Copies the samples of `fragment` (coalescing contiguous runs) after its header, encrypting
+/// them in the copy buffer when the track is encrypted: each byte is read once.
 fn write_fragment(
     out: &mut HashedFile,
     src: &File,
@@ -435,22 +451,7 @@ fn write_fragment(
     progress: Option<Progress<'_>>,
 ) -> Result<()> {
     out.write(&f.header)?;
-    if let Some((tc, maps)) = &p.crypto {
-        let mut buf = Vec::new();
-        for i in f.segment.samples.clone() {
-            let s = &p.track.samples[i];
-            buf.resize(s.size as usize, 0);
-            std::os::unix::fs::FileExt::read_exact_at(src, &mut buf, s.offset)
-                .map_err(|e| Error::io(&p.track.file, e))?;
-            tc.encrypt(i, &mut buf, &maps[i]);
-            out.write(&buf)?;
-        }
-        let d = done.fetch_add(f.data_len, Ordering::Relaxed) + f.data_len;
-        if let Some(cb) = progress {
-            cb(d, total);
-        }
-        return Ok(());
-    }
+    let first = f.segment.samples.start;
     let samples = &p.track.samples[f.segment.samples.clone()];
     let mut i = 0;
     while i < samples.len() {
@@ -461,7 +462,14 @@ fn write_fragment(
             end += u64::from(samples[j].size);
             j += 1;
         }
-        out.copy_from(src, &p.track.file, start, end - start)?;
+        let mut cipher = p.crypto.as_ref().map(|(tc, maps)| {
+            tc.run_cipher(
+                first + i,
+                samples[i..j].iter().map(|s| u64::from(s.size)),
+                &maps[first + i..first + j],
+            )
+        });
+        out.copy_from(src, &p.track.file, start, end - start, cipher.as_mut())?;
         i = j;
     }
     let d = done.fetch_add(f.data_len, Ordering::Relaxed) + f.data_len;

@@ -88,6 +88,40 @@ impl TrackCrypto {
         }
     }
 
+    /// A cipher for a run of consecutive samples `first..` stored back to back (`sizes`, with
+    /// their subsample `maps`), to be applied to the run's bytes in order, in chunks of any
+    /// size ([`RunCipher::apply`]), so the bytes can be encrypted where they were read.
+    pub fn run_cipher<'a>(
+        &'a self,
+        first: usize,
+        sizes: impl Iterator<Item = u64>,
+        maps: &[Vec<Subsample>],
+    ) -> RunCipher<'a> {
+        let mut ranges = Vec::new();
+        let mut at = 0u64;
+        for ((k, size), map) in sizes.enumerate().zip(maps) {
+            if map.is_empty() {
+                ranges.push((first + k, at, at + size));
+            } else {
+                let mut pos = at;
+                for sub in map {
+                    pos += u64::from(sub.clear);
+                    if sub.protected > 0 {
+                        ranges.push((first + k, pos, pos + u64::from(sub.protected)));
+                    }
+                    pos += u64::from(sub.protected);
+                }
+            }
+            at += size;
+        }
+        RunCipher {
+            tc: self,
+            ranges,
+            next: 0,
+            current: None,
+        }
+    }
+
     /// The auxiliary information size of a sample (`saiz` entry).
     pub fn aux_size(&self, map: &[Subsample]) -> usize {
         usize::from(IV_SIZE)
@@ -96,6 +130,45 @@ impl TrackCrypto {
             } else {
                 0
             }
+    }
+}
+
+/// Encrypts a run of samples chunk by chunk (see [`TrackCrypto::run_cipher`]): the protected
+/// ranges of every sample, as offsets in the run, and the CTR state of the sample in progress.
+pub struct RunCipher<'a> {
+    tc: &'a TrackCrypto,
+    /// `(sample index, start, end)` of every protected range, in order.
+    ranges: Vec<(usize, u64, u64)>,
+    next: usize,
+    current: Option<(usize, Aes128Ctr)>,
+}
+
+impl RunCipher<'_> {
+    /// Encrypts `chunk`, the run's bytes from offset `pos`; chunks must come in order.
+    pub fn apply(&mut self, pos: u64, chunk: &mut [u8]) {
+        let end = pos + chunk.len() as u64;
+        while let Some(&(idx, s, e)) = self.ranges.get(self.next) {
+            if s >= end {
+                break;
+            }
+            let (a, b) = (s.max(pos), e.min(end));
+            if a < b {
+                if self.current.as_ref().is_none_or(|(i, _)| *i != idx) {
+                    let mut counter = [0u8; 16];
+                    counter[..8].copy_from_slice(&self.tc.iv(idx));
+                    self.current =
+                        Some((idx, Aes128Ctr::new(&self.tc.key.into(), &counter.into())));
+                }
+                if let Some((_, c)) = self.current.as_mut() {
+                    c.apply_keystream(&mut chunk[(a - pos) as usize..(b - pos) as usize]);
+                }
+            }
+            if e <= end {
+                self.next += 1;
+            } else {
+                break;
+            }
+        }
     }
 }
 
@@ -374,6 +447,67 @@ mod tests {
         let got: Vec<u8> = enc[8..40].iter().chain(&enc[48..80]).copied().collect();
         assert_eq!(got, joined);
         assert_ne!(tc.iv(0), tc.iv(1));
+    }
+
+    #[test]
+    fn run_cipher_in_any_chunks_equals_per_sample_encryption() {
+        let tc = TrackCrypto {
+            kid: [1; 16],
+            key: [3; 16],
+            base_iv: 77,
+            title_kids: Vec::new(),
+            nal: Some(NalFormat {
+                length_size: 4,
+                hevc: false,
+            }),
+        };
+        let sizes = [80u64, 50, 70];
+        let maps = vec![
+            vec![
+                Subsample {
+                    clear: 8,
+                    protected: 32,
+                },
+                Subsample {
+                    clear: 8,
+                    protected: 32,
+                },
+            ],
+            vec![Subsample {
+                clear: 50,
+                protected: 0,
+            }],
+            vec![Subsample {
+                clear: 6,
+                protected: 64,
+            }],
+        ];
+        let clear: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
+        let mut want = clear.clone();
+        let mut at = 0usize;
+        for (k, (size, map)) in sizes.iter().zip(&maps).enumerate() {
+            let n = *size as usize;
+            tc.encrypt(4 + k, &mut want[at..at + n], map);
+            at += n;
+        }
+        for chunk in [1usize, 7, 16, 33, 200] {
+            let mut got = clear.clone();
+            let mut rc = tc.run_cipher(4, sizes.iter().copied(), &maps);
+            for (i, c) in got.chunks_mut(chunk).enumerate() {
+                rc.apply((i * chunk) as u64, c);
+            }
+            assert_eq!(got, want, "chunks of {chunk}");
+        }
+        // Whole-sample (audio) maps.
+        let mut want = clear.clone();
+        tc.encrypt(0, &mut want[..120], &[]);
+        tc.encrypt(1, &mut want[120..], &[]);
+        let mut got = clear.clone();
+        let mut rc = tc.run_cipher(0, [120u64, 80].into_iter(), &[vec![], vec![]]);
+        for (i, c) in got.chunks_mut(13).enumerate() {
+            rc.apply((i * 13) as u64, c);
+        }
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -57,29 +57,49 @@ pub struct MapError(pub String);
 
 /// The subsample map of one sample. The entries cover the sample exactly.
 pub fn map(sample: &[u8], fmt: NalFormat) -> Result<Vec<Subsample>, MapError> {
+    map_with(sample.len(), fmt, &mut |pos, out| {
+        out.copy_from_slice(&sample[pos..pos + out.len()]);
+        Ok(())
+    })
+}
+
+/// Reads a sample's bytes from a position (see [`map_with`]).
+pub type Peek<'a> = dyn FnMut(usize, &mut [u8]) -> Result<(), MapError> + 'a;
+
+/// The subsample map of a `size`-byte sample that is not in memory: `peek(pos, buf)` fills `buf`
+/// with the sample's bytes from `pos`. Only each NAL unit's length field and first header byte
+/// are read (a few bytes per NAL unit), so mapping a track does not copy its sample data.
+pub fn map_with(
+    size: usize,
+    fmt: NalFormat,
+    peek: &mut Peek<'_>,
+) -> Result<Vec<Subsample>, MapError> {
     let mut out = Vec::new();
     let mut clear: u64 = 0;
     let mut pos = 0usize;
-    while pos < sample.len() {
-        let ls = fmt.length_size;
-        if sample.len() - pos < ls {
+    let ls = fmt.length_size;
+    let mut head = [0u8; 5];
+    while pos < size {
+        if size - pos < ls {
             return Err(MapError(format!(
-                "NAL length field at byte {pos} runs past the end of the {}-byte sample",
-                sample.len()
+                "NAL length field at byte {pos} runs past the end of the {size}-byte sample"
             )));
         }
-        let len = sample[pos..pos + ls]
+        // The length field and, when present, the NAL header's first byte in one read.
+        let n = (ls + 1).min(size - pos);
+        peek(pos, &mut head[..n])?;
+        let len = head[..ls]
             .iter()
             .fold(0usize, |a, &b| (a << 8) | usize::from(b));
         let body = pos + ls;
-        if len > sample.len() - body {
+        if len > size - body {
             return Err(MapError(format!(
                 "NAL unit at byte {pos} claims {len} bytes but only {} remain in the sample",
-                sample.len() - body
+                size - body
             )));
         }
         let hl = fmt.header_len();
-        let protected = if len > hl && fmt.is_vcl(sample[body]) {
+        let protected = if len > hl && fmt.is_vcl(head[ls]) {
             (len - hl) / 16 * 16
         } else {
             0
