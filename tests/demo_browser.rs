@@ -130,6 +130,16 @@ fn start_demo(extra: &[&str]) -> Demo {
     demo
 }
 
+/// `GET /v1/fleet` (public in the demo).
+fn fleet(demo: &Demo) -> Value {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{}/v1/fleet", demo.url)])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "GET /v1/fleet failed");
+    serde_json::from_slice(&out.stdout).expect("fleet JSON")
+}
+
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
@@ -183,12 +193,35 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut demo = start_demo(&[]);
 
-    // Each title to the end with a forced rendition switch: the encrypted H.264 title with Shaka
-    // Player (DASH, Clear Key through the control plane's licence server), the clear VP9 title
-    // with both players. (hls.js does not yet play the encrypted title: the packager's HLS key
-    // tags name the common-system KEYFORMAT, which hls.js does not map to Clear Key.)
+    // Fill placed the titles: origin held the packager's output, every other appliance fetched
+    // and verified them itself (nobody copied anything into their caches).
+    let fleet = fleet(&demo);
+    for a in fleet["appliances"].as_array().unwrap() {
+        let held: Vec<&str> = a["held"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["title"].as_str().unwrap())
+            .collect();
+        assert!(
+            held.contains(&"demo-h264") && held.contains(&"demo-vp9"),
+            "{} does not hold both titles: {a}",
+            a["id"]
+        );
+        if a["cluster_kind"] != "origin" {
+            assert!(
+                a["fill"]["files_verified"].as_u64().unwrap() >= 20,
+                "{} was not filled: {a}",
+                a["id"]
+            );
+        }
+    }
+
+    // Each title to the end with a forced rendition switch, with both players: the encrypted
+    // H.264 title plays with Clear Key through the control plane's licence server.
     for (player, title) in [
         ("shaka", "demo-h264"),
+        ("hls", "demo-h264"),
         ("shaka", "demo-vp9"),
         ("hls", "demo-vp9"),
     ] {
@@ -215,7 +248,7 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
     }
 
     // Failover: stop the appliance serving segments; playback continues from another one.
-    for (player, title) in [("shaka", "demo-h264"), ("hls", "demo-vp9")] {
+    for (player, title) in [("shaka", "demo-h264"), ("hls", "demo-h264")] {
         let r = scenario(
             &demo,
             &[

@@ -1,6 +1,6 @@
 // Outpost fleet page: appliances by cluster with health, load, bytes served, drive usage and
-// titles held, and requests per second per appliance over the last minutes. Reads only the
-// control plane's fleet API.
+// titles held, fill progress, and requests per second per appliance over the last minutes.
+// Reads only the control plane's fleet API.
 'use strict';
 
 const HISTORY_SECS = 300;
@@ -37,6 +37,19 @@ async function poll() {
   draw(now);
 }
 
+// One appliance's fill, as its fleet agent reported it: pending titles, bytes and files fetched
+// and verified, verification failures, and whether the control plane was unreachable.
+function fillText(f) {
+  if (!f) return '–';
+  const parts = [f.titles_pending ? `${f.titles_pending} pending` : 'complete'];
+  if (f.bytes_filled) parts.push(`${fmtBytes(f.bytes_filled)} in ${f.files_verified} verified files`);
+  if (f.rate_bps) parts.push(`${(f.rate_bps / 1e6).toFixed(1)} Mb/s`);
+  if (f.verify_failures) parts.push(`${f.verify_failures} failed verification`);
+  if (!f.in_window) parts.push('outside window');
+  if (f.control_plane_unreachable_secs) parts.push(`control plane unreachable ${f.control_plane_unreachable_secs} s`);
+  return parts.join(' · ');
+}
+
 function render(fleet) {
   const body = document.querySelector('#fleet tbody');
   body.textContent = '';
@@ -50,6 +63,7 @@ function render(fleet) {
       `${a.cluster} (${a.cluster_kind})`, a.id, a.online ? a.health : (a.unavailable || 'offline'),
       `${Math.round((a.load || 0) * 100)}%`, a.requests_served, fmtBytes(a.bytes_served),
       `${a.drives.length} · ${fmtBytes(used)} of ${fmtBytes(cap)}`, (a.titles || []).join(', ') || '–',
+      fillText(a.fill),
       a.last_heartbeat ? new Date(a.last_heartbeat * 1000).toLocaleTimeString() : 'never',
     ];
     cells.forEach((v, i) => {

@@ -3,12 +3,14 @@
 //! It packages the fixture ladders into a data directory, starts a control plane (in this
 //! process, on the embedded SQLite default) and appliances (child processes of this binary, each
 //! on its own loopback port with its own cache directories) in three clusters (an embedded ISP
-//! cluster, an exchange and origin), loads a demo policy, places the titles, prints one URL and
-//! runs until Ctrl-C, when it stops every part.
+//! cluster, an exchange and origin), loads a demo policy and a forecast, puts the packaged titles
+//! at origin and lets the appliances' fleet agents fill the exchange and the embedded cluster
+//! from their plans, prints one URL once the titles are placed and runs until Ctrl-C, when it
+//! stops every part.
 
 mod assets;
+mod fill;
 mod procs;
-mod stand_in;
 mod topology;
 mod web;
 
@@ -79,8 +81,6 @@ pub struct Dirs {
     pub titles: PathBuf,
     /// The control plane's data directory.
     pub control_plane: PathBuf,
-    /// Public keys handed to the appliances.
-    pub appliance_keys: PathBuf,
     /// npm project for the player libraries.
     pub web: PathBuf,
     /// Logs of the child processes.
@@ -96,12 +96,11 @@ impl Dirs {
         let d = Dirs {
             titles: root.join("titles"),
             control_plane: root.join("control-plane"),
-            appliance_keys: root.join("appliance-keys"),
             web: root.join("web"),
             logs: root.join("logs"),
             root,
         };
-        for p in [&d.titles, &d.control_plane, &d.appliance_keys, &d.logs] {
+        for p in [&d.titles, &d.control_plane, &d.logs] {
             std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
         }
         Ok(d)
@@ -138,6 +137,13 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         heartbeat_interval_secs: (args.grant_ttl / 2).clamp(5, 15),
         grant_ttl_secs: args.grant_ttl,
         fleet_view_public: true,
+        // Plans are fetched every few seconds so a newcomer watches fill converge at once (a
+        // plan made before origin reported its titles names no source yet).
+        fill: control_plane::config::FillConfig {
+            plan_refresh_secs: 5,
+            plan_cache_secs: 2,
+            ..control_plane::config::FillConfig::default()
+        },
         ..control_plane::Config::default()
     };
     let policy = dirs.control_plane.join("demo-policy.toml");
@@ -153,6 +159,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             .iter()
             .filter_map(|t| t.keys_file(&dirs.titles)),
     );
+    let forecast = dirs.control_plane.join("demo-forecast.json");
+    std::fs::write(&forecast, fill::forecast_json())
+        .with_context(|| format!("writing {}", forecast.display()))?;
+    imports.push(forecast);
     let import_refs: Vec<&Path> = imports.iter().map(PathBuf::as_path).collect();
     control_plane::import_files(&config, &import_refs)
         .await
@@ -175,47 +185,27 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     .await
     .context("starting the control plane")?;
 
-    // Appliances hold public keys only: export them the way an appliance would fetch them.
-    for k in state.keys.published(state.now()) {
-        let path = dirs.appliance_keys.join(format!("{}.pub.pem", k.kid));
-        std::fs::write(&path, &k.pem).with_context(|| format!("writing {}", path.display()))?;
-    }
-
-    // Place the titles: copy each packaged title into the first cache directory of every
-    // appliance (fill, when it exists, does this from the control plane's plan).
+    // Origin holds the packager's output; every other appliance starts empty and is filled by
+    // its fleet agent from the control plane's plan (origin → exchange → embedded).
     for a in &topo.appliances {
         for d in &a.cache_dirs {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        for t in &assets::TITLES {
-            assets::copy_title(&dirs.titles.join(t.id), &a.cache_dirs[0], t.id)?;
+        if a.kind == topology::Kind::Origin {
+            for t in &assets::TITLES {
+                assets::copy_title(&dirs.titles.join(t.id), &a.cache_dirs[0], t.id)?;
+            }
         }
     }
     let procs: Vec<Arc<Mutex<Proc>>> = topo
         .appliances
         .iter()
         .map(|a| {
-            let mut args = vec![
-                "appliance".to_owned(),
-                "--id".into(),
-                a.id.clone(),
-                "--listen".into(),
-                format!("127.0.0.1:{}", a.port),
-                "--admin-listen".into(),
-                format!("127.0.0.1:{}", a.admin_port),
-                "--cluster".into(),
-                a.cluster.to_owned(),
-                "--public-keys".into(),
-                dirs.appliance_keys.display().to_string(),
-            ];
-            for d in &a.cache_dirs {
-                args.push("--cache-dir".into());
-                args.push(d.display().to_string());
-            }
             Arc::new(Mutex::new(Proc::new(
                 &a.id,
-                args,
+                appliance_args(a, &public_url),
                 dirs.logs.join(format!("{}.log", a.id)),
+                [("OUTPOST_APPLIANCE_CREDENTIAL", a.credential.as_str())],
             )))
         })
         .collect();
@@ -231,42 +221,44 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         modules,
     );
     let background = tokio::spawn(control_plane::background(state.clone()));
-    let stand_in = tokio::spawn(stand_in::run(state.clone(), topo.clone(), procs.clone()));
-    let router = control_plane::app(state).merge(web::router(demo));
+    let router = control_plane::app(state.clone()).merge(web::router(demo));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .await
+    });
 
-    println!();
-    println!(
-        "Outpost demo is running ({:.1} s to start).",
-        started.elapsed().as_secs_f64()
-    );
-    println!("  open  {public_url}/demo     (player)");
-    println!("        {public_url}/fleet    (fleet)");
-    println!("  data  {}", dirs.root.display());
-    println!("  logs  {}", dirs.logs.display());
-    println!("Press Ctrl-C to stop.");
-
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        // Ctrl-C, or SIGTERM from a supervisor: either way every appliance is stopped below.
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+    // Wait (Ctrl-C still stops) until fill has placed every title in the embedded cluster.
+    let filled = tokio::select! {
+        r = fill::wait_until_placed(&state, &topo, Duration::from_secs(180)) => Some(r),
+        () = shutdown_signal() => None,
+    };
+    match &filled {
+        Some(Ok(())) => {
+            println!();
+            println!(
+                "Outpost demo is running ({:.1} s to start).",
+                started.elapsed().as_secs_f64()
+            );
+            println!("  open  {public_url}/demo     (player)");
+            println!("        {public_url}/fleet    (fleet)");
+            println!("  data  {}", dirs.root.display());
+            println!("  logs  {}", dirs.logs.display());
+            println!("Press Ctrl-C to stop.");
+            shutdown_signal().await;
         }
-        eprintln!("demo: shutting down");
-    })
-    .await;
-    stand_in.abort();
+        Some(Err(e)) => eprintln!("demo: {e:#}"),
+        None => {}
+    }
+    eprintln!("demo: shutting down");
+    let _ = stop_tx.send(true);
+    let served = server.await;
     background.abort();
     tokio::task::spawn_blocking(move || {
         for p in &procs {
@@ -276,7 +268,57 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         }
     })
     .await?;
-    served.context("serving the control plane")?;
+    served
+        .context("the control plane task")?
+        .context("serving the control plane")?;
+    if let Some(Err(e)) = filled {
+        return Err(e);
+    }
     eprintln!("demo: stopped");
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM from a supervisor: either way every appliance is stopped.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// The command line of one appliance: its own ports and cache directories, the fleet agent
+/// pointed at the control plane (keys, heartbeats, fill plan; the credential goes through the
+/// environment, not the command line), and a fill window that is always open so a newcomer
+/// sees titles arrive at once.
+fn appliance_args(a: &topology::ApplianceSpec, control_plane: &str) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "appliance".into(),
+        "--id".into(),
+        a.id.clone(),
+        "--listen".into(),
+        format!("127.0.0.1:{}", a.port),
+        "--admin-listen".into(),
+        format!("127.0.0.1:{}", a.admin_port),
+        "--cluster".into(),
+        a.cluster.to_owned(),
+        "--control-plane".into(),
+        control_plane.to_owned(),
+        "--public-keys".into(),
+        a.key_cache.display().to_string(),
+        "--fill-window".into(),
+        "always".into(),
+    ];
+    for d in &a.cache_dirs {
+        args.push("--cache-dir".into());
+        args.push(d.display().to_string());
+    }
+    args
 }

@@ -16,16 +16,27 @@ pub struct Proc {
     /// A short name for logs.
     pub name: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
 }
 
 impl Proc {
-    /// Describes a child running `outpost <args...>`; nothing starts until [`Proc::start`].
-    pub fn new(name: &str, args: Vec<String>, log: PathBuf) -> Self {
+    /// Describes a child running `outpost <args...>` with extra environment variables (secrets
+    /// stay off the command line); nothing starts until [`Proc::start`].
+    pub fn new<'a>(
+        name: &str,
+        args: Vec<String>,
+        log: PathBuf,
+        env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
         Proc {
             name: name.to_owned(),
             args,
+            env: env
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             log,
             child: None,
         }
@@ -44,6 +55,7 @@ impl Proc {
             .with_context(|| format!("opening {}", self.log.display()))?;
         let child = Command::new(exe)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

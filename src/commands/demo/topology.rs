@@ -53,6 +53,8 @@ pub struct ApplianceSpec {
     pub admin_port: u16,
     /// Its cache directories (two "drives" each).
     pub cache_dirs: Vec<PathBuf>,
+    /// Where its fleet agent caches the grant public keys fetched from the control plane.
+    pub key_cache: PathBuf,
     /// Heartbeat credential.
     pub credential: String,
 }
@@ -75,6 +77,7 @@ impl Topology {
             specs.push(ApplianceSpec {
                 credential: format!("{secret}-{id}"),
                 cache_dirs: vec![root.join("nvme0"), root.join("nvme1")],
+                key_cache: root.join("keys"),
                 id,
                 cluster,
                 kind,
