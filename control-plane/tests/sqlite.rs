@@ -142,6 +142,8 @@ mod api_quality {
             "/v1/license/clearkey",
             "/v1/appliances/{id}/heartbeat",
             "/v1/appliances/{id}/register",
+            "/v1/appliances/{id}/fill-plan",
+            "/v1/appliances/{id}/catalog/{title}",
             "/v1/keys",
             "/v1/admin/policy",
             "/metrics",

@@ -154,8 +154,9 @@ enum Command {
     Serve,
     /// Import files: a policy (TOML or JSON: plans, accounts, device_classes, geo, windows,
     /// sites, clusters, appliances, api_keys; example: control-plane/tests/data/policy.toml), a
-    /// packager `catalog.json` (its sibling `manifest.mpd` and `master.m3u8` are read too) or a
-    /// content-keys JSON file.
+    /// packager `catalog.json` (its sibling `manifest.mpd` and `master.m3u8` are read too), a
+    /// content-keys JSON file or a popularity forecast feed (JSON `{"forecast": [{"country":
+    /// "NZ", "titles": [{"title": "...", "views": 1200}, ...]}]}`, most watched first).
     Import {
         /// Files to import, in order.
         #[arg(required = true, value_name = "FILE")]

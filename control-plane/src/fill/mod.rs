@@ -386,18 +386,14 @@ pub fn plan_cluster(
             .then_with(|| a.title.cmp(&b.title))
     });
 
-    // 4. First fit in rendezvous order.
-    let mut room: HashMap<&str, u64> = input
+    // 4. First fit in rendezvous order, on appliance indices.
+    let mut room: Vec<u64> = input
         .appliances
         .iter()
-        .map(|a| {
-            (
-                a.id.as_str(),
-                (a.capacity_bytes as f64 * fraction).floor() as u64,
-            )
-        })
+        .map(|a| (a.capacity_bytes as f64 * fraction).floor() as u64)
         .collect();
-    let mut orders: HashMap<usize, Vec<&str>> = HashMap::new();
+    // Per title: its rendezvous order, and which appliances have it so far.
+    let mut orders: HashMap<usize, (Vec<usize>, Vec<bool>)> = HashMap::new();
     let mut placement: BTreeMap<String, BTreeSet<String>> = input
         .appliances
         .iter()
@@ -406,36 +402,40 @@ pub fn plan_cluster(
     let mut placed = vec![0usize; titles.len()];
     for r in &reqs {
         let t = titles[r.title];
-        let order = orders.entry(r.title).or_insert_with(|| {
-            let mut ids: Vec<&str> = input.appliances.iter().map(|a| a.id.as_str()).collect();
+        // Nothing can take it: skip the scan.
+        if !room.iter().any(|&x| x >= t.bytes) {
+            continue;
+        }
+        let (order, has) = orders.entry(r.title).or_insert_with(|| {
+            let mut ids: Vec<(u64, usize)> = input
+                .appliances
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (rendezvous_score(&t.id, &a.id), i))
+                .collect();
             ids.sort_by(|a, b| {
-                rendezvous_score(&t.id, b)
-                    .cmp(&rendezvous_score(&t.id, a))
-                    .then_with(|| a.cmp(b))
+                b.0.cmp(&a.0)
+                    .then_with(|| input.appliances[a.1].id.cmp(&input.appliances[b.1].id))
             });
-            ids
+            (ids.into_iter().map(|(_, i)| i).collect(), vec![false; n])
         });
-        let fits = |a: &str, placement: &BTreeMap<String, BTreeSet<String>>| {
-            !placement.get(a).is_some_and(|s| s.contains(&t.id))
-                && room.get(a).is_some_and(|r| *r >= t.bytes)
-        };
+        let fits = |i: usize| !has[i] && room[i] >= t.bytes;
         // A copy the cluster already has stays where it is (no fill traffic to move it); a new
         // copy goes to the first appliance of the rendezvous order with room.
         let choice = if r.incumbent {
             order
                 .iter()
                 .copied()
-                .find(|a| incumbent(a, &t.id) && fits(a, &placement))
-                .or_else(|| order.iter().copied().find(|a| fits(a, &placement)))
+                .find(|&i| fits(i) && incumbent(&input.appliances[i].id, &t.id))
+                .or_else(|| order.iter().copied().find(|&i| fits(i)))
         } else {
-            order.iter().copied().find(|a| fits(a, &placement))
+            order.iter().copied().find(|&i| fits(i))
         };
-        if let Some(a) = choice {
-            if let Some(r) = room.get_mut(a) {
-                *r -= t.bytes;
-            }
+        if let Some(i) = choice {
+            room[i] -= t.bytes;
+            has[i] = true;
             placement
-                .entry(a.to_owned())
+                .entry(input.appliances[i].id.clone())
                 .or_default()
                 .insert(t.id.clone());
             placed[r.title] += 1;
