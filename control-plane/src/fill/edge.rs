@@ -41,7 +41,7 @@ use crate::Error;
 pub struct Gathered {
     /// The planner's input.
     pub input: ClusterInput,
-    /// The last published placement (an appliance without one: what it holds).
+    /// The last published placement (before the first one: what the appliances hold).
     pub previous: ClusterPlacement,
     /// The cluster's kind.
     pub kind: ClusterKind,
@@ -155,24 +155,18 @@ pub async fn gather(
         .collect();
     titles.sort_by(|a, b| a.id.cmp(&b.id));
 
-    // The previous placement.
+    // The previous placement: the last published one; before the first, what is held.
     let stored = ClusterPlacement::from_pairs(repo.placements(cluster).await?);
-    let mut previous = ClusterPlacement::default();
-    for a in &appliances {
-        let set = match stored.titles_of(&a.id) {
-            Some(s) => s.clone(),
-            None => held.get(&a.id).cloned().unwrap_or_default(),
-        };
-        if !set.is_empty() {
-            previous.0.insert(a.id.clone(), set);
-        }
-    }
-    // Appliances that were planned but are no longer (removed from the cluster).
-    for (a, ts) in &stored.0 {
-        if !previous.0.contains_key(a) && !appliances.iter().any(|x| &x.id == a) {
-            previous.0.insert(a.clone(), ts.clone());
-        }
-    }
+    let previous = if stored.0.is_empty() {
+        ClusterPlacement(
+            held.iter()
+                .filter(|(_, ts)| !ts.is_empty())
+                .map(|(a, ts)| (a.clone(), ts.clone()))
+                .collect(),
+        )
+    } else {
+        stored
+    };
     Ok(Gathered {
         input: ClusterInput {
             cluster: cluster.to_owned(),
