@@ -114,3 +114,116 @@ pub fn ordered_sources(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use protocol::fleet::Health;
+
+    use super::*;
+    use crate::steering::{AdminState, Appliance, Cluster};
+
+    fn app(id: &str, cluster: &str, titles: Option<&[&str]>) -> Appliance {
+        Appliance {
+            id: id.into(),
+            cluster: cluster.into(),
+            address: "127.0.0.1".into(),
+            port: 1,
+            admin_state: AdminState::Reported,
+            health: Some(Health::Ok),
+            load: 0.1,
+            last_heartbeat: Some(1000),
+            titles: titles.map(|t| t.iter().map(|s| s.to_string()).collect::<HashSet<_>>()),
+            prefixes: vec![],
+        }
+    }
+
+    const T: Thresholds = Thresholds {
+        offline_after_secs: 30,
+        load_threshold: 0.9,
+        max: 3,
+    };
+
+    fn fleet(apps: Vec<Appliance>) -> Fleet {
+        let c = |id: &str, kind, fallbacks: &[&str]| Cluster {
+            id: id.into(),
+            kind,
+            fallbacks: fallbacks.iter().map(|s| s.to_string()).collect(),
+        };
+        Fleet::new(
+            vec![
+                c("isp", ClusterKind::Embedded, &["isp2", "ix"]),
+                c("isp2", ClusterKind::Embedded, &[]),
+                c("ix", ClusterKind::Exchange, &[]),
+                c("origin", ClusterKind::Origin, &[]),
+            ],
+            apps,
+        )
+    }
+
+    fn ids(v: &[SourceRef]) -> Vec<String> {
+        v.iter()
+            .map(|s| match s {
+                SourceRef::Appliance {
+                    appliance, tier, ..
+                } => format!("{}:{appliance}", tier.as_str()),
+                SourceRef::S3(o) => format!("s3:{}", o.bucket),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn peers_then_exchange_fallbacks_then_origin_then_s3() {
+        let t = Some(&["t"][..]);
+        let mut sick = app("isp-3", "isp", t);
+        sick.health = Some(Health::Error);
+        let mut busy = app("ix-2", "ix", t);
+        busy.load = 0.95;
+        let mut origin = app("org-1", "origin", None);
+        origin.admin_state = AdminState::Online;
+        let f = fleet(vec![
+            app("isp-1", "isp", Some(&[])),
+            app("isp-2", "isp", t),
+            sick,
+            app("isp-4", "isp", t),
+            app("isp-5", "isp", t),
+            app("isp2-1", "isp2", t),
+            app("ix-1", "ix", t),
+            busy,
+            app("ix-3", "ix", Some(&["other"])),
+            origin,
+        ]);
+        let s3 = S3Origin {
+            bucket: "media".into(),
+            prefix: String::new(),
+        };
+        let got = ordered_sources(&f, "isp-1", "t", 1000, &T, Some(&s3), 2);
+        let names = ids(&got);
+        // Two healthy peers holding it, in the title's rendezvous order; never itself, never the
+        // appliance in error; the embedded fallback is not an upstream tier; the overloaded and
+        // the not-holding exchange appliances are skipped; origin; S3 last.
+        let peers: Vec<String> = f
+            .hrw_order("isp", "t")
+            .iter()
+            .filter(|a| ["isp-2", "isp-4", "isp-5"].contains(&a.id.as_str()))
+            .take(2)
+            .map(|a| format!("peer:{}", a.id))
+            .collect();
+        assert_eq!(names[..2], peers[..]);
+        assert_eq!(names[2..], ["upstream:ix-1", "origin:org-1", "s3:media"]);
+        // Silent peers drop out; the admin-online origin stays.
+        let got = ordered_sources(&f, "isp-1", "t", 1031, &T, None, 2);
+        assert_eq!(ids(&got), ["origin:org-1"]);
+        // Unknown appliance: nothing.
+        assert!(ordered_sources(&f, "ghost", "t", 1000, &T, None, 2).is_empty());
+        // An origin appliance fills from other origin appliances and S3, with no upstream.
+        let f = fleet(vec![
+            app("org-1", "origin", Some(&[])),
+            app("org-2", "origin", t),
+            app("ix-1", "ix", t),
+        ]);
+        let got = ordered_sources(&f, "org-1", "t", 1000, &T, Some(&s3), 2);
+        assert_eq!(ids(&got), ["peer:org-2", "s3:media"]);
+    }
+}
