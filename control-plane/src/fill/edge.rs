@@ -10,6 +10,9 @@
 //! files); steering and the source lists skip it meanwhile. Origin clusters are not planned by
 //! popularity: each of their reported appliances holds every title.
 //!
+//! Which titles: those with a window, in a country of the cluster's content region, that has
+//! not ended (a window that opens later counts: a release is pre-positioned before it opens).
+//!
 //! What an appliance holds: the `held` list of its heartbeats (title + catalog digest) when its
 //! agent reports one, split into the current version and older ones; otherwise its `titles`
 //! list, taken as current.
@@ -133,9 +136,18 @@ pub async fn gather(
         &countries,
     );
     let new_since = now.saturating_sub(cfg.new_release_secs) as i64;
+    // Only titles some country of the region may watch now or later (a window that has not
+    // ended): a title whose windows there all closed only takes room.
+    let mut playable: BTreeSet<&str> = BTreeSet::new();
+    for ((t, c), (_, end, _)) in &snap.windows {
+        if *end > now as i64 && (countries.is_empty() || countries.iter().any(|x| x == c)) {
+            playable.insert(t.as_str());
+        }
+    }
     let mut titles: Vec<TitleInput> = snap
         .title_meta
         .iter()
+        .filter(|(t, _)| playable.contains(t.as_str()))
         .map(|(t, m)| TitleInput {
             id: t.clone(),
             bytes: m.bytes,

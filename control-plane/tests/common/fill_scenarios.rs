@@ -488,6 +488,56 @@ pub async fn popularity_misses_and_tiers(env: &Env) {
     assert!(!p.titles[0].urgent, "{:?}", p.titles[0]);
     let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
     assert_eq!(adds(&m), before);
+
+    // The cluster's content region becomes Japan: only clear-title has a window there (opening
+    // in 2099: pre-positioned), so the other titles leave the plan; nobody watched it from
+    // Japan, so it is down to one copy.
+    let (s, _, v) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/policy",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            Some(
+                json!({"clusters": [{"id": "isp-akl", "site": "akl", "kind": "embedded",
+                "fallbacks": ["ix-syd"], "countries": ["JP"]}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let p1 = plan(env, "akl-1").await;
+    let p2 = plan(env, "akl-2").await;
+    let titles: Vec<&str> = p1
+        .titles
+        .iter()
+        .chain(&p2.titles)
+        .map(|t| t.title.as_str())
+        .collect();
+    assert_eq!(titles, ["clear-title"], "{p1:?} {p2:?}");
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    assert!(m
+        .as_str()
+        .unwrap()
+        .contains("outpost_cp_fill_titles_planned{cluster=\"isp-akl\"} 1"));
+    // A bad country is refused by name.
+    let (s, _, v) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/policy",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            Some(
+                json!({"clusters": [{"id": "isp-akl", "site": "akl", "kind": "embedded",
+                "countries": ["jp"]}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("clusters[0].countries[0]"),
+        "{v}"
+    );
 }
 
 /// The test configuration with an S3 origin bucket.
