@@ -443,7 +443,13 @@ pub fn fill_plan(
                 });
             }
         }
-        id.update(format!("{title} {} {}\n", meta.catalog_sha256, d.urgent.is_some()).as_bytes());
+        id.update(format!("{title} {} {}", meta.catalog_sha256, d.urgent.is_some()).as_bytes());
+        // The sources belong to the plan's content (their grants do not: they are fresh on
+        // every request).
+        for s in &sources {
+            id.update(format!(" {}:{}", s.tier().as_str(), s.label()).as_bytes());
+        }
+        id.update(b"\n");
         titles.push(PlannedTitle {
             title: title.to_owned(),
             catalog_sha256: meta.catalog_sha256.clone(),

@@ -271,7 +271,9 @@ pub async fn fill_plans_follow_holdings(env: &Env) {
             "files_verified": 7, "verify_failures": 1, "rate_bps": 8000})),
     )
     .await;
+    let before = p1.plan_id.clone();
     let p1 = plan(env, "akl-1").await;
+    assert_ne!(p1.plan_id, before, "new sources, new plan id");
     assert_eq!(
         sources(&p1, "clear-title"),
         [
