@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use protocol::catalog::{CatalogEntry, Tier, TrackKind};
 use protocol::content_keys::ContentKeys;
-use support::{b64, tool, unhex};
+use support::{b64, b64url, tool, unhex};
 
 mod support;
 
@@ -173,6 +173,16 @@ fn encrypt_cenc_keys_and_catalog() {
             );
             let text = String::from_utf8_lossy(&bytes);
             assert!(!text.contains(&k.key), "{f} holds a key in hex");
+            // Nor in base64 (data URIs, cenc:pssh) or base64url (Clear Key JSON).
+            let b = b64(&key);
+            assert!(
+                !text.contains(b.trim_end_matches('=')),
+                "{f} holds a key in base64"
+            );
+            assert!(
+                !text.contains(&b64url(&key)),
+                "{f} holds a key in base64url"
+            );
         }
     }
     // Manifests: DASH ContentProtection per Representation (mp4protection with the default
