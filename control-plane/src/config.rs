@@ -239,7 +239,7 @@ impl Default for Config {
             grant_ttl_secs: 3 * 3600,
             steering_ttl_secs: 60,
             fleet_view_public: false,
-            steering_max: 3,
+            steering_max: 4,
             load_threshold: 0.9,
             appliance_heartbeat_secs: 10,
             appliance_offline_after_secs: 30,

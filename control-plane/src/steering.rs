@@ -360,20 +360,42 @@ impl Fleet {
                     .collect(),
             );
         }
-        let mut ranked: Vec<Choice> = Vec::new();
-        let mut round = 0;
+        // The client's own cluster first, up to LOCAL_FIRST appliances, so losing one local
+        // appliance moves the player to another inside the same network, but never so many that
+        // a fallback or origin cluster with candidates finds no slot; then round-robin across
+        // the clusters (local, fallbacks, origin) so the list always reaches upstream.
         let max = t.max.max(1);
+        let mut queues: Vec<std::collections::VecDeque<&Appliance>> =
+            per_cluster.into_iter().map(Into::into).collect();
+        let choice = |a: &Appliance| Choice {
+            appliance: a.id.clone(),
+            cluster: a.cluster.clone(),
+            address: a.address.clone(),
+            port: a.port,
+        };
+        let mut ranked: Vec<Choice> = Vec::new();
+        if let (Some(_), Some((local, rest))) = (&prefix, queues.split_first_mut()) {
+            let others = rest.iter().filter(|q| !q.is_empty()).count();
+            let lead = LOCAL_FIRST.min(max.saturating_sub(others)).max(1);
+            {
+                while ranked.len() < lead {
+                    match local.pop_front() {
+                        Some(a) => ranked.push(choice(a)),
+                        None => break,
+                    }
+                }
+            }
+        }
+        // After the local lead, the round starts with the first upstream cluster.
+        if !ranked.is_empty() {
+            queues.rotate_left(1);
+        }
         while ranked.len() < max {
             let mut any = false;
-            for list in &per_cluster {
-                if let Some(a) = list.get(round) {
+            for q in &mut queues {
+                if let Some(a) = q.pop_front() {
                     any = true;
-                    ranked.push(Choice {
-                        appliance: a.id.clone(),
-                        cluster: a.cluster.clone(),
-                        address: a.address.clone(),
-                        port: a.port,
-                    });
+                    ranked.push(choice(a));
                     if ranked.len() == max {
                         break;
                     }
@@ -382,7 +404,6 @@ impl Fleet {
             if !any {
                 break;
             }
-            round += 1;
         }
         let miss = match (&best_local, ranked.first()) {
             (Some((best, why)), first) if first.map(|f| f.appliance.as_str()) != Some(&best.id) => {
@@ -432,6 +453,10 @@ impl Fleet {
         }
     }
 }
+
+/// How many appliances of the client's own cluster lead the ranked list, when it has them and
+/// the list is long enough to keep one slot for every other cluster with a candidate.
+pub const LOCAL_FIRST: usize = 2;
 
 /// The rendezvous weight of `appliance` for `title`: a 64-bit FNV-1a over both ids, finished
 /// with the SplitMix64 mixer so nearby ids spread. Stable across processes and versions.
@@ -521,6 +546,21 @@ mod tests {
         assert_eq!(d.miss, None);
         let best = d.best_local.clone().unwrap();
         assert_eq!(d.ranked[0].appliance, best);
+
+        // A longer list keeps two local appliances first, then one per upstream cluster.
+        let d = fleet(apps.clone()).rank(
+            "10.1.1.1".parse().unwrap(),
+            "t1",
+            1000,
+            &Thresholds { max: 4, ..T },
+        );
+        assert_eq!(
+            d.ranked
+                .iter()
+                .map(|c| c.cluster.as_str())
+                .collect::<Vec<_>>(),
+            ["isp", "isp", "ix", "origin"]
+        );
 
         // The best local appliance loses the title: content miss, the other isp appliance wins.
         let bi = apps.iter().position(|a| a.id == best).unwrap();

@@ -49,7 +49,8 @@ pub async fn happy_path(env: &Env) {
         .iter()
         .map(|a| a["cluster"].as_str().unwrap())
         .collect();
-    assert_eq!(clusters, ["isp-akl", "ix-syd", "origin"]);
+    // Two local appliances lead (failover stays inside the ISP), then one per upstream cluster.
+    assert_eq!(clusters, ["isp-akl", "isp-akl", "ix-syd", "origin"]);
     assert!(v["miss"].is_null());
 
     // Grants: accepted by each listed cluster's verifier for an allowed rendition, refused by
@@ -136,7 +137,7 @@ pub async fn happy_path(env: &Env) {
     assert_eq!(h["content-type"], "application/vnd.apple.mpegurl");
     let text = body.as_str().unwrap();
     assert!(text.contains("#EXT-X-CONTENT-STEERING:SERVER-URI=\"http://cp.test/v1/steering/"));
-    assert_eq!(text.matches("#EXT-X-STREAM-INF").count(), 2 * 3, "{text}");
+    assert_eq!(text.matches("#EXT-X-STREAM-INF").count(), 2 * 4, "{text}");
     assert!(!text.contains("v1080"));
     for a in apps {
         assert!(text.contains(&format!("PATHWAY-ID=\"{}\"", a["id"].as_str().unwrap())));
@@ -150,7 +151,7 @@ pub async fn happy_path(env: &Env) {
     let (s, _, body) = env.call(Method::GET, &dash_url, &[], None).await;
     assert_eq!(s, StatusCode::OK);
     let mpd = body.as_str().unwrap();
-    assert_eq!(mpd.matches("<BaseURL serviceLocation=").count(), 3, "{mpd}");
+    assert_eq!(mpd.matches("<BaseURL serviceLocation=").count(), 4, "{mpd}");
     assert!(mpd.contains("<ContentSteering defaultServiceLocation="));
     assert!(mpd.contains("id=\"v720\"") && !mpd.contains("id=\"v1080\""));
 }
@@ -566,7 +567,8 @@ pub async fn steering_reacts(env: &Env) {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(st["VERSION"], 1);
     assert_eq!(st["PATHWAY-PRIORITY"][0], first.as_str());
-    assert_eq!(st["PATHWAY-PRIORITY"].as_array().unwrap().len(), 3);
+    assert_eq!(st["PATHWAY-PRIORITY"][1], other);
+    assert_eq!(st["PATHWAY-PRIORITY"].as_array().unwrap().len(), 4);
 
     assert_eq!(
         env.appliance_heartbeat(&first, "error", 0.1, &["clear-title"])
@@ -581,7 +583,8 @@ pub async fn steering_reacts(env: &Env) {
         .map(|x| x.as_str().unwrap())
         .collect();
     assert!(!p.contains(&first.as_str()), "{p:?}");
-    assert_eq!(p.len(), 2);
+    assert_eq!(p.len(), 3);
+    assert_eq!(p[0], other, "the other local appliance leads: {p:?}");
     let dash_url = v["steering"]["dash"]
         .as_str()
         .unwrap()
@@ -589,7 +592,7 @@ pub async fn steering_reacts(env: &Env) {
         .unwrap()
         .to_owned();
     let (_, _, sd) = env.call(Method::GET, &dash_url, &[], None).await;
-    assert_eq!(sd["SERVICE-LOCATION-PRIORITY"].as_array().unwrap().len(), 2);
+    assert_eq!(sd["SERVICE-LOCATION-PRIORITY"].as_array().unwrap().len(), 3);
 
     // A new session: best local skipped for health.
     let (_, v2) = env
