@@ -1,8 +1,10 @@
 //! `outpost package --encrypt cenc` end to end through the real binary: the keys file (mode 0600,
 //! beside the title, never inside it), the catalog's key ids and tiers, and a round trip through
 //! an independent decryptor (ffmpeg's `-decryption_key`) whose packets equal the clear source's,
-//! for every rendition of the H.264 ladder (with its HD rung) in both output modes. Bad keys
-//! files fail with an error naming the field and write nothing.
+//! for every rendition of the H.264 ladder (with its HD rung) and of the VP9 ladder (Opus audio)
+//! in both output modes. The VP9 frame headers the binding leaves clear are checked against
+//! ffmpeg's `trace_headers`. Bad keys files fail with an error naming the field and write
+//! nothing.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -111,12 +113,29 @@ fn pieces(root: &Path, title: &str, files: &[String]) -> Vec<PathBuf> {
 }
 
 fn package_encrypted(root: &Path, title: &str, segmented: bool) -> (CatalogEntry, ContentKeys) {
+    package_encrypted_inputs(root, title, segmented, &h264_ladder())
+}
+
+/// The VP9 fixture ladder (two rungs, Opus audio).
+fn vp9_ladder() -> Vec<PathBuf> {
+    ["video-240p", "video-360p", "audio-opus"]
+        .iter()
+        .map(|n| media(&format!("ladder-vp9/{n}.mp4")))
+        .collect()
+}
+
+fn package_encrypted_inputs(
+    root: &Path,
+    title: &str,
+    segmented: bool,
+    inputs: &[PathBuf],
+) -> (CatalogEntry, ContentKeys) {
     let mut args = vec!["--title", title, "--out", root.to_str().unwrap()];
     args.extend(["--segment-duration", "2", "--encrypt", "cenc"]);
     if segmented {
         args.push("--segmented");
     }
-    let o = outpost(&args, &h264_ladder());
+    let o = outpost(&args, inputs);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let keys_path = root.join(format!("{title}.keys.json"));
     let mode = std::fs::metadata(&keys_path).unwrap().permissions().mode();
@@ -264,10 +283,14 @@ fn encrypt_cenc_keys_and_catalog() {
 #[ignore = "needs ffmpeg: run ./scripts/test"]
 fn encrypt_cenc_round_trip_ffmpeg() {
     let root = tempfile::tempdir().unwrap();
-    let inputs = h264_ladder();
-    for segmented in [false, true] {
-        let title = format!("cenc-{segmented}");
-        let (entry, keys) = package_encrypted(root.path(), &title, segmented);
+    for (ladder, inputs, segmented) in [
+        ("h264", h264_ladder(), false),
+        ("h264", h264_ladder(), true),
+        ("vp9", vp9_ladder(), false),
+        ("vp9", vp9_ladder(), true),
+    ] {
+        let title = format!("cenc-{ladder}-{segmented}");
+        let (entry, keys) = package_encrypted_inputs(root.path(), &title, segmented, &inputs);
         assert_eq!(entry.renditions.len(), inputs.len());
         for r in &entry.renditions {
             let src = inputs
@@ -441,4 +464,68 @@ fn encrypt_keys_out_inside_the_title_is_refused() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+}
+
+#[test]
+#[ignore = "needs ffmpeg: run ./scripts/test"]
+fn encrypt_vp9_headers_left_clear_match_ffmpeg_trace_headers() {
+    // The VP9 binding leaves each frame's uncompressed header clear: the packager's parser
+    // (`encrypt::vp9::uncompressed_header_len`) must find the same header length as ffmpeg's
+    // `trace_headers` (bit position of header_size_in_bytes + 16, in whole bytes) on every frame
+    // of both VP9 fixture rungs.
+    let dir = tempfile::tempdir().unwrap();
+    for rung in ["video-240p", "video-360p"] {
+        let src = media(&format!("ladder-vp9/{rung}.mp4"));
+        let o = tool("ffmpeg")
+            .args(["-nostdin", "-v", "debug", "-i"])
+            .arg(&src)
+            .args(["-c", "copy", "-bsf:v", "trace_headers", "-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let want: Vec<usize> = String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| l.contains("header_size_in_bytes"))
+            .map(|l| {
+                let bit: usize = l
+                    .split(']')
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                (bit + 16).div_ceil(8)
+            })
+            .collect();
+        let ivf = dir.path().join(format!("{rung}.ivf"));
+        let o = tool("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-i"])
+            .arg(&src)
+            .args(["-c", "copy", "-f", "ivf"])
+            .arg(&ivf)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let data = std::fs::read(&ivf).unwrap();
+        let mut st = packager::encrypt::vp9::Vp9State::default();
+        let mut got = Vec::new();
+        let mut p = 32;
+        while p + 12 <= data.len() {
+            let n = u32::from_le_bytes(data[p..p + 4].try_into().unwrap()) as usize;
+            let frame = &data[p + 12..p + 12 + n];
+            let hl = packager::encrypt::vp9::uncompressed_header_len(frame, &mut st).unwrap();
+            if hl > 0 {
+                got.push(hl);
+            }
+            p += 12 + n;
+        }
+        assert_eq!(got.len(), want.len(), "{rung}: frame counts");
+        assert!(got.len() > 100);
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+            panic!(
+                "{rung} frame {i}: {} bytes, ffmpeg says {}",
+                got[i], want[i]
+            );
+        }
+    }
 }

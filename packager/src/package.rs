@@ -314,14 +314,15 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
 /// tracks without NAL framing). Reads only each NAL unit's length field and header byte
 /// ([`encrypt::subsample::map_with`]): the sample data itself is read once, by the writer.
 fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>> {
-    let Some(fmt) = tc.nal else {
+    if !tc.subsamples() {
         return Ok(vec![Vec::new(); track.samples.len()]);
-    };
+    }
     let src = File::open(&track.file).map_err(|e| Error::io(&track.file, e))?;
     let mut maps = Vec::with_capacity(track.samples.len());
+    let mut vp9 = encrypt::vp9::Vp9State::default();
     for (i, s) in track.samples.iter().enumerate() {
         let mut io_error = None;
-        let m = encrypt::subsample::map_with(s.size as usize, fmt, &mut |pos, buf| {
+        let mut peek = |pos: usize, buf: &mut [u8]| {
             std::os::unix::fs::FileExt::read_exact_at(&src, buf, s.offset + pos as u64).map_err(
                 |e| {
                     let m = encrypt::subsample::MapError(e.to_string());
@@ -329,7 +330,11 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
                     m
                 },
             )
-        });
+        };
+        let m = match tc.nal {
+            Some(fmt) => encrypt::subsample::map_with(s.size as usize, fmt, &mut peek),
+            None => encrypt::vp9::map_with(s.size as usize, &mut vp9, &mut peek),
+        };
         if let Some(e) = io_error {
             return Err(Error::io(&track.file, e));
         }

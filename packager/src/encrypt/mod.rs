@@ -9,6 +9,7 @@
 //! the 16-byte blocks inside a sample.
 
 pub mod subsample;
+pub mod vp9;
 
 use aes::cipher::{KeyIvInit, StreamCipher};
 use protocol::catalog::{Tier, TrackKind};
@@ -50,6 +51,8 @@ pub struct TrackCrypto {
     pub base_iv: u64,
     /// NAL framing for subsample encryption; `None` encrypts whole samples (audio).
     pub nal: Option<NalFormat>,
+    /// VP9 (`vp09`): subsample encryption per frame ([`vp9::map_with`]).
+    pub vp9: bool,
     /// Every key id of the title, listed in each init segment's `pssh`, so one licence request
     /// asks for all of them and the licence server answers with those the session may have.
     pub title_kids: Vec<[u8; 16]>,
@@ -122,10 +125,15 @@ impl TrackCrypto {
         }
     }
 
+    /// Whether samples are split into subsamples (video) rather than encrypted whole (audio).
+    pub fn subsamples(&self) -> bool {
+        self.nal.is_some() || self.vp9
+    }
+
     /// The auxiliary information size of a sample (`saiz` entry).
     pub fn aux_size(&self, map: &[Subsample]) -> usize {
         usize::from(IV_SIZE)
-            + if self.nal.is_some() {
+            + if self.subsamples() {
                 2 + 6 * map.len()
             } else {
                 0
@@ -201,8 +209,9 @@ fn nal_format(track: &Track) -> Result<Option<NalFormat>> {
                 hevc: true,
             }))
         }
+        b"vp09" => Ok(None),
         f => Err(unsupported(&format!(
-            "{} samples (only H.264, HEVC and audio are encrypted so far)",
+            "{} samples (only H.264, HEVC, VP9 and audio are encrypted so far)",
             String::from_utf8_lossy(f)
         ))),
     }
@@ -242,6 +251,7 @@ pub fn track_crypto(opts: &EncryptOptions, id: &str, track: &Track) -> Result<Tr
         key: key.key_bytes(),
         base_iv,
         nal,
+        vp9: track.kind == TrackKind::Video && &track.entry.fourcc == b"vp09",
         title_kids: Vec::new(),
     })
 }
@@ -340,7 +350,7 @@ pub fn fragment_boxes(
     b.u32(0);
     b.close();
     let senc_start = b.len();
-    let subs = tc.nal.is_some();
+    let subs = tc.subsamples();
     b.open_full(b"senc", 0, if subs { 2 } else { 0 });
     b.u32(n);
     for (k, m) in maps.iter().enumerate() {
@@ -419,6 +429,7 @@ mod tests {
             key: [2; 16],
             base_iv: 5,
             title_kids: Vec::new(),
+            vp9: false,
             nal: Some(NalFormat {
                 length_size: 4,
                 hevc: false,
@@ -456,6 +467,7 @@ mod tests {
             key: [3; 16],
             base_iv: 77,
             title_kids: Vec::new(),
+            vp9: false,
             nal: Some(NalFormat {
                 length_size: 4,
                 hevc: false,

@@ -117,7 +117,7 @@ pub fn map_with(
 }
 
 /// Emits `clear` pending clear bytes (split at 65 535) followed by `protected` bytes.
-fn push(out: &mut Vec<Subsample>, clear: &mut u64, protected: u32) {
+pub(crate) fn push(out: &mut Vec<Subsample>, clear: &mut u64, protected: u32) {
     while *clear > u64::from(u16::MAX) {
         out.push(Subsample {
             clear: u16::MAX,
