@@ -4,7 +4,8 @@
 //! (reached through nginx on the page's origin). With every key the players play to the end with
 //! a forced switch to the HD rendition and back, with no error events; with a licence server
 //! that answers only the SD and audio keys (an SD-tier session), the HD key never reaches the
-//! browser and HD is never shown. `#[ignore]`d (needs nginx, node, Chromium): `./scripts/test`.
+//! browser and HD is never shown. The encrypted VP9 ladder (VP9 binding, Opus) plays too.
+//! `#[ignore]`d (needs nginx, node, Chromium): `./scripts/test`.
 
 mod support;
 
@@ -256,4 +257,48 @@ fn encrypt_players_clear_key_in_shaka_and_hlsjs() {
             .all(|(_, answered)| !answered.contains(&hd_kid_b64)),
         "{sd_log:?}"
     );
+}
+
+#[test]
+#[ignore = "needs nginx, node and chromium: run ./scripts/test"]
+fn encrypt_players_vp9_clear_key_in_shaka_and_hlsjs() {
+    // The VP9 ladder (VP9 subsamples per the VP9 binding, Opus whole-sample), on-demand and
+    // segmented: both players play it to the end through a forced switch, no error event.
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let keys_file = root.path().join("keys.json");
+    let keys_arg = keys_file.to_str().unwrap();
+    let inputs = support::ladder("vp9", false);
+    support::package(
+        &out,
+        "od",
+        false,
+        &["--encrypt", "cenc", "--keys-out", keys_arg],
+        &inputs,
+    );
+    support::package(
+        &out,
+        "seg",
+        true,
+        &["--encrypt", "cenc", "--keys", keys_arg],
+        &inputs,
+    );
+    let keys = ContentKeys::from_json(&std::fs::read_to_string(&keys_file).unwrap()).unwrap();
+    let server = ClearKeyServer::start(&keys, |_| true);
+    let nginx = Nginx::start_with_proxy(&out, Some(("/license/", server.port)));
+    let license = nginx.url("license/");
+    for title in ["od", "seg"] {
+        fill_laurl(&out.join(title), &license);
+        for (player, manifest) in [("shaka", "manifest.mpd"), ("hls", "master.m3u8")] {
+            let url = nginx.url(&format!("{title}/{manifest}"));
+            let v = play(player, &url, &license, false);
+            let ctx = format!("{player} {url}: {v}");
+            assert!(v["errors"].as_array().unwrap().is_empty(), "{ctx}");
+            assert_eq!(v["ended"], true, "{ctx}");
+            assert!(heights(&v).len() >= 2, "no switch: {ctx}");
+            let statuses = v["eme"]["statuses"].as_object().unwrap();
+            assert_eq!(statuses.len(), keys.keys.len(), "{ctx}");
+            assert!(statuses.values().all(|s| s == "usable"), "{ctx}");
+        }
+    }
 }
