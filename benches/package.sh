@@ -146,6 +146,12 @@ bench_set() {
     done
     tool shaka-packager "$SHAKA_PACKAGER" "${sp[@]}" --segment_duration 6 \
       --mpd_output "$work/out/manifest.mpd" --hls_master_playlist_output "$work/out/master.m3u8"
+    # The same with Common Encryption cenc (raw key, one key for every stream, no clear lead):
+    # the comparison for outpost-cenc.
+    tool shaka-packager-cenc "$SHAKA_PACKAGER" "${sp[@]}" --segment_duration 6 \
+      --enable_raw_key_encryption --protection_scheme cenc --clear_lead 0 \
+      --keys "key_id=$(kid 1):key=0123456789abcdef0123456789abcde1" \
+      --mpd_output "$work/out/manifest.mpd" --hls_master_playlist_output "$work/out/master.m3u8"
   fi
   tool floor-cat sh -c 'cat "$@" > "$0"' "$work/out/all" "${inputs[@]}"
   measure | awk -v label="$label" -v runs="$RUNS" '
