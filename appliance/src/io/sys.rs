@@ -1,6 +1,6 @@
 //! Thin, safe wrappers over the raw Linux syscalls the appliance needs that `std` does not offer:
 //! `openat2` with `RESOLVE_BENEATH`, `sendfile`, `send` with `MSG_MORE`, `epoll`, `pipe2`,
-//! `splice`, `statvfs` and `localtime_r`. This module and [`super::uring`] are the only places with `unsafe`.
+//! `splice`, `statvfs`, `localtime_r` and `setpriority`. This module and [`super::uring`] are the only places with `unsafe`.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -112,6 +112,16 @@ pub fn local_utc_offset_secs(unix_secs: i64) -> i64 {
     } else {
         tm.tm_gmtoff as i64
     }
+}
+
+/// Sets the calling thread's nice value (Linux schedules threads individually, so this lowers
+/// or raises only this thread's CPU share).
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: `gettid` has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: plain integer arguments; `PRIO_PROCESS` with a thread id targets that thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    cvt(r as libc::c_long).map(|_| ())
 }
 
 /// The calling thread's CPU affinity mask.
