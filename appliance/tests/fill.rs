@@ -483,13 +483,13 @@ async fn a_title_reaches_the_embedded_appliance_through_the_exchange_tier() {
 }
 
 /// A TCP proxy in front of a source that records every request head it forwards and cuts the
-/// first connection after `cut_after` body bytes (the source "dies" mid-body).
+/// first connection (or every one) after `cut_after` body bytes (the source "dies" mid-body).
 struct CuttingProxy {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<String>>>,
 }
 
-fn cutting_proxy(upstream: SocketAddr, cut_after: usize) -> CuttingProxy {
+fn cutting_proxy(upstream: SocketAddr, cut_after: usize, every: bool) -> CuttingProxy {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -532,7 +532,7 @@ fn cutting_proxy(upstream: SocketAddr, cut_after: usize) -> CuttingProxy {
                         Ok(k) => k,
                     };
                     let mut chunk = &buf[..k];
-                    if n == 0 {
+                    if n == 0 || every {
                         if budget.is_none() {
                             seen.extend_from_slice(chunk);
                             if let Some(p) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -580,7 +580,7 @@ async fn an_interrupted_fill_resumes_from_the_byte_where_it_stopped() {
     let target_store =
         Arc::new(Store::open_with(&[target.root()], Some(1 << 34), Gate::RequireCatalog).unwrap());
     let cut = 1_234_567;
-    let proxy = cutting_proxy(source.addr, cut);
+    let proxy = cutting_proxy(source.addr, cut, false);
     let metrics = Arc::new(Metrics::default());
     let client = ControlPlane::new(
         &cp.url,
@@ -945,4 +945,43 @@ async fn s3_origin_fills_a_title_and_a_corrupt_bucket_is_skipped() {
         "{text}"
     );
     assert_eq!(target.get("from-s3", "v1/video.mp4", Scope::Play).0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_downloads_of_a_title_that_left_the_plan_are_removed() {
+    let t = Title::new("flaky", 4_000_000, 12);
+    let cp = catalog_server(&[&t]).await;
+    let source = App::start("src-1", "ix", &[&t]);
+    // Every connection dies after 100 000 body bytes: the resumes never reach the end.
+    let proxy = cutting_proxy(source.addr, 100_000, true);
+    let target = App::start("isp-1", "isp", &[]);
+    let cfg = FillConfig {
+        concurrency: 1,
+        ..always()
+    };
+    let f = filler(&target, &cp, cfg);
+    let src = source.source_at(SourceTier::Upstream, "flaky", proxy.addr);
+    let r = f
+        .pass(&plan(&target, vec![t.planned(vec![src], false)]), 0)
+        .await;
+    assert_eq!(r.pending, vec!["flaky".to_string()], "{r:?}");
+    let parts = || -> Vec<PathBuf> {
+        std::fs::read_dir(target.root().join(".fill"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().ends_with(".part"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let left = parts();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(std::fs::metadata(&left[0]).unwrap().len() >= 100_000);
+    assert!(!target.held("flaky"));
+    // The title leaves the plan: its committed files and its partial download go.
+    let r = f.pass(&plan(&target, vec![]), 0).await;
+    assert_eq!(r.removed, vec!["flaky".to_string()], "{r:?}");
+    assert!(parts().is_empty(), "{:?}", parts());
+    assert!(!target.root().join("flaky").exists());
 }

@@ -138,6 +138,9 @@ pub struct Filler {
     cfg: FillConfig,
     fetcher: fetch::Fetcher,
     slots: Arc<Semaphore>,
+    /// Partial files left by downloads not finished yet, by title: removed with the title when
+    /// it leaves the plan (they are kept otherwise, for a resume).
+    partials: std::sync::Mutex<HashMap<String, HashSet<std::path::PathBuf>>>,
 }
 
 impl Filler {
@@ -152,6 +155,7 @@ impl Filler {
         let fetcher = fetch::Fetcher::new(limiter, metrics.clone(), cfg.s3.clone())?;
         Ok(Filler {
             slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            partials: std::sync::Mutex::new(HashMap::new()),
             store,
             metrics,
             cp,
@@ -188,6 +192,30 @@ impl Filler {
                     plan = plan.plan_id,
                     "title left the fill plan: removed"
                 );
+                report.removed.push(title);
+            }
+        }
+        let dropped: Vec<(String, HashSet<std::path::PathBuf>)> = {
+            let mut p = self.partials.lock().unwrap_or_else(|e| e.into_inner());
+            let gone: Vec<String> = p
+                .keys()
+                .filter(|t| !planned.contains(t.as_str()))
+                .cloned()
+                .collect();
+            gone.into_iter()
+                .filter_map(|t| p.remove_entry(&t))
+                .collect()
+        };
+        for (title, files) in dropped {
+            for f in &files {
+                let _ = tokio::fs::remove_file(f).await;
+            }
+            tracing::info!(
+                title,
+                partial_files = files.len(),
+                "title left the fill plan: partial downloads removed"
+            );
+            if !report.removed.contains(&title) {
                 report.removed.push(title);
             }
         }
@@ -383,6 +411,12 @@ impl Filler {
             .placement(&key)
             .ok_or_else(|| file_err("no healthy cache drive".into()))?;
         let part = fetch::partial_path(&self.store.drives()[drive].root, &key, &f.sha256);
+        self.partials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(t.title.clone())
+            .or_default()
+            .insert(part.clone());
         let mut reasons = Vec::new();
         for src in &t.sources {
             match self.fetcher.fetch(src, &t.title, f, &part).await {
@@ -393,6 +427,14 @@ impl Filler {
                         tokio::task::spawn_blocking(move || store.commit_file(&k, drive, &p)).await;
                     match r {
                         Ok(Ok(_)) => {
+                            if let Some(set) = self
+                                .partials
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_mut(&t.title)
+                            {
+                                set.remove(&part);
+                            }
                             self.metrics
                                 .fill
                                 .files_verified
