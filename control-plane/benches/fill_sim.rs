@@ -115,13 +115,31 @@ fn main() -> ExitCode {
     }
     policies.push(Policy::new(
         "LRU pull-through",
-        Strategy::Lru,
+        Strategy::Lru {
+            per_rendition: true,
+        },
+        &world,
+        args.seed,
+    ));
+    if args.variants {
+        policies.push(Policy::new(
+            "LRU pull-through, whole titles",
+            Strategy::Lru {
+                per_rendition: false,
+            },
+            &world,
+            args.seed,
+        ));
+    }
+    policies.push(Policy::new(
+        "Expected-demand oracle (perfect forecast)",
+        Strategy::Oracle { realized: false },
         &world,
         args.seed,
     ));
     policies.push(Policy::new(
-        "Oracle (knows the day's demand)",
-        Strategy::Oracle,
+        "Oracle (knows the day's sessions)",
+        Strategy::Oracle { realized: true },
         &world,
         args.seed,
     ));
@@ -185,14 +203,22 @@ fn variants(d: &FillConfig) -> Vec<(String, FillConfig, bool)> {
             with(&|c| c.popularity_window_secs = 3 * 86_400),
             false,
         ),
-        ("planner, per-cluster popularity".into(), d.clone(), true),
         (
-            "planner, per-cluster, 3-day window, `hysteresis = 2`".into(),
+            "planner, 3-day window, `views_per_copy = 150`".into(),
             with(&|c| {
                 c.popularity_window_secs = 3 * 86_400;
+                c.views_per_copy = 150.0;
+            }),
+            false,
+        ),
+        ("planner, per-cluster popularity".into(), d.clone(), true),
+        (
+            "planner, `max_copies = 1`, `hysteresis = 2`".into(),
+            with(&|c| {
+                c.max_copies = 1;
                 c.hysteresis = 2.0;
             }),
-            true,
+            false,
         ),
     ]
 }
@@ -225,22 +251,27 @@ fn report(args: &Args, world: &World, policies: &[Policy]) {
         .iter()
         .find(|p| p.name.starts_with("Oracle"))
         .map_or(1.0, |p| p.stats.offload());
+    let forecast = policies
+        .iter()
+        .find(|p| p.name.starts_with("Expected-demand"))
+        .map_or(1.0, |p| p.stats.offload());
     println!(
-        "| policy | offload | of oracle's | fill TB/day (from upstream) | fill done / planned | \
+        "| policy | offload | of oracle's | of perfect forecast's | fill TB/day (from upstream) | fill done / planned | \
          fill in window | max fill per appliance-day | upstream peak Gb/s: serving (with fill) \
          | content misses | health misses |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for p in policies {
         let s = &p.stats;
         let days = s.days.max(1) as f64;
         let sessions = s.sessions.max(1) as f64;
         let (serving, with_fill) = s.upstream_peak_gbps();
         println!(
-            "| {} | {:.1}% | {:.1}% | {:.1} ({:.1}) | {} | {:.0}% | {:.2} TB{} | {:.0} ({:.0}) | {:.1}% | {:.2}% |",
+            "| {} | {:.1}% | {:.1}% | {:.1}% | {:.1} ({:.1}) | {} | {:.0}% | {:.2} TB{} | {:.0} ({:.0}) | {:.1}% | {:.2}% |",
             p.name,
             100.0 * s.offload(),
             100.0 * s.offload() / oracle.max(1e-9),
+            100.0 * s.offload() / forecast.max(1e-9),
             s.fill as f64 / TB as f64 / days,
             s.fill_upstream as f64 / TB as f64 / days,
             if s.fill_planned == 0 {

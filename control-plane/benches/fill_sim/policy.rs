@@ -10,8 +10,10 @@
 //!   real [`ordered_sources`] (peer, exchange, origin), at the rate cap, inside the window. A
 //!   title is steerable on an appliance only once all its bytes arrived.
 //! - [`Strategy::Oracle`]: the same fill mechanics, but each cluster's placement is the day's
-//!   actual demand in that cluster (country-wide for the exchange), most views first, one copy on
-//!   the first appliance of the title's rendezvous order with room.
+//!   demand in that cluster (country-wide for the exchange), most views first, one copy on the
+//!   first appliance of the title's rendezvous order with room. Either the day's actual sessions
+//!   (the brief's oracle: it even knows which tail titles the day's random draw picks), or the
+//!   demand model's expected views (a perfect forecaster: the ceiling of any estimator).
 //! - [`Strategy::Lru`]: pull-through caching, as Apache Traffic Control and nginx do. Steering is
 //!   content-blind (every appliance "holds" every title, so the real ranking picks the
 //!   rendezvous-top healthy appliance); the appliance serves hits from an LRU of the same usable
@@ -67,10 +69,19 @@ pub enum Strategy {
         /// control plane's edge does): a variant to measure what the estimator lacks.
         per_cluster: bool,
     },
-    /// Perfect knowledge of the day's demand.
-    Oracle,
+    /// Perfect knowledge of the day's demand: the sessions themselves (`realized`), or only
+    /// the demand model's expected views per cluster and title (a perfect forecaster, which
+    /// cannot know which tail titles the day's random draw picks).
+    Oracle {
+        /// Sessions (true) or expected views (false).
+        realized: bool,
+    },
     /// Pull-through LRU caching.
-    Lru,
+    Lru {
+        /// Cache objects are renditions (what a pull-through cache stores); `false` caches whole
+        /// titles, as fill does, to show what the finer object buys LRU.
+        per_rendition: bool,
+    },
 }
 
 /// What a policy achieved over the measured days.
@@ -253,7 +264,7 @@ impl Policy {
     }
 
     fn proactive(&self) -> bool {
-        !matches!(self.strategy, Strategy::Lru)
+        !matches!(self.strategy, Strategy::Lru { .. })
     }
 
     /// The clusters that get a plan: the embedded ones and the exchange.
@@ -270,11 +281,11 @@ impl Policy {
                 let plans = self.plan_with_planner(world, day, history, &cfg, per_cluster);
                 self.apply(world, day, plans);
             }
-            Strategy::Oracle => {
-                let plans = self.plan_oracle(world, day);
+            Strategy::Oracle { realized } => {
+                let plans = self.plan_oracle(world, day, realized);
                 self.apply(world, day, plans);
             }
-            Strategy::Lru => {}
+            Strategy::Lru { .. } => {}
         }
         let miss_keep = match &self.strategy {
             Strategy::Planner { cfg, .. } => cfg.miss_urgent_secs as f64 / 3600.0,
@@ -327,10 +338,16 @@ impl Policy {
                 if o.miss == Some(MissClass::HealthMiss) {
                     st.health_misses += 1;
                 }
-                if matches!(self.strategy, Strategy::Lru) {
-                    let key = s.title as u64 * 4 + s.rung as u64;
-                    let size = (world.titles[s.title as usize].bytes as f64
-                        * RUNG_SHARE[s.rung as usize]) as u64;
+                if let Strategy::Lru { per_rendition } = self.strategy {
+                    let (key, share) = if per_rendition {
+                        (
+                            s.title as u64 * 4 + s.rung as u64,
+                            RUNG_SHARE[s.rung as usize],
+                        )
+                    } else {
+                        (s.title as u64 * 4, 1.0)
+                    };
+                    let size = (world.titles[s.title as usize].bytes as f64 * share) as u64;
                     let parent = match o.tier {
                         Tier::Embedded if self.lru[o.appliance].hit(key) => {
                             st.embedded += s.bytes;
@@ -587,20 +604,31 @@ impl Policy {
         &mut self,
         world: &World,
         day: &Day,
+        realized: bool,
     ) -> Vec<(usize, ClusterPlacement, Vec<Vec<u32>>)> {
-        let mut demand: Vec<HashMap<u32, u64>> = vec![HashMap::new(); world.clusters.len()];
-        for s in &day.sessions {
-            *demand[s.cluster as usize].entry(s.title).or_default() += s.bytes;
-            *demand[world.exchange].entry(s.title).or_default() += s.bytes;
+        // Views per cluster and title.
+        let mut demand: Vec<HashMap<u32, f64>> = vec![HashMap::new(); world.clusters.len()];
+        if realized {
+            for s in &day.sessions {
+                let v = s.bytes as f64 / world.titles[s.title as usize].bytes as f64;
+                *demand[s.cluster as usize].entry(s.title).or_default() += v;
+                *demand[world.exchange].entry(s.title).or_default() += v;
+            }
+        } else {
+            for (c, views) in day.expected.iter().enumerate() {
+                for (t, &v) in views.iter().enumerate() {
+                    if v > 0.0 {
+                        *demand[c].entry(t as u32).or_default() += v as f64;
+                        *demand[world.exchange].entry(t as u32).or_default() += v as f64;
+                    }
+                }
+            }
         }
         let usable = FillParams::default().capacity_fraction;
         let mut plans = Vec::new();
         for c in Self::planned(world) {
             let cluster = &world.clusters[c];
-            let mut ranked: Vec<(u32, f64)> = demand[c]
-                .iter()
-                .map(|(&t, &b)| (t, b as f64 / world.titles[t as usize].bytes as f64))
-                .collect();
+            let mut ranked: Vec<(u32, f64)> = demand[c].iter().map(|(&t, &v)| (t, v)).collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             let mut room: Vec<u64> = cluster
                 .appliances

@@ -184,6 +184,9 @@ pub struct Day {
     pub hour_start: [usize; 25],
     /// The forecast feed: expected country-wide views today, per title released today.
     pub forecast: Vec<(u32, f64)>,
+    /// Per embedded cluster and title: the views the demand model expects today (what a perfect
+    /// forecaster could know; the sessions are one random draw of it).
+    pub expected: Vec<Vec<f32>>,
     /// Outages.
     pub outages: Vec<Outage>,
 }
@@ -236,7 +239,10 @@ pub fn title_index(id: &str) -> Option<u32> {
 impl World {
     /// Builds the country for `seed`: `titles` catalog titles and room for `days` of releases.
     pub fn new(seed: u64, titles: usize, days: usize) -> World {
+        // Separate streams, so the fleet and the first days do not depend on `--days`.
         let mut rng = Rng::new(seed);
+        let mut fleet_rng = Rng::new(seed ^ 0xf1ee_7000);
+        let mut taste_rng = Rng::new(seed ^ 0x7a57_e000);
         let total = titles + NEW_PER_DAY * days;
         let mut catalog = Vec::with_capacity(total);
         let mut score = Vec::with_capacity(total);
@@ -257,8 +263,8 @@ impl World {
         let mut clusters = Vec::new();
         let mut appliances = Vec::new();
         for c in 0..20usize {
-            let n = rng.range(2, 8) as usize;
-            let capacity = [4 * TB, 6 * TB, 8 * TB][rng.range(0, 2) as usize];
+            let n = fleet_rng.range(2, 8) as usize;
+            let capacity = [4 * TB, 6 * TB, 8 * TB][fleet_rng.range(0, 2) as usize];
             let ids: Vec<usize> = (0..n)
                 .map(|k| {
                     appliances.push(Appliance {
@@ -274,7 +280,7 @@ impl World {
                 id: format!("isp{c:02}"),
                 kind: ClusterKind::Embedded,
                 appliances: ids,
-                subscribers: n as u64 * rng.range(15_000, 25_000),
+                subscribers: n as u64 * fleet_rng.range(15_000, 25_000),
                 prefix: Prefix::containing(IpAddr::V4(net), 16),
                 client: IpAddr::V4(Ipv4Addr::new(10, c as u8, 1, 1)),
             });
@@ -304,13 +310,13 @@ impl World {
         let exchange = push_cluster("ix", ClusterKind::Exchange, 4, 12 * TB);
         let origin = push_cluster("origin", ClusterKind::Origin, 2, u64::MAX);
 
-        let regional = (0..embedded)
-            .map(|_| {
-                (0..total)
-                    .map(|_| (REGIONAL_SIGMA * rng.normal()).exp() as f32)
-                    .collect()
-            })
-            .collect();
+        let mut regional: Vec<Vec<f32>> = vec![Vec::with_capacity(total); embedded];
+        for _ in 0..total {
+            for r in &mut regional {
+                r.push((REGIONAL_SIGMA * taste_rng.normal()).exp() as f32);
+            }
+        }
+        let rng = Rng::new(seed ^ 0xda11_e000);
         let appliance_index = appliances
             .iter()
             .enumerate()
@@ -394,6 +400,27 @@ impl World {
                 cdf
             })
             .collect();
+        let mean_played: f64 = RUNG_SHARE
+            .iter()
+            .zip(RUNG_MIX)
+            .map(|(s, m)| s * m)
+            .sum::<f64>()
+            * 0.525;
+        let expected_views = cdfs
+            .iter()
+            .enumerate()
+            .map(|(c, cdf)| {
+                let views = self.clusters[c].subscribers as f64 * SESSIONS_PER_SUB * mean_played;
+                let mut prev = 0.0;
+                cdf.iter()
+                    .map(|&x| {
+                        let p = x - prev;
+                        prev = x;
+                        (views * p) as f32
+                    })
+                    .collect()
+            })
+            .collect();
         let diurnal_sum: f64 = DIURNAL.iter().sum();
         let mut sessions = Vec::new();
         let mut hour_start = [0usize; 25];
@@ -425,12 +452,6 @@ impl World {
             .iter()
             .map(|c| c.subscribers)
             .sum();
-        let mean_played: f64 = RUNG_SHARE
-            .iter()
-            .zip(RUNG_MIX)
-            .map(|(s, m)| s * m)
-            .sum::<f64>()
-            * 0.525;
         let forecast = released
             .iter()
             .map(|&t| {
@@ -461,6 +482,7 @@ impl World {
             sessions,
             hour_start,
             forecast,
+            expected: expected_views,
             outages,
         }
     }
