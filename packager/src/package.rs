@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use protocol::catalog::{
     self, CatalogEntry, FileEntry, Manifests, PackagingMode, Rendition, Tier, TrackKind,
 };
-use protocol::content_keys::Scheme;
 use sha2::{Digest, Sha256};
 
 use crate::bmff::{self, Track};
@@ -83,12 +82,6 @@ pub fn package(opts: &Options, progress: Option<Progress<'_>>) -> Result<Catalog
         e.keys
             .validate()
             .map_err(|err| Error::Keys(err.to_string()))?;
-        if e.keys.scheme != Scheme::Cenc {
-            return Err(Error::Keys(format!(
-                "field scheme: {:?} is not implemented yet (only \"cenc\")",
-                e.keys.scheme.as_str()
-            )));
-        }
     }
     let final_dir = opts.out_dir.join(&opts.title);
     if final_dir.exists() {
@@ -292,7 +285,7 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
                 TrackKind::Audio => track.edit_shift,
             },
             protection: crypto.as_ref().map(|(tc, _)| manifest::Protection {
-                scheme: "cenc",
+                scheme: if tc.cbcs.is_some() { "cbcs" } else { "cenc" },
                 kid: tc.kid,
                 title_kids: tc.title_kids.clone(),
             }),
@@ -320,6 +313,21 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
     let src = File::open(&track.file).map_err(|e| Error::io(&track.file, e))?;
     let mut maps = Vec::with_capacity(track.samples.len());
     let mut vp9 = encrypt::vp9::Vp9State::default();
+    // cbcs keeps H.264 slice headers clear: parse them with the track's parameter sets.
+    let mut h264 = match tc.nal {
+        Some(fmt) if tc.cbcs.is_some() && !fmt.hevc => {
+            let bad = |reason: String| Error::Invalid {
+                file: track.file.clone(),
+                box_path: "moov/trak/mdia/minf/stbl/stsd/avc1/avcC".into(),
+                offset: 0,
+                reason,
+            };
+            let avcc = encrypt::avcc_payload(&track.entry.raw)
+                .ok_or_else(|| bad("no avcC box in the sample entry".into()))?;
+            Some(encrypt::h264::H264Params::from_avcc(avcc).map_err(|e| bad(e.0))?)
+        }
+        _ => None,
+    };
     for (i, s) in track.samples.iter().enumerate() {
         let mut io_error = None;
         let mut peek = |pos: usize, buf: &mut [u8]| {
@@ -331,9 +339,12 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
                 },
             )
         };
-        let m = match tc.nal {
-            Some(fmt) => encrypt::subsample::map_with(s.size as usize, fmt, &mut peek),
-            None => encrypt::vp9::map_with(s.size as usize, &mut vp9, &mut peek),
+        let m = match (tc.nal, h264.as_mut()) {
+            (Some(fmt), Some(params)) => {
+                encrypt::h264::map_with(s.size as usize, fmt, params, &mut peek)
+            }
+            (Some(fmt), None) => encrypt::subsample::map_with(s.size as usize, fmt, &mut peek),
+            (None, _) => encrypt::vp9::map_with(s.size as usize, &mut vp9, &mut peek),
         };
         if let Some(e) = io_error {
             return Err(Error::io(&track.file, e));
@@ -420,7 +431,16 @@ impl HashedFile {
                 self.flush_buf()?;
             }
             let start = self.buf.len();
-            let n = ((COPY_BUFFER - start) as u64).min(len - done) as usize;
+            let mut n = ((COPY_BUFFER - start) as u64).min(len - done);
+            if let Some(c) = cipher.as_deref() {
+                // cbcs: never split an encrypted block across two reads.
+                n = c.limit(done, n);
+                if n == 0 {
+                    self.flush_buf()?;
+                    continue;
+                }
+            }
+            let n = n as usize;
             self.buf.resize(start + n, 0);
             std::os::unix::fs::FileExt::read_exact_at(src, &mut self.buf[start..], offset + done)
                 .map_err(|e| Error::io(src_path, e))?;

@@ -28,7 +28,8 @@ pub struct Args {
     /// Target segment duration in seconds (snapped to keyframes).
     #[arg(long, default_value = "6", value_name = "SECONDS")]
     pub segment_duration: String,
-    /// Encrypt with Common Encryption: `cenc` (AES-128 CTR). `cbcs` is not implemented yet.
+    /// Encrypt with Common Encryption: `cenc` (AES-128 CTR) or `cbcs` (AES-128 CBC, 1:9 pattern
+    /// for video, constant IV).
     #[arg(long, value_name = "SCHEME")]
     pub encrypt: Option<String>,
     /// Content-keys JSON to encrypt with (default: fresh random keys, one for audio and one per

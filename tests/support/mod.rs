@@ -7,6 +7,8 @@
 //! Each test crate uses a different subset, hence the crate-wide `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod cenc_decrypt;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

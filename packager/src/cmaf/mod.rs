@@ -165,7 +165,7 @@ pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCryp
         Some(c) => b.bytes(&encrypt::protect_sample_entry(
             &track.entry.raw,
             track.kind,
-            &c.kid,
+            c,
         )),
         None => b.bytes(&track.entry.raw),
     }

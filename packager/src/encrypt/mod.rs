@@ -1,17 +1,28 @@
-//! Common Encryption (ISO/IEC 23001-7), scheme `cenc` (AES-128 CTR): key selection per track
-//! (one key for all audio, one per video tier), the per-sample cipher, and the boxes encryption
-//! adds (`sinf` in the sample entry, `pssh` in `moov`, `senc`/`saiz`/`saio` per fragment).
+//! Common Encryption (ISO/IEC 23001-7), schemes `cenc` (AES-128 CTR) and `cbcs` (AES-128 CBC
+//! with a pattern and a constant IV): key selection per track (one key for all audio, one per
+//! video tier), the per-sample cipher, and the boxes encryption adds (`sinf` in the sample
+//! entry, `pssh` in `moov`, `senc`/`saiz`/`saio` per fragment).
 //!
 //! Deterministic: keys and the IV seed come from the caller (the CLI draws them at random), so
-//! the same inputs, keys and seed give the same bytes. Per-sample IVs are 8 bytes: a per-track
-//! base derived from the seed and the rendition id, plus the sample's index in the track, so no
-//! (key, IV) pair repeats within a track; with CTR the low 8 bytes of the counter block count
-//! the 16-byte blocks inside a sample.
+//! the same inputs, keys and seed give the same bytes.
+//!
+//! `cenc`: per-sample IVs are 8 bytes: a per-track base derived from the seed and the rendition
+//! id, plus the sample's index in the track, so no (key, IV) pair repeats within a track; with
+//! CTR the low 8 bytes of the counter block count the 16-byte blocks inside a sample.
+//!
+//! `cbcs` (§10.4): one constant 16-byte IV per key id (derived from the seed and the kid),
+//! written in `tenc` (`default_Per_Sample_IV_Size` 0), so `senc` holds only subsample maps.
+//! Video follows the 1:9 pattern (one 16-byte block encrypted, nine clear, repeating from the
+//! start of each protected range); audio encrypts every whole block of the sample (pattern 0:0
+//! in `tenc`). The CBC chain restarts with the constant IV at each protected range (subsample;
+//! whole sample for audio) and runs across its encrypted blocks only; a trailing partial block
+//! stays clear.
 
+pub mod h264;
 pub mod subsample;
 pub mod vp9;
 
-use aes::cipher::{KeyIvInit, StreamCipher};
+use aes::cipher::{BlockEncryptMut, KeyIvInit, StreamCipher};
 use protocol::catalog::{Tier, TrackKind};
 use protocol::content_keys::{ContentKeys, Scheme};
 use sha2::{Digest, Sha256};
@@ -22,6 +33,10 @@ use crate::error::{Error, Result};
 pub use subsample::{NalFormat, Subsample};
 
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
+type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
+
+/// The `cbcs` video pattern: `crypt_byte_block` encrypted blocks, then `skip_byte_block` clear.
+pub const CBCS_VIDEO_PATTERN: (u8, u8) = (1, 9);
 
 /// The W3C Common PSSH system id (`1077efec-c0b2-4d02-ace3-3c1e52e2fb4b`).
 pub const COMMON_SYSTEM_ID: [u8; 16] = [
@@ -47,8 +62,11 @@ pub struct TrackCrypto {
     pub kid: [u8; 16],
     /// Key.
     pub key: [u8; 16],
-    /// Base of the per-sample IVs.
+    /// Base of the per-sample IVs (`cenc`).
     pub base_iv: u64,
+    /// `cbcs`: the constant IV and the pattern `(crypt, skip)` in 16-byte blocks (`(0, 0)`:
+    /// every whole block). `None`: `cenc`.
+    pub cbcs: Option<Cbcs>,
     /// NAL framing for subsample encryption; `None` encrypts whole samples (audio).
     pub nal: Option<NalFormat>,
     /// VP9 (`vp09`): subsample encryption per frame ([`vp9::map_with`]).
@@ -56,6 +74,23 @@ pub struct TrackCrypto {
     /// Every key id of the title, listed in each init segment's `pssh`, so one licence request
     /// asks for all of them and the licence server answers with those the session may have.
     pub title_kids: Vec<[u8; 16]>,
+}
+
+/// The `cbcs` parameters of a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cbcs {
+    /// The constant IV (`tenc` `default_constant_IV`).
+    pub iv: [u8; 16],
+    /// `(crypt_byte_block, skip_byte_block)`; `(0, 0)` encrypts every whole block.
+    pub pattern: (u8, u8),
+}
+
+impl Cbcs {
+    /// Whether block `b` (0-based, counted from the start of a protected range) is encrypted.
+    fn crypts(&self, b: u64) -> bool {
+        let (c, s) = (u64::from(self.pattern.0), u64::from(self.pattern.1));
+        c + s == 0 || b % (c + s) < c
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -75,20 +110,9 @@ impl TrackCrypto {
 
     /// Encrypts one sample in place following `map` (whole sample when `map` is empty).
     pub fn encrypt(&self, index: usize, sample: &mut [u8], map: &[Subsample]) {
-        let mut counter = [0u8; 16];
-        counter[..8].copy_from_slice(&self.iv(index));
-        let mut c = Aes128Ctr::new(&self.key.into(), &counter.into());
-        if map.is_empty() {
-            c.apply_keystream(sample);
-            return;
-        }
-        let mut pos = 0usize;
-        for s in map {
-            pos += usize::from(s.clear);
-            let end = pos + s.protected as usize;
-            c.apply_keystream(&mut sample[pos..end]);
-            pos = end;
-        }
+        let maps = [map.to_vec()];
+        self.run_cipher(index, std::iter::once(sample.len() as u64), &maps)
+            .apply(0, sample);
     }
 
     /// A cipher for a run of consecutive samples `first..` stored back to back (`sizes`, with
@@ -122,6 +146,7 @@ impl TrackCrypto {
             ranges,
             next: 0,
             current: None,
+            chain: None,
         }
     }
 
@@ -130,9 +155,18 @@ impl TrackCrypto {
         self.nal.is_some() || self.vp9
     }
 
+    /// The per-sample IV size: 8 for `cenc`, 0 for `cbcs` (constant IV in `tenc`).
+    pub fn iv_size(&self) -> u8 {
+        if self.cbcs.is_some() {
+            0
+        } else {
+            IV_SIZE
+        }
+    }
+
     /// The auxiliary information size of a sample (`saiz` entry).
     pub fn aux_size(&self, map: &[Subsample]) -> usize {
-        usize::from(IV_SIZE)
+        usize::from(self.iv_size())
             + if self.subsamples() {
                 2 + 6 * map.len()
             } else {
@@ -142,17 +176,46 @@ impl TrackCrypto {
 }
 
 /// Encrypts a run of samples chunk by chunk (see [`TrackCrypto::run_cipher`]): the protected
-/// ranges of every sample, as offsets in the run, and the CTR state of the sample in progress.
+/// ranges of every sample, as offsets in the run, and the cipher state of the range (`cbcs`)
+/// or sample (`cenc`) in progress.
 pub struct RunCipher<'a> {
     tc: &'a TrackCrypto,
     /// `(sample index, start, end)` of every protected range, in order.
     ranges: Vec<(usize, u64, u64)>,
     next: usize,
     current: Option<(usize, Aes128Ctr)>,
+    /// `cbcs`: the range whose CBC chain is in progress.
+    chain: Option<(usize, Aes128CbcEnc)>,
 }
 
 impl RunCipher<'_> {
-    /// Encrypts `chunk`, the run's bytes from offset `pos`; chunks must come in order.
+    /// How many of the `n` bytes from `pos` can be handed to [`RunCipher::apply`] in one chunk:
+    /// `n`, or less so that no `cbcs` encrypted block is split across chunks (0 when the first
+    /// such block starts at `pos`: hand at least 16 bytes then).
+    pub fn limit(&self, pos: u64, n: u64) -> u64 {
+        let Some(cb) = self.tc.cbcs else {
+            return n;
+        };
+        let b = pos + n;
+        for &(_, s, e) in &self.ranges[self.next..] {
+            if s >= b {
+                break;
+            }
+            if e <= b {
+                continue;
+            }
+            let k = (b - s) / 16;
+            let bs = s + 16 * k;
+            if bs < b && bs + 16 <= e && cb.crypts(k) {
+                return bs.saturating_sub(pos);
+            }
+            break;
+        }
+        n
+    }
+
+    /// Encrypts `chunk`, the run's bytes from offset `pos`; chunks must come in order and, for
+    /// `cbcs`, end where [`RunCipher::limit`] allows.
     pub fn apply(&mut self, pos: u64, chunk: &mut [u8]) {
         let end = pos + chunk.len() as u64;
         while let Some(&(idx, s, e)) = self.ranges.get(self.next) {
@@ -161,14 +224,39 @@ impl RunCipher<'_> {
             }
             let (a, b) = (s.max(pos), e.min(end));
             if a < b {
-                if self.current.as_ref().is_none_or(|(i, _)| *i != idx) {
-                    let mut counter = [0u8; 16];
-                    counter[..8].copy_from_slice(&self.tc.iv(idx));
-                    self.current =
-                        Some((idx, Aes128Ctr::new(&self.tc.key.into(), &counter.into())));
-                }
-                if let Some((_, c)) = self.current.as_mut() {
-                    c.apply_keystream(&mut chunk[(a - pos) as usize..(b - pos) as usize]);
+                match self.tc.cbcs {
+                    Some(cb) => {
+                        if self.chain.as_ref().is_none_or(|(r, _)| *r != self.next) {
+                            self.chain = Some((
+                                self.next,
+                                Aes128CbcEnc::new(&self.tc.key.into(), &cb.iv.into()),
+                            ));
+                        }
+                        if let Some((_, c)) = self.chain.as_mut() {
+                            // Whole blocks of the range that start in [a, b).
+                            let mut k = (a - s).div_ceil(16);
+                            while s + 16 * k + 16 <= e && s + 16 * k < b {
+                                let bs = s + 16 * k;
+                                if cb.crypts(k) {
+                                    let from = (bs - pos) as usize;
+                                    let block = &mut chunk[from..from + 16];
+                                    c.encrypt_block_mut(block.into());
+                                }
+                                k += 1;
+                            }
+                        }
+                    }
+                    None => {
+                        if self.current.as_ref().is_none_or(|(i, _)| *i != idx) {
+                            let mut counter = [0u8; 16];
+                            counter[..8].copy_from_slice(&self.tc.iv(idx));
+                            self.current =
+                                Some((idx, Aes128Ctr::new(&self.tc.key.into(), &counter.into())));
+                        }
+                        if let Some((_, c)) = self.current.as_mut() {
+                            c.apply_keystream(&mut chunk[(a - pos) as usize..(b - pos) as usize]);
+                        }
+                    }
                 }
             }
             if e <= end {
@@ -217,6 +305,13 @@ fn nal_format(track: &Track) -> Result<Option<NalFormat>> {
     }
 }
 
+/// The `avcC` payload of an H.264 sample entry (`raw`, the whole entry box), if any.
+pub fn avcc_payload(raw: &[u8]) -> Option<&[u8]> {
+    let at = raw.windows(4).position(|w| w == b"avcC")?;
+    let size = u32::from_be_bytes(raw.get(at.checked_sub(4)?..at)?.try_into().ok()?) as usize;
+    raw.get(at + 4..(at - 4).checked_add(size)?)
+}
+
 /// Picks the key of `track` (rendition `id`) from `opts` and derives its IV base.
 pub fn track_crypto(opts: &EncryptOptions, id: &str, track: &Track) -> Result<TrackCrypto> {
     let (nal, tier) = match track.kind {
@@ -246,10 +341,35 @@ pub fn track_crypto(opts: &EncryptOptions, id: &str, track: &Track) -> Result<Tr
     h.update(id.as_bytes());
     let d = h.finalize();
     let base_iv = u64::from_be_bytes(d[..8].try_into().unwrap_or([0; 8]));
+    let kid = key.kid_bytes();
+    let cbcs = (opts.keys.scheme == Scheme::Cbcs).then(|| {
+        let mut h = Sha256::new();
+        h.update(opts.iv_seed);
+        h.update(b"cbcs constant IV");
+        h.update(kid);
+        let d = h.finalize();
+        Cbcs {
+            iv: d[..16].try_into().unwrap_or([0; 16]),
+            pattern: match track.kind {
+                TrackKind::Video => CBCS_VIDEO_PATTERN,
+                TrackKind::Audio => (0, 0),
+            },
+        }
+    });
+    if cbcs.is_some() && nal.is_some_and(|f| f.hevc) {
+        return Err(Error::Unsupported {
+            file: track.file.clone(),
+            box_path: "moov/trak/mdia/minf/stbl/stsd/hvc1".into(),
+            reason: "cbcs encryption of HEVC (its slice headers must stay clear and are not \
+                     parsed yet): use --encrypt cenc"
+                .into(),
+        });
+    }
     Ok(TrackCrypto {
-        kid: key.kid_bytes(),
+        kid,
         key: key.key_bytes(),
         base_iv,
+        cbcs,
         nal,
         vp9: track.kind == TrackKind::Video && &track.entry.fourcc == b"vp09",
         title_kids: Vec::new(),
@@ -269,8 +389,9 @@ pub fn check_keys(keys: &ContentKeys, scheme: Scheme) -> Result<()> {
     Ok(())
 }
 
-/// The sample entry `raw` turned into `encv`/`enca` with a `sinf` appended.
-pub fn protect_sample_entry(raw: &[u8], kind: TrackKind, kid: &[u8; 16]) -> Vec<u8> {
+/// The sample entry `raw` turned into `encv`/`enca` with a `sinf` appended: `schm` names the
+/// scheme, `tenc` the default key id and, for `cbcs` (version 1), the pattern and constant IV.
+pub fn protect_sample_entry(raw: &[u8], kind: TrackKind, tc: &TrackCrypto) -> Vec<u8> {
     let mut out = raw.to_vec();
     let original: [u8; 4] = raw[4..8].try_into().unwrap_or(*b"    ");
     out[4..8].copy_from_slice(match kind {
@@ -283,13 +404,24 @@ pub fn protect_sample_entry(raw: &[u8], kind: TrackKind, kid: &[u8; 16]) -> Vec<
     b.fourcc(&original);
     b.close();
     b.open_full(b"schm", 0, 0);
-    b.fourcc(b"cenc");
+    b.fourcc(if tc.cbcs.is_some() { b"cbcs" } else { b"cenc" });
     b.u32(0x0001_0000);
     b.close();
     b.open(b"schi");
-    b.open_full(b"tenc", 0, 0);
-    b.bytes(&[0, 0, 1, IV_SIZE]);
-    b.bytes(kid);
+    match tc.cbcs {
+        None => {
+            b.open_full(b"tenc", 0, 0);
+            b.bytes(&[0, 0, 1, IV_SIZE]);
+            b.bytes(&tc.kid);
+        }
+        Some(cb) => {
+            b.open_full(b"tenc", 1, 0);
+            b.bytes(&[0, (cb.pattern.0 << 4) | (cb.pattern.1 & 0x0f), 1, 0]);
+            b.bytes(&tc.kid);
+            b.bytes(&[16]);
+            b.bytes(&cb.iv);
+        }
+    }
     b.close();
     b.close();
     b.close();
@@ -329,11 +461,13 @@ pub fn fragment_boxes(
     if let Some(&big) = sizes.iter().find(|&&s| s > 255) {
         return Err(Error::Ladder(format!(
             "a sample needs {big} bytes of encryption info ({} subsamples), over the 255 a saiz entry holds",
-            (big - 10) / 6
+            (big - usize::from(tc.iv_size()) - 2) / 6
         )));
     }
     let same = sizes.iter().all(|&s| s == sizes[0]);
-    if same && !sizes.is_empty() {
+    // A default size of 0 means "sizes follow": all-zero sizes (cbcs audio: constant IV, no
+    // subsamples) are written as a table.
+    if same && !sizes.is_empty() && sizes[0] > 0 {
         b.bytes(&[sizes[0] as u8]);
         b.u32(n);
     } else {
@@ -354,7 +488,9 @@ pub fn fragment_boxes(
     b.open_full(b"senc", 0, if subs { 2 } else { 0 });
     b.u32(n);
     for (k, m) in maps.iter().enumerate() {
-        b.bytes(&tc.iv(first + k));
+        if tc.cbcs.is_none() {
+            b.bytes(&tc.iv(first + k));
+        }
         if subs {
             b.u16(m.len() as u16);
             for s in m {
@@ -428,6 +564,7 @@ mod tests {
             kid: [1; 16],
             key: [2; 16],
             base_iv: 5,
+            cbcs: None,
             title_kids: Vec::new(),
             vp9: false,
             nal: Some(NalFormat {
@@ -466,6 +603,7 @@ mod tests {
             kid: [1; 16],
             key: [3; 16],
             base_iv: 77,
+            cbcs: None,
             title_kids: Vec::new(),
             vp9: false,
             nal: Some(NalFormat {
@@ -522,12 +660,176 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    fn cbcs_track(pattern: (u8, u8)) -> TrackCrypto {
+        TrackCrypto {
+            kid: [1; 16],
+            key: [9; 16],
+            base_iv: 0,
+            cbcs: Some(Cbcs {
+                iv: [4; 16],
+                pattern,
+            }),
+            title_kids: Vec::new(),
+            vp9: false,
+            nal: Some(NalFormat {
+                length_size: 4,
+                hevc: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn cbcs_pattern_chains_crypt_blocks_and_restarts_per_subsample() {
+        let tc = cbcs_track(CBCS_VIDEO_PATTERN);
+        // Subsample 1: 5 clear, 16 * 21 + 7 protected (blocks 0, 10, 20 encrypted, partial
+        // block clear); subsample 2: 3 clear, 40 protected (block 0 encrypted).
+        let p1 = 16 * 21 + 7;
+        let map = [
+            Subsample {
+                clear: 5,
+                protected: p1 as u32,
+            },
+            Subsample {
+                clear: 3,
+                protected: 40,
+            },
+        ];
+        let clear: Vec<u8> = (0..(5 + p1 + 3 + 40)).map(|i| (i * 13 + 1) as u8).collect();
+        let mut enc = clear.clone();
+        tc.encrypt(0, &mut enc, &map);
+        let chain = |blocks: &[&[u8]]| -> Vec<u8> {
+            let mut c = Aes128CbcEnc::new(&[9u8; 16].into(), &[4u8; 16].into());
+            let mut out = Vec::new();
+            for b in blocks {
+                let mut x: [u8; 16] = (*b).try_into().unwrap();
+                c.encrypt_block_mut((&mut x).into());
+                out.push(x);
+            }
+            out.concat()
+        };
+        let want1 = chain(&[&clear[5..21], &clear[165..181], &clear[325..341]]);
+        assert_eq!(
+            [&enc[5..21], &enc[165..181], &enc[325..341]].concat(),
+            want1
+        );
+        let s2 = 5 + p1 + 3;
+        assert_eq!(&enc[s2..s2 + 16], &chain(&[&clear[s2..s2 + 16]])[..]);
+        // Everything else is clear.
+        let mut masked = enc.clone();
+        for r in [5..21, 165..181, 325..341, s2..s2 + 16] {
+            masked[r.clone()].copy_from_slice(&clear[r]);
+        }
+        assert_eq!(masked, clear);
+        assert_ne!(enc, clear);
+    }
+
+    #[test]
+    fn cbcs_audio_encrypts_every_whole_block_and_leaves_the_tail() {
+        let tc = cbcs_track((0, 0));
+        let clear: Vec<u8> = (0..75u8).collect();
+        let mut enc = clear.clone();
+        tc.encrypt(3, &mut enc, &[]);
+        let mut want = clear.clone();
+        let mut c = Aes128CbcEnc::new(&[9u8; 16].into(), &[4u8; 16].into());
+        for b in want[..64].chunks_mut(16) {
+            c.encrypt_block_mut(b.into());
+        }
+        assert_eq!(enc, want);
+        assert_eq!(enc[64..], clear[64..]);
+    }
+
+    #[test]
+    fn cbcs_run_cipher_in_limited_chunks_equals_per_sample_encryption() {
+        for pattern in [CBCS_VIDEO_PATTERN, (0, 0)] {
+            let mut tc = cbcs_track(pattern);
+            if pattern == (0, 0) {
+                tc.nal = None;
+            }
+            let sizes = [400u64, 37, 900];
+            let maps: Vec<Vec<Subsample>> = if tc.nal.is_some() {
+                vec![
+                    vec![
+                        Subsample {
+                            clear: 7,
+                            protected: 200,
+                        },
+                        Subsample {
+                            clear: 9,
+                            protected: 184,
+                        },
+                    ],
+                    vec![Subsample {
+                        clear: 37,
+                        protected: 0,
+                    }],
+                    vec![Subsample {
+                        clear: 11,
+                        protected: 889,
+                    }],
+                ]
+            } else {
+                vec![vec![]; 3]
+            };
+            let clear: Vec<u8> = (0..1337u32).map(|i| (i * 7 + 3) as u8).collect();
+            let mut want = clear.clone();
+            let mut at = 0usize;
+            for (k, (size, map)) in sizes.iter().zip(&maps).enumerate() {
+                let n = *size as usize;
+                tc.encrypt(k, &mut want[at..at + n], map);
+                at += n;
+            }
+            for chunk in [1u64, 7, 16, 33, 100, 1337] {
+                let mut got = clear.clone();
+                let mut rc = tc.run_cipher(0, sizes.iter().copied(), &maps);
+                let mut pos = 0u64;
+                while pos < 1337 {
+                    let mut n = chunk.min(1337 - pos);
+                    n = rc.limit(pos, n);
+                    if n == 0 {
+                        n = rc.limit(pos, 16.max(chunk).min(1337 - pos));
+                    }
+                    assert!(n > 0, "{pattern:?} chunk {chunk} at {pos}");
+                    rc.apply(pos, &mut got[pos as usize..(pos + n) as usize]);
+                    pos += n;
+                }
+                assert_eq!(got, want, "{pattern:?} chunks of {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn cbcs_tenc_is_version_1_with_pattern_and_constant_iv() {
+        let mut raw = 16u32.to_be_bytes().to_vec();
+        raw.extend_from_slice(b"avc1");
+        raw.extend_from_slice(&[9; 8]);
+        let p = protect_sample_entry(&raw, TrackKind::Video, &cbcs_track(CBCS_VIDEO_PATTERN));
+        let schm = p.windows(4).position(|w| w == b"schm").unwrap();
+        assert_eq!(&p[schm + 8..schm + 12], b"cbcs");
+        let tenc = p.windows(4).position(|w| w == b"tenc").unwrap();
+        assert_eq!(&p[tenc + 4..tenc + 8], &[1, 0, 0, 0]);
+        assert_eq!(&p[tenc + 8..tenc + 12], &[0, 0x19, 1, 0]);
+        assert_eq!(&p[tenc + 12..tenc + 28], &[1; 16]);
+        assert_eq!(p[tenc + 28], 16);
+        assert_eq!(&p[tenc + 29..tenc + 45], &[4; 16]);
+        let size = u32::from_be_bytes(p[tenc - 4..tenc].try_into().unwrap()) as usize;
+        assert_eq!(size, 4 + 4 + 4 + 4 + 16 + 1 + 16);
+    }
+
     #[test]
     fn sample_entry_gets_sinf_and_new_size() {
         let mut raw = 16u32.to_be_bytes().to_vec();
         raw.extend_from_slice(b"mp4a");
         raw.extend_from_slice(&[9; 8]);
-        let p = protect_sample_entry(&raw, TrackKind::Audio, &[7; 16]);
+        let tc = TrackCrypto {
+            kid: [7; 16],
+            key: [0; 16],
+            base_iv: 0,
+            cbcs: None,
+            nal: None,
+            vp9: false,
+            title_kids: Vec::new(),
+        };
+        let p = protect_sample_entry(&raw, TrackKind::Audio, &tc);
         assert_eq!(&p[4..8], b"enca");
         assert_eq!(
             u32::from_be_bytes(p[0..4].try_into().unwrap()) as usize,

@@ -1,0 +1,634 @@
+//! H.264 slice header lengths for `cbcs` (ISO/IEC 23001-7 §10.4.2: the NAL unit header and the
+//! slice header stay clear, the protected range starts at the first byte of slice data), and
+//! the `cbcs` subsample map of H.264 samples built on them.
+//!
+//! The slice header (ITU-T H.264 §7.3.3) is parsed only as far as its length in bits, which
+//! depends on fields of the SPS and PPS it refers to ([`H264Params`], read from `avcC` and
+//! updated by in-band parameter sets). Emulation prevention bytes are removed for the bit
+//! parsing, but lengths are counted in stored (escaped) bytes. The clear part of a slice NAL
+//! unit ends with the byte holding the header's last bit (with CABAC the slice data is then
+//! byte aligned by `cabac_alignment_one_bit`; with CAVLC the first slice data bits share that
+//! byte, which stays clear), so the protected range starts on a byte boundary. Pure functions
+//! over sample bytes. Not supported (a clear error): MVC/SVC slices (NAL types 14, 20, 21) and
+//! slice-group change cycles (FMO map types 3-5).
+
+use super::subsample::{push, MapError, NalFormat, Peek, Subsample};
+
+/// Most bytes of a slice NAL unit read to find its header's end.
+const MAX_HEADER_READ: usize = 4096;
+
+#[derive(Debug, Clone, Default)]
+struct Sps {
+    separate_colour_plane: bool,
+    chroma_array_type: u32,
+    log2_max_frame_num: u32,
+    poc_type: u32,
+    log2_max_poc_lsb: u32,
+    delta_pic_order_always_zero: bool,
+    frame_mbs_only: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Pps {
+    sps_id: usize,
+    entropy_coding_mode: bool,
+    bottom_field_pic_order_in_frame_present: bool,
+    slice_group_change: bool,
+    num_ref_idx_l0_default_minus1: u32,
+    num_ref_idx_l1_default_minus1: u32,
+    weighted_pred: bool,
+    weighted_bipred_idc: u32,
+    deblocking_filter_control_present: bool,
+    redundant_pic_cnt_present: bool,
+}
+
+/// The sequence and picture parameter sets of a track, by id.
+#[derive(Debug, Clone, Default)]
+pub struct H264Params {
+    sps: Vec<Option<Sps>>,
+    pps: Vec<Option<Pps>>,
+}
+
+/// The RBSP of an escaped NAL unit prefix, and for each RBSP byte its index in the stored
+/// bytes.
+fn unescape(nal: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::with_capacity(nal.len());
+    let mut at = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for (i, &b) in nal.iter().enumerate() {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+        at.push(i);
+    }
+    (out, at)
+}
+
+struct Bits<'a> {
+    b: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl Bits<'_> {
+    fn u(&mut self, n: u32) -> Result<u32, MapError> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            let byte = self.b.get(self.pos / 8).ok_or_else(|| {
+                MapError(format!(
+                    "H.264 {} runs past its {} bytes",
+                    self.what,
+                    self.b.len()
+                ))
+            })?;
+            v = (v << 1) | u32::from(byte >> (7 - self.pos % 8) & 1);
+            self.pos += 1;
+        }
+        Ok(v)
+    }
+
+    fn flag(&mut self) -> Result<bool, MapError> {
+        Ok(self.u(1)? == 1)
+    }
+
+    fn ue(&mut self) -> Result<u32, MapError> {
+        let mut zeros = 0;
+        while self.u(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return Err(MapError(format!(
+                    "H.264 {}: Exp-Golomb code longer than 32 bits",
+                    self.what
+                )));
+            }
+        }
+        Ok(((1u64 << zeros) - 1 + u64::from(self.u(zeros)?)) as u32)
+    }
+
+    fn se(&mut self) -> Result<i32, MapError> {
+        let k = self.ue()?;
+        Ok(if k % 2 == 1 {
+            k.div_ceil(2) as i32
+        } else {
+            -((k / 2) as i32)
+        })
+    }
+
+    /// `ue(v)` that must be at most `max` (ids, list sizes: bounds loops on untrusted input).
+    fn ue_max(&mut self, max: u32, field: &str) -> Result<u32, MapError> {
+        let v = self.ue()?;
+        if v > max {
+            return Err(MapError(format!(
+                "H.264 {}: {field} {v} is over {max}",
+                self.what
+            )));
+        }
+        Ok(v)
+    }
+}
+
+fn scaling_list(r: &mut Bits, size: usize) -> Result<(), MapError> {
+    let (mut last, mut next) = (8i32, 8i32);
+    for _ in 0..size {
+        if next != 0 {
+            let delta = r.se()?;
+            next = (last + delta + 256).rem_euclid(256);
+        }
+        if next != 0 {
+            last = next;
+        }
+    }
+    Ok(())
+}
+
+impl H264Params {
+    /// The parameter sets of an `avcC` box payload (AVCDecoderConfigurationRecord).
+    pub fn from_avcc(avcc: &[u8]) -> Result<Self, MapError> {
+        let short = || MapError(format!("avcC of {} bytes is truncated", avcc.len()));
+        let mut p = H264Params::default();
+        let mut at = 5;
+        let n_sps = usize::from(*avcc.get(at).ok_or_else(short)? & 0x1f);
+        at += 1;
+        let take = |at: &mut usize| -> Result<Vec<u8>, MapError> {
+            let len = usize::from(u16::from_be_bytes(
+                avcc.get(*at..*at + 2)
+                    .ok_or_else(short)?
+                    .try_into()
+                    .map_err(|_| short())?,
+            ));
+            let nal = avcc.get(*at + 2..*at + 2 + len).ok_or_else(short)?.to_vec();
+            *at += 2 + len;
+            Ok(nal)
+        };
+        let mut nals = Vec::new();
+        for _ in 0..n_sps {
+            nals.push(take(&mut at)?);
+        }
+        let n_pps = usize::from(*avcc.get(at).ok_or_else(short)?);
+        at += 1;
+        for _ in 0..n_pps {
+            nals.push(take(&mut at)?);
+        }
+        for nal in nals {
+            p.add(&nal)?;
+        }
+        Ok(p)
+    }
+
+    /// Takes an SPS (type 7) or PPS (type 8) NAL unit (stored bytes, header included); other
+    /// NAL units are ignored.
+    pub fn add(&mut self, nal: &[u8]) -> Result<(), MapError> {
+        match nal.first().map(|b| b & 0x1f) {
+            Some(7) => self.add_sps(nal),
+            Some(8) => self.add_pps(nal),
+            _ => Ok(()),
+        }
+    }
+
+    fn add_sps(&mut self, nal: &[u8]) -> Result<(), MapError> {
+        let (rbsp, _) = unescape(&nal[1..]);
+        let r = &mut Bits {
+            b: &rbsp,
+            pos: 0,
+            what: "SPS",
+        };
+        let profile = r.u(8)?;
+        r.u(16)?;
+        let id = r.ue_max(31, "seq_parameter_set_id")? as usize;
+        let mut s = Sps {
+            chroma_array_type: 1,
+            ..Sps::default()
+        };
+        if matches!(
+            profile,
+            100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+        ) {
+            let chroma_format_idc = r.ue_max(3, "chroma_format_idc")?;
+            if chroma_format_idc == 3 {
+                s.separate_colour_plane = r.flag()?;
+            }
+            s.chroma_array_type = if s.separate_colour_plane {
+                0
+            } else {
+                chroma_format_idc
+            };
+            r.ue()?; // bit_depth_luma_minus8
+            r.ue()?; // bit_depth_chroma_minus8
+            r.u(1)?; // qpprime_y_zero_transform_bypass_flag
+            if r.flag()? {
+                let lists = if chroma_format_idc == 3 { 12 } else { 8 };
+                for i in 0..lists {
+                    if r.flag()? {
+                        scaling_list(r, if i < 6 { 16 } else { 64 })?;
+                    }
+                }
+            }
+        }
+        s.log2_max_frame_num = r.ue_max(12, "log2_max_frame_num_minus4")? + 4;
+        s.poc_type = r.ue_max(2, "pic_order_cnt_type")?;
+        if s.poc_type == 0 {
+            s.log2_max_poc_lsb = r.ue_max(12, "log2_max_pic_order_cnt_lsb_minus4")? + 4;
+        } else if s.poc_type == 1 {
+            s.delta_pic_order_always_zero = r.flag()?;
+            r.se()?;
+            r.se()?;
+            let n = r.ue_max(255, "num_ref_frames_in_pic_order_cnt_cycle")?;
+            for _ in 0..n {
+                r.se()?;
+            }
+        }
+        r.ue()?; // max_num_ref_frames
+        r.u(1)?; // gaps_in_frame_num_value_allowed_flag
+        r.ue()?; // pic_width_in_mbs_minus1
+        r.ue()?; // pic_height_in_map_units_minus1
+        s.frame_mbs_only = r.flag()?;
+        if self.sps.len() <= id {
+            self.sps.resize(id + 1, None);
+        }
+        self.sps[id] = Some(s);
+        Ok(())
+    }
+
+    fn add_pps(&mut self, nal: &[u8]) -> Result<(), MapError> {
+        let (rbsp, _) = unescape(&nal[1..]);
+        let r = &mut Bits {
+            b: &rbsp,
+            pos: 0,
+            what: "PPS",
+        };
+        let id = r.ue_max(255, "pic_parameter_set_id")? as usize;
+        let mut p = Pps {
+            sps_id: r.ue_max(31, "seq_parameter_set_id")? as usize,
+            entropy_coding_mode: r.flag()?,
+            bottom_field_pic_order_in_frame_present: r.flag()?,
+            ..Pps::default()
+        };
+        let groups = r.ue_max(7, "num_slice_groups_minus1")?;
+        if groups > 0 {
+            let map_type = r.ue_max(6, "slice_group_map_type")?;
+            // Slices of these maps carry slice_group_change_cycle, whose size needs the
+            // picture size; refused rather than guessed.
+            p.slice_group_change = (3..=5).contains(&map_type);
+            match map_type {
+                0 => {
+                    for _ in 0..=groups {
+                        r.ue()?;
+                    }
+                }
+                2 => {
+                    for _ in 0..groups {
+                        r.ue()?;
+                        r.ue()?;
+                    }
+                }
+                3..=5 => {
+                    r.u(1)?;
+                    r.ue()?;
+                }
+                6 => {
+                    let units = r.ue_max(1 << 20, "pic_size_in_map_units_minus1")? + 1;
+                    let bits = 32 - groups.leading_zeros();
+                    for _ in 0..units {
+                        r.u(bits)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        p.num_ref_idx_l0_default_minus1 = r.ue_max(31, "num_ref_idx_l0_default_active_minus1")?;
+        p.num_ref_idx_l1_default_minus1 = r.ue_max(31, "num_ref_idx_l1_default_active_minus1")?;
+        p.weighted_pred = r.flag()?;
+        p.weighted_bipred_idc = r.u(2)?;
+        r.se()?; // pic_init_qp_minus26
+        r.se()?; // pic_init_qs_minus26
+        r.se()?; // chroma_qp_index_offset
+        p.deblocking_filter_control_present = r.flag()?;
+        r.u(1)?; // constrained_intra_pred_flag
+        p.redundant_pic_cnt_present = r.flag()?;
+        if self.pps.len() <= id {
+            self.pps.resize(id + 1, None);
+        }
+        self.pps[id] = Some(p);
+        Ok(())
+    }
+
+    /// The number of stored bytes at the start of slice NAL unit `nal` (header included) that
+    /// hold the NAL header and the slice header: everything before the first whole byte of
+    /// slice data. `nal` may be a prefix of the NAL unit, as long as it holds the header.
+    pub fn slice_header_len(&self, nal: &[u8]) -> Result<usize, MapError> {
+        let bits = self.slice_header_bits(nal)?;
+        let (_, at) = unescape(&nal[1..]);
+        // RBSP bytes after the NAL header that hold the header (the last one partly, with
+        // CAVLC); at least one.
+        let bytes = (bits - 8).div_ceil(8).max(1);
+        let last = *at.get(bytes - 1).ok_or_else(|| {
+            MapError("H.264 slice header runs past the end of the NAL unit".into())
+        })?;
+        Ok(1 + last + 1)
+    }
+
+    /// The length in bits of slice NAL unit `nal`'s header, NAL header (8 bits) and, with
+    /// CABAC, `cabac_alignment_one_bit`s included, counted in the RBSP (what ffmpeg's
+    /// `trace_headers` shows as the end of the slice header).
+    pub fn slice_header_bits(&self, nal: &[u8]) -> Result<usize, MapError> {
+        let first = *nal
+            .first()
+            .ok_or_else(|| MapError("empty NAL unit".into()))?;
+        let nal_type = first & 0x1f;
+        let nal_ref_idc = (first >> 5) & 3;
+        if !matches!(nal_type, 1 | 5) {
+            return Err(MapError(format!(
+                "H.264 NAL unit type {nal_type}: only slices of types 1 and 5 are supported"
+            )));
+        }
+        let idr = nal_type == 5;
+        let (rbsp, _) = unescape(&nal[1..]);
+        let r = &mut Bits {
+            b: &rbsp,
+            pos: 0,
+            what: "slice header",
+        };
+        r.ue()?; // first_mb_in_slice
+        let slice_type = r.ue_max(9, "slice_type")? % 5;
+        let (p, b, i, sp, si) = (
+            slice_type == 0,
+            slice_type == 1,
+            slice_type == 2,
+            slice_type == 3,
+            slice_type == 4,
+        );
+        let pps_id = r.ue_max(255, "pic_parameter_set_id")? as usize;
+        let pps = self
+            .pps
+            .get(pps_id)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| MapError(format!("H.264 slice refers to unknown PPS {pps_id}")))?;
+        let sps = self
+            .sps
+            .get(pps.sps_id)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| {
+                MapError(format!(
+                    "H.264 PPS {pps_id} refers to unknown SPS {}",
+                    pps.sps_id
+                ))
+            })?;
+        if sps.separate_colour_plane {
+            r.u(2)?;
+        }
+        r.u(sps.log2_max_frame_num)?;
+        let mut field_pic = false;
+        if !sps.frame_mbs_only {
+            field_pic = r.flag()?;
+            if field_pic {
+                r.u(1)?;
+            }
+        }
+        if idr {
+            r.ue()?; // idr_pic_id
+        }
+        if sps.poc_type == 0 {
+            r.u(sps.log2_max_poc_lsb)?;
+            if pps.bottom_field_pic_order_in_frame_present && !field_pic {
+                r.se()?;
+            }
+        }
+        if sps.poc_type == 1 && !sps.delta_pic_order_always_zero {
+            r.se()?;
+            if pps.bottom_field_pic_order_in_frame_present && !field_pic {
+                r.se()?;
+            }
+        }
+        if pps.redundant_pic_cnt_present {
+            r.ue()?;
+        }
+        if b {
+            r.u(1)?; // direct_spatial_mv_pred_flag
+        }
+        let (mut l0, mut l1) = (
+            pps.num_ref_idx_l0_default_minus1,
+            pps.num_ref_idx_l1_default_minus1,
+        );
+        if (p || sp || b) && r.flag()? {
+            l0 = r.ue_max(31, "num_ref_idx_l0_active_minus1")?;
+            if b {
+                l1 = r.ue_max(31, "num_ref_idx_l1_active_minus1")?;
+            }
+        }
+        // ref_pic_list_modification()
+        let lists = if b {
+            2
+        } else if !(i || si) {
+            1
+        } else {
+            0
+        };
+        for _ in 0..lists {
+            if r.flag()? {
+                let mut n = 0;
+                loop {
+                    let idc = r.ue_max(5, "modification_of_pic_nums_idc")?;
+                    if idc == 3 {
+                        break;
+                    }
+                    r.ue()?;
+                    n += 1;
+                    if n > 64 {
+                        return Err(MapError(
+                            "H.264 slice header: over 64 reference list modifications".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        if (pps.weighted_pred && (p || sp)) || (pps.weighted_bipred_idc == 1 && b) {
+            r.ue()?; // luma_log2_weight_denom
+            if sps.chroma_array_type != 0 {
+                r.ue()?;
+            }
+            for count in [Some(l0), b.then_some(l1)].into_iter().flatten() {
+                for _ in 0..=count {
+                    if r.flag()? {
+                        r.se()?;
+                        r.se()?;
+                    }
+                    if sps.chroma_array_type != 0 && r.flag()? {
+                        for _ in 0..4 {
+                            r.se()?;
+                        }
+                    }
+                }
+            }
+        }
+        if nal_ref_idc != 0 {
+            // dec_ref_pic_marking()
+            if idr {
+                r.u(2)?;
+            } else if r.flag()? {
+                let mut n = 0;
+                loop {
+                    let op = r.ue_max(6, "memory_management_control_operation")?;
+                    if op == 0 {
+                        break;
+                    }
+                    if op == 1 || op == 3 {
+                        r.ue()?;
+                    }
+                    if op == 2 {
+                        r.ue()?;
+                    }
+                    if op == 3 || op == 6 {
+                        r.ue()?;
+                    }
+                    if op == 4 {
+                        r.ue()?;
+                    }
+                    n += 1;
+                    if n > 64 {
+                        return Err(MapError(
+                            "H.264 slice header: over 64 memory management operations".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        if pps.entropy_coding_mode && !(i || si) {
+            r.ue()?; // cabac_init_idc
+        }
+        r.se()?; // slice_qp_delta
+        if sp || si {
+            if sp {
+                r.u(1)?;
+            }
+            r.se()?;
+        }
+        if pps.deblocking_filter_control_present {
+            let idc = r.ue_max(6, "disable_deblocking_filter_idc")?;
+            if idc != 1 {
+                r.se()?;
+                r.se()?;
+            }
+        }
+        if pps.slice_group_change {
+            return Err(MapError(
+                "H.264 slice groups with change cycles (FMO map types 3-5) are not supported"
+                    .into(),
+            ));
+        }
+        let mut bits = r.pos;
+        if pps.entropy_coding_mode {
+            bits = bits.div_ceil(8) * 8;
+        }
+        if bits > rbsp.len() * 8 {
+            return Err(MapError(
+                "H.264 slice header runs past the end of the NAL unit".into(),
+            ));
+        }
+        Ok(8 + bits)
+    }
+}
+
+/// The `cbcs` subsample map of an H.264 sample of `size` bytes (see [`super::subsample::map_with`]
+/// for `peek`): NAL length fields, non-VCL NAL units, NAL headers and slice headers clear; the
+/// rest of each slice NAL unit protected (the pattern leaves its trailing partial block clear).
+/// In-band SPS/PPS update `params`.
+pub fn map_with(
+    size: usize,
+    fmt: NalFormat,
+    params: &mut H264Params,
+    peek: &mut Peek<'_>,
+) -> Result<Vec<Subsample>, MapError> {
+    let mut out = Vec::new();
+    let mut clear: u64 = 0;
+    let mut pos = 0usize;
+    let ls = fmt.length_size;
+    let mut head = [0u8; 5];
+    while pos < size {
+        if size - pos < ls {
+            return Err(MapError(format!(
+                "NAL length field at byte {pos} runs past the end of the {size}-byte sample"
+            )));
+        }
+        let n = (ls + 1).min(size - pos);
+        peek(pos, &mut head[..n])?;
+        let len = head[..ls]
+            .iter()
+            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        let body = pos + ls;
+        if len > size - body {
+            return Err(MapError(format!(
+                "NAL unit at byte {pos} claims {len} bytes but only {} remain in the sample",
+                size - body
+            )));
+        }
+        let nal_type = if len > 0 { head[ls] & 0x1f } else { 0 };
+        let mut protected = 0;
+        match nal_type {
+            7 | 8 => {
+                let mut nal = vec![0u8; len];
+                peek(body, &mut nal)?;
+                params
+                    .add(&nal)
+                    .map_err(|e| MapError(format!("NAL unit at byte {pos}: {}", e.0)))?;
+            }
+            1 | 5 => {
+                let mut nal = vec![0u8; len.min(MAX_HEADER_READ)];
+                peek(body, &mut nal)?;
+                let hl = params
+                    .slice_header_len(&nal)
+                    .map_err(|e| MapError(format!("NAL unit at byte {pos}: {}", e.0)))?;
+                if len - hl >= 16 {
+                    protected = len - hl;
+                }
+            }
+            2..=4 | 14 | 20 | 21 => {
+                return Err(MapError(format!(
+                    "NAL unit at byte {pos}: H.264 NAL unit type {nal_type} (data partitioning, \
+                     SVC or MVC) is not supported by cbcs encryption"
+                )))
+            }
+            _ => {}
+        }
+        clear += (ls + len - protected) as u64;
+        if protected > 0 {
+            push(&mut out, &mut clear, protected as u32);
+        }
+        pos = body + len;
+    }
+    if clear > 0 {
+        push(&mut out, &mut clear, 0);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescape_maps_rbsp_bytes_to_stored_bytes() {
+        let (r, at) = unescape(&[0x11, 0, 0, 3, 1, 0, 0, 3, 0, 0x22]);
+        assert_eq!(r, [0x11, 0, 0, 1, 0, 0, 0, 0x22]);
+        assert_eq!(at, [0, 1, 2, 4, 5, 6, 8, 9]);
+    }
+
+    #[test]
+    fn exp_golomb_codes() {
+        // 1 | 010 | 011 | 00100 | 00101 -> ue 0, 1, 2, 3; then se of 00101 (4) = -2.
+        let b = [0b1010_0110, 0b0100_0010, 0b1000_0000];
+        let r = &mut Bits {
+            b: &b,
+            pos: 0,
+            what: "test",
+        };
+        assert_eq!(r.ue().unwrap(), 0);
+        assert_eq!(r.ue().unwrap(), 1);
+        assert_eq!(r.ue().unwrap(), 2);
+        assert_eq!(r.ue().unwrap(), 3);
+        assert_eq!(r.se().unwrap(), -2);
+        assert!(r.ue().is_err());
+    }
+}
