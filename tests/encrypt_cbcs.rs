@@ -212,3 +212,135 @@ fn encrypt_decryptor_matches_ffmpeg_cenc() {
         );
     }
 }
+
+/// The NAL units of an Annex B stream (start codes removed).
+fn annexb_nals(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| {
+            let mut e = starts.get(k + 1).map_or(data.len(), |&n| n - 3);
+            while e > s && data[e - 1] == 0 {
+                e -= 1;
+            }
+            &data[s..e]
+        })
+        .collect()
+}
+
+/// cbcs keeps each H.264 slice header clear: the packager's parser
+/// (`encrypt::h264::H264Params::slice_header_bits`) must find the header length ffmpeg's
+/// `trace_headers` shows (position + size of the header's last field, CABAC alignment bits
+/// included) on every slice of the fixture rungs (CABAC, B-frames, weighted prediction) and of
+/// a CAVLC baseline stream with three slices per frame made by libx264 at run time.
+#[test]
+#[ignore = "needs ffmpeg (libx264): run ./scripts/test"]
+fn encrypt_h264_slice_headers_left_clear_match_ffmpeg_trace_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("baseline.mp4");
+    let o = tool("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=25:duration=2")
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-slices",
+            "3",
+            "-g",
+            "25",
+        ])
+        .arg(&baseline)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut sources: Vec<PathBuf> = ladder("h264", true)
+        .into_iter()
+        .filter(|p| {
+            p.file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("video")
+        })
+        .collect();
+    sources.push(baseline);
+    for src in &sources {
+        let o = tool("ffmpeg")
+            .args(["-nostdin", "-v", "debug", "-i"])
+            .arg(src)
+            .args(["-c", "copy", "-bsf:v", "trace_headers", "-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        // Per slice header: the end of its last field.
+        let mut want: Vec<usize> = Vec::new();
+        let mut in_slice = false;
+        for l in String::from_utf8_lossy(&o.stderr).lines() {
+            let Some(rest) = l.split_once("] ").map(|(_, r)| r) else {
+                in_slice = false;
+                continue;
+            };
+            if rest.starts_with("Slice Header") {
+                in_slice = true;
+                want.push(0);
+                continue;
+            }
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let field = in_slice && f.len() >= 5 && f[0].parse::<usize>().is_ok() && f[3] == "=";
+            if field {
+                let end = f[0].parse::<usize>().unwrap() + f[2].len();
+                *want.last_mut().unwrap() = end;
+            } else {
+                in_slice = false;
+            }
+        }
+        let h264 = dir.path().join("annexb.h264");
+        let o = tool("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-i"])
+            .arg(src)
+            .args(["-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264"])
+            .arg(&h264)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let data = std::fs::read(&h264).unwrap();
+        let mut params = packager::encrypt::h264::H264Params::default();
+        let mut got = Vec::new();
+        for nal in annexb_nals(&data) {
+            match nal[0] & 0x1f {
+                7 | 8 => params.add(nal).unwrap(),
+                1 | 5 => got.push(params.slice_header_bits(nal).unwrap()),
+                _ => {}
+            }
+        }
+        let name = src.display();
+        assert_eq!(got.len(), want.len(), "{name}: slice counts");
+        assert!(got.len() > 40, "{name}: {} slices", got.len());
+        // CABAC headers end byte aligned (cabac_alignment_one_bit); CAVLC ones mostly do not.
+        let unaligned = got.iter().filter(|&&b| b % 8 != 0).count();
+        if src.ends_with("baseline.mp4") {
+            assert!(
+                unaligned * 2 > got.len(),
+                "{name}: CAVLC headers all aligned?"
+            );
+            assert!(got.len() >= 150, "{name}: 3 slices per frame expected");
+        } else {
+            assert_eq!(unaligned, 0, "{name}: CABAC headers end aligned");
+        }
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+            panic!("{name} slice {i}: {} bits, ffmpeg says {}", got[i], want[i]);
+        }
+    }
+}
