@@ -4,7 +4,9 @@
 //! (reached through nginx on the page's origin). With every key the players play to the end with
 //! a forced switch to the HD rendition and back, with no error events; with a licence server
 //! that answers only the SD and audio keys (an SD-tier session), the HD key never reaches the
-//! browser and HD is never shown. The encrypted VP9 ladder (VP9 binding, Opus) plays too.
+//! browser and HD is never shown. The encrypted VP9 ladder (VP9 binding, Opus) plays too, and
+//! both ladders encrypted with `cbcs` (DASH `value="cbcs"`, HLS `METHOD=SAMPLE-AES`) play in
+//! both players.
 //! `#[ignore]`d (needs nginx, node, Chromium): `./scripts/test`.
 
 mod support;
@@ -259,29 +261,27 @@ fn encrypt_players_clear_key_in_shaka_and_hlsjs() {
     );
 }
 
-#[test]
-#[ignore = "needs nginx, node and chromium: run ./scripts/test"]
-fn encrypt_players_vp9_clear_key_in_shaka_and_hlsjs() {
-    // The VP9 ladder (VP9 subsamples per the VP9 binding, Opus whole-sample), on-demand and
-    // segmented: both players play it to the end through a forced switch, no error event.
+/// Packages `inputs` with `--encrypt scheme` (on-demand and segmented) and plays both titles in
+/// both players to the end through a forced switch, asserting no error event and every key
+/// usable.
+fn plays_in_both_players(inputs: &[std::path::PathBuf], scheme: &str) {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
     let keys_file = root.path().join("keys.json");
     let keys_arg = keys_file.to_str().unwrap();
-    let inputs = support::ladder("vp9", false);
     support::package(
         &out,
         "od",
         false,
-        &["--encrypt", "cenc", "--keys-out", keys_arg],
-        &inputs,
+        &["--encrypt", scheme, "--keys-out", keys_arg],
+        inputs,
     );
     support::package(
         &out,
         "seg",
         true,
-        &["--encrypt", "cenc", "--keys", keys_arg],
-        &inputs,
+        &["--encrypt", scheme, "--keys", keys_arg],
+        inputs,
     );
     let keys = ContentKeys::from_json(&std::fs::read_to_string(&keys_file).unwrap()).unwrap();
     let server = ClearKeyServer::start(&keys, |_| true);
@@ -292,7 +292,7 @@ fn encrypt_players_vp9_clear_key_in_shaka_and_hlsjs() {
         for (player, manifest) in [("shaka", "manifest.mpd"), ("hls", "master.m3u8")] {
             let url = nginx.url(&format!("{title}/{manifest}"));
             let v = play(player, &url, &license, false);
-            let ctx = format!("{player} {url}: {v}");
+            let ctx = format!("{scheme} {player} {url}: {v}");
             assert!(v["errors"].as_array().unwrap().is_empty(), "{ctx}");
             assert_eq!(v["ended"], true, "{ctx}");
             assert!(heights(&v).len() >= 2, "no switch: {ctx}");
@@ -301,4 +301,23 @@ fn encrypt_players_vp9_clear_key_in_shaka_and_hlsjs() {
             assert!(statuses.values().all(|s| s == "usable"), "{ctx}");
         }
     }
+}
+
+#[test]
+#[ignore = "needs nginx, node and chromium: run ./scripts/test"]
+fn encrypt_players_vp9_clear_key_in_shaka_and_hlsjs() {
+    // The VP9 ladder (VP9 subsamples per the VP9 binding, Opus whole-sample), on-demand and
+    // segmented: both players play it to the end through a forced switch, no error event.
+    plays_in_both_players(&support::ladder("vp9", false), "cenc");
+}
+
+#[test]
+#[ignore = "needs nginx, node and chromium: run ./scripts/test"]
+fn encrypt_players_cbcs_clear_key_in_shaka_and_hlsjs() {
+    // cbcs (1:9 pattern, constant IV, H.264 slice headers clear; AAC whole blocks): the H.264
+    // ladder with its HD rung plays to the end in Shaka (DASH, value="cbcs") and hls.js (HLS,
+    // METHOD=SAMPLE-AES), on-demand and segmented, every key usable, no error event.
+    plays_in_both_players(&support::ladder("h264", true), "cbcs");
+    // And the VP9 ladder under cbcs (VP9 binding subsamples, Opus whole blocks).
+    plays_in_both_players(&support::ladder("vp9", false), "cbcs");
 }
