@@ -43,6 +43,7 @@ cat > "$work/keys.json" <<KEYS
  {"kid": "$(kid 4)", "key": "0123456789abcdef0123456789abcde4", "tier": "UHD", "track_type": "video"},
  {"kid": "$(kid 5)", "key": "0123456789abcdef0123456789abcde5", "tier": null, "track_type": "audio"}]}
 KEYS
+sed 's/"scheme": "cenc"/"scheme": "cbcs"/' "$work/keys.json" > "$work/keys-cbcs.json"
 
 big="$BENCH_DIR/big-720p-600s.mp4"
 if [ ! -f "$big" ]; then
@@ -132,6 +133,8 @@ bench_set() {
   tool outpost-segmented "$OUTPOST_BIN" package --segmented --title t --out "$work/out" "${inputs[@]}"
   # Common Encryption (cenc, AES-128 CTR) with fixed keys, so no run writes a keys file.
   tool outpost-cenc "$OUTPOST_BIN" package --encrypt cenc --keys "$work/keys.json" --title t --out "$work/out" "${inputs[@]}"
+  # cbcs (AES-128 CBC, 1:9 pattern, H.264 slice headers parsed and left clear).
+  tool outpost-cbcs "$OUTPOST_BIN" package --encrypt cbcs --keys "$work/keys-cbcs.json" --title t --out "$work/out" "${inputs[@]}"
   tool ffmpeg-hls-fmp4 ffmpeg -nostdin -v error "${ins[@]}" "${maps[@]}" -c copy -f hls \
     -hls_segment_type fmp4 -hls_time 6 -hls_playlist_type vod -hls_flags single_file \
     -master_pl_name master.m3u8 -var_stream_map "${vmap% }" "$work/out/v%v.m3u8"

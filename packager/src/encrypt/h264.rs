@@ -575,11 +575,17 @@ pub fn map_with(
                     .map_err(|e| MapError(format!("NAL unit at byte {pos}: {}", e.0)))?;
             }
             1 | 5 => {
-                let mut nal = vec![0u8; len.min(MAX_HEADER_READ)];
-                peek(body, &mut nal)?;
-                let hl = params
-                    .slice_header_len(&nal)
-                    .map_err(|e| MapError(format!("NAL unit at byte {pos}: {}", e.0)))?;
+                // Most slice headers fit in a few dozen bytes: read more only when needed.
+                let mut want = 64;
+                let hl = loop {
+                    let mut nal = vec![0u8; len.min(want)];
+                    peek(body, &mut nal)?;
+                    match params.slice_header_len(&nal) {
+                        Ok(hl) => break hl,
+                        Err(_) if want < MAX_HEADER_READ && len > want => want *= 8,
+                        Err(e) => return Err(MapError(format!("NAL unit at byte {pos}: {}", e.0))),
+                    }
+                };
                 if len - hl >= 16 {
                     protected = len - hl;
                 }
