@@ -313,18 +313,31 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
     let src = File::open(&track.file).map_err(|e| Error::io(&track.file, e))?;
     let mut maps = Vec::with_capacity(track.samples.len());
     let mut vp9 = encrypt::vp9::Vp9State::default();
-    // cbcs keeps H.264 slice headers clear: parse them with the track's parameter sets.
-    let mut h264 = match tc.nal {
-        Some(fmt) if tc.cbcs.is_some() && !fmt.hevc => {
+    // cbcs keeps H.264/HEVC slice headers clear: parse them with the track's parameter sets.
+    let mut headers: Option<Box<dyn encrypt::h264::SliceHeaders>> = match tc.nal {
+        Some(fmt) if tc.cbcs.is_some() => {
+            let tag = if fmt.hevc { b"hvcC" } else { b"avcC" };
             let bad = |reason: String| Error::Invalid {
                 file: track.file.clone(),
-                box_path: "moov/trak/mdia/minf/stbl/stsd/avc1/avcC".into(),
+                box_path: format!(
+                    "moov/trak/mdia/minf/stbl/stsd/{}/{}",
+                    String::from_utf8_lossy(&track.entry.fourcc),
+                    String::from_utf8_lossy(tag)
+                ),
                 offset: 0,
                 reason,
             };
-            let avcc = encrypt::avcc_payload(&track.entry.raw)
-                .ok_or_else(|| bad("no avcC box in the sample entry".into()))?;
-            Some(encrypt::h264::H264Params::from_avcc(avcc).map_err(|e| bad(e.0))?)
+            let config = encrypt::config_payload(&track.entry.raw, tag).ok_or_else(|| {
+                bad(format!(
+                    "no {} box in the sample entry",
+                    String::from_utf8_lossy(tag)
+                ))
+            })?;
+            Some(if fmt.hevc {
+                Box::new(encrypt::hevc::HevcParams::from_hvcc(config).map_err(|e| bad(e.0))?)
+            } else {
+                Box::new(encrypt::h264::H264Params::from_avcc(config).map_err(|e| bad(e.0))?)
+            })
         }
         _ => None,
     };
@@ -339,7 +352,7 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
                 },
             )
         };
-        let m = match (tc.nal, h264.as_mut()) {
+        let m = match (tc.nal, headers.as_deref_mut()) {
             (Some(fmt), Some(params)) => {
                 encrypt::h264::map_with(s.size as usize, fmt, params, &mut peek)
             }

@@ -1,6 +1,7 @@
 //! H.264 slice header lengths for `cbcs` (ISO/IEC 23001-7 §10.4.2: the NAL unit header and the
 //! slice header stay clear, the protected range starts at the first byte of slice data), and
-//! the `cbcs` subsample map of H.264 samples built on them.
+//! the `cbcs` subsample map of NAL-unit samples built on them ([`map_with`], generic over
+//! [`SliceHeaders`]: H.264 here, HEVC in [`super::hevc`]).
 //!
 //! The slice header (ITU-T H.264 §7.3.3) is parsed only as far as its length in bits, which
 //! depends on fields of the SPS and PPS it refers to ([`H264Params`], read from `avcC` and
@@ -51,7 +52,7 @@ pub struct H264Params {
 
 /// The RBSP of an escaped NAL unit prefix, and for each RBSP byte its index in the stored
 /// bytes.
-fn unescape(nal: &[u8]) -> (Vec<u8>, Vec<usize>) {
+pub(crate) fn unescape(nal: &[u8]) -> (Vec<u8>, Vec<usize>) {
     let mut out = Vec::with_capacity(nal.len());
     let mut at = Vec::with_capacity(nal.len());
     let mut zeros = 0;
@@ -67,14 +68,14 @@ fn unescape(nal: &[u8]) -> (Vec<u8>, Vec<usize>) {
     (out, at)
 }
 
-struct Bits<'a> {
-    b: &'a [u8],
-    pos: usize,
-    what: &'static str,
+pub(crate) struct Bits<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) pos: usize,
+    pub(crate) what: &'static str,
 }
 
 impl Bits<'_> {
-    fn u(&mut self, n: u32) -> Result<u32, MapError> {
+    pub(crate) fn u(&mut self, n: u32) -> Result<u32, MapError> {
         let mut v = 0u32;
         for _ in 0..n {
             let byte = self.b.get(self.pos / 8).ok_or_else(|| {
@@ -90,11 +91,11 @@ impl Bits<'_> {
         Ok(v)
     }
 
-    fn flag(&mut self) -> Result<bool, MapError> {
+    pub(crate) fn flag(&mut self) -> Result<bool, MapError> {
         Ok(self.u(1)? == 1)
     }
 
-    fn ue(&mut self) -> Result<u32, MapError> {
+    pub(crate) fn ue(&mut self) -> Result<u32, MapError> {
         let mut zeros = 0;
         while self.u(1)? == 0 {
             zeros += 1;
@@ -108,7 +109,7 @@ impl Bits<'_> {
         Ok(((1u64 << zeros) - 1 + u64::from(self.u(zeros)?)) as u32)
     }
 
-    fn se(&mut self) -> Result<i32, MapError> {
+    pub(crate) fn se(&mut self) -> Result<i32, MapError> {
         let k = self.ue()?;
         Ok(if k % 2 == 1 {
             k.div_ceil(2) as i32
@@ -118,7 +119,7 @@ impl Bits<'_> {
     }
 
     /// `ue(v)` that must be at most `max` (ids, list sizes: bounds loops on untrusted input).
-    fn ue_max(&mut self, max: u32, field: &str) -> Result<u32, MapError> {
+    pub(crate) fn ue_max(&mut self, max: u32, field: &str) -> Result<u32, MapError> {
         let v = self.ue()?;
         if v > max {
             return Err(MapError(format!(
@@ -531,14 +532,59 @@ impl H264Params {
     }
 }
 
+/// What a NAL unit is to the `cbcs` map.
+pub enum NalRole {
+    /// A parameter set the slice headers depend on (read whole, [`SliceHeaders::add`]).
+    ParamSet,
+    /// A coded slice: its header stays clear, the rest is protected.
+    Slice,
+    /// A NAL unit the map cannot handle (the reason).
+    Unsupported(String),
+    /// Anything else: clear whole.
+    Other,
+}
+
+/// The parameter-set state of a codec whose slice headers `cbcs` leaves clear.
+pub trait SliceHeaders {
+    /// The role of a NAL unit from its first header byte.
+    fn role(&self, first: u8) -> NalRole;
+    /// Takes a parameter set NAL unit (stored bytes, header included).
+    fn add(&mut self, nal: &[u8]) -> Result<(), MapError>;
+    /// The stored bytes of slice NAL unit `nal` (a prefix of it) up to the first byte of slice
+    /// data, NAL header included.
+    fn slice_header_len(&self, nal: &[u8]) -> Result<usize, MapError>;
+}
+
+impl SliceHeaders for H264Params {
+    fn role(&self, first: u8) -> NalRole {
+        match first & 0x1f {
+            7 | 8 => NalRole::ParamSet,
+            1 | 5 => NalRole::Slice,
+            t @ (2..=4 | 14 | 20 | 21) => NalRole::Unsupported(format!(
+                "H.264 NAL unit type {t} (data partitioning, SVC or MVC) is not supported by \
+                 cbcs encryption"
+            )),
+            _ => NalRole::Other,
+        }
+    }
+
+    fn add(&mut self, nal: &[u8]) -> Result<(), MapError> {
+        H264Params::add(self, nal)
+    }
+
+    fn slice_header_len(&self, nal: &[u8]) -> Result<usize, MapError> {
+        H264Params::slice_header_len(self, nal)
+    }
+}
+
 /// The `cbcs` subsample map of an H.264 sample of `size` bytes (see [`super::subsample::map_with`]
 /// for `peek`): NAL length fields, non-VCL NAL units, NAL headers and slice headers clear; the
 /// rest of each slice NAL unit protected (the pattern leaves its trailing partial block clear).
-/// In-band SPS/PPS update `params`.
+/// In-band parameter sets update `params`. Serves HEVC too ([`super::hevc::HevcParams`]).
 pub fn map_with(
     size: usize,
     fmt: NalFormat,
-    params: &mut H264Params,
+    params: &mut dyn SliceHeaders,
     peek: &mut Peek<'_>,
 ) -> Result<Vec<Subsample>, MapError> {
     let mut out = Vec::new();
@@ -564,17 +610,21 @@ pub fn map_with(
                 size - body
             )));
         }
-        let nal_type = if len > 0 { head[ls] & 0x1f } else { 0 };
+        let role = if len > 0 {
+            params.role(head[ls])
+        } else {
+            NalRole::Other
+        };
         let mut protected = 0;
-        match nal_type {
-            7 | 8 => {
+        match role {
+            NalRole::ParamSet => {
                 let mut nal = vec![0u8; len];
                 peek(body, &mut nal)?;
                 params
                     .add(&nal)
                     .map_err(|e| MapError(format!("NAL unit at byte {pos}: {}", e.0)))?;
             }
-            1 | 5 => {
+            NalRole::Slice => {
                 // Most slice headers fit in a few dozen bytes: read more only when needed.
                 let mut want = 64;
                 let hl = loop {
@@ -590,13 +640,10 @@ pub fn map_with(
                     protected = len - hl;
                 }
             }
-            2..=4 | 14 | 20 | 21 => {
-                return Err(MapError(format!(
-                    "NAL unit at byte {pos}: H.264 NAL unit type {nal_type} (data partitioning, \
-                     SVC or MVC) is not supported by cbcs encryption"
-                )))
+            NalRole::Unsupported(why) => {
+                return Err(MapError(format!("NAL unit at byte {pos}: {why}")));
             }
-            _ => {}
+            NalRole::Other => {}
         }
         clear += (ls + len - protected) as u64;
         if protected > 0 {

@@ -19,6 +19,7 @@
 //! stays clear.
 
 pub mod h264;
+pub mod hevc;
 pub mod subsample;
 pub mod vp9;
 
@@ -305,9 +306,10 @@ fn nal_format(track: &Track) -> Result<Option<NalFormat>> {
     }
 }
 
-/// The `avcC` payload of an H.264 sample entry (`raw`, the whole entry box), if any.
-pub fn avcc_payload(raw: &[u8]) -> Option<&[u8]> {
-    let at = raw.windows(4).position(|w| w == b"avcC")?;
+/// The payload of the `tag` box (`avcC`, `hvcC`) of a sample entry (`raw`, the whole entry
+/// box), if any.
+pub fn config_payload<'a>(raw: &'a [u8], tag: &[u8; 4]) -> Option<&'a [u8]> {
+    let at = raw.windows(4).position(|w| w == tag)?;
     let size = u32::from_be_bytes(raw.get(at.checked_sub(4)?..at)?.try_into().ok()?) as usize;
     raw.get(at + 4..(at - 4).checked_add(size)?)
 }
@@ -356,15 +358,6 @@ pub fn track_crypto(opts: &EncryptOptions, id: &str, track: &Track) -> Result<Tr
             },
         }
     });
-    if cbcs.is_some() && nal.is_some_and(|f| f.hevc) {
-        return Err(Error::Unsupported {
-            file: track.file.clone(),
-            box_path: "moov/trak/mdia/minf/stbl/stsd/hvc1".into(),
-            reason: "cbcs encryption of HEVC (its slice headers must stay clear and are not \
-                     parsed yet): use --encrypt cenc"
-                .into(),
-        });
-    }
     Ok(TrackCrypto {
         kid,
         key: key.key_bytes(),
