@@ -661,6 +661,146 @@ pub fn map_with(
 mod tests {
     use super::*;
 
+    /// A bit writer for hand-made parameter sets.
+    #[derive(Default)]
+    struct W {
+        bits: Vec<bool>,
+    }
+
+    impl W {
+        fn u(&mut self, n: u32, v: u32) -> &mut Self {
+            for i in (0..n).rev() {
+                self.bits.push(v >> i & 1 == 1);
+            }
+            self
+        }
+        fn ue(&mut self, v: u32) -> &mut Self {
+            let x = v + 1;
+            let n = 32 - x.leading_zeros();
+            self.u(n - 1, 0).u(n, x)
+        }
+        /// rbsp_trailing_bits, then the bytes.
+        fn finish(&mut self) -> Vec<u8> {
+            self.bits.push(true);
+            while self.bits.len() % 8 != 0 {
+                self.bits.push(false);
+            }
+            self.bits
+                .chunks(8)
+                .map(|c| c.iter().fold(0u8, |a, &b| a << 1 | u8::from(b)))
+                .collect()
+        }
+    }
+
+    fn with_length(nal: &[u8]) -> Vec<u8> {
+        let mut v = (nal.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(nal);
+        v
+    }
+
+    #[test]
+    fn cbcs_map_keeps_slice_headers_clear_counting_escapes() {
+        // Baseline SPS: 16-bit frame_num and POC lsb, CAVLC PPS with deblocking control.
+        let mut sps = vec![0x67, 66, 0, 30];
+        sps.extend(
+            W::default()
+                .ue(0)
+                .ue(12)
+                .ue(0)
+                .ue(12)
+                .ue(1)
+                .u(1, 0)
+                .ue(19)
+                .ue(14)
+                .u(1, 1)
+                .u(1, 1)
+                .u(1, 0)
+                .u(1, 0)
+                .finish(),
+        );
+        let mut pps = vec![0x68];
+        pps.extend(
+            W::default()
+                .ue(0)
+                .ue(0)
+                .u(2, 0)
+                .ue(0)
+                .ue(0)
+                .ue(0)
+                .u(3, 0)
+                .ue(0)
+                .ue(0)
+                .ue(0)
+                .u(1, 1)
+                .u(2, 0)
+                .finish(),
+        );
+        // IDR I slice header: first_mb 0, slice_type 2, pps 0, frame_num 0 (16 bits),
+        // idr_pic_id 0, POC lsb 0 (16 bits), no_output 0, long_term 0, slice_qp_delta +32,
+        // deblocking idc 0, alpha 0, beta 0: RBSP B8 00 04 00 00 02 07 (56 bits), stored with
+        // an emulation prevention byte before the 02.
+        let header = [0xB8, 0x00, 0x04, 0x00, 0x00, 0x03, 0x02, 0x07];
+        let mut idr = vec![0x65];
+        idr.extend_from_slice(&header);
+        idr.extend((0..40u8).map(|i| i + 0x10));
+        let mut short = vec![0x65];
+        short.extend_from_slice(&header);
+        short.extend([0x55; 10]);
+        let mut sample = with_length(&sps);
+        sample.extend(with_length(&pps));
+        sample.extend(with_length(&idr));
+        sample.extend(with_length(&short));
+        let mut params = H264Params::default();
+        assert!(params
+            .slice_header_bits(&idr)
+            .unwrap_err()
+            .0
+            .contains("PPS 0"));
+        params.add(&sps).unwrap();
+        params.add(&pps).unwrap();
+        assert_eq!(params.slice_header_bits(&idr).unwrap(), 8 + 56);
+        assert_eq!(params.slice_header_len(&idr).unwrap(), 1 + 8);
+        // In band parameter sets are picked up by the map itself.
+        let fmt = NalFormat {
+            length_size: 4,
+            hevc: false,
+        };
+        let mut fresh = H264Params::default();
+        let m = map_with(sample.len(), fmt, &mut fresh, &mut |pos, out: &mut [u8]| {
+            out.copy_from_slice(&sample[pos..pos + out.len()]);
+            Ok(())
+        })
+        .unwrap();
+        let lead = 4 + sps.len() + 4 + pps.len() + 4 + 9;
+        assert_eq!(
+            m,
+            vec![
+                Subsample {
+                    clear: lead as u16,
+                    protected: 40,
+                },
+                // The second slice has under one block after its header: clear whole.
+                Subsample {
+                    clear: (4 + short.len()) as u16,
+                    protected: 0,
+                },
+            ]
+        );
+        // A slice before any PPS is an error naming the byte.
+        let mut empty = H264Params::default();
+        let only = with_length(&idr);
+        let e = map_with(only.len(), fmt, &mut empty, &mut |pos, out: &mut [u8]| {
+            out.copy_from_slice(&only[pos..pos + out.len()]);
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(
+            e.0.contains("byte 0") && e.0.contains("unknown PPS 0"),
+            "{}",
+            e.0
+        );
+    }
+
     #[test]
     fn unescape_maps_rbsp_bytes_to_stored_bytes() {
         let (r, at) = unescape(&[0x11, 0, 0, 3, 1, 0, 0, 3, 0, 0x22]);
