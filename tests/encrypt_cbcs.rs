@@ -86,6 +86,28 @@ fn round_trip(root: &Path, name: &str, inputs: &[PathBuf], segmented: bool) {
     )
     .unwrap();
     assert_eq!(entry.renditions.len(), inputs.len());
+    let enc = entry.encryption.as_ref().expect("catalog encryption");
+    assert_eq!(enc.scheme, "cbcs", "{title}: catalog scheme");
+    // The catalog lists key ids, never a key; no output file holds a key.
+    for r in &entry.renditions {
+        assert!(
+            enc.key_ids.contains(r.key_id.as_ref().unwrap()),
+            "{title} {}",
+            r.id
+        );
+    }
+    for r in &entry.renditions {
+        for f in &r.files {
+            let bytes = std::fs::read(root.join(&title).join(f)).unwrap();
+            for k in &keys.keys {
+                let key = unhex(&k.key);
+                assert!(
+                    !bytes.windows(16).any(|w| w == key.as_slice()),
+                    "{f} holds a key"
+                );
+            }
+        }
+    }
     for r in &entry.renditions {
         let what = format!("{title} {}", r.id);
         let kid = r.key_id.as_ref().unwrap();
