@@ -174,7 +174,45 @@ fn main() -> ExitCode {
     }
     report(&args, &world, &policies);
     eprintln!("fill_sim: {:.0}s", started.elapsed().as_secs_f64());
-    ExitCode::SUCCESS
+    let broken: Vec<String> = policies.iter().flat_map(check).collect();
+    for b in &broken {
+        eprintln!("fill_sim: inconsistent result: {b}");
+    }
+    if broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The accounting identities a run must satisfy; a violation means a bug in the simulator.
+fn check(p: &Policy) -> Vec<String> {
+    let s = &p.stats;
+    let mut out = Vec::new();
+    if s.embedded + s.exchange + s.origin != s.bytes {
+        out.push(format!(
+            "{}: embedded + exchange + origin bytes != bytes served",
+            p.name
+        ));
+    }
+    if s.content_misses + s.health_misses > s.sessions {
+        out.push(format!("{}: more misses than sessions", p.name));
+    }
+    if s.fill_upstream > s.fill || s.fill_in_window > s.fill {
+        out.push(format!("{}: fill parts exceed the fill", p.name));
+    }
+    if p.is_proactive() {
+        if s.max_appliance_day_fill > WINDOW_CAP {
+            out.push(format!(
+                "{}: an appliance fetched over the window cap",
+                p.name
+            ));
+        }
+        if s.fill_in_window != s.fill || s.fill > s.fill_planned {
+            out.push(format!("{}: fill outside the window or the plan", p.name));
+        }
+    }
+    out
 }
 
 /// Days of sessions kept for the popularity window (the variants use up to 3).

@@ -263,6 +263,11 @@ impl Policy {
         }
     }
 
+    /// Whether content is placed ahead of demand (planner, oracles) rather than pulled on a miss.
+    pub fn is_proactive(&self) -> bool {
+        self.proactive()
+    }
+
     fn proactive(&self) -> bool {
         !matches!(self.strategy, Strategy::Lru { .. })
     }
