@@ -1,20 +1,23 @@
-//! Fleet simulator for fill (issue 8): days of one country's demand served under three content
+//! Fleet simulator for fill (issue 8): days of one country's demand served under several content
 //! placement policies, driving the real planner ([`control_plane::fill::plan_cluster`], the
 //! popularity estimator, `fill::sources::ordered_sources`) and the real steering
 //! ([`control_plane::steering::Fleet::rank`]); nothing of them is copied here.
 //!
 //! ```text
-//! cargo bench -p control_plane --bench fill_sim -- [--days N] [--warmup N] [--seed S] [--titles N]
+//! cargo bench -p control_plane --bench fill_sim -- [--days N] [--warmup N] [--seed S] [--titles N] [--variants]
 //! ```
 //!
 //! - [`world`]: the country (20 ISP clusters of 2–8 appliances with 4–8 TB each, an exchange
 //!   cluster, origin), a catalog with drifting Zipf popularity and daily releases, and each
 //!   [`world::Day`]'s sessions, forecast feed and outages. Deterministic for a seed.
-//! - [`policy`]: Outpost's planner, LRU pull-through caching and a perfect-knowledge oracle, each
-//!   a [`policy::Policy`] fed the same days.
+//! - [`policy`]: Outpost's planner, LRU pull-through caching, an oracle that knows the day's
+//!   sessions and one that knows only the day's expected demand (a perfect forecaster), each a
+//!   [`policy::Policy`] fed the same days. `--variants` adds planner rows with one `[fill]`
+//!   change each (and LRU by whole title) to show what limits the defaults.
 //!
 //! The first `--warmup` days (default 2) fill the caches and are not measured. The result is a
-//! Markdown table on stdout (progress on stderr).
+//! Markdown table on stdout (progress on stderr); the run fails if its accounting does not add
+//! up. Results and their reading: `BENCHMARKS.md`, "Fill: fleet simulation".
 
 #[path = "fill_sim/policy.rs"]
 mod policy;
