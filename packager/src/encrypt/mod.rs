@@ -234,16 +234,19 @@ impl RunCipher<'_> {
                             ));
                         }
                         if let Some((_, c)) = self.chain.as_mut() {
-                            // Whole blocks of the range that start in [a, b).
+                            // Whole blocks of the range that start in [a, b), jumping over
+                            // the skipped ones.
+                            let (crypt, skip) = (u64::from(cb.pattern.0), u64::from(cb.pattern.1));
                             let mut k = (a - s).div_ceil(16);
                             while s + 16 * k + 16 <= e && s + 16 * k < b {
-                                let bs = s + 16 * k;
                                 if cb.crypts(k) {
-                                    let from = (bs - pos) as usize;
+                                    let from = (s + 16 * k - pos) as usize;
                                     let block = &mut chunk[from..from + 16];
                                     c.encrypt_block_mut(block.into());
+                                    k += 1;
+                                } else {
+                                    k = (k / (crypt + skip) + 1) * (crypt + skip);
                                 }
-                                k += 1;
                             }
                         }
                     }
