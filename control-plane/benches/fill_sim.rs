@@ -230,29 +230,26 @@ fn variants(d: &FillConfig) -> Vec<(String, FillConfig, bool)> {
     };
     vec![
         (
-            "planner, `max_copies = 1`".into(),
-            with(&|c| c.max_copies = 1),
-            false,
-        ),
-        (
             "planner, `hysteresis = 2`".into(),
             with(&|c| c.hysteresis = 2.0),
             false,
         ),
         (
-            "planner, 3-day `popularity_window_secs`".into(),
-            with(&|c| c.popularity_window_secs = 3 * 86_400),
-            false,
-        ),
-        (
-            "planner, 3-day window, `views_per_copy = 150`".into(),
+            "planner, `views_per_copy = 500`, `hysteresis = 2`".into(),
             with(&|c| {
-                c.popularity_window_secs = 3 * 86_400;
-                c.views_per_copy = 150.0;
+                c.views_per_copy = 500.0;
+                c.hysteresis = 2.0;
             }),
             false,
         ),
-        ("planner, per-cluster popularity".into(), d.clone(), true),
+        (
+            "planner, `views_per_copy = 2000`, `hysteresis = 2`".into(),
+            with(&|c| {
+                c.views_per_copy = 2000.0;
+                c.hysteresis = 2.0;
+            }),
+            false,
+        ),
         (
             "planner, `max_copies = 1`, `hysteresis = 2`".into(),
             with(&|c| {
@@ -261,6 +258,16 @@ fn variants(d: &FillConfig) -> Vec<(String, FillConfig, bool)> {
             }),
             false,
         ),
+        (
+            "planner, 3-day window, `views_per_copy = 500`, `hysteresis = 2`".into(),
+            with(&|c| {
+                c.popularity_window_secs = 3 * 86_400;
+                c.views_per_copy = 500.0;
+                c.hysteresis = 2.0;
+            }),
+            false,
+        ),
+        ("planner, per-cluster popularity".into(), d.clone(), true),
     ]
 }
 

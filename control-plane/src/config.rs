@@ -109,7 +109,8 @@ pub struct FillConfig {
     pub popularity_window_secs: u64,
     /// Weight of the forecast feed against observed views, 0..=1.
     pub forecast_weight: f64,
-    /// Views per window one copy carries; a title gets ceil(views / this) copies.
+    /// Views per day of the cluster's own demand one copy carries: a title gets
+    /// ceil(views ÷ window days × the cluster's share of the region's traffic ÷ this) copies.
     pub views_per_copy: f64,
     /// Most copies of a title in one cluster; 0 = every appliance.
     pub max_copies: usize,
@@ -154,6 +155,7 @@ impl FillConfig {
             max_copies: self.max_copies,
             hysteresis: self.hysteresis,
             capacity_fraction: self.capacity_fraction,
+            popularity_window_secs: self.popularity_window_secs,
         }
     }
 

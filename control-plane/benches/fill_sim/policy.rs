@@ -466,15 +466,27 @@ impl Policy {
         // and day (per cluster too for the per-cluster variant), at the day's mean bitrate,
         // carries the same bytes as the sessions it sums; the window cuts rows pro rata.
         let mut per_day: HashMap<(usize, u32, u16), u64> = HashMap::new();
+        // Bytes each embedded cluster served in the window, for its demand share (the edge
+        // counts them by the serving cluster steering recorded; here by the client's cluster).
+        let mut served: HashMap<String, f64> = HashMap::new();
         for (k, d) in history.iter().enumerate() {
             if d.unix(24) <= window_start {
                 continue;
             }
+            let part = (d.unix(24) - d.unix(0).max(window_start)) as f64 / 86_400.0;
             for s in &d.sessions {
                 let c = if per_cluster { s.cluster } else { 0 };
                 *per_day.entry((k, s.title, c)).or_default() += s.bytes;
+                *served
+                    .entry(world.clusters[s.cluster as usize].id.clone())
+                    .or_default() += s.bytes as f64 * part;
             }
         }
+        let region: Vec<String> = world.clusters[..world.embedded]
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        let shares = popularity::cluster_shares(&served, &region);
         let slices = if per_cluster { world.embedded } else { 1 };
         let mut usage: Vec<Vec<Usage>> = vec![Vec::new(); slices];
         for ((k, t, c), bytes) in per_day {
@@ -583,6 +595,12 @@ impl Policy {
                     })
                     .collect(),
                 stale: BTreeMap::new(),
+                // Per-cluster popularity is the cluster's own demand already.
+                demand_share: if per_cluster || c >= world.embedded {
+                    None
+                } else {
+                    shares.get(&cluster.id).copied()
+                },
             };
             let plan = plan_cluster(&input, &self.placement[c], &cfg.params());
             if !per_cluster {

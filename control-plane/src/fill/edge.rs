@@ -100,19 +100,31 @@ pub async fn gather(
     let miss_since = now.saturating_sub(cfg.miss_urgent_secs) as i64;
     let mut missed: BTreeSet<String> = BTreeSet::new();
     let mut usage = Vec::with_capacity(rows.len());
+    // Bytes each cluster served inside the window (by the first choice steering recorded).
+    let mut served: HashMap<String, f64> = HashMap::new();
     for r in &rows {
         let Some(entry) = snap.titles.get(&r.title) else {
             continue;
         };
         let renditions: Vec<String> = serde_json::from_str(&r.renditions).unwrap_or_default();
-        usage.push(Usage {
+        let u = Usage {
             title: r.title.clone(),
             country: r.country.clone(),
             bitrate_bps: popularity::session_bitrate(entry, &renditions),
             start: r.created_at.max(0) as u64,
             end: r.last_at.max(0) as u64,
-        });
+        };
         let in_region = countries.is_empty() || countries.iter().any(|c| c == &r.country);
+        if in_region {
+            let first = serde_json::from_str::<serde_json::Value>(&r.steering)
+                .ok()
+                .and_then(|v| v["ranked"][0]["cluster"].as_str().map(str::to_owned));
+            if let Some(c) = first {
+                let secs = u.end.min(now).saturating_sub(u.start.max(window_start));
+                *served.entry(c).or_default() += u.bitrate_bps as f64 / 8.0 * secs as f64;
+            }
+        }
+        usage.push(u);
         if in_region
             && r.created_at >= miss_since
             && serde_json::from_str::<serde_json::Value>(&r.steering)
@@ -167,6 +179,34 @@ pub async fn gather(
         .collect();
     titles.sort_by(|a, b| a.id.cmp(&b.id));
 
+    // The cluster's share of its region's demand: embedded clusters whose content region
+    // overlaps this one's share it, by bytes served in the window (equal shares before any
+    // traffic). The exchange and origin carry the whole region.
+    let demand_share = if kind == ClusterKind::Embedded {
+        let region: Vec<String> = snap
+            .fleet
+            .clusters()
+            .iter()
+            .filter(|c| c.kind == ClusterKind::Embedded)
+            .filter(|c| {
+                let theirs = snap
+                    .cluster_countries
+                    .get(&c.id)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                c.id == cluster
+                    || (countries.is_empty() && theirs.is_empty())
+                    || theirs.iter().any(|x| countries.contains(x))
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        popularity::cluster_shares(&served, &region)
+            .get(cluster)
+            .copied()
+    } else {
+        None
+    };
+
     // The previous placement: the last published one; before the first, what is held.
     let stored = ClusterPlacement::from_pairs(repo.placements(cluster).await?);
     let previous = if stored.0.is_empty() {
@@ -186,6 +226,7 @@ pub async fn gather(
             titles,
             held,
             stale,
+            demand_share,
         },
         previous,
         kind,

@@ -19,10 +19,15 @@
 //!
 //! 1. Titles are ranked: urgent first (new releases, recent content misses), then by
 //!    popularity, then by id.
-//! 2. A title gets `copies = clamp(ceil(popularity / views_per_copy), 1, max)` where `max` is
-//!    `max_copies` (0 = every appliance of the cluster): the tail gets one copy, the head one
-//!    per appliance. A title that has copies keeps their number while that number lies between
-//!    the counts for `popularity / hysteresis` and `popularity × hysteresis`.
+//! 2. A title gets `copies = clamp(ceil(demand / views_per_copy), 1, max)` where `max` is
+//!    `max_copies` (0 = every appliance of the cluster) and `demand` is [`cluster_demand`]: the
+//!    views per day the CLUSTER will carry, `popularity × demand_share ÷ window days` (the
+//!    popularity is region-wide views over the popularity window; `demand_share` is the
+//!    cluster's share of the region's recent traffic, [`popularity::cluster_shares`]). So a
+//!    popular title gets several copies only in a cluster that carries enough of its views, and
+//!    changing the window length does not change copy counts. A title that has copies keeps
+//!    their number while that number lies between the counts for `demand / hysteresis` and
+//!    `demand × hysteresis`.
 //! 3. Each copy is a request; requests are served in order of their *effective popularity*:
 //!    urgent first, then popularity × `hysteresis` for copies the cluster already holds or had
 //!    placed (the first `held_count` copies of the title), popularity × 1 for new copies. So a
@@ -65,7 +70,8 @@ use crate::steering::rendezvous_score;
 /// Tunables of the planner (the `[fill]` section of the configuration carries them).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FillParams {
-    /// Views (per popularity window) one copy is expected to carry; more views, more copies.
+    /// Views per day of the cluster's own demand one copy is expected to carry; more views,
+    /// more copies (see [`cluster_demand`]).
     pub views_per_copy: f64,
     /// Most copies of one title in a cluster; 0 = every appliance.
     pub max_copies: usize,
@@ -74,6 +80,10 @@ pub struct FillParams {
     pub hysteresis: f64,
     /// Share of each appliance's capacity the planner may fill (0 < f <= 1).
     pub capacity_fraction: f64,
+    /// Length of the window titles' popularity was measured over, seconds (0 = one day):
+    /// popularity is divided by its length in days before it is compared with
+    /// `views_per_copy`.
+    pub popularity_window_secs: u64,
 }
 
 impl Default for FillParams {
@@ -83,6 +93,7 @@ impl Default for FillParams {
             max_copies: 0,
             hysteresis: 1.25,
             capacity_fraction: 0.95,
+            popularity_window_secs: 86_400,
         }
     }
 }
@@ -143,6 +154,10 @@ pub struct ClusterInput {
     pub held: BTreeMap<String, BTreeSet<String>>,
     /// Appliance id → titles it holds in an older catalog version.
     pub stale: BTreeMap<String, BTreeSet<String>>,
+    /// Share of the titles' popularity (region-wide views) this cluster carries, 0..=1, from
+    /// [`popularity::cluster_shares`]; `None` (or a value that is not a finite positive number)
+    /// = all of it. Only copy counts use it; the ranking is the region's.
+    pub demand_share: Option<f64>,
 }
 
 /// Which titles each appliance should hold: appliance id → title ids.
@@ -275,6 +290,23 @@ impl ClusterPlan {
     }
 }
 
+/// The views per day a title of region-wide `popularity` (views over a window of
+/// `window_secs`, 0 = one day) brings to a cluster carrying `share` of the region's demand
+/// (`None`, or not a finite positive number: all of it; clamped to at most 1). Copy counts
+/// compare this with `views_per_copy`.
+pub fn cluster_demand(popularity: f64, share: Option<f64>, window_secs: u64) -> f64 {
+    let share = match share {
+        Some(s) if s.is_finite() && s > 0.0 => s.min(1.0),
+        _ => 1.0,
+    };
+    let days = if window_secs == 0 {
+        1.0
+    } else {
+        window_secs as f64 / 86_400.0
+    };
+    sanitize(popularity) * share / days
+}
+
 fn cmp_f64_desc(a: f64, b: f64) -> std::cmp::Ordering {
     b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal)
 }
@@ -347,6 +379,7 @@ pub fn plan_cluster(
     let mut wanted: Vec<usize> = Vec::with_capacity(titles.len());
     for (ti, t) in titles.iter().enumerate() {
         let pop = sanitize(t.popularity);
+        let demand = cluster_demand(pop, input.demand_share, params.popularity_window_secs);
         let held_count = input
             .appliances
             .iter()
@@ -362,9 +395,9 @@ pub fn plan_cluster(
         // The copy count has the same swap cost: it moves only when popularity leaves the
         // band [held / hysteresis, held * hysteresis] of the current count.
         let k = if held_count == 0 {
-            copies(pop)
+            copies(demand)
         } else {
-            held_count.clamp(copies(pop / hysteresis), copies(pop * hysteresis))
+            held_count.clamp(copies(demand / hysteresis), copies(demand * hysteresis))
         };
         wanted.push(k);
         for copy in 0..k {

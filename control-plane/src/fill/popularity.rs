@@ -123,6 +123,37 @@ pub fn blend(observed: f64, forecast: Option<f64>, weight: f64) -> f64 {
     }
 }
 
+/// Each cluster's share of its content region's demand, for [`super::ClusterInput::demand_share`]:
+/// `weights` are the bytes (or sessions) each cluster served over the popularity window,
+/// `clusters` the region's clusters that share it (clusters absent from `weights` weigh 0).
+/// When the region's total is zero (no traffic recorded yet) every cluster gets
+/// `1 / clusters.len()`. Shares of the listed clusters sum to 1; weights of unlisted clusters are
+/// ignored; negative or non-finite weights count as 0.
+pub fn cluster_shares(weights: &HashMap<String, f64>, clusters: &[String]) -> HashMap<String, f64> {
+    let w = |c: &String| {
+        weights
+            .get(c)
+            .copied()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .unwrap_or(0.0)
+    };
+    let mut unique: Vec<&String> = clusters.iter().collect();
+    unique.sort();
+    unique.dedup();
+    let total: f64 = unique.iter().map(|c| w(c)).sum();
+    unique
+        .into_iter()
+        .map(|c| {
+            let share = if total > 0.0 {
+                w(c) / total
+            } else {
+                1.0 / clusters.len().max(1) as f64
+            };
+            (c.clone(), share)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +202,28 @@ mod tests {
         assert_eq!(blend(10.0, Some(20.0), 0.5), 15.0);
         assert_eq!(blend(10.0, None, 0.5), 10.0);
         assert_eq!(blend(10.0, Some(20.0), 7.0), 20.0);
+    }
+
+    #[test]
+    fn cluster_shares_follow_traffic_and_fall_back_to_equal_shares() {
+        let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let w: HashMap<String, f64> = [
+            ("a".to_owned(), 300.0),
+            ("b".to_owned(), 100.0),
+            ("x".to_owned(), 1e9),
+            ("c".to_owned(), f64::NAN),
+        ]
+        .into_iter()
+        .collect();
+        let s = cluster_shares(&w, &names);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s["a"], 0.75);
+        assert_eq!(s["b"], 0.25);
+        assert_eq!(s["c"], 0.0);
+        assert_eq!(s["d"], 0.0);
+        assert!(!s.contains_key("x"));
+        // No traffic yet: 1 / number of clusters.
+        let s = cluster_shares(&HashMap::new(), &names);
+        assert!(s.values().all(|&v| v == 0.25), "{s:?}");
     }
 }

@@ -43,6 +43,7 @@ fn params() -> FillParams {
         max_copies: 0,
         hysteresis: 1.25,
         capacity_fraction: 1.0,
+        popularity_window_secs: 86_400,
     }
 }
 
@@ -122,6 +123,63 @@ fn copy_count_grows_with_popularity() {
         &params(),
     );
     assert_eq!(plan.placement.copies("t0001"), 1);
+}
+
+#[test]
+fn copy_count_follows_the_clusters_share_of_demand_per_day() {
+    // Region-wide popularity 1000 views/day; 100 views per copy.
+    let mut inp = input(appliances(8, 1000 * GB), titles(50, GB));
+    // A cluster carrying a quarter of the region: t0000 brings 250 views/day = 3 copies;
+    // t0002 (333 region views, 83 here) one copy.
+    inp.demand_share = Some(0.25);
+    let plan = plan_cluster(&inp, &ClusterPlacement::default(), &params());
+    assert_eq!(plan.placement.copies("t0000"), 3);
+    assert_eq!(plan.titles["t0000"].copies_wanted, 3);
+    assert_eq!(plan.placement.copies("t0002"), 1);
+    // A small cluster (5% of the region) holds one copy of everything: no head duplicated at
+    // the tail's expense.
+    inp.demand_share = Some(0.05);
+    let small = plan_cluster(&inp, &ClusterPlacement::default(), &params());
+    assert!(small.titles.values().all(|d| d.copies_wanted == 1));
+    // Values that are not a share count as the whole region (the pure API's old meaning).
+    for bad in [None, Some(0.0), Some(-1.0), Some(f64::NAN)] {
+        inp.demand_share = bad;
+        let whole = plan_cluster(&inp, &ClusterPlacement::default(), &params());
+        assert_eq!(whole.placement.copies("t0000"), 8, "{bad:?}");
+        assert_eq!(whole.placement.copies("t0002"), 4, "{bad:?}");
+    }
+}
+
+#[test]
+fn copy_count_does_not_depend_on_the_window_length() {
+    // The same daily demand measured over one day and over three days (three times the views)
+    // wants the same copies.
+    let one = input(appliances(8, 1000 * GB), titles(50, GB));
+    let mut three = one.clone();
+    for t in &mut three.titles {
+        t.popularity *= 3.0;
+    }
+    let p1 = plan_cluster(&one, &ClusterPlacement::default(), &params());
+    let p3 = plan_cluster(
+        &three,
+        &ClusterPlacement::default(),
+        &FillParams {
+            popularity_window_secs: 3 * 86_400,
+            ..params()
+        },
+    );
+    assert_eq!(p1.placement, p3.placement);
+    let wanted =
+        |p: &ClusterPlan| -> Vec<usize> { p.titles.values().map(|d| d.copies_wanted).collect() };
+    assert_eq!(wanted(&p1), wanted(&p3));
+    assert_eq!(p1.titles["t0002"].copies_wanted, 4);
+    // Without the normalisation the three-day views would want three times the copies.
+    let p3_as_day = plan_cluster(&three, &ClusterPlacement::default(), &params());
+    assert_eq!(p3_as_day.titles["t0002"].copies_wanted, 8);
+    // cluster_demand itself: views × share ÷ days; window 0 counts as a day.
+    assert_eq!(cluster_demand(300.0, Some(0.5), 3 * 86_400), 50.0);
+    assert_eq!(cluster_demand(300.0, Some(2.0), 0), 300.0);
+    assert_eq!(cluster_demand(f64::NAN, Some(0.5), 86_400), 0.0);
 }
 
 fn steering_fleet(ids: &[String], placement: &ClusterPlacement) -> Fleet {
