@@ -230,41 +230,28 @@ fn variants(d: &FillConfig) -> Vec<(String, FillConfig, bool)> {
     };
     vec![
         (
-            "planner, `hysteresis = 2`".into(),
-            with(&|c| c.hysteresis = 2.0),
+            "planner, `hysteresis = 1.25` (the old default)".into(),
+            with(&|c| c.hysteresis = 1.25),
             false,
         ),
         (
-            "planner, `views_per_copy = 500`, `hysteresis = 2`".into(),
-            with(&|c| {
-                c.views_per_copy = 500.0;
-                c.hysteresis = 2.0;
-            }),
+            "planner, `views_per_copy = 500`".into(),
+            with(&|c| c.views_per_copy = 500.0),
             false,
         ),
         (
-            "planner, `views_per_copy = 2000`, `hysteresis = 2`".into(),
-            with(&|c| {
-                c.views_per_copy = 2000.0;
-                c.hysteresis = 2.0;
-            }),
+            "planner, `max_copies = 1`".into(),
+            with(&|c| c.max_copies = 1),
             false,
         ),
         (
-            "planner, `max_copies = 1`, `hysteresis = 2`".into(),
-            with(&|c| {
-                c.max_copies = 1;
-                c.hysteresis = 2.0;
-            }),
+            "planner, 2-day `popularity_window_secs`".into(),
+            with(&|c| c.popularity_window_secs = 2 * 86_400),
             false,
         ),
         (
-            "planner, 3-day window, `views_per_copy = 500`, `hysteresis = 2`".into(),
-            with(&|c| {
-                c.popularity_window_secs = 3 * 86_400;
-                c.views_per_copy = 500.0;
-                c.hysteresis = 2.0;
-            }),
+            "planner, 3-day `popularity_window_secs`".into(),
+            with(&|c| c.popularity_window_secs = 3 * 86_400),
             false,
         ),
         ("planner, per-cluster popularity".into(), d.clone(), true),

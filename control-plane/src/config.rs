@@ -138,7 +138,7 @@ impl Default for FillConfig {
             forecast_weight: 0.5,
             views_per_copy: 50.0,
             max_copies: 0,
-            hysteresis: 1.25,
+            hysteresis: 2.0,
             capacity_fraction: 0.95,
             new_release_secs: 86_400,
             miss_urgent_secs: 600,

@@ -91,7 +91,7 @@ impl Default for FillParams {
         FillParams {
             views_per_copy: 50.0,
             max_copies: 0,
-            hysteresis: 1.25,
+            hysteresis: 2.0,
             capacity_fraction: 0.95,
             popularity_window_secs: 86_400,
         }
@@ -155,8 +155,8 @@ pub struct ClusterInput {
     /// Appliance id → titles it holds in an older catalog version.
     pub stale: BTreeMap<String, BTreeSet<String>>,
     /// Share of the titles' popularity (region-wide views) this cluster carries, 0..=1, from
-    /// [`popularity::cluster_shares`]; `None` (or a value that is not a finite positive number)
-    /// = all of it. Only copy counts use it; the ranking is the region's.
+    /// [`popularity::cluster_shares`]; `None` (or a negative or non-finite value) = all of it.
+    /// Only copy counts use it; the ranking is the region's.
     pub demand_share: Option<f64>,
 }
 
@@ -292,11 +292,12 @@ impl ClusterPlan {
 
 /// The views per day a title of region-wide `popularity` (views over a window of
 /// `window_secs`, 0 = one day) brings to a cluster carrying `share` of the region's demand
-/// (`None`, or not a finite positive number: all of it; clamped to at most 1). Copy counts
-/// compare this with `views_per_copy`.
+/// (`None`, negative or not finite: all of it; clamped to at most 1; 0, a cluster that served
+/// nothing of the region's traffic yet, wants one copy of each title). Copy counts compare this
+/// with `views_per_copy`.
 pub fn cluster_demand(popularity: f64, share: Option<f64>, window_secs: u64) -> f64 {
     let share = match share {
-        Some(s) if s.is_finite() && s > 0.0 => s.min(1.0),
+        Some(s) if s.is_finite() && s >= 0.0 => s.min(1.0),
         _ => 1.0,
     };
     let days = if window_secs == 0 {

@@ -141,8 +141,12 @@ fn copy_count_follows_the_clusters_share_of_demand_per_day() {
     inp.demand_share = Some(0.05);
     let small = plan_cluster(&inp, &ClusterPlacement::default(), &params());
     assert!(small.titles.values().all(|d| d.copies_wanted == 1));
+    // A cluster that served nothing of the region yet (share 0): one copy of each.
+    inp.demand_share = Some(0.0);
+    let idle = plan_cluster(&inp, &ClusterPlacement::default(), &params());
+    assert!(idle.titles.values().all(|d| d.copies_wanted == 1));
     // Values that are not a share count as the whole region (the pure API's old meaning).
-    for bad in [None, Some(0.0), Some(-1.0), Some(f64::NAN)] {
+    for bad in [None, Some(-1.0), Some(f64::NAN)] {
         inp.demand_share = bad;
         let whole = plan_cluster(&inp, &ClusterPlacement::default(), &params());
         assert_eq!(whole.placement.copies("t0000"), 8, "{bad:?}");
