@@ -4,7 +4,8 @@
 //!   and for the exchange, the real [`control_plane::fill::plan_cluster`] runs on the input the
 //!   control plane's database edge (`fill::edge::gather`) would build: popularity from the last
 //!   day's sessions of the cluster's country through the real [`popularity::views`], blended with
-//!   the forecast feed by [`popularity::blend`]; new releases and titles with a content miss in
+//!   the forecast feed by [`popularity::blend`]; the cluster's demand share (its share of the
+//!   window's bytes, by [`popularity::cluster_shares`], which the edge calls too); new releases and titles with a content miss in
 //!   the last `miss_urgent_secs` are urgent; the previous placement and what each appliance holds.
 //!   Each appliance then fetches what it lacks in the plan's order, from the first source of the
 //!   real [`ordered_sources`] (peer, exchange, origin), at the rate cap, inside the window. A

@@ -52,7 +52,8 @@
 //!
 //! A fleet simulator should call [`plan_cluster`] once per cluster per simulated day with the
 //! previous day's [`ClusterPlan::placement`], [`popularity::views`] /
-//! [`popularity::blend`] to turn its demand into popularity, and
+//! [`popularity::blend`] to turn its demand into popularity, [`popularity::cluster_shares`] for
+//! each cluster's [`ClusterInput::demand_share`], and
 //! [`crate::steering::Fleet::rank`] to steer each simulated request (with each appliance's
 //! `titles` set to its placement once filled). These signatures are kept stable.
 

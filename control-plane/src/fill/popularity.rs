@@ -14,6 +14,10 @@
 //! **Blending with the forecast feed**: when the feed lists the title for the cluster's
 //! countries, `popularity = observed + forecast_weight × (forecast − observed)`; otherwise the
 //! observed value alone. Forecast views are expected views per window, like observed ones.
+//!
+//! **Each cluster's share** of its region's demand ([`cluster_shares`]) scales the region's
+//! views to the cluster's own when the planner counts copies: the edge weighs clusters by the
+//! bytes their appliances served in the window (the first choice steering recorded per session).
 
 use std::collections::{HashMap, HashSet};
 
