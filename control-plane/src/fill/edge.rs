@@ -16,6 +16,13 @@
 //! What an appliance holds: the `held` list of its heartbeats (title + catalog digest) when its
 //! agent reports one, split into the current version and older ones; otherwise its `titles`
 //! list, taken as current.
+//!
+//! The cluster's demand share (for copy counts): the bytes of the window's sessions of the region
+//! whose first steering choice was in the cluster, over those of every embedded cluster of the
+//! region ([`region_clusters`], [`served_cluster`], [`popularity::cluster_shares`]). Sessions sent
+//! past the cluster (a content or health miss) count for the cluster that served them, so a
+//! cluster that misses a lot looks smaller than its clients' demand; the exchange and origin get
+//! no share (they carry the whole region).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -36,7 +43,7 @@ use crate::db::Repository;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::{AppState, Snapshot};
-use crate::steering::{AdminState, ClusterKind};
+use crate::steering::{AdminState, ClusterKind, Fleet};
 use crate::Error;
 
 /// A cluster's input and the placement it is planned against.
@@ -116,10 +123,7 @@ pub async fn gather(
         };
         let in_region = countries.is_empty() || countries.iter().any(|c| c == &r.country);
         if in_region {
-            let first = serde_json::from_str::<serde_json::Value>(&r.steering)
-                .ok()
-                .and_then(|v| v["ranked"][0]["cluster"].as_str().map(str::to_owned));
-            if let Some(c) = first {
+            if let Some(c) = served_cluster(&r.steering) {
                 let secs = u.end.min(now).saturating_sub(u.start.max(window_start));
                 *served.entry(c).or_default() += u.bitrate_bps as f64 / 8.0 * secs as f64;
             }
@@ -183,23 +187,7 @@ pub async fn gather(
     // overlaps this one's share it, by bytes served in the window (equal shares before any
     // traffic). The exchange and origin carry the whole region.
     let demand_share = if kind == ClusterKind::Embedded {
-        let region: Vec<String> = snap
-            .fleet
-            .clusters()
-            .iter()
-            .filter(|c| c.kind == ClusterKind::Embedded)
-            .filter(|c| {
-                let theirs = snap
-                    .cluster_countries
-                    .get(&c.id)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                c.id == cluster
-                    || (countries.is_empty() && theirs.is_empty())
-                    || theirs.iter().any(|x| countries.contains(x))
-            })
-            .map(|c| c.id.clone())
-            .collect();
+        let region = region_clusters(&snap.fleet, &snap.cluster_countries, cluster);
         popularity::cluster_shares(&served, &region)
             .get(cluster)
             .copied()
@@ -231,6 +219,43 @@ pub async fn gather(
         previous,
         kind,
     })
+}
+
+/// The cluster a session's bytes are counted for in the demand shares: the cluster of the first
+/// appliance of its stored steering decision (`{"ranked": [{"cluster": ..}, ..], ..}`); `None`
+/// when it was steered nowhere or the JSON does not parse.
+pub fn served_cluster(steering_json: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(steering_json)
+        .ok()
+        .and_then(|v| v["ranked"][0]["cluster"].as_str().map(str::to_owned))
+}
+
+/// The embedded clusters that share `cluster`'s content region (its countries overlap theirs;
+/// clusters without countries share the "every country" region), `cluster` included, sorted.
+pub fn region_clusters(
+    fleet: &Fleet,
+    cluster_countries: &HashMap<String, Vec<String>>,
+    cluster: &str,
+) -> Vec<String> {
+    let ours = cluster_countries
+        .get(cluster)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    fleet
+        .clusters()
+        .iter()
+        .filter(|c| c.kind == ClusterKind::Embedded)
+        .filter(|c| {
+            let theirs = cluster_countries
+                .get(&c.id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            c.id == cluster
+                || (ours.is_empty() && theirs.is_empty())
+                || theirs.iter().any(|x| ours.contains(x))
+        })
+        .map(|c| c.id.clone())
+        .collect()
 }
 
 /// What `appliance` holds: `(current version, older version)`.
@@ -656,4 +681,65 @@ pub async fn report_from_config(
     let g = gather(repo.as_ref(), &snap, &config.fill, cluster, now).await?;
     let plan = compute(&g, &config.fill);
     Ok(report(&snap, &g, &plan, &config.fill, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steering::{Choice, Cluster};
+
+    #[test]
+    fn sessions_count_for_the_cluster_steering_chose_first() {
+        let choice = |cluster: &str| Choice {
+            appliance: format!("{cluster}-1"),
+            cluster: cluster.to_owned(),
+            address: "127.0.0.1".into(),
+            port: 1,
+        };
+        // The shape the playback route stores.
+        let stored = serde_json::json!({
+            "ranked": [choice("isp-a"), choice("ix")],
+            "reason": "best local",
+            "miss": null,
+        })
+        .to_string();
+        assert_eq!(served_cluster(&stored).as_deref(), Some("isp-a"));
+        let nowhere = serde_json::json!({"ranked": [], "reason": "none", "miss": null});
+        assert_eq!(served_cluster(&nowhere.to_string()), None);
+        assert_eq!(served_cluster("not json"), None);
+    }
+
+    #[test]
+    fn a_region_is_the_embedded_clusters_sharing_a_country() {
+        let cluster = |id: &str, kind| Cluster {
+            id: id.into(),
+            kind,
+            fallbacks: Vec::new(),
+        };
+        let fleet = Fleet::new(
+            vec![
+                cluster("nz-a", ClusterKind::Embedded),
+                cluster("nz-b", ClusterKind::Embedded),
+                cluster("au-a", ClusterKind::Embedded),
+                cluster("ix", ClusterKind::Exchange),
+                cluster("any", ClusterKind::Embedded),
+            ],
+            Vec::new(),
+        );
+        let countries: HashMap<String, Vec<String>> = [
+            ("nz-a", vec!["NZ"]),
+            ("nz-b", vec!["NZ", "CK"]),
+            ("au-a", vec!["AU"]),
+            ("ix", vec!["NZ", "AU"]),
+        ]
+        .into_iter()
+        .map(|(c, v)| (c.to_owned(), v.into_iter().map(str::to_owned).collect()))
+        .collect();
+        assert_eq!(
+            region_clusters(&fleet, &countries, "nz-a"),
+            ["nz-a", "nz-b"]
+        );
+        assert_eq!(region_clusters(&fleet, &countries, "au-a"), ["au-a"]);
+        assert_eq!(region_clusters(&fleet, &countries, "any"), ["any"]);
+    }
 }
