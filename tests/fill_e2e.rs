@@ -12,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> PathBuf {
-    std::env::var_os("OUTPOST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_outpost")))
-}
+mod support;
+
+use support::cli::bin;
 
 fn media(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod cenc_decrypt;
+pub mod cli;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
