@@ -379,6 +379,7 @@ fn always() -> FillConfig {
         window: FillWindow::Always,
         rate_bps: None,
         concurrency: 2,
+        pace: false,
         s3: None,
     }
 }
@@ -816,6 +817,44 @@ async fn the_rate_limit_holds_within_ten_percent() {
     assert!(
         (rate - 2e6).abs() / 2e6 < 0.10,
         "measured {rate:.0} B/s against a limit of 2 000 000 B/s"
+    );
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_fill_spreads_over_the_window_instead_of_the_full_rate() {
+    let t = Title::new("paced", 8_000_000, 10);
+    let cp = catalog_server(&[&t]).await;
+    let source = App::start("src-1", "ix", &[&t]);
+    let target = App::start("isp-1", "isp", &[]);
+    // A 100 Mb/s cap, but 8 MB left with an hour of window to go: the pace is far below the
+    // floor, so the fill runs at the floor (10 Mb/s = 1.25 MB/s), not at the cap.
+    let cfg = FillConfig {
+        window: "00:00-01:00".parse().unwrap(),
+        rate_bps: Some(100_000_000),
+        concurrency: 2,
+        pace: true,
+        ..always()
+    };
+    let f = Arc::new(filler(&target, &cp, cfg));
+    let p = plan(
+        &target,
+        vec![t.planned(vec![source.source(SourceTier::Upstream, "paced")], false)],
+    );
+    let run = {
+        let f = f.clone();
+        tokio::spawn(async move { f.pass(&p, 0).await })
+    };
+    let bytes = || target.metrics().fill.bytes_in.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (b0, t0) = (bytes(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (b1, t1) = (bytes(), Instant::now());
+    let rate = (b1 - b0) as f64 / t1.duration_since(t0).as_secs_f64();
+    let floor = appliance::fill::rate::PACE_FLOOR_BPS as f64 / 8.0;
+    assert!(
+        (rate - floor).abs() / floor < 0.10,
+        "measured {rate:.0} B/s; the pace is {floor:.0} B/s (the cap would be 12 500 000)"
     );
     run.abort();
 }

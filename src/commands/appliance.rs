@@ -117,6 +117,11 @@ pub struct Args {
     /// Most files downloading at once (default 4).
     #[arg(long, value_name = "N")]
     fill_concurrency: Option<usize>,
+    /// Pace fill: spread the bytes still to fetch over what is left of the window (capped by
+    /// --fill-rate-mbps) instead of starting at full rate when it opens; urgent titles always go
+    /// at full rate.
+    #[arg(long)]
+    fill_pace: bool,
     /// S3-compatible origin endpoint for S3 fill sources (http(s)://host:port).
     #[arg(long, value_name = "URL")]
     s3_endpoint: Option<String>,
@@ -160,6 +165,7 @@ struct Config {
     fill_window: Option<String>,
     fill_rate_mbps: Option<f64>,
     fill_concurrency: Option<usize>,
+    fill_pace: Option<bool>,
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
     s3_allow_http: Option<bool>,
@@ -264,6 +270,7 @@ fn agent_config(
             window,
             rate_bps,
             concurrency,
+            pace: args.fill_pace || file.fill_pace.unwrap_or(false),
             s3,
         },
     }))
@@ -492,13 +499,14 @@ mod tests {
                 "--fill-rate-mbps",
                 "400",
             ],
-            "credential = \"s3cret\"\nfill_window = \"22:00-06:00\"\nfill_concurrency = 8\n",
+            "credential = \"s3cret\"\nfill_window = \"22:00-06:00\"\nfill_concurrency = 8\nfill_pace = true\n",
         )
         .unwrap()
         .unwrap();
         assert_eq!(a.credential, "s3cret");
         assert_eq!(a.fill.rate_bps, Some(400_000_000));
         assert_eq!(a.fill.concurrency, 8);
+        assert!(a.fill.pace);
         assert_eq!(a.fill.window.to_string(), "22:00-06:00");
         assert_eq!(a.advertise_address.as_deref(), Some("127.0.0.1"));
         let e = agent(&["--control-plane", "http://cp"], "")

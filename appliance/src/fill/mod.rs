@@ -69,6 +69,9 @@ pub struct FillConfig {
     pub rate_bps: Option<u64>,
     /// Most files downloading at once.
     pub concurrency: usize,
+    /// Spread the fill over what remains of the window ([`rate::paced_rate_bps`]) instead of
+    /// starting at `rate_bps` when the window opens; urgent titles always go at `rate_bps`.
+    pub pace: bool,
     /// The S3 origin, if configured.
     pub s3: Option<S3Settings>,
 }
@@ -82,6 +85,7 @@ impl Default for FillConfig {
             },
             rate_bps: None,
             concurrency: 4,
+            pace: false,
             s3: None,
         }
     }
@@ -137,6 +141,8 @@ pub struct Filler {
     cp: Arc<ControlPlane>,
     cfg: FillConfig,
     fetcher: fetch::Fetcher,
+    /// The limiter shared by every download (present with a rate or pacing).
+    limiter: Option<Arc<RateLimiter>>,
     slots: Arc<Semaphore>,
     /// Partial files left by downloads not finished yet, by title: removed with the title when
     /// it leaves the plan (they are kept otherwise, for a resume).
@@ -151,9 +157,14 @@ impl Filler {
         cp: Arc<ControlPlane>,
         cfg: FillConfig,
     ) -> Result<Self, String> {
-        let limiter = cfg.rate_bps.map(|r| Arc::new(RateLimiter::new(r)));
-        let fetcher = fetch::Fetcher::new(limiter, metrics.clone(), cfg.s3.clone())?;
+        let limiter = match (cfg.rate_bps, cfg.pace) {
+            (Some(r), _) => Some(Arc::new(RateLimiter::new(r))),
+            (None, true) => Some(Arc::new(RateLimiter::new(u64::MAX / 16))),
+            (None, false) => None,
+        };
+        let fetcher = fetch::Fetcher::new(limiter.clone(), metrics.clone(), cfg.s3.clone())?;
         Ok(Filler {
+            limiter,
             slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             partials: std::sync::Mutex::new(HashMap::new()),
             store,
@@ -236,6 +247,7 @@ impl Filler {
                 "fill window closed: only urgent titles are fetched"
             );
         }
+        self.pace(&runnable, minute);
         let owned: Vec<PlannedTitle> = runnable.into_iter().cloned().collect();
         let results: Vec<(String, Result<(), FillError>)> =
             futures::stream::iter(owned.into_iter().map(|t| async move {
@@ -261,6 +273,30 @@ impl Filler {
             .titles_pending
             .store(report.pending.len() as u64, Ordering::Relaxed);
         report
+    }
+
+    /// With pacing on, sets the shared limiter to spread the bytes still to fetch over what is
+    /// left of the window; urgent work, an `always` window or pacing off use the configured rate.
+    fn pace(&self, runnable: &[&PlannedTitle], minute: u16) {
+        let (Some(limiter), true) = (&self.limiter, self.cfg.pace) else {
+            return;
+        };
+        let cap = self.cfg.rate_bps;
+        let rate = match self.cfg.window.minutes_left(minute) {
+            Some(left) if !runnable.iter().any(|t| t.urgent) => {
+                let bytes: u64 = runnable.iter().map(|t| t.bytes).sum();
+                rate::paced_rate_bps(bytes, u64::from(left) * 60, cap)
+            }
+            _ => cap.unwrap_or(u64::MAX / 16),
+        };
+        if limiter.rate_bps().abs_diff(rate) > rate / 20 {
+            tracing::info!(
+                rate_bps = rate,
+                titles = runnable.len(),
+                "fill pace: rate set to finish within the window"
+            );
+            limiter.set_rate(rate);
+        }
     }
 
     /// Fills one title; on success it is complete and served.

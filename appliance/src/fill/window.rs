@@ -83,6 +83,19 @@ impl FillWindow {
     }
 }
 
+impl FillWindow {
+    /// Minutes from `minute` to the end of the window when `minute` is inside it (`None` for
+    /// [`FillWindow::Always`] or outside the window).
+    pub fn minutes_left(&self, minute: u16) -> Option<u16> {
+        match *self {
+            FillWindow::Between { end, .. } if self.contains(minute) => {
+                Some((end + DAY - minute) % DAY)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The current minute after local midnight.
 pub fn local_minute_now() -> u16 {
     let secs = SystemTime::now()
@@ -95,6 +108,18 @@ pub fn local_minute_now() -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minutes_left_until_the_window_closes() {
+        let w: FillWindow = "02:00-14:00".parse().unwrap();
+        assert_eq!(w.minutes_left(120), Some(720));
+        assert_eq!(w.minutes_left(839), Some(1));
+        assert_eq!(w.minutes_left(840), None);
+        let wrap: FillWindow = "22:00-06:00".parse().unwrap();
+        assert_eq!(wrap.minutes_left(23 * 60), Some(7 * 60));
+        assert_eq!(wrap.minutes_left(60), Some(5 * 60));
+        assert_eq!(FillWindow::Always.minutes_left(0), None);
+    }
 
     #[test]
     fn parses_and_wraps() {
