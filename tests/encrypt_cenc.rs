@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 use protocol::catalog::{CatalogEntry, Tier, TrackKind};
 use protocol::content_keys::ContentKeys;
-use support::{b64, b64url, tool, unhex};
+use support::{assert_same, b64, b64url, packets, tool, unhex};
 
 mod support;
 
@@ -42,52 +42,6 @@ fn outpost(args: &[&str], inputs: &[PathBuf]) -> Output {
         .args(inputs)
         .output()
         .expect("run outpost")
-}
-
-/// `pts, duration, size, hash` (video) or `size, hash` (audio) of every packet of the first
-/// stream of `kind`, read by ffmpeg (decrypting with `key` when given).
-fn packets(file: &Path, kind: &str, key: Option<&str>) -> Vec<String> {
-    let mut cmd = tool("ffmpeg");
-    cmd.args(["-nostdin", "-v", "error"]);
-    if let Some(k) = key {
-        cmd.args(["-decryption_key", k]);
-    }
-    let o = cmd
-        .arg("-i")
-        .arg(file)
-        .args([
-            "-map",
-            &format!("0:{kind}:0"),
-            "-c",
-            "copy",
-            "-f",
-            "framemd5",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').map(str::trim).collect();
-            if kind == "v" {
-                f[2..6].join(",")
-            } else {
-                f[4..6].join(",")
-            }
-        })
-        .collect();
-    assert!(!lines.is_empty(), "no packets in {}", file.display());
-    lines
-}
-
-fn assert_same(a: &[String], b: &[String], what: &str) {
-    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
-        panic!("{what}: packet {i} differs: {} vs {}", a[i], b[i]);
-    }
-    assert_eq!(a.len(), b.len(), "{what}: packet counts differ");
 }
 
 /// The files ffmpeg reads for one rendition: the on-demand file itself, or in segmented mode one

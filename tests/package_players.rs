@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use protocol::catalog::{CatalogEntry, TrackKind};
-use support::{repo, tool, Nginx};
+use support::{assert_same, repo, tool, Nginx};
 
 fn ladder(name: &str) -> Vec<PathBuf> {
     support::ladder(name, false)
@@ -22,50 +22,9 @@ fn package(root: &Path, title: &str, segmented: bool, inputs: &[PathBuf]) -> Cat
     support::package(root, title, segmented, &[], inputs)
 }
 
-/// `pts, duration, size, hash` (video) or `size, hash` (audio) of every packet of the first
-/// stream of `kind` (`v` or `a`). DTS is left out: the packager rebases decode times (it bakes
-/// the B-frame delay into composition offsets), while presentation times and bytes must not
-/// change. Audio keeps its priming edit list, which ffmpeg applies to progressive input but not
-/// to fragmented output, so only its bytes are compared here (times are checked by the golden
-/// tests in `packager/tests`).
+/// The packets of the first stream of `kind` (see [`support::packets`]).
 fn framemd5(file: &Path, kind: &str) -> Vec<String> {
-    let o = tool("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args([
-            "-map",
-            &format!("0:{kind}:0"),
-            "-c",
-            "copy",
-            "-f",
-            "framemd5",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').map(str::trim).collect();
-            if kind == "v" {
-                f[2..6].join(",")
-            } else {
-                f[4..6].join(",")
-            }
-        })
-        .collect();
-    assert!(!lines.is_empty(), "no packets in {}", file.display());
-    lines
-}
-
-/// Asserts two framemd5 listings are equal, reporting the first difference only.
-fn assert_same(a: &[String], b: &[String], what: &str) {
-    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
-        panic!("{what}: packet {i} differs: {} vs {}", a[i], b[i]);
-    }
-    assert_eq!(a.len(), b.len(), "{what}: packet counts differ");
+    support::packets(file, kind, None)
 }
 
 /// Joins a segmented rendition's init + media segments into one file ffmpeg can read.

@@ -786,6 +786,17 @@ async fn outside_the_window_only_urgent_titles_are_fetched() {
     assert_eq!(m.fill.titles_pending.load(Ordering::Relaxed), 0);
 }
 
+/// Fill bytes per second into `target`: the first second skipped (connection set-up, the
+/// initial burst), then 3 s measured.
+async fn measured_fill_rate(target: &App) -> f64 {
+    let bytes = || target.metrics().fill.bytes_in.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (b0, t0) = (bytes(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (b1, t1) = (bytes(), Instant::now());
+    (b1 - b0) as f64 / t1.duration_since(t0).as_secs_f64()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_holds_within_ten_percent() {
     let t = Title::new("rated", 8_000_000, 7);
@@ -807,13 +818,7 @@ async fn the_rate_limit_holds_within_ten_percent() {
         let f = f.clone();
         tokio::spawn(async move { f.pass(&p, 0).await })
     };
-    let bytes = || target.metrics().fill.bytes_in.load(Ordering::Relaxed);
-    // Skip the first second (connection set-up, the initial burst), then measure 3 s.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (b0, t0) = (bytes(), Instant::now());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (b1, t1) = (bytes(), Instant::now());
-    let rate = (b1 - b0) as f64 / t1.duration_since(t0).as_secs_f64();
+    let rate = measured_fill_rate(&target).await;
     assert!(
         (rate - 2e6).abs() / 2e6 < 0.10,
         "measured {rate:.0} B/s against a limit of 2 000 000 B/s"
@@ -845,12 +850,7 @@ async fn a_paced_fill_spreads_over_the_window_instead_of_the_full_rate() {
         let f = f.clone();
         tokio::spawn(async move { f.pass(&p, 0).await })
     };
-    let bytes = || target.metrics().fill.bytes_in.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (b0, t0) = (bytes(), Instant::now());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (b1, t1) = (bytes(), Instant::now());
-    let rate = (b1 - b0) as f64 / t1.duration_since(t0).as_secs_f64();
+    let rate = measured_fill_rate(&target).await;
     let floor = appliance::fill::rate::PACE_FLOOR_BPS as f64 / 8.0;
     assert!(
         (rate - floor).abs() / floor < 0.10,

@@ -352,3 +352,54 @@ fn serve_licence(
         .as_bytes(),
     )
 }
+
+/// `pts, duration, size, hash` (video) or `size, hash` (audio) of every packet of the first
+/// stream of `kind` (`v` or `a`), read by ffmpeg (decrypting with `key` when given). DTS is left
+/// out: the packager rebases decode times (it bakes the B-frame delay into composition offsets),
+/// while presentation times and bytes must not change. Audio keeps its priming edit list, which
+/// ffmpeg applies to progressive input but not to fragmented output, so only its bytes are
+/// compared (times are checked by the golden tests in `packager/tests`).
+pub fn packets(file: &Path, kind: &str, key: Option<&str>) -> Vec<String> {
+    let mut cmd = tool("ffmpeg");
+    cmd.args(["-nostdin", "-v", "error"]);
+    if let Some(k) = key {
+        cmd.args(["-decryption_key", k]);
+    }
+    let o = cmd
+        .arg("-i")
+        .arg(file)
+        .args([
+            "-map",
+            &format!("0:{kind}:0"),
+            "-c",
+            "copy",
+            "-f",
+            "framemd5",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            if kind == "v" {
+                f[2..6].join(",")
+            } else {
+                f[4..6].join(",")
+            }
+        })
+        .collect();
+    assert!(!lines.is_empty(), "no packets in {}", file.display());
+    lines
+}
+
+/// Asserts two packet listings are equal, reporting the first difference only.
+pub fn assert_same(a: &[String], b: &[String], what: &str) {
+    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
+        panic!("{what}: packet {i} differs: {} vs {}", a[i], b[i]);
+    }
+    assert_eq!(a.len(), b.len(), "{what}: packet counts differ");
+}
