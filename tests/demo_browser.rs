@@ -116,9 +116,25 @@ fn start_demo(extra: &[&str]) -> Demo {
             }
         }
     });
-    let url = rx
-        .recv_timeout(Duration::from_secs(300))
-        .expect("the demo prints its URL");
+    let url = match rx.recv_timeout(Duration::from_secs(300)) {
+        Ok(url) => url,
+        Err(e) => {
+            // Keep the appliances' logs (the data directory is about to be deleted).
+            let keep = artifacts().join("failed-start-logs");
+            let _ = std::fs::create_dir_all(&keep);
+            if let Ok(logs) = std::fs::read_dir(data.path().join("logs")) {
+                for l in logs.flatten() {
+                    let _ = std::fs::copy(l.path(), keep.join(l.file_name()));
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the demo did not print its URL ({e}); appliance logs in {}",
+                keep.display()
+            );
+        }
+    };
     let demo = Demo {
         child,
         url,
