@@ -181,6 +181,10 @@ struct Appliance {
 }
 
 fn appliance(id: &str, cluster: &str, dir: &Path, cp: &str) -> Appliance {
+    appliance_with(id, cluster, dir, cp, &[])
+}
+
+fn appliance_with(id: &str, cluster: &str, dir: &Path, cp: &str, extra: &[&str]) -> Appliance {
     let cache = dir.join(format!("{id}-cache"));
     let keys = dir.join(format!("{id}-keys"));
     std::fs::create_dir_all(&cache).unwrap();
@@ -215,6 +219,7 @@ fn appliance(id: &str, cluster: &str, dir: &Path, cp: &str) -> Appliance {
         "1",
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     let proc = Proc::spawn(&args);
@@ -273,11 +278,8 @@ fn control_plane(data: &Path, listen: &str) -> (Proc, String) {
     (p, addr)
 }
 
-#[test]
-fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // Package the title.
+/// Packages the fixture title `fillme` into `d/packaged`; returns its directory.
+fn package_title(d: &Path) -> PathBuf {
     let out = d.join("packaged");
     let o = Command::new(bin())
         .args([
@@ -292,10 +294,11 @@ fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let title = out.join("fillme");
-    // Import policy and title.
-    let cpdata = d.join("cp");
-    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+    out.join("fillme")
+}
+
+/// `outpost control-plane import FILES` into the data directory `cpdata`.
+fn import(cpdata: &Path, files: &[&Path]) {
     let o = Command::new(bin())
         .args([
             "control-plane",
@@ -303,12 +306,25 @@ fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
             cpdata.to_str().unwrap(),
             "import",
         ])
-        .arg(d.join("policy.toml"))
-        .arg(title.join("catalog.json"))
+        .args(files)
         .env_remove("OUTPOST_MASTER_KEY")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let title = package_title(d);
+    // Import policy and title.
+    let cpdata = d.join("cp");
+    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+    import(
+        &cpdata,
+        &[&d.join("policy.toml"), &title.join("catalog.json")],
+    );
     let (mut cp, cp_addr) = control_plane(&cpdata, "127.0.0.1:0");
     let cp_url = format!("http://{cp_addr}");
 
@@ -408,4 +424,72 @@ fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
         metrics(&restarted.admin).contains("outpost_appliance_control_plane_reachable 1")
     });
     assert!(held(&restarted));
+}
+
+/// The demo's start-up stall, with the real binaries: origin holds the packaged title and asks
+/// for its plan before the control plane has any title in its catalog. It used to get a plan of
+/// nothing and delete the title at once (so nothing could ever be filled from it). Now the
+/// control plane refuses to publish a plan built from an empty catalog, the appliance keeps
+/// what no plan lists as removable (even with removals set to act at once), and once the
+/// catalog is loaded the exchange fills the title from origin.
+#[test]
+fn a_plan_asked_for_before_the_catalog_is_loaded_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let title = package_title(d);
+    let cpdata = d.join("cp");
+    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+    import(&cpdata, &[&d.join("policy.toml")]);
+    let (_cp, cp_addr) = control_plane(&cpdata, "127.0.0.1:0");
+    let cp_url = format!("http://{cp_addr}");
+    let origin_cache = d.join("origin-1-cache");
+    std::fs::create_dir_all(&origin_cache).unwrap();
+    std::fs::rename(&title, origin_cache.join("fillme")).unwrap();
+    let immediate = ["--fill-removal-grace", "0", "--fill-removal-plans", "1"];
+    let origin = appliance_with("origin-1", "origin", d, &cp_url, &immediate);
+    assert!(held(&origin), "origin does not hold the packaged title");
+    let refusals = || {
+        let (_, body) = http(&cp_addr, "/metrics", &[]);
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("outpost_cp_refusals_total{code=\"catalog_empty\"} ")
+                    .map(|v| v.parse::<u64>().unwrap())
+            })
+            .unwrap_or(0)
+    };
+    wait_for(
+        "origin to ask for a plan from the empty catalog",
+        30,
+        || refusals() >= 1,
+    );
+    // Give the agent a few more plan rounds; nothing may go.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        held(&origin),
+        "origin deleted the title on an empty catalog"
+    );
+    let entry = std::fs::read_to_string(origin_cache.join("fillme/catalog.json")).unwrap();
+    let entry = protocol::catalog::CatalogEntry::from_json(&entry).unwrap();
+    for f in &entry.files {
+        assert!(
+            origin_cache.join("fillme").join(&f.path).is_file(),
+            "{} gone",
+            f.path
+        );
+    }
+
+    // The catalog arrives: the exchange fills the title from origin, byte for byte.
+    import(&cpdata, &[&origin_cache.join("fillme/catalog.json")]);
+    let exchange = appliance("ix-1", "ix", d, &cp_url);
+    wait_for("the exchange appliance to hold the title", 60, || {
+        held(&exchange)
+    });
+    for f in &entry.files {
+        let got = std::fs::read(exchange.cache.join("fillme").join(&f.path)).unwrap();
+        let want = std::fs::read(origin_cache.join("fillme").join(&f.path)).unwrap();
+        assert!(got == want, "{} differs", f.path);
+    }
+    assert!(held(&origin));
 }

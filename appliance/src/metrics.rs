@@ -58,6 +58,13 @@ pub struct FillMetrics {
     pub plan_changes: AtomicU64,
     /// Titles of the current plan not held yet.
     pub titles_pending: AtomicU64,
+    /// Titles removed because the plan listed them as removable (after the grace period).
+    pub titles_removed: AtomicU64,
+    /// Held titles kept although the plan left them out (not listed as removable, still in
+    /// their grace period, or the plan was suspect), as of the last pass.
+    pub titles_kept_unplanned: AtomicU64,
+    /// Plans whose removals were refused as suspect (too large a share of what is held).
+    pub plans_suspect: AtomicU64,
     /// 1 when the last control-plane call succeeded.
     pub control_plane_reachable: AtomicBool,
     /// Whether the fill window is open now.
@@ -133,6 +140,24 @@ impl FillMetrics {
                 "gauge",
                 "fill_titles_pending",
                 g(&self.titles_pending),
+            );
+            line(
+                "Titles removed because the plan listed them as removable.",
+                "counter",
+                "fill_titles_removed_total",
+                g(&self.titles_removed),
+            );
+            line(
+                "Held titles kept although the plan left them out (not removable yet).",
+                "gauge",
+                "fill_titles_kept_unplanned",
+                g(&self.titles_kept_unplanned),
+            );
+            line(
+                "Plans whose removals were refused as suspect.",
+                "counter",
+                "fill_plans_suspect_total",
+                g(&self.plans_suspect),
             );
             line(
                 "Whether the fill window is open.",

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use appliance::agent::client::ControlPlane;
 use appliance::cache::{Gate, Store, TitleState};
 use appliance::conn::Timeouts;
-use appliance::fill::{FillConfig, FillWindow, Filler};
+use appliance::fill::{FillConfig, FillWindow, Filler, RemovalMode, RemovalPolicy};
 use appliance::metrics::Metrics;
 use appliance::server::{self, BackendChoice, Running, ServerConfig};
 use appliance::service::{Service, ServiceConfig};
 use protocol::catalog::{
     CatalogEntry, FileEntry, Manifests, PackagingMode, Rendition, Tier, TrackKind,
 };
-use protocol::fill::{catalog_digest, FillPlan, FillSource, PlannedTitle, SourceTier};
+use protocol::fill::{catalog_digest, FillPlan, FillSource, PlannedTitle, Removal, SourceTier};
 use protocol::grant::{sign, Claims, KeyRing, Scope, SigningKey, Verifier};
 use sha2::{Digest, Sha256};
 
@@ -381,6 +381,7 @@ fn always() -> FillConfig {
         concurrency: 2,
         pace: false,
         s3: None,
+        removal: RemovalPolicy::immediate(),
     }
 }
 
@@ -392,6 +393,22 @@ fn plan(app: &App, titles: Vec<PlannedTitle>) -> FillPlan {
         generated_at: now(),
         refresh_secs: 60,
         titles,
+        removals: vec![],
+    }
+}
+
+/// A plan of `titles` that lists `removable` as removable (another copy at `src-9`).
+fn plan_removing(app: &App, titles: Vec<PlannedTitle>, removable: &[&str]) -> FillPlan {
+    FillPlan {
+        removals: removable
+            .iter()
+            .map(|t| Removal {
+                title: (*t).to_owned(),
+                reason: "displaced".into(),
+                kept_at: vec!["src-9".into()],
+            })
+            .collect(),
+        ..plan(app, titles)
     }
 }
 
@@ -877,10 +894,13 @@ async fn a_title_dropped_from_the_plan_is_removed_without_breaking_a_response_in
     .unwrap();
     let mut first = vec![0u8; 4096];
     s.read_exact(&mut first).unwrap();
-    // The new plan keeps only `kept`.
+    // The new plan keeps only `kept` and lists `dropped` as removable.
     let f = filler(&target, &cp, always());
     let r = f
-        .pass(&plan(&target, vec![keep.planned(vec![], false)]), 0)
+        .pass(
+            &plan_removing(&target, vec![keep.planned(vec![], false)], &["dropped"]),
+            0,
+        )
         .await;
     assert_eq!(r.removed, vec!["dropped".to_string()]);
     assert!(!target.root().join("dropped").exists(), "files not removed");
@@ -1018,9 +1038,131 @@ async fn partial_downloads_of_a_title_that_left_the_plan_are_removed() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(std::fs::metadata(&left[0]).unwrap().len() >= 100_000);
     assert!(!target.held("flaky"));
-    // The title leaves the plan: its committed files and its partial download go.
+    // The title leaves the plan (a partial title is no copy anyone is served from: it needs no
+    // listing as removable): its committed files and its partial download go.
     let r = f.pass(&plan(&target, vec![]), 0).await;
     assert_eq!(r.removed, vec!["flaky".to_string()], "{r:?}");
     assert!(parts().is_empty(), "{:?}", parts());
     assert!(!target.root().join("flaky").exists());
+}
+
+/// `n` small titles, each placed on `app`'s drive.
+fn held_titles(n: usize) -> Vec<Title> {
+    (0..n)
+        .map(|i| Title::new(&format!("t{i}"), 20_000, 100 + i as u32))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_leaves_titles_out_deletes_nothing_it_does_not_list() {
+    // The demo's start-up stall: origin asked for its plan before the catalog was loaded and got
+    // a plan of no titles; it used to delete everything it held.
+    let titles = held_titles(3);
+    let refs: Vec<&Title> = titles.iter().collect();
+    let cp = catalog_server(&refs).await;
+    let origin = App::start("origin-1", "origin", &refs);
+    let f = filler(&origin, &cp, always());
+    for round in 0..3 {
+        let mut p = plan(&origin, vec![]);
+        p.generated_at += round;
+        let r = f.pass(&p, 0).await;
+        assert!(r.removed.is_empty(), "{r:?}");
+    }
+    for t in &titles {
+        assert!(origin.held(&t.name));
+        assert_same_files(&origin, t);
+        assert_eq!(origin.get(&t.name, "v1/video.mp4", Scope::Play).0, 200);
+    }
+    let m = &origin.metrics().fill;
+    assert_eq!(m.titles_kept_unplanned.load(Ordering::Relaxed), 3);
+    assert_eq!(m.titles_removed.load(Ordering::Relaxed), 0);
+
+    // Removals off (an origin appliance): even a title listed as removable stays.
+    let never = FillConfig {
+        removal: RemovalPolicy {
+            mode: RemovalMode::Never,
+            ..RemovalPolicy::immediate()
+        },
+        ..always()
+    };
+    let f = filler(&origin, &cp, never);
+    let r = f.pass(&plan_removing(&origin, vec![], &["t0"]), 0).await;
+    assert!(r.removed.is_empty(), "{r:?}");
+    assert!(origin.held("t0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_drops_ninety_percent_of_the_titles_is_refused_as_suspect() {
+    let titles = held_titles(10);
+    let refs: Vec<&Title> = titles.iter().collect();
+    let cp = catalog_server(&refs).await;
+    let app = App::start("isp-1", "isp", &refs);
+    let f = filler(&app, &cp, always());
+    let names: Vec<&str> = titles.iter().map(|t| t.name.as_str()).collect();
+    let suspect = plan_removing(&app, vec![titles[0].planned(vec![], false)], &names[1..]);
+    for _ in 0..2 {
+        let r = f.pass(&suspect, 0).await;
+        assert!(r.removed.is_empty(), "{r:?}");
+    }
+    let m = &app.metrics().fill;
+    assert_eq!(
+        m.plans_suspect.load(Ordering::Relaxed),
+        1,
+        "counted once per plan"
+    );
+    for t in &titles {
+        assert!(app.held(&t.name), "{} removed", t.name);
+        assert_same_files(&app, t);
+    }
+    // A plan removing half (the default share) is carried out.
+    let keep: Vec<PlannedTitle> = titles[..5]
+        .iter()
+        .map(|t| t.planned(vec![], false))
+        .collect();
+    let mut half = plan_removing(&app, keep, &names[5..]);
+    half.plan_id = "half".into();
+    let r = f.pass(&half, 0).await;
+    assert_eq!(r.removed, names[5..].to_vec());
+    for t in &titles[5..] {
+        assert!(!app.held(&t.name));
+        assert!(!app.root().join(&t.name).exists());
+    }
+    for t in &titles[..5] {
+        assert!(app.held(&t.name));
+    }
+    assert_eq!(m.titles_removed.load(Ordering::Relaxed), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_waits_for_consecutive_plans() {
+    let titles = held_titles(4);
+    let refs: Vec<&Title> = titles.iter().collect();
+    let cp = catalog_server(&refs).await;
+    let app = App::start("isp-1", "isp", &refs);
+    let cfg = FillConfig {
+        removal: RemovalPolicy {
+            min_plans: 3,
+            ..RemovalPolicy::immediate()
+        },
+        ..always()
+    };
+    let f = filler(&app, &cp, cfg);
+    let keep: Vec<PlannedTitle> = titles[1..]
+        .iter()
+        .map(|t| t.planned(vec![], false))
+        .collect();
+    let mut p = plan_removing(&app, keep, &["t0"]);
+    for n in 1..=3u64 {
+        p.generated_at += 1;
+        // Several passes over one plan count once.
+        for _ in 0..2 {
+            let r = f.pass(&p, 0).await;
+            if n < 3 {
+                assert!(r.removed.is_empty(), "plan {n}: {r:?}");
+                assert!(app.held("t0"));
+            }
+        }
+    }
+    assert!(!app.held("t0"));
+    assert!(!app.root().join("t0").exists());
 }

@@ -124,6 +124,9 @@ pub struct FillConfig {
     pub miss_urgent_secs: u64,
     /// Most appliances listed as sources per source cluster.
     pub sources_per_cluster: usize,
+    /// Whether plans of origin clusters may list removals. Off by default: an origin appliance
+    /// holds the fleet's copy of last resort and deletes nothing on a plan unless told to here.
+    pub origin_removals: bool,
 }
 
 impl Default for FillConfig {
@@ -143,6 +146,7 @@ impl Default for FillConfig {
             new_release_secs: 86_400,
             miss_urgent_secs: 600,
             sources_per_cluster: 2,
+            origin_removals: false,
         }
     }
 }

@@ -125,6 +125,10 @@ pub enum ApiError {
     /// Unknown appliance.
     #[error("unknown appliance {0:?}")]
     UnknownAppliance(String),
+    /// No fill plan is published while the catalog holds no title: a plan built from it would
+    /// place nothing (retry later).
+    #[error("the catalog holds no title yet: no fill plan is published from an empty catalog")]
+    CatalogEmpty,
     /// An authenticated caller asked for something that is not its own (another appliance's
     /// plan).
     #[error("{0}")]
@@ -160,6 +164,7 @@ impl ApiError {
             ApiError::SessionEnded => "session_ended",
             ApiError::NoKeys(_) => "no_keys",
             ApiError::UnknownAppliance(_) => "unknown_appliance",
+            ApiError::CatalogEmpty => "catalog_empty",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Import(_) => "import_failed",
@@ -187,14 +192,14 @@ impl ApiError {
             ApiError::ConcurrentLimit(_) | ApiError::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::NoAppliance(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoAppliance(_) | ApiError::CatalogEmpty => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SessionEnded => StatusCode::GONE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const CODES: [&'static str; 20] = [
+    pub const CODES: [&'static str; 21] = [
         "unauthorized",
         "invalid_request",
         "unknown_title",
@@ -211,6 +216,7 @@ impl ApiError {
         "session_ended",
         "no_keys",
         "unknown_appliance",
+        "catalog_empty",
         "forbidden",
         "admin_disabled",
         "import_failed",

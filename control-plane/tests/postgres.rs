@@ -120,3 +120,12 @@ async fn postgres_fill_popularity_misses_and_tiers() {
     )
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_fill_removals_name_another_copy() {
+    common::fill_scenarios::removals_name_another_copy(
+        &Env::postgres_with(common::fill_scenarios::config()).await,
+    )
+    .await;
+}

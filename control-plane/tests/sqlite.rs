@@ -278,3 +278,11 @@ async fn sqlite_fill_popularity_misses_and_tiers() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn sqlite_fill_removals_name_another_copy() {
+    common::fill_scenarios::removals_name_another_copy(
+        &Env::sqlite_with(common::fill_scenarios::config()).await,
+    )
+    .await;
+}

@@ -28,6 +28,8 @@ use crate::catalog::is_valid_segment;
 pub const MAX_PLANNED_TITLES: usize = 100_000;
 /// Most sources one planned title may list.
 pub const MAX_SOURCES: usize = 16;
+/// Most other copies one [`Removal`] may name.
+pub const MAX_KEPT_AT: usize = 16;
 
 /// Where a source sits relative to the appliance being filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,8 +141,27 @@ pub struct PlannedTitle {
     pub sources: Vec<FillSource>,
 }
 
-/// `GET /v1/appliances/{id}/fill-plan`: every title the appliance should hold. Titles it holds
-/// and that are not listed are to be removed (never from under a response being sent).
+/// A title the appliance holds and may delete: it left the appliance's plan and another copy
+/// of it exists elsewhere ([`Removal::kept_at`] is never empty).
+///
+/// Deletion is opt-in: a held title that is neither planned nor listed here is kept (a plan
+/// computed from a half-loaded catalog or a restored database can never empty a cache). The
+/// appliance also defers each removal (a grace period and several consecutive plans) and
+/// refuses a plan that would remove too large a share of what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Removal {
+    /// Title id.
+    pub title: String,
+    /// Why it left the plan (for logs).
+    pub reason: String,
+    /// Where other copies of the title's current version are: source labels as in
+    /// [`FillSource::label`] (appliance ids, `s3:<bucket>`), best first.
+    pub kept_at: Vec<String>,
+}
+
+/// `GET /v1/appliances/{id}/fill-plan`: every title the appliance should hold, and the held
+/// titles it may delete ([`FillPlan::removals`]). A held title in neither list is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FillPlan {
@@ -156,6 +177,9 @@ pub struct FillPlan {
     pub refresh_secs: u64,
     /// The titles, most popular first.
     pub titles: Vec<PlannedTitle>,
+    /// Held titles the appliance may delete, each with another copy elsewhere.
+    #[serde(default)]
+    pub removals: Vec<Removal>,
 }
 
 /// Problems with a plan, each naming the field.
@@ -208,6 +232,32 @@ impl FillPlan {
                         ));
                     }
                 }
+            }
+        }
+        if self.removals.len() > MAX_PLANNED_TITLES {
+            return Err(bad("removals".into(), "too many titles"));
+        }
+        for (i, r) in self.removals.iter().enumerate() {
+            if !is_valid_segment(&r.title) {
+                return Err(bad(format!("removals[{i}].title"), "not a valid title id"));
+            }
+            if self.titles.iter().any(|t| t.title == r.title) {
+                return Err(bad(
+                    format!("removals[{i}].title"),
+                    "the title is also planned",
+                ));
+            }
+            if r.kept_at.is_empty() {
+                return Err(bad(
+                    format!("removals[{i}].kept_at"),
+                    "names no other copy: the last copy is never removed",
+                ));
+            }
+            if r.kept_at.len() > MAX_KEPT_AT {
+                return Err(bad(
+                    format!("removals[{i}].kept_at"),
+                    "too many copies listed",
+                ));
             }
         }
         Ok(())
@@ -308,6 +358,11 @@ mod tests {
                     },
                 ],
             }],
+            removals: vec![Removal {
+                title: "t0".into(),
+                reason: "displaced".into(),
+                kept_at: vec!["isp-2".into()],
+            }],
         }
     }
 
@@ -349,6 +404,29 @@ mod tests {
         assert!(
             serde_json::from_str::<FillPlan>(&text.replace("\"bucket\"", "\"bukket\"")).is_err()
         );
+    }
+
+    #[test]
+    fn a_removal_must_name_another_copy_and_not_be_planned() {
+        let mut p = plan();
+        p.removals[0].kept_at.clear();
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("removals[0].kept_at"));
+        let mut p = plan();
+        p.removals[0].title = "t1".into();
+        let e = p.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("removals[0].title") && e.contains("also planned"),
+            "{e}"
+        );
+        // Older control planes send no removals: nothing is deleted.
+        let mut v = serde_json::to_value(plan()).unwrap();
+        v.as_object_mut().unwrap().remove("removals");
+        let back: FillPlan = serde_json::from_value(v).unwrap();
+        assert!(back.removals.is_empty());
     }
 
     #[test]

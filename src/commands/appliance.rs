@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 use appliance::agent::{self, AgentConfig};
 use appliance::cache::{Gate, Store};
 use appliance::conn::Timeouts;
-use appliance::fill::{FillConfig, FillWindow, S3Settings};
+use appliance::fill::{FillConfig, FillWindow, RemovalMode, RemovalPolicy, S3Settings};
 use appliance::metrics::Metrics;
 use appliance::server::{self, BackendChoice, ServerConfig};
 use appliance::service::{Service, ServiceConfig};
@@ -122,6 +122,20 @@ pub struct Args {
     /// at full rate.
     #[arg(long)]
     fill_pace: bool,
+    /// Whether fill plans may delete content here: `plan` (titles the plan lists as removable,
+    /// after the grace period) or `never` (origin appliances; a frozen cache). Default `plan`.
+    #[arg(long, value_name = "plan|never")]
+    fill_removals: Option<String>,
+    /// Seconds a title must have been listed as removable before it is deleted (default 3600).
+    #[arg(long, value_name = "SECS")]
+    fill_removal_grace: Option<u64>,
+    /// Consecutive plans that must list a title as removable before it is deleted (default 3).
+    #[arg(long, value_name = "N")]
+    fill_removal_plans: Option<u32>,
+    /// Largest share of the held titles one plan may remove; a plan listing more is refused as
+    /// suspect (default 0.5).
+    #[arg(long, value_name = "SHARE")]
+    fill_max_removal_share: Option<f64>,
     /// S3-compatible origin endpoint for S3 fill sources (http(s)://host:port).
     #[arg(long, value_name = "URL")]
     s3_endpoint: Option<String>,
@@ -166,6 +180,10 @@ struct Config {
     fill_rate_mbps: Option<f64>,
     fill_concurrency: Option<usize>,
     fill_pace: Option<bool>,
+    fill_removals: Option<String>,
+    fill_removal_grace: Option<u64>,
+    fill_removal_plans: Option<u32>,
+    fill_max_removal_share: Option<f64>,
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
     s3_allow_http: Option<bool>,
@@ -224,6 +242,7 @@ fn agent_config(
     if concurrency == 0 || concurrency > 256 {
         bail!("--fill-concurrency (config key `fill_concurrency`) must be between 1 and 256");
     }
+    let removal = removal_policy(args, file)?;
     let s3 = args
         .s3_endpoint
         .clone()
@@ -272,8 +291,45 @@ fn agent_config(
             concurrency,
             pace: args.fill_pace || file.fill_pace.unwrap_or(false),
             s3,
+            removal,
         },
     }))
+}
+
+/// `--fill-removals`, `--fill-removal-grace`, `--fill-removal-plans`, `--fill-max-removal-share`.
+fn removal_policy(args: &Args, file: &Config) -> anyhow::Result<RemovalPolicy> {
+    let d = RemovalPolicy::default();
+    let mode: RemovalMode = match args.fill_removals.clone().or(file.fill_removals.clone()) {
+        None => d.mode,
+        Some(m) => m.parse().map_err(|e: String| {
+            anyhow::anyhow!("--fill-removals (config key `fill_removals`): {e}")
+        })?,
+    };
+    let min_plans = args
+        .fill_removal_plans
+        .or(file.fill_removal_plans)
+        .unwrap_or(d.min_plans);
+    if min_plans == 0 {
+        bail!("--fill-removal-plans (config key `fill_removal_plans`) must be at least 1");
+    }
+    let max_share = args
+        .fill_max_removal_share
+        .or(file.fill_max_removal_share)
+        .unwrap_or(d.max_share);
+    if !(max_share.is_finite() && (0.0..=1.0).contains(&max_share)) {
+        bail!(
+            "--fill-max-removal-share (config key `fill_max_removal_share`): {max_share} is not between 0 and 1"
+        );
+    }
+    Ok(RemovalPolicy {
+        mode,
+        grace: args
+            .fill_removal_grace
+            .or(file.fill_removal_grace)
+            .map_or(d.grace, Duration::from_secs),
+        min_plans,
+        max_share,
+    })
 }
 
 fn hostname() -> Option<String> {
@@ -436,7 +492,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if a.advertise_port.is_none() {
                 a.advertise_port = Some(running.local_addr.port());
             }
-            tracing::info!(control_plane = a.control_plane, window = %a.fill.window, rate_bps = ?a.fill.rate_bps, concurrency = a.fill.concurrency, "fleet agent starting");
+            tracing::info!(control_plane = a.control_plane, window = %a.fill.window, rate_bps = ?a.fill.rate_bps, concurrency = a.fill.concurrency, removals = %a.fill.removal.mode, removal_grace_secs = a.fill.removal.grace.as_secs(), "fleet agent starting");
             Some(agent::start(a, svc).context("fleet agent")?)
         }
         None => None,
@@ -537,5 +593,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("fill_windw"), "{e}");
+    }
+
+    #[test]
+    fn removal_settings_default_to_cautious_and_bad_values_name_the_key() {
+        let cp = ["--control-plane", "http://cp", "--credential", "x"];
+        let a = agent(&cp, "").unwrap().unwrap();
+        assert_eq!(a.fill.removal, RemovalPolicy::default());
+        let mut flags = cp.to_vec();
+        flags.extend(["--fill-removals", "never", "--fill-removal-grace", "0"]);
+        let a = agent(
+            &flags,
+            "fill_removal_plans = 1\nfill_max_removal_share = 1.0\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.fill.removal.mode, RemovalMode::Never);
+        assert_eq!(a.fill.removal.grace, Duration::ZERO);
+        assert_eq!(a.fill.removal.min_plans, 1);
+        for (toml, key) in [
+            ("fill_removals = \"sometimes\"\n", "fill_removals"),
+            ("fill_removal_plans = 0\n", "fill_removal_plans"),
+            ("fill_max_removal_share = 1.5\n", "fill_max_removal_share"),
+        ] {
+            let e = agent(&cp, toml).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 }

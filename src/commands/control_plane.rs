@@ -146,6 +146,9 @@ pub struct FillFlags {
     /// Most source appliances listed per source cluster.
     #[arg(long, global = true)]
     pub fill_sources_per_cluster: Option<usize>,
+    /// Let plans of origin clusters list removals (off: origin appliances never delete).
+    #[arg(long, global = true)]
+    pub fill_origin_removals: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -218,6 +221,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         fill_miss_urgent_secs => miss_urgent_secs,
         fill_sources_per_cluster => sources_per_cluster
     );
+    if args.fill.fill_origin_removals {
+        c.fill.origin_removals = true;
+    }
     if let Some(v) = &args.fill.fill_s3_bucket {
         c.fill.s3_bucket = Some(v.clone());
     }

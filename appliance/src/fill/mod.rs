@@ -7,17 +7,19 @@
 //! resuming a partial file with `Range`), verifying size and SHA-256 while writing into the
 //! drive's [`FILL_DIR`], fsyncs and renames each file into place ([`Store::commit_file`]), and
 //! writes `catalog.json` last: only then does the title gate serve it and the heartbeat report it
-//! held. A corrupt or failed download is dropped and the next source is tried. Non-urgent titles
+//! held. A title leaves the cache only when the plan lists it as removable (another copy
+//! exists), after a grace period, and never on a suspect plan ([`removal`]). A corrupt or failed download is dropped and the next source is tried. Non-urgent titles
 //! are fetched only inside the [`FillWindow`]; every download shares one [`RateLimiter`] and at
 //! most `concurrency` files download at once. Everything here runs on the agent's tokio runtime,
 //! never on a serving thread.
 
 pub mod fetch;
 pub mod rate;
+pub mod removal;
 pub mod s3;
 pub mod window;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -27,6 +29,7 @@ use protocol::fill::{catalog_digest, FillPlan, PlannedTitle};
 use tokio::sync::Semaphore;
 
 pub use rate::RateLimiter;
+pub use removal::{RemovalMode, RemovalPolicy, RemovalTracker};
 pub use window::FillWindow;
 
 use crate::agent::client::ControlPlane;
@@ -74,6 +77,8 @@ pub struct FillConfig {
     pub pace: bool,
     /// The S3 origin, if configured.
     pub s3: Option<S3Settings>,
+    /// When titles that left the plan are deleted ([`removal`]).
+    pub removal: RemovalPolicy,
 }
 
 impl Default for FillConfig {
@@ -87,6 +92,7 @@ impl Default for FillConfig {
             concurrency: 4,
             pace: false,
             s3: None,
+            removal: RemovalPolicy::default(),
         }
     }
 }
@@ -144,9 +150,11 @@ pub struct Filler {
     /// The limiter shared by every download (present with a rate or pacing).
     limiter: Option<Arc<RateLimiter>>,
     slots: Arc<Semaphore>,
-    /// Partial files left by downloads not finished yet, by title: removed with the title when
-    /// it leaves the plan (they are kept otherwise, for a resume).
+    /// Partial files left by downloads not finished yet, by title: removed once the title has
+    /// been out of the plan for the removal grace period (kept otherwise, for a resume).
     partials: std::sync::Mutex<HashMap<String, HashSet<std::path::PathBuf>>>,
+    /// Deletion candidates across passes.
+    removals: std::sync::Mutex<RemovalTracker>,
 }
 
 impl Filler {
@@ -167,6 +175,7 @@ impl Filler {
             limiter,
             slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             partials: std::sync::Mutex::new(HashMap::new()),
+            removals: std::sync::Mutex::new(RemovalTracker::default()),
             store,
             metrics,
             cp,
@@ -193,43 +202,7 @@ impl Filler {
             .in_window
             .store(in_window, Ordering::Relaxed);
         let mut report = PassReport::default();
-        let planned: HashSet<&str> = plan.titles.iter().map(|t| t.title.as_str()).collect();
-        for title in self.store.title_dirs() {
-            if !planned.contains(title.as_str()) {
-                let n = self.store.remove_title(&title);
-                tracing::info!(
-                    title,
-                    objects = n,
-                    plan = plan.plan_id,
-                    "title left the fill plan: removed"
-                );
-                report.removed.push(title);
-            }
-        }
-        let dropped: Vec<(String, HashSet<std::path::PathBuf>)> = {
-            let mut p = self.partials.lock().unwrap_or_else(|e| e.into_inner());
-            let gone: Vec<String> = p
-                .keys()
-                .filter(|t| !planned.contains(t.as_str()))
-                .cloned()
-                .collect();
-            gone.into_iter()
-                .filter_map(|t| p.remove_entry(&t))
-                .collect()
-        };
-        for (title, files) in dropped {
-            for f in &files {
-                let _ = tokio::fs::remove_file(f).await;
-            }
-            tracing::info!(
-                title,
-                partial_files = files.len(),
-                "title left the fill plan: partial downloads removed"
-            );
-            if !report.removed.contains(&title) {
-                report.removed.push(title);
-            }
-        }
+        self.remove_unplanned(plan, &mut report).await;
         let todo: Vec<&PlannedTitle> = plan.titles.iter().filter(|t| !self.held_at(t)).collect();
         self.metrics
             .fill
@@ -273,6 +246,105 @@ impl Filler {
             .titles_pending
             .store(report.pending.len() as u64, Ordering::Relaxed);
         report
+    }
+
+    /// Deletes what the plan lets this pass delete ([`removal`]): held titles the plan lists as
+    /// removable once their grace period is over and the plan is not suspect, and partial
+    /// downloads of titles out of the plan for as long. Everything else is kept.
+    async fn remove_unplanned(&self, plan: &FillPlan, report: &mut PassReport) {
+        let mut held = BTreeSet::new();
+        let mut partial: BTreeSet<String> = self
+            .partials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for title in self.store.title_dirs() {
+            match self.store.title_state(&title) {
+                Some(TitleState::Complete(_)) => {
+                    held.insert(title);
+                }
+                _ => {
+                    partial.insert(title);
+                }
+            }
+        }
+        let verdict = self
+            .removals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .decide(
+                &self.cfg.removal,
+                plan,
+                &held,
+                &partial,
+                std::time::Instant::now(),
+            );
+        let fill = &self.metrics.fill;
+        if let Some(why) = &verdict.suspect {
+            if verdict.new_plan {
+                fill.plans_suspect.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(plan = plan.plan_id, "suspect fill plan: {why}");
+            }
+        }
+        if verdict.new_plan {
+            for (title, why) in &verdict.kept {
+                tracing::info!(
+                    title,
+                    plan = plan.plan_id,
+                    why = why.as_str(),
+                    "title left the fill plan: kept"
+                );
+            }
+        }
+        fill.titles_kept_unplanned
+            .store(verdict.kept.len() as u64, Ordering::Relaxed);
+        let reasons: HashMap<&str, &protocol::fill::Removal> = plan
+            .removals
+            .iter()
+            .map(|r| (r.title.as_str(), r))
+            .collect();
+        for title in verdict.remove {
+            let n = self.store.remove_title(&title);
+            let r = reasons.get(title.as_str());
+            tracing::info!(
+                title,
+                objects = n,
+                plan = plan.plan_id,
+                reason = r.map_or("", |r| r.reason.as_str()),
+                kept_at = ?r.map(|r| &r.kept_at),
+                "title left the fill plan: removed"
+            );
+            fill.titles_removed.fetch_add(1, Ordering::Relaxed);
+            report.removed.push(title);
+        }
+        for title in verdict.drop_partials {
+            let files = self
+                .partials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&title)
+                .unwrap_or_default();
+            for f in &files {
+                let _ = tokio::fs::remove_file(f).await;
+            }
+            // Files of the title already moved into place (its catalog.json never was).
+            let objects = if self.store.title_dirs().contains(&title) {
+                self.store.remove_title(&title)
+            } else {
+                0
+            };
+            tracing::info!(
+                title,
+                partial_files = files.len(),
+                objects,
+                "title left the fill plan: partial downloads removed"
+            );
+            if !report.removed.contains(&title) {
+                report.removed.push(title);
+            }
+        }
     }
 
     /// With pacing on, sets the shared limiter to spread the bytes still to fetch over what is

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use protocol::fill::{FillPlan, FillSource, PlannedTitle};
+use protocol::fill::{FillPlan, FillSource, PlannedTitle, Removal};
 use protocol::grant::{sign, Claims, Scope};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -525,6 +525,10 @@ pub fn fill_plan(
             sources,
         });
     }
+    let removals = removals(st, snap, plan, appliance, &titles, now);
+    for r in &removals {
+        id.update(format!("remove {} {}\n", r.title, r.kept_at.join(",")).as_bytes());
+    }
     let digest = id.finalize();
     let plan_id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     let out = FillPlan {
@@ -534,10 +538,77 @@ pub fn fill_plan(
         generated_at: now,
         refresh_secs: st.config.fill.plan_refresh_secs,
         titles,
+        removals,
     };
     out.validate()
         .map_err(|e| ApiError::Internal(format!("built an invalid fill plan: {e}")))?;
     Ok(out)
+}
+
+/// The titles `appliance` holds (any version) that its plan leaves out and that it may delete:
+/// each only when another copy exists ([`ordered_sources`] of the title for this appliance is
+/// not empty: a healthy peer, upstream or origin appliance holding its current version, or the
+/// S3 origin). A title with no other copy is never listed, whatever the planner decided, and an
+/// origin cluster's plans list none unless `[fill] origin_removals` says so.
+fn removals(
+    st: &AppState,
+    snap: &Snapshot,
+    plan: &ClusterPlan,
+    appliance: &str,
+    planned: &[PlannedTitle],
+    now: u64,
+) -> Vec<Removal> {
+    let origin = snap
+        .fleet
+        .cluster(&plan.cluster)
+        .is_some_and(|c| c.kind == ClusterKind::Origin);
+    if origin && !st.config.fill.origin_removals {
+        return Vec::new();
+    }
+    let (cur, old) = holdings(snap, appliance);
+    let s3 = s3_origin(&st.config.fill);
+    let t = st.thresholds();
+    let mut out = Vec::new();
+    for title in cur.iter().chain(&old) {
+        if planned.iter().any(|p| &p.title == title)
+            || out.iter().any(|r: &Removal| &r.title == title)
+        {
+            continue;
+        }
+        let kept_at: Vec<String> = ordered_sources(
+            &snap.fleet,
+            appliance,
+            title,
+            now,
+            &t,
+            s3.as_ref(),
+            st.config.fill.sources_per_cluster,
+        )
+        .into_iter()
+        .map(|s| match s {
+            SourceRef::Appliance { appliance, .. } => appliance,
+            SourceRef::S3(o) => format!("s3:{}", o.bucket),
+        })
+        .take(protocol::fill::MAX_KEPT_AT)
+        .collect();
+        if kept_at.is_empty() {
+            tracing::info!(target: "outpost::fill", appliance, title, "title left the plan but is its last copy: not listed for removal");
+            continue;
+        }
+        let reason = if snap.title_meta.contains_key(title) {
+            plan.titles
+                .get(title.as_str())
+                .map_or_else(|| "not placed on this appliance".to_owned(), |d| d.reason())
+        } else {
+            "not in the catalog".to_owned()
+        };
+        out.push(Removal {
+            title: title.clone(),
+            reason,
+            kept_at,
+        });
+    }
+    out
 }
 
 /// One appliance's part of a [`ClusterReport`].

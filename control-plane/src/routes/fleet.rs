@@ -297,11 +297,14 @@ pub async fn catalog(
 }
 
 /// The appliance's fill plan: every title it should hold, most important first, with ordered
-/// sources (peer, upstream, origin) and fill grants for those it lacks.
+/// sources (peer, upstream, origin) and fill grants for those it lacks, and the held titles it
+/// may delete because another copy exists. While the catalog holds no title the answer is 503
+/// `catalog_empty`: a plan built from an empty catalog is never published.
 #[utoipa::path(get, path = "/v1/appliances/{id}/fill-plan", tag = "fleet",
     params(("id" = String, Path, description = "Appliance id")),
     responses((status = 200, description = "protocol::fill::FillPlan"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, description = "catalog_empty: the catalog holds no title yet", body = ErrorBody)))]
 pub async fn fill_plan(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -315,6 +318,11 @@ pub async fn fill_plan(
         .appliance(&id)
         .map(|a| a.cluster.clone())
         .ok_or_else(|| ApiError::UnknownAppliance(id.clone()))?;
+    if snap.title_meta.is_empty() {
+        tracing::warn!(appliance = %id, "fill plan refused: the catalog holds no title");
+        st.metrics.refused(&ApiError::CatalogEmpty);
+        return Err(ApiError::CatalogEmpty);
+    }
     let plan = crate::fill::edge::cluster_plan(&st, &snap, &cluster, &id, now).await?;
     let out = crate::fill::edge::fill_plan(&st, &snap, &plan, &id, now)?;
     st.metrics

@@ -549,3 +549,70 @@ pub fn s3_config() -> control_plane::Config {
     c.fill.s3_prefix = "titles".into();
     c
 }
+
+/// Removals: a held title the plan leaves out is listed as removable only while another copy of
+/// its current version exists, and the listing names that copy.
+pub async fn removals_name_another_copy(env: &Env) {
+    import_forecast(env).await;
+    // Origin reports what it holds (nothing) instead of being assumed to hold everything.
+    let (s, _, v) = env
+        .call(
+            Method::PUT,
+            "/v1/admin/policy",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            Some(
+                json!({"appliances": [{"id": "origin-1", "cluster": "origin",
+                "address": "127.0.0.31", "port": 8084, "admin_state": "reported",
+                "credential": "origin-1-credential-0123456789"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    env.state.fill_plans.clear().await;
+    // No copy anywhere: origin and the exchange report nothing held.
+    for id in ["origin-1", "syd-1", "akl-1", "akl-2"] {
+        beat(env, id, &[], None).await;
+    }
+    let p1 = plan(env, "akl-1").await;
+    let (holder, other) = if p1.titles.iter().any(|t| t.title == "hd-only") {
+        ("akl-1", "akl-2")
+    } else {
+        ("akl-2", "akl-1")
+    };
+    let digest = plan(env, holder)
+        .await
+        .titles
+        .iter()
+        .find(|t| t.title == "hd-only")
+        .unwrap()
+        .catalog_sha256
+        .clone();
+    // `other` holds an older version of hd-only, which its plan leaves out: it is the last copy
+    // of the title anywhere, so it is not listed.
+    let old = "00".repeat(32);
+    beat(env, other, &[("hd-only", &old)], None).await;
+    env.state.fill_plans.clear().await;
+    let p = plan(env, other).await;
+    assert!(p.titles.iter().all(|t| t.title != "hd-only"), "{p:?}");
+    assert!(p.removals.is_empty(), "the last copy is listed: {p:?}");
+    // The planned holder reports the current version: now `other` may remove its copy.
+    beat(env, holder, &[("hd-only", &digest)], None).await;
+    env.state.fill_plans.clear().await;
+    let p = plan(env, other).await;
+    assert_eq!(p.removals.len(), 1, "{p:?}");
+    assert_eq!(p.removals[0].title, "hd-only");
+    assert_eq!(p.removals[0].kept_at, vec![holder.to_owned()]);
+    let before = p.plan_id.clone();
+    // The holder goes offline (stops heartbeating): the removal is withdrawn, the plan changes.
+    env.clock.advance(3600);
+    beat(env, other, &[("hd-only", &old)], None).await;
+    beat(env, "origin-1", &[], None).await;
+    env.state.fill_plans.clear().await;
+    let p = plan(env, other).await;
+    assert!(p.removals.is_empty(), "{p:?}");
+    assert_ne!(p.plan_id, before);
+    // Origin's own plan lists every title and removes nothing.
+    let po = plan(env, "origin-1").await;
+    assert_eq!(po.titles.len(), 3, "{po:?}");
+    assert!(po.removals.is_empty());
+}

@@ -297,7 +297,7 @@ async fn shutdown_signal() {
 /// The command line of one appliance: its own ports and cache directories, the fleet agent
 /// pointed at the control plane (keys, heartbeats, fill plan; the credential goes through the
 /// environment, not the command line), and a fill window that is always open so a newcomer
-/// sees titles arrive at once.
+/// sees titles arrive at once. Origin holds the packager's output and deletes nothing on a plan.
 fn appliance_args(a: &topology::ApplianceSpec, control_plane: &str) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "appliance".into(),
@@ -316,6 +316,9 @@ fn appliance_args(a: &topology::ApplianceSpec, control_plane: &str) -> Vec<Strin
         "--fill-window".into(),
         "always".into(),
     ];
+    if a.kind == topology::Kind::Origin {
+        args.extend(["--fill-removals".into(), "never".into()]);
+    }
     for d in &a.cache_dirs {
         args.push("--cache-dir".into());
         args.push(d.display().to_string());
