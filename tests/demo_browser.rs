@@ -68,15 +68,27 @@ impl Drop for Demo {
     }
 }
 
-/// A run of `count` consecutive free ports on 127.0.0.1 (probed by binding).
+/// A run of `count` consecutive free ports on 127.0.0.1 (probed by binding), below the
+/// kernel's ephemeral range, so that no other test's `127.0.0.1:0` socket (nor an outgoing
+/// connection) can take one of them between the probe and the demo's own bind.
 fn free_ports(count: u16) -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10_200).max(1);
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x =
+        nanos ^ (u64::from(std::process::id()) << 32) ^ calls.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     for _ in 0..200 {
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = probe.local_addr().unwrap().port();
-        drop(probe);
-        if base > 60000 {
-            continue;
-        }
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let base = 10_000 + ((x >> 33) % u64::from(span)) as u16;
         let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok())
             && (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok());
         if all_free {
@@ -87,6 +99,14 @@ fn free_ports(count: u16) -> u16 {
 }
 
 fn start_demo(extra: &[&str]) -> Demo {
+    let demo = launch_demo(extra);
+    // Appliances heartbeat every 2 s; wait until steering has them all.
+    std::thread::sleep(Duration::from_secs(5));
+    demo
+}
+
+/// Starts `outpost demo` from a fresh data directory and returns once it prints its URL.
+fn launch_demo(extra: &[&str]) -> Demo {
     let data = tempfile::tempdir().unwrap();
     let port = free_ports(1);
     let base = free_ports(4);
@@ -135,15 +155,12 @@ fn start_demo(extra: &[&str]) -> Demo {
             );
         }
     };
-    let demo = Demo {
+    Demo {
         child,
         url,
         _data: data,
         appliance_ports: (0..4).map(|i| base + i).collect(),
-    };
-    // Appliances heartbeat every 2 s; wait until steering has them all.
-    std::thread::sleep(Duration::from_secs(5));
-    demo
+    }
 }
 
 /// `GET /v1/fleet` (public in the demo).
@@ -427,5 +444,48 @@ fn playback_outlives_grant_expiry_only_with_refreshed_grants() {
             .iter()
             .any(|e| e.as_str().unwrap_or_default().contains("HTTP 403")),
         "without the grant refresh playback should fail with 403 once grants expire: {stale}"
+    );
+}
+
+/// The demo's fill start-up used to stall now and then (origin deleted its titles on a plan
+/// fetched before the catalog was loaded): twenty starts in a row from empty data directories,
+/// with both cores kept busy by other work, must each print their URL (the demo prints it only
+/// once both ISP appliances hold both titles, filled and verified).
+#[test]
+#[ignore = "needs npm packages (Shaka Player, hls.js): run ./scripts/test"]
+fn the_demo_starts_twenty_times_in_a_row_under_cpu_load() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for i in 0..100_000u64 {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                    }
+                }
+                x
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for run in 0..20 {
+        let t = Instant::now();
+        let demo = launch_demo(&[]);
+        times.push(t.elapsed().as_secs_f64());
+        eprintln!("demo start {run}: URL after {:.1} s", times[run]);
+        assert!(demo.url.starts_with("http://127.0.0.1:"), "{}", demo.url);
+        drop(demo);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        let _ = l.join();
+    }
+    times.sort_by(f64::total_cmp);
+    eprintln!(
+        "20 demo starts under load: median {:.1} s, slowest {:.1} s",
+        times[10], times[19]
     );
 }

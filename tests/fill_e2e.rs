@@ -297,6 +297,30 @@ fn package_title(d: &Path) -> PathBuf {
     out.join("fillme")
 }
 
+/// A play grant for `/fillme/` on `cluster`, signed with the control plane's key.
+fn play_grant(cpdata: &Path, cluster: &str) -> String {
+    let key = std::fs::read_dir(cpdata.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".key.pem"))
+        .expect("the control plane's signing key");
+    let o = Command::new(bin())
+        .args(["grant", "sign", "--key"])
+        .arg(&key)
+        .args(["--aud", cluster, "--prefix", "/fillme/", "--ttl", "600"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
+fn counter(admin: &str, name: &str) -> u64 {
+    metrics(admin)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `outpost control-plane import FILES` into the data directory `cpdata`.
 fn import(cpdata: &Path, files: &[&Path]) {
     let o = Command::new(bin())
@@ -387,19 +411,7 @@ fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
         held(&restarted),
         "title not held after a restart during the outage"
     );
-    let key = std::fs::read_dir(cpdata.join("keys"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".key.pem"))
-        .expect("the control plane's signing key");
-    let o = Command::new(bin())
-        .args(["grant", "sign", "--key"])
-        .arg(&key)
-        .args(["--aud", "isp", "--prefix", "/fillme/", "--ttl", "600"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let g = String::from_utf8(o.stdout).unwrap();
+    let g = play_grant(&cpdata, "isp");
     let v = entry
         .files
         .iter()
@@ -492,4 +504,99 @@ fn a_plan_asked_for_before_the_catalog_is_loaded_deletes_nothing() {
         assert!(got == want, "{} differs", f.path);
     }
     assert!(held(&origin));
+}
+
+/// SIGKILL in the middle of a fill: what the killed appliance left is never served, and after a
+/// restart the fill resumes from the partial files instead of starting over, the title ends
+/// byte-identical to origin's, and no partial file is left behind.
+#[test]
+fn an_appliance_killed_mid_fill_resumes_after_a_restart_and_never_serves_a_partial_title() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let title = package_title(d);
+    let cpdata = d.join("cp");
+    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+    import(
+        &cpdata,
+        &[&d.join("policy.toml"), &title.join("catalog.json")],
+    );
+    let (_cp, cp_addr) = control_plane(&cpdata, "127.0.0.1:0");
+    let cp_url = format!("http://{cp_addr}");
+    let origin_cache = d.join("origin-1-cache");
+    std::fs::create_dir_all(&origin_cache).unwrap();
+    std::fs::rename(&title, origin_cache.join("fillme")).unwrap();
+    let origin = appliance("origin-1", "origin", d, &cp_url);
+    assert!(held(&origin));
+    let entry = std::fs::read_to_string(origin_cache.join("fillme/catalog.json")).unwrap();
+    let entry = protocol::catalog::CatalogEntry::from_json(&entry).unwrap();
+    let total = entry.total_bytes();
+
+    // A slow fill (about 60 KB/s), killed part way.
+    let slow = ["--fill-rate-mbps", "0.5"];
+    let mut ix = appliance_with("ix-1", "ix", d, &cp_url, &slow);
+    wait_for("the fill to be under way", 60, || {
+        counter(&ix.admin, "outpost_appliance_fill_bytes_total") > total / 4
+    });
+    let _ = ix.proc.child.kill();
+    let _ = ix.proc.child.wait();
+    let cache = ix.cache.clone();
+    assert!(
+        !cache.join("fillme/catalog.json").exists(),
+        "the fill finished before the kill: slow it down"
+    );
+    let parts = |root: &Path| -> u64 {
+        std::fs::read_dir(root.join(".fill/fillme"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let left = parts(&cache);
+    let committed: Vec<&str> = entry
+        .files
+        .iter()
+        .filter(|f| cache.join("fillme").join(&f.path).exists())
+        .map(|f| f.path.as_str())
+        .collect();
+    assert!(
+        left > 0 || !committed.is_empty(),
+        "the kill left nothing to resume"
+    );
+
+    // Restarted (still slow): what was left is not served while the fill goes on.
+    let ix = appliance_with("ix-1", "ix", d, &cp_url, &slow);
+    let g = play_grant(&cpdata, "ix");
+    assert!(
+        !held(&ix),
+        "a partial title is reported held after the restart"
+    );
+    for f in &committed {
+        let (st, _) = http(&ix.addr, &format!("/g/{g}/fillme/{f}"), &[]);
+        assert_eq!(st, 404, "{f} of a partial title served after the restart");
+    }
+    wait_for("the restarted appliance to hold the title", 90, || {
+        held(&ix)
+    });
+    for f in &entry.files {
+        let got = std::fs::read(cache.join("fillme").join(&f.path)).unwrap();
+        let want = std::fs::read(origin_cache.join("fillme").join(&f.path)).unwrap();
+        assert!(got == want, "{} differs", f.path);
+        let (st, body) = http(&ix.addr, &format!("/g/{g}/fillme/{}", f.path), &[]);
+        assert_eq!(st, 200, "{}", f.path);
+        assert!(body == want, "{} served differs", f.path);
+    }
+    let fetched = counter(&ix.admin, "outpost_appliance_fill_bytes_total");
+    let already: u64 = left
+        + entry
+            .files
+            .iter()
+            .filter(|f| committed.contains(&f.path.as_str()))
+            .map(|f| f.size)
+            .sum::<u64>();
+    assert!(
+        fetched + already >= total && fetched < total,
+        "fetched {fetched} of {total} bytes after the restart with {already} on disk: not resumed"
+    );
+    assert_eq!(parts(&cache), 0, "partial files left behind");
 }

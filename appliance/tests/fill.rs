@@ -1024,16 +1024,7 @@ async fn partial_downloads_of_a_title_that_left_the_plan_are_removed() {
         .pass(&plan(&target, vec![t.planned(vec![src], false)]), 0)
         .await;
     assert_eq!(r.pending, vec!["flaky".to_string()], "{r:?}");
-    let parts = || -> Vec<PathBuf> {
-        std::fs::read_dir(target.root().join(".fill"))
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.to_string_lossy().ends_with(".part"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let parts = || part_files(&target.root());
     let left = parts();
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(std::fs::metadata(&left[0]).unwrap().len() >= 100_000);
@@ -1044,6 +1035,83 @@ async fn partial_downloads_of_a_title_that_left_the_plan_are_removed() {
     assert_eq!(r.removed, vec!["flaky".to_string()], "{r:?}");
     assert!(parts().is_empty(), "{:?}", parts());
     assert!(!target.root().join("flaky").exists());
+}
+
+/// Every partial download file under `root/.fill` (one directory per title).
+fn part_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(root.join(".fill"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            if f.path().to_string_lossy().ends_with(".part") {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_downloads_survive_a_restart_resume_when_planned_and_go_when_not() {
+    let a = Title::new("resumed", 3_000_000, 21);
+    let b = Title::new("abandoned", 3_000_000, 22);
+    let cp = catalog_server(&[&a, &b]).await;
+    let source = App::start("src-1", "ix", &[&a, &b]);
+    let proxy = cutting_proxy(source.addr, 200_000, true);
+    let target = App::start("isp-1", "isp", &[]);
+    let cfg = FillConfig {
+        concurrency: 1,
+        ..always()
+    };
+    let planned = |t: &Title, addr| {
+        t.planned(
+            vec![source.source_at(SourceTier::Upstream, &t.name, addr)],
+            false,
+        )
+    };
+    {
+        // The first run: both downloads die part way (every connection is cut).
+        let f = filler(&target, &cp, cfg.clone());
+        let r = f
+            .pass(
+                &plan(
+                    &target,
+                    vec![planned(&a, proxy.addr), planned(&b, proxy.addr)],
+                ),
+                0,
+            )
+            .await;
+        assert_eq!(r.pending.len(), 2, "{r:?}");
+        // The process dies here: the filler and its memory are gone, the files stay.
+    }
+    let left = part_files(&target.root());
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!target.held("resumed") && !target.held("abandoned"));
+    assert_eq!(target.get("resumed", "v1/video.mp4", Scope::Play).0, 404);
+    let before = target.metrics().fill.bytes_in.load(Ordering::Relaxed);
+    // The restart: only `resumed` is planned, straight from the source. It resumes from what
+    // the first run left; `abandoned`'s partial download is found and removed.
+    let f = filler(&target, &cp, cfg);
+    let r = f
+        .pass(&plan(&target, vec![planned(&a, source.addr)]), 0)
+        .await;
+    assert_eq!(r.filled, vec!["resumed".to_string()], "{r:?}");
+    assert_eq!(r.removed, vec!["abandoned".to_string()], "{r:?}");
+    assert_same_files(&target, &a);
+    let fetched = target.metrics().fill.bytes_in.load(Ordering::Relaxed) - before;
+    assert!(
+        fetched < a.bytes(),
+        "fetched {fetched} bytes after the restart: the download started over"
+    );
+    assert!(
+        part_files(&target.root()).is_empty(),
+        "{:?}",
+        part_files(&target.root())
+    );
+    assert!(!target.root().join("abandoned").exists());
 }
 
 /// `n` small titles, each placed on `app`'s drive.

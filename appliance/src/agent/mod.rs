@@ -419,7 +419,9 @@ impl Agent {
                     });
                 }
                 Err(e) => {
-                    refresh = Duration::from_secs(5);
+                    // Soon again: a control plane still loading its catalog answers 503 for a
+                    // moment (the last plan, if any, stays in force meanwhile).
+                    refresh = Duration::from_secs(2);
                     tracing::warn!(error = %e, "fill plan fetch failed; keeping the last plan");
                 }
             }

@@ -68,12 +68,18 @@ pub enum FetchError {
     },
 }
 
-/// The partial-file path of `key` (expected SHA-256 `sha256`) on the drive rooted at `root`.
+/// The partial-file path of `key` (`/<title>/<path>`, expected SHA-256 `sha256`) on the drive
+/// rooted at `root`: `<root>/.fill/<title>/<hash of key>-<sha256 prefix>.part`. The same file is
+/// found again after a restart (the download resumes), and the title it belongs to is its
+/// directory, so partial files of titles that left the plan can be found and removed.
 pub fn partial_path(root: &Path, key: &str, sha256: &str) -> PathBuf {
     let k = Sha256::digest(key.as_bytes());
     let k: String = k[..12].iter().map(|b| format!("{b:02x}")).collect();
     let short = sha256.get(..16).unwrap_or(sha256);
-    root.join(FILL_DIR).join(format!("{k}-{short}.part"))
+    let title = key.trim_start_matches('/').split('/').next().unwrap_or("");
+    root.join(FILL_DIR)
+        .join(title)
+        .join(format!("{k}-{short}.part"))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -393,6 +399,7 @@ mod tests {
         let a = partial_path(Path::new("/d"), "/t/a.m4s", &"ab".repeat(32));
         let b = partial_path(Path::new("/d"), "/u/a.m4s", &"ab".repeat(32));
         assert_ne!(a, b);
-        assert!(a.starts_with("/d/.fill"));
+        assert!(a.starts_with("/d/.fill/t/"), "{a:?}");
+        assert!(b.starts_with("/d/.fill/u/"), "{b:?}");
     }
 }

@@ -157,6 +157,42 @@ pub struct Filler {
     removals: std::sync::Mutex<RemovalTracker>,
 }
 
+/// What an earlier run (stopped or killed mid-fill) left in each drive's [`FILL_DIR`]: partial
+/// downloads by title, kept so a planned title resumes where it stopped and an unplanned one is
+/// removed like any partial download. Catalog temporaries (rewritten on every attempt) and
+/// files of no title are deleted at once.
+fn left_over_partials(store: &Store) -> HashMap<String, HashSet<std::path::PathBuf>> {
+    let mut out: HashMap<String, HashSet<std::path::PathBuf>> = HashMap::new();
+    for d in store.drives() {
+        let Ok(entries) = std::fs::read_dir(d.root.join(FILL_DIR)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let parts: Vec<std::path::PathBuf> = std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|p| p.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "part"))
+                    .collect();
+                if parts.is_empty() {
+                    let _ = std::fs::remove_dir(&path);
+                } else {
+                    tracing::info!(title = name, files = parts.len(), drive = %d.root.display(), "partial downloads left by an earlier run: resumed if still planned");
+                    out.entry(name).or_default().extend(parts);
+                }
+            } else {
+                tracing::info!(file = %path.display(), "fill temporary of an earlier run removed");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    out
+}
+
 impl Filler {
     /// A filler writing into `store`, fetching catalog entries through `cp`.
     pub fn new(
@@ -171,10 +207,11 @@ impl Filler {
             (None, false) => None,
         };
         let fetcher = fetch::Fetcher::new(limiter.clone(), metrics.clone(), cfg.s3.clone())?;
+        let partials = left_over_partials(&store);
         Ok(Filler {
             limiter,
             slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
-            partials: std::sync::Mutex::new(HashMap::new()),
+            partials: std::sync::Mutex::new(partials),
             removals: std::sync::Mutex::new(RemovalTracker::default()),
             store,
             metrics,
@@ -328,6 +365,9 @@ impl Filler {
                 .unwrap_or_default();
             for f in &files {
                 let _ = tokio::fs::remove_file(f).await;
+                if let Some(dir) = f.parent() {
+                    let _ = tokio::fs::remove_dir(dir).await;
+                }
             }
             // Files of the title already moved into place (its catalog.json never was).
             let objects = if self.store.title_dirs().contains(&title) {

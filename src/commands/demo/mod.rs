@@ -237,6 +237,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     // Wait (Ctrl-C still stops) until fill has placed every title in the embedded cluster.
     let filled = tokio::select! {
         r = fill::wait_until_placed(&state, &topo, Duration::from_secs(180)) => Some(r),
+        e = first_exit(&procs) => Some(Err(e)),
         () = shutdown_signal() => None,
     };
     match &filled {
@@ -276,6 +277,21 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("demo: stopped");
     Ok(())
+}
+
+/// Resolves when an appliance exits during start-up (a port in use, a bad cache directory):
+/// the demo stops at once and says which and why instead of waiting for fill to time out.
+async fn first_exit(procs: &[Arc<Mutex<Proc>>]) -> anyhow::Error {
+    loop {
+        for p in procs {
+            if let Ok(mut p) = p.lock() {
+                if let Some(why) = p.exited() {
+                    return anyhow::anyhow!("appliance {} exited during start-up ({why})", p.name);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Ctrl-C, or SIGTERM from a supervisor: either way every appliance is stopped.

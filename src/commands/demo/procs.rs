@@ -73,6 +73,22 @@ impl Proc {
         }
     }
 
+    /// When the child was started and has exited since: its exit status and the last line of
+    /// its log (why it stopped, e.g. a port already in use).
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        let last = std::fs::read_to_string(&self.log)
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        Some(format!("{status}: {last}"))
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL. Only ever signals the child it started.
     pub fn stop(&mut self, grace: Duration) {
         let Some(mut c) = self.child.take() else {
