@@ -266,9 +266,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 |addr| {
                     println!("control plane listening on http://{addr}");
                 },
-                async {
-                    let _ = tokio::signal::ctrl_c().await;
-                },
+                // Ctrl-C, or SIGTERM from a supervisor (systemd, the demo, a test): both drain
+                // and exit 0.
+                super::shutdown_signal(),
             ))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -238,7 +238,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let filled = tokio::select! {
         r = fill::wait_until_placed(&state, &topo, Duration::from_secs(180)) => Some(r),
         e = first_exit(&procs) => Some(Err(e)),
-        () = shutdown_signal() => None,
+        () = super::shutdown_signal() => None,
     };
     match &filled {
         Some(Ok(())) => {
@@ -252,7 +252,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             println!("  data  {}", dirs.root.display());
             println!("  logs  {}", dirs.logs.display());
             println!("Press Ctrl-C to stop.");
-            shutdown_signal().await;
+            super::shutdown_signal().await;
         }
         Some(Err(e)) => eprintln!("demo: {e:#}"),
         None => {}
@@ -291,22 +291,6 @@ async fn first_exit(procs: &[Arc<Mutex<Proc>>]) -> anyhow::Error {
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Ctrl-C, or SIGTERM from a supervisor: either way every appliance is stopped.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
     }
 }
 
