@@ -19,6 +19,9 @@ pub enum Error {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// A stored value no longer decodes (the row names table, key and column).
+    #[error("database: {0}")]
+    BadRow(crate::db::BadRow),
     /// Migrations failed.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -7,14 +7,14 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
-use protocol::catalog::{is_valid_segment, CatalogEntry, Tier, TrackKind};
+use protocol::catalog::{is_valid_segment, CatalogEntry, Tier};
 use protocol::content_keys::ContentKeys;
 use serde::Deserialize;
 
 use crate::crypto::{digest, MasterKey};
 use crate::db::{
-    AccountRow, ApiKeyRow, ApplianceRow, ClusterRow, DeviceClassRow, KeyRow, PlanRow, PolicyRows,
-    Repository, TitleRow, WindowRow,
+    AccountRow, AccountStatus, ApiKeyRow, ApplianceRow, ClusterRow, DeviceClassRow, KeyRow,
+    PlanRow, PolicyRows, Repository, TitleRow, WindowRow,
 };
 use crate::manifest::{dash, hls, Location};
 use crate::prefix::Prefix;
@@ -67,28 +67,6 @@ pub struct PlanDef {
     pub max_tier: Tier,
     /// Concurrent streams (1..=100).
     pub max_streams: u32,
-}
-
-/// Account status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccountStatus {
-    /// May watch.
-    Active,
-    /// Temporarily barred (payment, abuse).
-    Suspended,
-    /// Gone.
-    Closed,
-}
-
-impl AccountStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            AccountStatus::Active => "active",
-            AccountStatus::Suspended => "suspended",
-            AccountStatus::Closed => "closed",
-        }
-    }
 }
 
 /// An account.
@@ -337,7 +315,7 @@ impl Policy {
             }
             rows.plans.push(PlanRow {
                 id: p.id.clone(),
-                max_tier: p.max_tier.as_str().into(),
+                max_tier: p.max_tier,
                 max_streams: p.max_streams as i64,
             });
         }
@@ -352,7 +330,7 @@ impl Policy {
             rows.accounts.push(AccountRow {
                 id: a.id.clone(),
                 plan_id: a.plan.clone(),
-                status: a.status.as_str().into(),
+                status: a.status,
             });
         }
         for (i, d) in self.device_classes.iter().enumerate() {
@@ -369,8 +347,8 @@ impl Policy {
             }
             rows.device_classes.push(DeviceClassRow {
                 id: d.id.clone(),
-                key_systems: serde_json::to_string(&d.key_systems).unwrap_or_default(),
-                max_tier: d.max_tier.as_str().into(),
+                key_systems: d.key_systems.clone(),
+                max_tier: d.max_tier,
             });
         }
         for (i, g) in self.geo.iter().enumerate() {
@@ -428,7 +406,7 @@ impl Policy {
                 country: w.country.clone(),
                 starts_at: start,
                 ends_at: end,
-                max_tier: w.max_tier.as_str().into(),
+                max_tier: w.max_tier,
             });
         }
         let sites: HashSet<&str> = self.sites.iter().map(|s| s.id.as_str()).collect();
@@ -466,9 +444,9 @@ impl Policy {
             rows.clusters.push(ClusterRow {
                 id: c.id.clone(),
                 site_id: c.site.clone(),
-                kind: c.kind.as_str().into(),
-                fallbacks: serde_json::to_string(&c.fallbacks).unwrap_or_default(),
-                countries: serde_json::to_string(&c.countries).unwrap_or_default(),
+                kind: c.kind,
+                fallbacks: c.fallbacks.clone(),
+                countries: c.countries.clone(),
             });
         }
         for (i, a) in self.appliances.iter().enumerate() {
@@ -535,32 +513,16 @@ impl Policy {
                     ));
                 }
             }
-            rows.appliances.push(ApplianceRow {
-                id: a.id.clone(),
-                cluster_id: a.cluster.clone(),
-                address: a.address.clone(),
-                port: a.port as i64,
-                prefixes: serde_json::to_string(&prefixes).unwrap_or_default(),
-                credential_sha256: cred,
-                admin_state: a.admin_state.as_str().into(),
-                configured_titles: a
-                    .titles
-                    .as_ref()
-                    .map(|t| serde_json::to_string(t).unwrap_or_default()),
-                status: "unknown".into(),
-                health: None,
-                load: 0.0,
-                egress_bps: 0,
-                drives: None,
-                titles: None,
-                reported_prefixes: None,
-                version: None,
-                last_heartbeat: None,
-                requests_served: 0,
-                bytes_served: 0,
-                held: None,
-                fill_status: None,
-            });
+            rows.appliances.push(ApplianceRow::configured(
+                a.id.clone(),
+                a.cluster.clone(),
+                a.address.clone(),
+                a.port as i64,
+                prefixes,
+                cred,
+                a.admin_state,
+                a.titles.clone(),
+            ));
         }
         for (i, k) in self.api_keys.iter().enumerate() {
             unique("api_key", format!("api_keys[{i}].id"), &k.id)?;
@@ -683,12 +645,9 @@ pub fn key_rows(
         out.push(KeyRow {
             title: keys.title.clone(),
             kid: k.kid.clone(),
-            scheme: keys.scheme.as_str().into(),
-            tier: k.tier.map(|t| t.as_str().to_owned()),
-            track_type: match k.track_type {
-                TrackKind::Video => "video".into(),
-                TrackKind::Audio => "audio".into(),
-            },
+            scheme: keys.scheme,
+            tier: k.tier,
+            track_type: k.track_type,
             sealed: master.seal(&k.key_bytes(), &aad)?,
         });
     }

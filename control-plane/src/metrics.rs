@@ -42,6 +42,8 @@ pub struct Metrics {
     pub plan_adds: AtomicU64,
     /// Placement changes published: removes.
     pub plan_removes: AtomicU64,
+    /// Stored values that did not decode when the current snapshot was built (a gauge).
+    pub snapshot_bad_rows: AtomicU64,
     /// Cluster → titles in its last published placement (distinct titles).
     pub titles_planned: Mutex<BTreeMap<String, u64>>,
     fill_last: Mutex<HashMap<String, (u64, u64, u64)>>,
@@ -69,6 +71,7 @@ impl Default for Metrics {
             fill_catalogs_served: AtomicU64::new(0),
             plan_adds: AtomicU64::new(0),
             plan_removes: AtomicU64::new(0),
+            snapshot_bad_rows: AtomicU64::new(0),
             titles_planned: Mutex::new(BTreeMap::new()),
             fill_last: Mutex::new(HashMap::new()),
             fill_bytes: AtomicU64::new(0),
@@ -204,6 +207,11 @@ impl Metrics {
                 let _ = writeln!(s, "outpost_cp_fill_titles_planned{{cluster=\"{c}\"}} {n}");
             }
         }
+        let _ = writeln!(
+            s,
+            "# HELP outpost_cp_snapshot_bad_rows Stored values left out of the current snapshot because they no longer decode (each is logged with table, row and column).\n# TYPE outpost_cp_snapshot_bad_rows gauge\noutpost_cp_snapshot_bad_rows {}",
+            g(&self.snapshot_bad_rows)
+        );
         let _ = writeln!(s, "# HELP outpost_cp_steering_misses_total Steering decisions that skipped the best local appliance.\n# TYPE outpost_cp_steering_misses_total counter");
         let _ = writeln!(
             s,

@@ -15,15 +15,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use protocol::catalog::{CatalogEntry, Tier, TrackKind};
-use protocol::fleet::Health;
 
 use crate::config::Config;
 use crate::crypto::MasterKey;
-use crate::db::{Repository, SnapshotRows};
+use crate::db::{BadRow, Repository, SnapshotRows};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::prefix::{Prefix, PrefixTable};
-use crate::steering::{AdminState, Appliance, Cluster, ClusterKind, Fleet, Thresholds};
+use crate::steering::{AdminState, Appliance, Cluster, Fleet, Thresholds};
 use crate::Error;
 
 /// The time source. The service reads [`SystemClock`]; tests move a [`ManualClock`].
@@ -132,6 +131,8 @@ pub struct Snapshot {
     pub capacity: HashMap<String, u64>,
     /// Cluster → the countries of its content region (empty = every country).
     pub cluster_countries: HashMap<String, Vec<String>>,
+    /// Stored values that did not decode when this snapshot was built (each logged).
+    pub bad_rows: u64,
 }
 
 /// What the fill planner needs to know of a title besides its entry.
@@ -147,41 +148,44 @@ pub struct TitleMeta {
     pub imported_at: i64,
 }
 
-fn tier(s: &str) -> Tier {
-    s.parse().unwrap_or(Tier::Sd)
-}
-
-fn json_list(s: Option<&str>) -> Option<Vec<String>> {
-    s.and_then(|t| serde_json::from_str(t).ok())
-}
-
 impl Snapshot {
-    /// Builds the in-memory form. Rows were validated on import; a row that no longer parses is
-    /// skipped with a warning rather than taking the service down.
+    /// Builds the in-memory form. Rows were validated on import; a value that no longer decodes
+    /// (a [`crate::db::BadRow`], or a prefix or catalog entry that no longer parses) is reported
+    /// with a warning naming table, row and column and counted in [`Snapshot::bad_rows`] (the
+    /// `outpost_cp_snapshot_bad_rows` gauge), and its row is left out rather than guessed at.
     pub fn build(rows: SnapshotRows) -> Snapshot {
         let mut s = Snapshot::default();
+        for b in &rows.bad {
+            s.report(b);
+        }
         for p in rows.plans {
-            s.plans.insert(p.id, (tier(&p.max_tier), p.max_streams));
+            s.plans.insert(p.id, (p.max_tier, p.max_streams));
         }
         for d in rows.device_classes {
             s.devices.insert(
                 d.id,
                 Device {
-                    key_systems: json_list(Some(&d.key_systems)).unwrap_or_default(),
-                    max_tier: tier(&d.max_tier),
+                    key_systems: d.key_systems,
+                    max_tier: d.max_tier,
                 },
             );
         }
         for (p, c) in rows.geo {
-            if let Ok(p) = p.parse::<Prefix>() {
-                s.geo.insert(p, c);
+            match p.parse::<Prefix>() {
+                Ok(parsed) => {
+                    s.geo.insert(parsed, c);
+                }
+                Err(e) => s.report(&BadRow {
+                    table: "geo_prefixes",
+                    key: p,
+                    column: "prefix",
+                    reason: e.to_string(),
+                }),
             }
         }
         for w in rows.windows {
-            s.windows.insert(
-                (w.title, w.country),
-                (w.starts_at, w.ends_at, tier(&w.max_tier)),
-            );
+            s.windows
+                .insert((w.title, w.country), (w.starts_at, w.ends_at, w.max_tier));
         }
         let imported: HashMap<String, i64> = rows.titles_imported_at.into_iter().collect();
         for (id, c) in rows.titles {
@@ -199,60 +203,51 @@ impl Snapshot {
                     s.catalog_text.insert(id.clone(), Arc::from(c.as_str()));
                     s.titles.insert(id, Arc::new(e));
                 }
-                Err(e) => {
-                    tracing::warn!(title = %id, error = %e, "stored catalog entry no longer parses")
-                }
+                Err(e) => s.report(&BadRow {
+                    table: "titles",
+                    key: id,
+                    column: "catalog",
+                    reason: e.to_string(),
+                }),
             }
         }
         for k in rows.keys {
             s.keys.entry(k.title).or_default().push(KeyMeta {
                 kid: k.kid,
-                tier: k.tier.as_deref().map(tier),
-                track_type: if k.track_type == "audio" {
-                    TrackKind::Audio
-                } else {
-                    TrackKind::Video
-                },
+                tier: k.tier,
+                track_type: k.track_type,
                 sealed: k.sealed,
             });
         }
-        for c in &rows.clusters {
-            s.cluster_countries.insert(
-                c.id.clone(),
-                json_list(Some(&c.countries)).unwrap_or_default(),
-            );
-        }
-        let clusters = rows
-            .clusters
-            .into_iter()
-            .map(|c| Cluster {
-                kind: match c.kind.as_str() {
-                    "embedded" => ClusterKind::Embedded,
-                    "exchange" => ClusterKind::Exchange,
-                    _ => ClusterKind::Origin,
-                },
-                fallbacks: json_list(Some(&c.fallbacks)).unwrap_or_default(),
+        let mut clusters = Vec::with_capacity(rows.clusters.len());
+        for c in rows.clusters {
+            s.cluster_countries.insert(c.id.clone(), c.countries);
+            clusters.push(Cluster {
+                kind: c.kind,
+                fallbacks: c.fallbacks,
                 id: c.id,
-            })
-            .collect();
+            });
+        }
         let mut appliances = Vec::new();
         for a in rows.appliances {
-            let admin_state = match a.admin_state.as_str() {
-                "online" => AdminState::Online,
-                "offline" => AdminState::Offline,
-                _ => AdminState::Reported,
-            };
-            let prefixes = json_list(a.reported_prefixes.as_deref())
-                .or_else(|| json_list(Some(&a.prefixes)))
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|p| p.parse().ok())
-                .collect();
-            let held: Vec<protocol::fill::HeldTitle> = a
-                .held
-                .as_deref()
-                .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or_default();
+            let admin_state = a.admin_state;
+            let mut prefixes = Vec::new();
+            for p in a.reported_prefixes.as_ref().unwrap_or(&a.prefixes) {
+                match p.parse() {
+                    Ok(p) => prefixes.push(p),
+                    Err(e) => s.report(&BadRow {
+                        table: "appliances",
+                        key: a.id.clone(),
+                        column: if a.reported_prefixes.is_some() {
+                            "reported_prefixes"
+                        } else {
+                            "prefixes"
+                        },
+                        reason: format!("{p:?}: {e}"),
+                    }),
+                }
+            }
+            let held = a.held.unwrap_or_default();
             // A title held in an older catalog version is not held for steering: the session's
             // manifests describe the current version's files.
             let stale: HashSet<&str> = held
@@ -265,20 +260,16 @@ impl Snapshot {
                 .map(|h| h.title.as_str())
                 .collect();
             let titles = match admin_state {
-                AdminState::Online => json_list(a.configured_titles.as_deref()),
+                AdminState::Online => a.configured_titles,
                 _ => Some(
-                    json_list(a.titles.as_deref())
+                    a.titles
                         .unwrap_or_default()
                         .into_iter()
                         .filter(|t| !stale.contains(t.as_str()))
                         .collect(),
                 ),
             };
-            if let Some(d) = a
-                .drives
-                .as_deref()
-                .and_then(|d| serde_json::from_str::<Vec<protocol::fleet::Drive>>(d).ok())
-            {
+            if let Some(d) = &a.drives {
                 let cap = d
                     .iter()
                     .filter(|d| d.state != protocol::fleet::DriveState::Failed)
@@ -287,11 +278,7 @@ impl Snapshot {
                     s.capacity.insert(a.id.clone(), cap);
                 }
             }
-            if let Some(f) = a
-                .fill_status
-                .as_deref()
-                .and_then(|f| serde_json::from_str(f).ok())
-            {
+            if let Some(f) = a.fill_status {
                 s.fill_status.insert(a.id.clone(), f);
             }
             if !held.is_empty() {
@@ -302,12 +289,7 @@ impl Snapshot {
                     .insert(a.id.clone(), a.credential_sha256.clone());
             }
             appliances.push(Appliance {
-                health: match a.health.as_deref() {
-                    Some("ok") => Some(Health::Ok),
-                    Some("warning") => Some(Health::Warning),
-                    Some("error") => Some(Health::Error),
-                    _ => None,
-                },
+                health: a.health,
                 load: a.load,
                 last_heartbeat: a.last_heartbeat.map(|t| t.max(0) as u64),
                 titles: titles.map(|v| v.into_iter().collect()),
@@ -324,6 +306,12 @@ impl Snapshot {
             s.api_keys.insert(k.secret_sha256, k.id);
         }
         s
+    }
+
+    fn report(&mut self, b: &BadRow) {
+        tracing::warn!(table = b.table, row = %b.key, column = b.column, reason = %b.reason,
+            "stored value no longer decodes; left out of the snapshot");
+        self.bad_rows += 1;
     }
 
     /// The country of a client address.
@@ -426,6 +414,10 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Result<AppState, Error> {
         let snap = Snapshot::build(repo.load_snapshot().await?);
+        let metrics = Metrics::default();
+        metrics
+            .snapshot_bad_rows
+            .store(snap.bad_rows, Ordering::Relaxed);
         let limiter =
             RateLimiter::new(config.session_starts_per_minute, config.session_start_burst);
         Ok(AppState(Arc::new(Inner {
@@ -435,7 +427,7 @@ impl AppState {
             master,
             clock,
             limiter,
-            metrics: Metrics::default(),
+            metrics,
             telemetry: crate::telemetry::Telemetry::default(),
             fill_plans: crate::fill::edge::PlanCache::default(),
             snapshot: RwLock::new((Arc::new(snap), Instant::now())),
@@ -480,6 +472,9 @@ impl AppState {
         }
         self.dirty.store(false, Ordering::SeqCst);
         let snap = Arc::new(Snapshot::build(self.repo.load_snapshot().await?));
+        self.metrics
+            .snapshot_bad_rows
+            .store(snap.bad_rows, Ordering::Relaxed);
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = (snap.clone(), Instant::now());
         Ok(snap)
     }

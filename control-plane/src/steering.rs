@@ -145,6 +145,17 @@ pub enum MissClass {
     HealthMiss,
 }
 
+impl MissClass {
+    /// `content_miss` or `health_miss`: the one spelling, in the stored decision (serde), the
+    /// session-start answer, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissClass::ContentMiss => "content_miss",
+            MissClass::HealthMiss => "health_miss",
+        }
+    }
+}
+
 /// One ranked appliance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Choice {
@@ -173,6 +184,29 @@ pub struct Decision {
     pub miss: Option<MissClass>,
     /// Human-readable reason.
     pub reason: String,
+}
+
+/// The part of a [`Decision`] a session keeps (stored as JSON in its row): the ranking its
+/// heartbeats re-grant and its steering manifests re-order, why, and the miss class the fill
+/// planner counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDecision {
+    /// Ranked appliances, best first.
+    pub ranked: Vec<Choice>,
+    /// Human-readable reason.
+    pub reason: String,
+    /// The miss class, if any.
+    pub miss: Option<MissClass>,
+}
+
+impl From<&Decision> for StoredDecision {
+    fn from(d: &Decision) -> Self {
+        StoredDecision {
+            ranked: d.ranked.clone(),
+            reason: d.reason.clone(),
+            miss: d.miss,
+        }
+    }
 }
 
 /// The fleet as steering sees it: clusters, appliances and the announced-prefix table.
@@ -524,6 +558,17 @@ mod tests {
         load_threshold: 0.9,
         max: 3,
     };
+
+    #[test]
+    fn miss_classes_have_one_spelling() {
+        for m in [MissClass::ContentMiss, MissClass::HealthMiss] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+            assert_eq!(
+                serde_json::from_value::<MissClass>(m.as_str().into()).unwrap(),
+                m
+            );
+        }
+    }
 
     fn ids(d: &Decision) -> Vec<&str> {
         d.ranked.iter().map(|c| c.appliance.as_str()).collect()

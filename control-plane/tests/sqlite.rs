@@ -44,6 +44,58 @@ async fn sqlite_admin_imports_name_the_field() {
     scenarios::admin_imports(&Env::sqlite().await).await;
 }
 
+/// A stored value that no longer decodes is reported (a warning naming table, row and column,
+/// and the `outpost_cp_snapshot_bad_rows` gauge) and its row left out; it is never guessed at
+/// (an unknown cluster kind once read as origin, an unknown tier as SD). A bad reported column
+/// reads as not reported and keeps the appliance.
+#[tokio::test]
+async fn sqlite_bad_stored_values_are_reported_not_guessed() {
+    use axum::http::Method;
+    use control_plane::state::Snapshot;
+
+    let env = Env::sqlite().await;
+    let url = format!("sqlite://{}", env.sqlite_path().unwrap().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for sql in [
+        "UPDATE plans SET max_tier = '8K' WHERE id = 'premium'",
+        "UPDATE clusters SET kind = 'edge' WHERE id = 'ix-syd'",
+        "UPDATE appliances SET drives = '{not json' WHERE id = 'akl-1'",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let rows = env.repo.load_snapshot().await.unwrap();
+    let bad: Vec<(&str, &str, &str)> = rows
+        .bad
+        .iter()
+        .map(|b| (b.table, b.key.as_str(), b.column))
+        .collect();
+    assert_eq!(
+        bad,
+        [
+            ("plans", "premium", "max_tier"),
+            ("clusters", "ix-syd", "kind"),
+            ("appliances", "akl-1", "drives"),
+        ]
+    );
+    assert!(rows.bad[0].reason.contains("\"8K\""), "{}", rows.bad[0]);
+    let snap = Snapshot::build(rows);
+    assert_eq!(snap.bad_rows, 3);
+    assert!(!snap.plans.contains_key("premium"));
+    assert!(snap.plans.contains_key("family"));
+    assert!(snap.fleet.cluster("ix-syd").is_none());
+    assert!(snap.fleet.cluster("isp-akl").is_some());
+    assert!(snap.fleet.appliance("akl-1").is_some());
+    assert!(!snap.capacity.contains_key("akl-1"));
+
+    env.state.invalidate();
+    env.state.snapshot().await.unwrap();
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    let m = m.as_str().unwrap();
+    assert!(m.contains("\noutpost_cp_snapshot_bad_rows 3\n"), "{m}");
+}
+
 /// Backend-independent API behaviour: rate limit, request ids, CORS, OpenAPI, metrics, secrets.
 mod api_quality {
     use super::common::{test_config, Env, ADMIN, API_KEY, T0};

@@ -47,7 +47,7 @@ pub(crate) async fn authenticate(
     Ok(())
 }
 
-fn prefixes_json(field: &str, list: &[String]) -> Result<String, ApiError> {
+fn canonical_prefixes(field: &str, list: &[String]) -> Result<Vec<String>, ApiError> {
     let mut out = Vec::with_capacity(list.len());
     for (i, p) in list.iter().enumerate() {
         let p: Prefix = p.parse().map_err(|e: crate::prefix::PrefixError| {
@@ -55,7 +55,7 @@ fn prefixes_json(field: &str, list: &[String]) -> Result<String, ApiError> {
         })?;
         out.push(p.to_string());
     }
-    Ok(serde_json::to_string(&out).unwrap_or_default())
+    Ok(out)
 }
 
 /// Records an appliance heartbeat.
@@ -92,24 +92,21 @@ pub async fn heartbeat(
         }
     }
     let prefixes = match &hb.prefixes {
-        Some(p) => Some(prefixes_json("prefixes", p)?),
+        Some(p) => Some(canonical_prefixes("prefixes", p)?),
         None => None,
     };
     let now = st.now();
     let row = HeartbeatRow {
-        health: hb.health.as_str().to_owned(),
+        health: hb.health,
         load: hb.load,
         egress_bps: i64::try_from(hb.egress_bps).unwrap_or(i64::MAX),
-        drives: serde_json::to_string(&hb.drives).unwrap_or_default(),
-        titles: serde_json::to_string(&hb.titles).unwrap_or_default(),
+        drives: hb.drives.clone(),
+        titles: hb.titles.clone(),
         prefixes,
         requests_served: i64::try_from(hb.requests_served).unwrap_or(i64::MAX),
         bytes_served: i64::try_from(hb.bytes_served).unwrap_or(i64::MAX),
-        held: (!hb.held.is_empty()).then(|| serde_json::to_string(&hb.held).unwrap_or_default()),
-        fill: hb
-            .fill
-            .as_ref()
-            .map(|f| serde_json::to_string(f).unwrap_or_default()),
+        held: (!hb.held.is_empty()).then(|| hb.held.clone()),
+        fill: hb.fill.clone(),
     };
     if !st.repo.record_heartbeat(&id, &row, now as i64).await? {
         return Err(ApiError::UnknownAppliance(id));
@@ -146,7 +143,7 @@ pub async fn register(
     authenticate(&st, &headers, &id).await?;
     let reg: Registration = parse_body(&body)?;
     let prefixes = match &reg.prefixes {
-        Some(p) => Some(prefixes_json("prefixes", p)?),
+        Some(p) => Some(canonical_prefixes("prefixes", p)?),
         None => None,
     };
     if let Some(a) = &reg.address {
@@ -211,7 +208,7 @@ pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
         rows.clusters
             .iter()
             .find(|c| c.id == cluster)
-            .map(|c| (c.kind.clone(), c.site_id.clone()))
+            .map(|c| (c.kind.as_str(), c.site_id.clone()))
             .unwrap_or_default()
     };
     let list: Vec<serde_json::Value> = rows
@@ -223,11 +220,6 @@ pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
                 crate::steering::Fleet::unavailable(s, "", now, &t)
                     .filter(|u| *u != crate::steering::Unavailable::NotHoldingTitle)
             });
-            let json_or = |s: &Option<String>, d: serde_json::Value| {
-                s.as_deref()
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .unwrap_or(d)
-            };
             serde_json::json!({
                 "id": a.id,
                 "cluster": a.cluster_id,
@@ -236,17 +228,17 @@ pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
                 "address": a.address,
                 "port": a.port,
                 "admin_state": a.admin_state,
-                "health": a.health.clone().unwrap_or_else(|| "unknown".into()),
+                "health": a.health.map_or("unknown", |h| h.as_str()),
                 "online": unavailable.is_none(),
                 "unavailable": unavailable,
                 "load": a.load,
                 "egress_bps": a.egress_bps,
                 "requests_served": a.requests_served,
                 "bytes_served": a.bytes_served,
-                "drives": json_or(&a.drives, serde_json::json!([])),
-                "titles": json_or(&a.titles, serde_json::json!([])),
-                "held": json_or(&a.held, serde_json::json!([])),
-                "fill": json_or(&a.fill_status, serde_json::Value::Null),
+                "drives": a.drives.as_deref().unwrap_or_default(),
+                "titles": a.titles.as_deref().unwrap_or_default(),
+                "held": a.held.as_deref().unwrap_or_default(),
+                "fill": a.fill_status,
                 "stale_titles": crate::fill::edge::holdings(&snap, &a.id).1,
                 "last_heartbeat": a.last_heartbeat,
                 "rps_history": st

@@ -106,16 +106,16 @@ pub async fn clearkey(
     if !s.is_live(st.now() as i64) {
         return Err(ApiError::SessionEnded);
     }
-    let allowed: HashSet<String> = serde_json::from_str(&s.key_ids).unwrap_or_default();
+    let allowed: HashSet<&str> = s.key_ids.iter().map(String::as_str).collect();
     let snap = st.snapshot().await?;
-    let tier = s.tier.parse().unwrap_or(protocol::catalog::Tier::Sd);
+    let tier = s.tier;
     let stored = snap.keys.get(&s.title).map(Vec::as_slice).unwrap_or(&[]);
     let mut keys = Vec::new();
     for kid in &wanted {
         let Some(meta) = stored.iter().find(|k| &k.kid == kid) else {
             continue;
         };
-        if !allowed.contains(kid) || !meta.allowed_at(tier) {
+        if !allowed.contains(kid.as_str()) || !meta.allowed_at(tier) {
             continue;
         }
         let key = st

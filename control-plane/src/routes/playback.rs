@@ -17,12 +17,12 @@ use utoipa::ToSchema;
 
 use super::{bearer, parse_body, require_api_key, ErrorBody};
 use crate::crypto::{digest, random_token};
-use crate::db::SessionRow;
+use crate::db::{AccountStatus, SessionRow};
 use crate::error::ApiError;
 use crate::import::CLEAR_KEY;
 use crate::manifest::{dash, hls, Location};
 use crate::state::AppState;
-use crate::steering::{Choice, Decision, Fleet, MissClass};
+use crate::steering::{Choice, Decision, Fleet, MissClass, StoredDecision};
 
 /// `POST /v1/playback/sessions` body.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -124,21 +124,6 @@ pub struct SessionHeartbeatResponse {
     pub lease_expires_at: u64,
     /// Fresh grants, expiry counted from now.
     pub appliances: Vec<GrantedAppliance>,
-}
-
-/// The stored steering decision of a session.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredSteering {
-    ranked: Vec<Choice>,
-    reason: String,
-    miss: Option<MissClass>,
-}
-
-fn miss_name(m: MissClass) -> &'static str {
-    match m {
-        MissClass::ContentMiss => "content_miss",
-        MissClass::HealthMiss => "health_miss",
-    }
 }
 
 /// Mints one grant per cluster of `ranked`, valid from `now`.
@@ -260,8 +245,10 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
         .account(&req.account_id)
         .await?
         .ok_or_else(|| ApiError::UnknownAccount(req.account_id.clone()))?;
-    if account.status != "active" {
-        return Err(ApiError::AccountInactive(account.status));
+    if account.status != AccountStatus::Active {
+        return Err(ApiError::AccountInactive(
+            account.status.as_str().to_owned(),
+        ));
     }
     let &(plan_tier, max_streams) = snap.plans.get(&account.plan_id).ok_or_else(|| {
         ApiError::Internal(format!(
@@ -339,11 +326,6 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
     let session_id = random_token(16);
     let token = random_token(32);
     let lease_expires_at = now + st.config.lease_secs;
-    let stored = StoredSteering {
-        ranked: decision.ranked.clone(),
-        reason: decision.reason.clone(),
-        miss: decision.miss,
-    };
     let row = SessionRow {
         id: session_id.clone(),
         account_id: account.id.clone(),
@@ -351,10 +333,10 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
         device_class: req.device_class.clone(),
         client_ip: client_ip.to_string(),
         country: country.to_owned(),
-        tier: tier.as_str().to_owned(),
-        renditions: serde_json::to_string(&renditions).unwrap_or_default(),
-        key_ids: serde_json::to_string(&key_ids).unwrap_or_default(),
-        steering: serde_json::to_string(&stored).unwrap_or_default(),
+        tier,
+        renditions: renditions.clone(),
+        key_ids,
+        steering: StoredDecision::from(&decision),
         license_sha256: digest(&token),
         created_at: now_i,
         expires_at: lease_expires_at as i64,
@@ -389,7 +371,7 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
         clusters = %decision.clusters.join(","),
         ranked = %decision.ranked.iter().map(|c| c.appliance.as_str()).collect::<Vec<_>>().join(","),
         best_local = decision.best_local.as_deref().unwrap_or("-"),
-        miss = decision.miss.map(miss_name).unwrap_or("-"),
+        miss = decision.miss.map_or("-", MissClass::as_str),
         reason = %decision.reason,
         "steering decision"
     );
@@ -431,7 +413,7 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
         lease_expires_at,
         appliances,
         steering_reason: decision.reason,
-        miss: decision.miss.map(|m| miss_name(m).to_owned()),
+        miss: decision.miss.map(|m| m.as_str().to_owned()),
     })
 }
 
@@ -452,15 +434,6 @@ async fn authorized_session(
         require_api_key(&snap, headers)?;
     }
     Ok(s)
-}
-
-fn stored_steering(s: &SessionRow) -> Result<StoredSteering, ApiError> {
-    serde_json::from_str(&s.steering)
-        .map_err(|e| ApiError::Internal(format!("session {} steering: {e}", s.id)))
-}
-
-fn session_renditions(s: &SessionRow) -> Vec<String> {
-    serde_json::from_str(&s.renditions).unwrap_or_default()
 }
 
 fn session_ip(s: &SessionRow) -> Result<IpAddr, ApiError> {
@@ -491,14 +464,13 @@ pub async fn session_heartbeat(
     st.metrics
         .session_heartbeats
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let steering = stored_steering(&s)?;
     let appliances = grant_locations(
         &st,
         &s.id,
         &s.title,
-        &session_renditions(&s),
+        &s.renditions,
         session_ip(&s)?,
-        &steering.ranked,
+        &s.steering.ranked,
         now,
     )?;
     Ok(Json(SessionHeartbeatResponse {
@@ -546,16 +518,14 @@ async fn manifest(st: &AppState, id: &str, is_hls: bool) -> Result<Response, Api
         .title_manifests(&s.title)
         .await?
         .ok_or_else(|| ApiError::UnknownTitle(s.title.clone()))?;
-    let steering = stored_steering(&s)?;
-    let renditions = session_renditions(&s);
     let now = st.now();
     let granted = grant_locations(
         st,
         &s.id,
         &s.title,
-        &renditions,
+        &s.renditions,
         session_ip(&s)?,
-        &steering.ranked,
+        &s.steering.ranked,
         now,
     )?;
     let locations: Vec<Location> = granted
@@ -565,7 +535,7 @@ async fn manifest(st: &AppState, id: &str, is_hls: bool) -> Result<Response, Api
             base_url: g.base_url,
         })
         .collect();
-    let allowed: HashSet<&str> = renditions.iter().map(String::as_str).collect();
+    let allowed: HashSet<&str> = s.renditions.iter().map(String::as_str).collect();
     let keep = |r: &str| allowed.contains(r);
     let base = &st.public_url;
     let (body, ctype) = if is_hls {
@@ -623,7 +593,7 @@ pub async fn dash_mpd(
 /// left out; if none can, the original order stands.
 async fn priority(st: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
     let s = live_session(st, id).await?;
-    let steering = stored_steering(&s)?;
+    let steering = s.steering;
     let snap = st.snapshot().await?;
     let now = st.now();
     let t = st.thresholds();

@@ -169,6 +169,11 @@ impl Env {
         }
     }
 
+    /// The SQLite database file (SQLite environments only).
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("cp.db"))
+    }
+
     /// One request through the router; returns status, headers and the body (JSON when it
     /// parses, else a JSON string).
     pub async fn call(

@@ -46,20 +46,11 @@ pub async fn wait_until_placed(
         let mut missing = Vec::new();
         let mut pending = 0u64;
         for a in &rows.appliances {
-            let fill: Option<protocol::fill::FillStatus> = a
-                .fill_status
-                .as_deref()
-                .and_then(|s| serde_json::from_str(s).ok());
-            pending += fill.as_ref().map_or(0, |f| f.titles_pending);
+            pending += a.fill_status.as_ref().map_or(0, |f| f.titles_pending);
             if !embedded.contains(&a.id.as_str()) {
                 continue;
             }
-            let held: Vec<protocol::fill::HeldTitle> = a
-                .held
-                .as_deref()
-                .and_then(|s| serde_json::from_str(s).ok())
-                .unwrap_or_default();
-            let have: BTreeSet<&str> = held.iter().map(|h| h.title.as_str()).collect();
+            let have: BTreeSet<&str> = a.held.iter().flatten().map(|h| h.title.as_str()).collect();
             for t in want.difference(&have) {
                 missing.push(format!("{t} on {}", a.id));
             }
