@@ -6,6 +6,7 @@
 //!   tasks (offline marking, key rotation) and serves until a shutdown future resolves.
 //! - [`db`]: the [`db::Repository`] trait with SQLite (embedded default) and PostgreSQL backends
 //!   sharing one migration set.
+//! - [`entitlement`]: the session-start decision, pure; its module doc lists the refusal order.
 //! - [`import`]: policy, catalog and content-key imports with errors naming the field.
 //! - [`steering`]: pure ranking (longest-prefix match, cluster fallbacks, rendezvous hashing,
 //!   miss classes) over a [`steering::Fleet`] snapshot; [`prefix`] is its prefix table.
@@ -22,6 +23,7 @@ pub mod app;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod entitlement;
 pub mod error;
 pub mod fill;
 pub mod import;

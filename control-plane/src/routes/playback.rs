@@ -1,4 +1,5 @@
-//! Playback sessions: start (entitlement checks in a fixed order, steering, the lease, grants),
+//! Playback sessions: start (the I/O around [`crate::entitlement::decide`]: the API key, the
+//! rate limit, the account read, steering, the lease, grants),
 //! heartbeat, end, the per-session manifests and the steering manifests they point to.
 
 use std::collections::{BTreeMap, HashSet};
@@ -10,33 +11,21 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use protocol::catalog::TrackKind;
 use protocol::grant::{sign, Claims, ClientPrefix};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{bearer, parse_body, require_api_key, ErrorBody};
 use crate::crypto::{digest, random_token};
-use crate::db::{AccountStatus, SessionRow};
+use crate::db::SessionRow;
+use crate::entitlement::{self, Entitlement};
 use crate::error::ApiError;
 use crate::import::CLEAR_KEY;
 use crate::manifest::{dash, hls, Location};
 use crate::state::AppState;
-use crate::steering::{Choice, Decision, Fleet, MissClass, StoredDecision};
+use crate::steering::{Choice, Fleet, MissClass, StoredDecision};
 
-/// `POST /v1/playback/sessions` body.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StartRequest {
-    /// The member's account.
-    pub account_id: String,
-    /// The device class of the player.
-    pub device_class: String,
-    /// The title to play.
-    pub title: String,
-    /// The player's public IP address.
-    pub client_ip: String,
-}
+pub use crate::entitlement::StartRequest;
 
 /// One alternative location with its grant.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -215,107 +204,30 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
     let snap = st.snapshot().await?;
     require_api_key(&snap, headers)?;
     let req: StartRequest = parse_body(body)?;
-    let client_ip: IpAddr = req
-        .client_ip
-        .parse()
-        .map_err(|_| ApiError::invalid("client_ip", "must be an IPv4 or IPv6 address"))?;
-    // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; bind grants to the IPv4 /24.
-    let client_ip = match client_ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client_ip, IpAddr::V4),
-        v4 => v4,
-    };
-    let title = snap
-        .titles
-        .get(&req.title)
-        .ok_or_else(|| ApiError::UnknownTitle(req.title.clone()))?
-        .clone();
-    let device = snap
-        .devices
-        .get(&req.device_class)
-        .ok_or_else(|| ApiError::UnknownDeviceClass(req.device_class.clone()))?;
+    // Refuse what the request names before spending a rate-limit token or a database read.
+    entitlement::resolve(&snap, &req)?;
     st.limiter
         .check(&req.account_id)
         .map_err(ApiError::RateLimited)?;
-    let now = st.now();
-    let now_i = now as i64;
-
-    // 1. Account active.
     let account = st
         .repo
         .account(&req.account_id)
         .await?
         .ok_or_else(|| ApiError::UnknownAccount(req.account_id.clone()))?;
-    if account.status != AccountStatus::Active {
-        return Err(ApiError::AccountInactive(
-            account.status.as_str().to_owned(),
-        ));
-    }
-    let &(plan_tier, max_streams) = snap.plans.get(&account.plan_id).ok_or_else(|| {
-        ApiError::Internal(format!(
-            "account {} has unknown plan {}",
-            account.id, account.plan_id
-        ))
-    })?;
-
-    // 2. A window for the title in the client's country, open now.
-    let country = snap.country(client_ip).ok_or_else(|| {
-        ApiError::GeoBlocked(format!(
-            "no country is known for {client_ip}, so no window applies"
-        ))
-    })?;
-    let &(_, _, window_tier) = snap
-        .windows
-        .get(&(title.title.clone(), country.to_owned()))
-        .filter(|(s, e, _)| *s <= now_i && now_i < *e)
-        .ok_or_else(|| {
-            ApiError::GeoBlocked(format!("{} has no open window in {country}", title.title))
-        })?;
-
-    // 3. Effective tier = min(plan, window, device) and a rendition within it.
-    let tier = plan_tier.min(window_tier).min(device.max_tier);
-    let has_video = title.renditions.iter().any(|r| r.kind == TrackKind::Video);
-    let mut allowed: Vec<_> = title.renditions_within(tier).collect();
-    if has_video && !allowed.iter().any(|r| r.kind == TrackKind::Video) {
-        return Err(ApiError::TierUnavailable(format!(
-            "no rendition at or below {tier} (plan {plan_tier}, window {window_tier}, device {})",
-            device.max_tier
-        )));
-    }
-
-    // 4. Key system and licence policy.
-    let mut key_ids: Vec<String> = Vec::new();
-    if title.encryption.is_some() {
-        if !device.key_systems.iter().any(|k| k == CLEAR_KEY) {
-            return Err(ApiError::DrmUnsupported(format!(
-                "device class {} supports none of the title's key systems ({CLEAR_KEY})",
-                req.device_class
-            )));
-        }
-        let keys = snap
-            .keys
-            .get(&title.title)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let licensable: HashSet<&str> = keys
-            .iter()
-            .filter(|k| k.allowed_at(tier))
-            .map(|k| k.kid.as_str())
-            .collect();
-        allowed.retain(|r| r.key_id.as_deref().is_none_or(|k| licensable.contains(k)));
-        if licensable.is_empty()
-            || (has_video && !allowed.iter().any(|r| r.kind == TrackKind::Video))
-        {
-            return Err(ApiError::DrmUnsupported(format!(
-                "the licence policy yields no usable key at tier {tier}"
-            )));
-        }
-        key_ids = licensable.into_iter().map(str::to_owned).collect();
-        key_ids.sort();
-    }
-    let renditions: Vec<String> = allowed.iter().map(|r| r.id.clone()).collect();
+    let now = st.now();
+    let now_i = now as i64;
+    let Entitlement {
+        client_ip,
+        title,
+        country,
+        tier,
+        renditions,
+        key_ids,
+        max_streams,
+    } = entitlement::decide(&snap, &account, &req, now)?;
 
     // Steering (pure, in memory) before the lease so a refusal takes no stream.
-    let decision: Decision = snap
+    let decision = snap
         .fleet
         .rank(client_ip, &title.title, now, &st.thresholds());
     if decision.ranked.is_empty() {
@@ -332,7 +244,7 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
         title: title.title.clone(),
         device_class: req.device_class.clone(),
         client_ip: client_ip.to_string(),
-        country: country.to_owned(),
+        country: country.clone(),
         tier,
         renditions: renditions.clone(),
         key_ids,
@@ -407,7 +319,7 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
         session_id,
         token,
         title: title.title.clone(),
-        country: country.to_owned(),
+        country,
         tier: tier.as_str().to_owned(),
         renditions,
         lease_expires_at,
