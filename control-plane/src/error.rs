@@ -21,7 +21,7 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     /// A stored value no longer decodes (the row names table, key and column).
     #[error("database: {0}")]
-    BadRow(crate::db::BadRow),
+    BadRow(BadRow),
     /// Migrations failed.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -69,6 +69,29 @@ impl Error {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// A stored value that no longer decodes (see [`crate::db::rows`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    /// The table.
+    pub table: &'static str,
+    /// The row's key (id, or `title/country`...).
+    pub key: String,
+    /// The column.
+    pub column: &'static str,
+    /// Why it does not decode.
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} row {:?} column {}: {}",
+            self.table, self.key, self.column, self.reason
+        )
     }
 }
 

@@ -386,7 +386,7 @@ pub struct Inner {
     /// Request rates per appliance, from heartbeats (for the fleet view).
     pub telemetry: crate::telemetry::Telemetry,
     /// Recently computed fill plans per cluster.
-    pub fill_plans: crate::fill::edge::PlanCache,
+    pub fill_plans: crate::fill::cache::PlanCache,
     snapshot: RwLock<(Arc<Snapshot>, Instant)>,
     dirty: AtomicBool,
     reload: tokio::sync::Mutex<()>,
@@ -429,7 +429,7 @@ impl AppState {
             limiter,
             metrics,
             telemetry: crate::telemetry::Telemetry::default(),
-            fill_plans: crate::fill::edge::PlanCache::default(),
+            fill_plans: crate::fill::cache::PlanCache::default(),
             snapshot: RwLock::new((Arc::new(snap), Instant::now())),
             dirty: AtomicBool::new(false),
             reload: tokio::sync::Mutex::new(()),

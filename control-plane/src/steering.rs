@@ -189,7 +189,7 @@ pub struct Decision {
 /// The part of a [`Decision`] a session keeps (stored as JSON in its row): the ranking its
 /// heartbeats re-grant and its steering manifests re-order, why, and the miss class the fill
 /// planner counts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredDecision {
     /// Ranked appliances, best first.
     pub ranked: Vec<Choice>,

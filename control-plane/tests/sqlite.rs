@@ -94,6 +94,21 @@ async fn sqlite_bad_stored_values_are_reported_not_guessed() {
     let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
     let m = m.as_str().unwrap();
     assert!(m.contains("\noutpost_cp_snapshot_bad_rows 3\n"), "{m}");
+
+    // A session whose stored steering decision no longer decodes counts for no popularity.
+    env.fleet_up().await;
+    let (s, v) = env
+        .start("acct-standard", "browser", "clear-title", "127.0.0.1")
+        .await;
+    assert_eq!(s, axum::http::StatusCode::CREATED, "{v}");
+    assert_eq!(env.repo.session_usage(0).await.unwrap().len(), 1);
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE sessions SET steering = 'not json'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(env.repo.session_usage(0).await.unwrap().is_empty());
 }
 
 /// Backend-independent API behaviour: rate limit, request ids, CORS, OpenAPI, metrics, secrets.

@@ -1,5 +1,4 @@
-//! Fill: the plan the control plane gives each appliance (which titles it should hold and where
-//! to fetch each from) and what the appliance reports back about its fill.
+//! Fill, the wire contract between both sides: the plan an appliance gets, what it reports back.
 //!
 //! | Message | Endpoint |
 //! |---|---|

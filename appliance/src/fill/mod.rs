@@ -1,5 +1,4 @@
-//! The filler: brings the titles of the fill plan onto this appliance and removes the titles
-//! that left it.
+//! Fill, the appliance side: brings the plan's titles onto this appliance, removes those it left.
 //!
 //! For each planned title not held at its planned version it fetches the catalog entry from the
 //! control plane and checks its SHA-256 against [`PlannedTitle::catalog_sha256`], then fetches

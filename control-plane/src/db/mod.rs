@@ -146,7 +146,8 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), Error>;
     /// The whole forecast feed.
     async fn forecasts(&self) -> Result<Vec<ForecastRow>, Error>;
-    /// Sessions that were live at some point after `since`.
+    /// Sessions that were live at some point after `since` (one whose stored values no longer
+    /// decode is left out, with a warning).
     async fn session_usage(&self, since: i64) -> Result<Vec<UsageRow>, Error>;
     /// The last published placement of a cluster: `(appliance, title)` pairs.
     async fn placements(&self, cluster: &str) -> Result<Vec<(String, String)>, Error>;

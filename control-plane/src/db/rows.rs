@@ -4,8 +4,6 @@
 //! [`BadRow`] naming the table, the row and the column; [`SnapshotRows::bad`] collects them so
 //! [`crate::state::Snapshot::build`] can report them instead of guessing a value.
 
-use std::fmt;
-
 use protocol::catalog::{Tier, TrackKind};
 use protocol::content_keys::Scheme;
 use protocol::fill::{FillStatus, HeldTitle};
@@ -14,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+pub use crate::error::BadRow;
 use crate::steering::{AdminState, ClusterKind, StoredDecision};
 
 /// Account status.
@@ -241,10 +240,10 @@ pub struct UsageRow {
     pub title: String,
     /// Client country.
     pub country: String,
-    /// JSON array of the rendition ids the session could fetch.
-    pub renditions: String,
-    /// JSON of the steering decision (carries the miss class).
-    pub steering: String,
+    /// The rendition ids the session could fetch.
+    pub renditions: Vec<String>,
+    /// The steering decision (its first choice's cluster served it; it carries the miss class).
+    pub steering: StoredDecision,
     /// Started.
     pub created_at: i64,
     /// Ended, or the lease expiry when it did not end.
@@ -258,29 +257,6 @@ pub struct ApiKeyRow {
     pub id: String,
     /// SHA-256 hex of the secret.
     pub secret_sha256: String,
-}
-
-/// A stored value that no longer decodes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadRow {
-    /// The table.
-    pub table: &'static str,
-    /// The row's key (id, or `title/country`...).
-    pub key: String,
-    /// The column.
-    pub column: &'static str,
-    /// Why it does not decode.
-    pub reason: String,
-}
-
-impl fmt::Display for BadRow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} row {:?} column {}: {}",
-            self.table, self.key, self.column, self.reason
-        )
-    }
 }
 
 /// The cached tables, as stored.
@@ -648,6 +624,18 @@ pub(crate) fn appliance(r: &impl RowExt, bad: &mut Vec<BadRow>) -> Result<Applia
         held: c.reported(c.ojson("held"), bad)?,
         fill_status: c.reported(c.ojson("fill_status"), bad)?,
         id: c.key.clone(),
+    })
+}
+
+pub(crate) fn usage(r: &impl RowExt) -> Result<UsageRow, RowError> {
+    let c = Cols::new(r, "sessions", r.s("id")?);
+    Ok(UsageRow {
+        title: r.s("title")?,
+        country: r.s("country")?,
+        renditions: c.json("renditions")?,
+        steering: c.json("steering")?,
+        created_at: r.i("created_at")?,
+        last_at: r.i("last_at")?,
     })
 }
 

@@ -461,24 +461,23 @@ impl Repository for SqlRepository {
     }
 
     async fn session_usage(&self, since: i64) -> Result<Vec<UsageRow>, Error> {
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
         on_pool!(&self.pool, |pool| {
-            let rows = sqlx::query("SELECT title, country, renditions, steering, created_at, COALESCE(ended_at, expires_at) AS last_at FROM sessions WHERE COALESCE(ended_at, expires_at) > $1")
+            let rows = sqlx::query("SELECT id, title, country, renditions, steering, created_at, COALESCE(ended_at, expires_at) AS last_at FROM sessions WHERE COALESCE(ended_at, expires_at) > $1")
                 .bind(since)
                 .fetch_all(pool)
                 .await?;
-            let mut out = Vec::with_capacity(rows.len());
+            out.reserve(rows.len());
             for r in rows {
-                out.push(UsageRow {
-                    title: r.s("title")?,
-                    country: r.s("country")?,
-                    renditions: r.s("renditions")?,
-                    steering: r.s("steering")?,
-                    created_at: r.i("created_at")?,
-                    last_at: r.i("last_at")?,
-                });
+                keep(&mut out, &mut bad, rows::usage(&r))?;
             }
-            Ok(out)
-        })
+        });
+        for b in bad {
+            tracing::warn!(table = b.table, row = %b.key, column = b.column, reason = %b.reason,
+                "stored value no longer decodes; session left out of popularity");
+        }
+        Ok(out)
     }
 
     async fn placements(&self, cluster: &str) -> Result<Vec<(String, String)>, Error> {

@@ -1,4 +1,5 @@
-//! The database edge of fill planning: gathers a cluster's [`ClusterInput`] from the snapshot and
+//! The database edge of fill planning: it speaks no HTTP (narrow arguments in, [`FillError`]
+//! out; the route maps it). It gathers a cluster's [`ClusterInput`] from the snapshot and
 //! the database (sessions for popularity, the forecast feed, the last published placement), runs
 //! the pure planner, publishes a changed placement (stored in `fill_placements`, one log line per
 //! change, churn metrics), and turns a cluster plan into one appliance's
@@ -28,10 +29,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use protocol::fill::{FillPlan, FillSource, PlannedTitle, Removal};
-use protocol::grant::{sign, Claims, Scope};
+use protocol::grant::{sign, Claims, Scope, SigningKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::cache::PlanCache;
 use super::popularity::{self, Usage};
 use super::sources::{ordered_sources, S3Origin, SourceRef};
 use super::{
@@ -40,11 +42,54 @@ use super::{
 };
 use crate::config::{Config, FillConfig};
 use crate::db::Repository;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::state::{AppState, Snapshot};
-use crate::steering::{AdminState, ClusterKind, Fleet};
+use crate::state::Snapshot;
+use crate::steering::{AdminState, ClusterKind, Fleet, MissClass, StoredDecision, Thresholds};
 use crate::Error;
+
+/// Why the fill edge failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    /// Storage failed, or a configuration value is wrong.
+    #[error(transparent)]
+    Store(#[from] Error),
+    /// The cluster is not in the policy.
+    #[error("unknown cluster {0:?}")]
+    UnknownCluster(String),
+    /// A fill grant could not be signed.
+    #[error("minting a fill grant: {0}")]
+    Grant(String),
+    /// The plan built does not pass [`FillPlan::validate`] (a bug, never sent).
+    #[error("built an invalid fill plan: {0}")]
+    InvalidPlan(String),
+}
+
+/// Where cluster plans are cached and published: narrow borrows of the service state.
+#[derive(Debug, Clone, Copy)]
+pub struct Publisher<'a> {
+    /// Storage (sessions, forecasts, placements).
+    pub repo: &'a dyn Repository,
+    /// Churn and planned-title metrics.
+    pub metrics: &'a Metrics,
+    /// Recently computed plans.
+    pub cache: &'a PlanCache,
+    /// The `[fill]` settings.
+    pub cfg: &'a FillConfig,
+}
+
+/// What turning a cluster plan into one appliance's plan takes: the `[fill]` settings, the
+/// steering thresholds sources are checked against, and what fill grants are signed with.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanWriter<'a> {
+    /// The `[fill]` settings.
+    pub cfg: &'a FillConfig,
+    /// Steering thresholds (a source must be able to serve now).
+    pub thresholds: Thresholds,
+    /// The grant issuer.
+    pub issuer: &'a str,
+    /// The current signing key.
+    pub key: &'a SigningKey,
+}
 
 /// A cluster's input and the placement it is planned against.
 #[derive(Debug, Clone)]
@@ -64,15 +109,12 @@ pub async fn gather(
     cfg: &FillConfig,
     cluster: &str,
     now: u64,
-) -> Result<Gathered, Error> {
+) -> Result<Gathered, FillError> {
     let kind = snap
         .fleet
         .cluster(cluster)
         .map(|c| c.kind)
-        .ok_or_else(|| Error::Config {
-            key: "cluster".into(),
-            reason: format!("unknown cluster {cluster:?}"),
-        })?;
+        .ok_or_else(|| FillError::UnknownCluster(cluster.to_owned()))?;
     let countries = snap
         .cluster_countries
         .get(cluster)
@@ -113,11 +155,10 @@ pub async fn gather(
         let Some(entry) = snap.titles.get(&r.title) else {
             continue;
         };
-        let renditions: Vec<String> = serde_json::from_str(&r.renditions).unwrap_or_default();
         let u = Usage {
             title: r.title.clone(),
             country: r.country.clone(),
-            bitrate_bps: popularity::session_bitrate(entry, &renditions),
+            bitrate_bps: popularity::session_bitrate(entry, &r.renditions),
             start: r.created_at.max(0) as u64,
             end: r.last_at.max(0) as u64,
         };
@@ -125,15 +166,14 @@ pub async fn gather(
         if in_region {
             if let Some(c) = served_cluster(&r.steering) {
                 let secs = u.end.min(now).saturating_sub(u.start.max(window_start));
-                *served.entry(c).or_default() += u.bitrate_bps as f64 / 8.0 * secs as f64;
+                *served.entry(c.to_owned()).or_default() +=
+                    u.bitrate_bps as f64 / 8.0 * secs as f64;
             }
         }
         usage.push(u);
         if in_region
             && r.created_at >= miss_since
-            && serde_json::from_str::<serde_json::Value>(&r.steering)
-                .ok()
-                .is_some_and(|v| v["miss"] == "content_miss")
+            && r.steering.miss == Some(MissClass::ContentMiss)
         {
             missed.insert(r.title.clone());
         }
@@ -222,12 +262,9 @@ pub async fn gather(
 }
 
 /// The cluster a session's bytes are counted for in the demand shares: the cluster of the first
-/// appliance of its stored steering decision (`{"ranked": [{"cluster": ..}, ..], ..}`); `None`
-/// when it was steered nowhere or the JSON does not parse.
-pub fn served_cluster(steering_json: &str) -> Option<String> {
-    serde_json::from_str::<serde_json::Value>(steering_json)
-        .ok()
-        .and_then(|v| v["ranked"][0]["cluster"].as_str().map(str::to_owned))
+/// appliance of its stored steering decision; `None` when it was steered nowhere.
+pub fn served_cluster(steering: &StoredDecision) -> Option<&str> {
+    steering.ranked.first().map(|c| c.cluster.as_str())
 }
 
 /// The embedded clusters that share `cluster`'s content region (its countries overlap theirs;
@@ -315,7 +352,7 @@ pub async fn publish(
     plan: &ClusterPlan,
     previous: &ClusterPlacement,
     now: u64,
-) -> Result<bool, Error> {
+) -> Result<bool, FillError> {
     if let Ok(mut m) = metrics.titles_planned.lock() {
         let distinct: BTreeSet<&String> = plan.placement.0.values().flatten().collect();
         m.insert(plan.cluster.clone(), distinct.len() as u64);
@@ -347,28 +384,17 @@ pub async fn publish(
     Ok(true)
 }
 
-/// Recently computed cluster plans, per cluster, each with the time it was computed.
-#[derive(Debug, Default)]
-pub struct PlanCache(tokio::sync::Mutex<HashMap<String, (u64, Arc<ClusterPlan>)>>);
-
-impl PlanCache {
-    /// Forgets every cached plan (after an import).
-    pub async fn clear(&self) {
-        self.0.lock().await.clear();
-    }
-}
-
 /// The cluster's plan: cached for `plan_cache_secs`, recomputed (and published) when older, or
 /// when `appliance` is not planned in the cached one (it just reported its drives).
 pub async fn cluster_plan(
-    st: &AppState,
+    p: Publisher<'_>,
     snap: &Snapshot,
     cluster: &str,
     appliance: &str,
     now: u64,
-) -> Result<Arc<ClusterPlan>, Error> {
-    let cfg = &st.config.fill;
-    let mut cache = st.fill_plans.0.lock().await;
+) -> Result<Arc<ClusterPlan>, FillError> {
+    let cfg = p.cfg;
+    let mut cache = p.cache.lock().await;
     if let Some((at, p)) = cache.get(cluster) {
         let fresh = now < at.saturating_add(cfg.plan_cache_secs) && *at <= now;
         let knows = p.placement.0.contains_key(appliance) || !snap.capacity.contains_key(appliance);
@@ -376,9 +402,9 @@ pub async fn cluster_plan(
             return Ok(p.clone());
         }
     }
-    let g = gather(st.repo.as_ref(), snap, cfg, cluster, now).await?;
+    let g = gather(p.repo, snap, cfg, cluster, now).await?;
     let plan = compute(&g, cfg);
-    publish(st.repo.as_ref(), &st.metrics, &plan, &g.previous, now).await?;
+    publish(p.repo, p.metrics, &plan, &g.previous, now).await?;
     let plan = Arc::new(plan);
     cache.insert(cluster.to_owned(), (now, plan.clone()));
     Ok(plan)
@@ -386,27 +412,26 @@ pub async fn cluster_plan(
 
 /// Mints a fill grant for `appliance` to fetch `title` from appliances of `source_cluster`.
 pub fn fill_grant(
-    st: &AppState,
+    w: &PlanWriter<'_>,
     appliance: &str,
     source_cluster: &str,
     title: &str,
     now: u64,
-) -> Result<String, ApiError> {
+) -> Result<String, FillError> {
     let claims = Claims {
-        iss: st.config.issuer.clone(),
+        iss: w.issuer.to_owned(),
         aud: vec![source_cluster.to_owned()],
         sub: format!("fill:{appliance}"),
         nbf: None,
         iat: now,
-        exp: now + st.config.fill.grant_ttl_secs,
+        exp: now + w.cfg.grant_ttl_secs,
         prefix: format!("/{title}/"),
         renditions: None,
         client: None,
         jti: crate::crypto::random_token(12),
         scope: Scope::Fill,
     };
-    sign(&st.keys.signing(now), &claims)
-        .map_err(|e| ApiError::Internal(format!("minting a fill grant: {e}")))
+    sign(w.key, &claims).map_err(|e| FillError::Grant(e.to_string()))
 }
 
 fn s3_origin(cfg: &FillConfig) -> Option<S3Origin> {
@@ -431,15 +456,15 @@ pub const NOT_PLANNED: &str =
 /// One appliance's fill plan from its cluster's plan: titles most important first, each title it
 /// does not hold in the current version with its ordered sources and fill grants. Validated.
 pub fn fill_plan(
-    st: &AppState,
+    w: &PlanWriter<'_>,
     snap: &Snapshot,
     plan: &ClusterPlan,
     appliance: &str,
     now: u64,
-) -> Result<FillPlan, ApiError> {
+) -> Result<FillPlan, FillError> {
     let (held, _) = holdings(snap, appliance);
-    let s3 = s3_origin(&st.config.fill);
-    let t = st.thresholds();
+    let s3 = s3_origin(w.cfg);
+    let t = w.thresholds;
     let mut titles = Vec::new();
     let mut id = Sha256::new();
     id.update(format!("{}\n{appliance}\n", plan.cluster).as_bytes());
@@ -475,7 +500,7 @@ pub fn fill_plan(
                 now,
                 &t,
                 s3.as_ref(),
-                st.config.fill.sources_per_cluster,
+                w.cfg.sources_per_cluster,
             ) {
                 sources.push(match s {
                     SourceRef::Appliance {
@@ -488,7 +513,7 @@ pub fn fill_plan(
                         let grant = match grants.get(&cluster) {
                             Some(g) => g.clone(),
                             None => {
-                                let g = fill_grant(st, appliance, &cluster, title, now)?;
+                                let g = fill_grant(w, appliance, &cluster, title, now)?;
                                 grants.insert(cluster.clone(), g.clone());
                                 g
                             }
@@ -525,7 +550,7 @@ pub fn fill_plan(
             sources,
         });
     }
-    let removals = removals(st, snap, plan, appliance, &titles, now);
+    let removals = removals(w, snap, plan, appliance, &titles, now);
     for r in &removals {
         id.update(format!("remove {} {}\n", r.title, r.kept_at.join(",")).as_bytes());
     }
@@ -536,12 +561,12 @@ pub fn fill_plan(
         cluster: plan.cluster.clone(),
         plan_id,
         generated_at: now,
-        refresh_secs: st.config.fill.plan_refresh_secs,
+        refresh_secs: w.cfg.plan_refresh_secs,
         titles,
         removals,
     };
     out.validate()
-        .map_err(|e| ApiError::Internal(format!("built an invalid fill plan: {e}")))?;
+        .map_err(|e| FillError::InvalidPlan(e.to_string()))?;
     Ok(out)
 }
 
@@ -551,7 +576,7 @@ pub fn fill_plan(
 /// S3 origin). A title with no other copy is never listed, whatever the planner decided, and an
 /// origin cluster's plans list none unless `[fill] origin_removals` says so.
 fn removals(
-    st: &AppState,
+    w: &PlanWriter<'_>,
     snap: &Snapshot,
     plan: &ClusterPlan,
     appliance: &str,
@@ -562,12 +587,12 @@ fn removals(
         .fleet
         .cluster(&plan.cluster)
         .is_some_and(|c| c.kind == ClusterKind::Origin);
-    if origin && !st.config.fill.origin_removals {
+    if origin && !w.cfg.origin_removals {
         return Vec::new();
     }
     let (cur, old) = holdings(snap, appliance);
-    let s3 = s3_origin(&st.config.fill);
-    let t = st.thresholds();
+    let s3 = s3_origin(w.cfg);
+    let t = w.thresholds;
     let mut out = Vec::new();
     for title in cur.iter().chain(&old) {
         if planned.iter().any(|p| &p.title == title)
@@ -582,7 +607,7 @@ fn removals(
             now,
             &t,
             s3.as_ref(),
-            st.config.fill.sources_per_cluster,
+            w.cfg.sources_per_cluster,
         )
         .into_iter()
         .map(|s| match s {
@@ -731,13 +756,13 @@ pub async fn report_from_config(
     config: &Config,
     cluster: &str,
     now: u64,
-) -> Result<ClusterReport, Error> {
+) -> Result<ClusterReport, FillError> {
     config.validate()?;
     let repo = crate::db::connect(&crate::database_url(config), 2).await?;
     let snap = Snapshot::build(repo.load_snapshot().await?);
     if snap.fleet.cluster(cluster).is_none() {
         let known: Vec<String> = snap.fleet.clusters().iter().map(|c| c.id.clone()).collect();
-        return Err(Error::Config {
+        return Err(FillError::Store(Error::Config {
             key: "cluster".into(),
             reason: format!(
                 "unknown cluster {cluster:?}; the policy has: {}",
@@ -747,7 +772,7 @@ pub async fn report_from_config(
                     known.join(", ")
                 }
             ),
-        });
+        }));
     }
     let g = gather(repo.as_ref(), &snap, &config.fill, cluster, now).await?;
     let plan = compute(&g, &config.fill);
@@ -768,16 +793,18 @@ mod tests {
             port: 1,
         };
         // The shape the playback route stores.
-        let stored = serde_json::json!({
+        let stored: StoredDecision = serde_json::from_value(serde_json::json!({
             "ranked": [choice("isp-a"), choice("ix")],
             "reason": "best local",
             "miss": null,
-        })
-        .to_string();
-        assert_eq!(served_cluster(&stored).as_deref(), Some("isp-a"));
-        let nowhere = serde_json::json!({"ranked": [], "reason": "none", "miss": null});
-        assert_eq!(served_cluster(&nowhere.to_string()), None);
-        assert_eq!(served_cluster("not json"), None);
+        }))
+        .unwrap();
+        assert_eq!(served_cluster(&stored), Some("isp-a"));
+        let nowhere: StoredDecision = serde_json::from_value(
+            serde_json::json!({"ranked": [], "reason": "none", "miss": null}),
+        )
+        .unwrap();
+        assert_eq!(served_cluster(&nowhere), None);
     }
 
     #[test]

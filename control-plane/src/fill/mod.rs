@@ -1,6 +1,8 @@
-//! Fill planning: which titles each appliance of a cluster should hold, and where it fetches
-//! them from. Everything here but [`edge`] is pure: no I/O, no clock (`now` is an argument), no
-//! randomness, so a simulator can replay days of a fleet in milliseconds.
+//! Fill, the control-plane side: plans which titles each appliance holds and where it fetches.
+//!
+//! Everything here but [`edge`] (the database edge) and [`cache`] (recent plans) is pure: no
+//! I/O, no clock (`now` is an argument), no randomness, so a simulator can replay days of a
+//! fleet in milliseconds.
 //!
 //! # The pure API
 //!
@@ -57,6 +59,7 @@
 //! [`crate::steering::Fleet::rank`] to steer each simulated request (with each appliance's
 //! `titles` set to its placement once filled). These signatures are kept stable.
 
+pub mod cache;
 pub mod edge;
 pub mod forecast;
 pub mod popularity;

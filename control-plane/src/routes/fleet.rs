@@ -12,6 +12,7 @@ use super::{bearer, parse_body, ErrorBody};
 use crate::crypto::digest;
 use crate::db::HeartbeatRow;
 use crate::error::ApiError;
+use crate::fill::edge;
 use crate::prefix::Prefix;
 use crate::state::AppState;
 
@@ -239,7 +240,7 @@ pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
                 "titles": a.titles.as_deref().unwrap_or_default(),
                 "held": a.held.as_deref().unwrap_or_default(),
                 "fill": a.fill_status,
-                "stale_titles": crate::fill::edge::holdings(&snap, &a.id).1,
+                "stale_titles": edge::holdings(&snap, &a.id).1,
                 "last_heartbeat": a.last_heartbeat,
                 "rps_history": st
                     .telemetry
@@ -315,11 +316,33 @@ pub async fn fill_plan(
         st.metrics.refused(&ApiError::CatalogEmpty);
         return Err(ApiError::CatalogEmpty);
     }
-    let plan = crate::fill::edge::cluster_plan(&st, &snap, &cluster, &id, now).await?;
-    let out = crate::fill::edge::fill_plan(&st, &snap, &plan, &id, now)?;
+    let publisher = edge::Publisher {
+        repo: st.repo.as_ref(),
+        metrics: &st.metrics,
+        cache: &st.fill_plans,
+        cfg: &st.config.fill,
+    };
+    let plan = edge::cluster_plan(publisher, &snap, &cluster, &id, now).await?;
+    let key = st.keys.signing(now);
+    let writer = edge::PlanWriter {
+        cfg: &st.config.fill,
+        thresholds: st.thresholds(),
+        issuer: &st.config.issuer,
+        key: &key,
+    };
+    let out = edge::fill_plan(&writer, &snap, &plan, &id, now)?;
     st.metrics
         .fill_plans_served
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(appliance = %id, plan = %out.plan_id, titles = out.titles.len(), "fill plan served");
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(out)).into_response())
+}
+
+impl From<edge::FillError> for ApiError {
+    fn from(e: edge::FillError) -> Self {
+        match e {
+            edge::FillError::Store(e) => e.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
 }
