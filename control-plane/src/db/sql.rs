@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::repository::{Pool, Repository};
 use super::rows::{self, json, keep, word, RowExt as _};
-use super::{
-    ApiKeyRow, ForecastRow, HeartbeatRow, KeyRow, PolicyRows, Pool, Repository, SessionRow,
-    SnapshotRows, TitleRow, UsageRow,
+use super::rows::{
+    AccountRow, ApiKeyRow, ForecastRow, HeartbeatRow, KeyRow, PolicyRows, SessionRow, SnapshotRows,
+    TitleRow, UsageRow,
 };
 use crate::Error;
 
 const SESSION_COLS: &str = "id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at, ended_at, end_reason";
 
-/// The repository over an open SQLite or PostgreSQL pool (see [`super::connect`]).
+/// The repository over an open SQLite or PostgreSQL pool (see `db::connect`).
 #[derive(Debug, Clone)]
 pub struct SqlRepository {
     pool: Pool,
@@ -251,7 +252,7 @@ impl Repository for SqlRepository {
         Ok(s)
     }
 
-    async fn account(&self, id: &str) -> Result<Option<super::AccountRow>, Error> {
+    async fn account(&self, id: &str) -> Result<Option<AccountRow>, Error> {
         on_pool!(&self.pool, |pool| {
             let r = sqlx::query("SELECT id, plan_id, status FROM accounts WHERE id = $1")
                 .bind(id)

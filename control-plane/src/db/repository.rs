@@ -1,0 +1,97 @@
+//! The storage API both backends implement, and what the implementation shares: the open pool
+//! and the lease insert's SQL.
+
+use async_trait::async_trait;
+
+use super::rows::{
+    AccountRow, ForecastRow, HeartbeatRow, KeyRow, PolicyRows, SessionRow, SnapshotRows, TitleRow,
+    UsageRow,
+};
+use crate::Error;
+
+/// An open pool of either backend.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    /// SQLite.
+    Sqlite(sqlx::SqlitePool),
+    /// PostgreSQL.
+    Postgres(sqlx::PgPool),
+}
+
+/// The lease insert: the row goes in only while the account has fewer than `$15` live leases.
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+     WHERE (SELECT COUNT(*) FROM sessions WHERE account_id = $2 AND ended_at IS NULL AND expires_at > $14) < $15";
+
+/// The storage API. Every method is one short transaction or statement.
+#[async_trait]
+pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Writes a validated policy in one transaction (upserts).
+    async fn import_policy(&self, p: &PolicyRows) -> Result<(), Error>;
+    /// Stores or replaces a title.
+    async fn put_title(&self, t: &TitleRow) -> Result<(), Error>;
+    /// Replaces the content keys of a title.
+    async fn put_keys(&self, title: &str, keys: &[KeyRow]) -> Result<(), Error>;
+    /// Loads the cached tables.
+    async fn load_snapshot(&self) -> Result<SnapshotRows, Error>;
+    /// One account.
+    async fn account(&self, id: &str) -> Result<Option<AccountRow>, Error>;
+    /// A title's stored manifests `(dash, hls)`.
+    async fn title_manifests(&self, id: &str) -> Result<Option<(String, String)>, Error>;
+    /// Inserts `s` if the account has fewer than `max` live leases at `now`; false otherwise.
+    async fn insert_session_if_under_limit(
+        &self,
+        s: &SessionRow,
+        max: i64,
+        now: i64,
+    ) -> Result<bool, Error>;
+    /// Live leases of an account.
+    async fn live_leases(&self, account: &str, now: i64) -> Result<i64, Error>;
+    /// One session.
+    async fn session(&self, id: &str) -> Result<Option<SessionRow>, Error>;
+    /// The session a licence token belongs to.
+    async fn session_by_license(&self, sha256: &str) -> Result<Option<SessionRow>, Error>;
+    /// Extends a live lease to `expires_at`; false if it had lapsed or ended.
+    async fn extend_session(&self, id: &str, now: i64, expires_at: i64) -> Result<bool, Error>;
+    /// Ends a live session; false if it was not live.
+    async fn end_session(&self, id: &str, now: i64, reason: &str) -> Result<bool, Error>;
+    /// Records a heartbeat (a heartbeat without a fill status keeps the last one); false if the
+    /// appliance is unknown.
+    async fn record_heartbeat(&self, id: &str, hb: &HeartbeatRow, now: i64) -> Result<bool, Error>;
+    /// Records a registration (address, port, prefixes, version; `None` keeps the value).
+    async fn register_appliance(
+        &self,
+        id: &str,
+        address: Option<&str>,
+        port: Option<i64>,
+        prefixes: Option<&[String]>,
+        version: Option<&str>,
+    ) -> Result<bool, Error>;
+    /// Marks appliances with a heartbeat older than `before` offline; returns their ids.
+    async fn mark_offline(&self, before: i64) -> Result<Vec<String>, Error>;
+    /// Deletes sessions that ended or lapsed before `before`; returns how many.
+    async fn purge_sessions(&self, before: i64) -> Result<u64, Error>;
+    /// Replaces the forecast of each country in `countries` with `rows` (one transaction).
+    async fn put_forecast(
+        &self,
+        countries: &[String],
+        rows: &[ForecastRow],
+        now: i64,
+    ) -> Result<(), Error>;
+    /// The whole forecast feed.
+    async fn forecasts(&self) -> Result<Vec<ForecastRow>, Error>;
+    /// Sessions that were live at some point after `since` (one whose stored values no longer
+    /// decode is left out, with a warning).
+    async fn session_usage(&self, since: i64) -> Result<Vec<UsageRow>, Error>;
+    /// The last published placement of a cluster: `(appliance, title)` pairs.
+    async fn placements(&self, cluster: &str) -> Result<Vec<(String, String)>, Error>;
+    /// Replaces the published placement of a cluster (one transaction).
+    async fn replace_placements(
+        &self,
+        cluster: &str,
+        rows: &[(String, String)],
+        now: i64,
+    ) -> Result<(), Error>;
+}
