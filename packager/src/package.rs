@@ -468,7 +468,7 @@ impl HashedFile {
     fn finish(mut self) -> Result<FileEntry> {
         self.flush_buf()?;
         let digest = self.hasher.finalize();
-        let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = protocol::hex::encode(&digest);
         Ok(FileEntry {
             path: self.rel,
             size: self.size,

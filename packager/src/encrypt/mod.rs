@@ -26,6 +26,7 @@ pub mod vp9;
 use aes::cipher::{BlockEncryptMut, KeyIvInit, StreamCipher};
 use protocol::catalog::{Tier, TrackKind};
 use protocol::content_keys::{ContentKeys, Scheme};
+use protocol::hex;
 use sha2::{Digest, Sha256};
 
 use crate::bmff::Track;
@@ -94,14 +95,10 @@ impl Cbcs {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl TrackCrypto {
     /// The key id as 32 lowercase hex digits.
     pub fn kid_hex(&self) -> String {
-        hex(&self.kid)
+        hex::encode(&self.kid)
     }
 
     /// The IV of sample `index` (0-based, in the track).
@@ -532,8 +529,8 @@ pub fn generate_keys(
 ) -> ContentKeys {
     let mut keys = Vec::new();
     let mut make = |tier: Option<Tier>, kind: TrackKind| protocol::content_keys::ContentKey {
-        kid: hex(&random()),
-        key: hex(&random()),
+        kid: hex::encode(&random()),
+        key: hex::encode(&random()),
         tier,
         track_type: kind,
     };
