@@ -18,8 +18,10 @@
 //! whole sample for audio) and runs across its encrypted blocks only; a trailing partial block
 //! stays clear.
 
+pub mod boxes;
 pub mod h264;
 pub mod hevc;
+pub mod nal;
 pub mod subsample;
 pub mod vp9;
 
@@ -30,9 +32,10 @@ use protocol::hex;
 use sha2::{Digest, Sha256};
 
 use crate::bmff::Track;
-use crate::cmaf::boxes::BoxBuf;
 use crate::error::{Error, Result};
-pub use subsample::{NalFormat, Subsample};
+pub use boxes::{fragment_boxes, protect_sample_entry, pssh};
+pub use nal::NalFormat;
+pub use subsample::Subsample;
 
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
 type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
@@ -382,140 +385,24 @@ pub fn check_keys(keys: &ContentKeys, scheme: Scheme) -> Result<()> {
     Ok(())
 }
 
-/// The sample entry `raw` turned into `encv`/`enca` with a `sinf` appended: `schm` names the
-/// scheme, `tenc` the default key id and, for `cbcs` (version 1), the pattern and constant IV.
-pub fn protect_sample_entry(raw: &[u8], kind: TrackKind, tc: &TrackCrypto) -> Vec<u8> {
-    let mut out = raw.to_vec();
-    let original: [u8; 4] = raw[4..8].try_into().unwrap_or(*b"    ");
-    out[4..8].copy_from_slice(match kind {
-        TrackKind::Video => b"encv",
-        TrackKind::Audio => b"enca",
-    });
-    let mut b = BoxBuf::new();
-    b.open(b"sinf");
-    b.open(b"frma");
-    b.fourcc(&original);
-    b.close();
-    b.open_full(b"schm", 0, 0);
-    b.fourcc(if tc.cbcs.is_some() { b"cbcs" } else { b"cenc" });
-    b.u32(0x0001_0000);
-    b.close();
-    b.open(b"schi");
-    match tc.cbcs {
-        None => {
-            b.open_full(b"tenc", 0, 0);
-            b.bytes(&[0, 0, 1, IV_SIZE]);
-            b.bytes(&tc.kid);
-        }
-        Some(cb) => {
-            b.open_full(b"tenc", 1, 0);
-            b.bytes(&[0, (cb.pattern.0 << 4) | (cb.pattern.1 & 0x0f), 1, 0]);
-            b.bytes(&tc.kid);
-            b.bytes(&[16]);
-            b.bytes(&cb.iv);
-        }
-    }
-    b.close();
-    b.close();
-    b.close();
-    out.extend_from_slice(&b.finish());
-    let size = out.len() as u32;
-    out[0..4].copy_from_slice(&size.to_be_bytes());
-    out
-}
-
-/// A version-1 `pssh` of the W3C common system listing `kids`.
-pub fn pssh(kids: &[[u8; 16]]) -> Vec<u8> {
-    let mut b = BoxBuf::new();
-    b.open_full(b"pssh", 1, 0);
-    b.bytes(&COMMON_SYSTEM_ID);
-    b.u32(kids.len() as u32);
-    for k in kids {
-        b.bytes(k);
-    }
-    b.u32(0);
-    b.close();
-    b.finish()
-}
-
-/// Appends `saiz`, `saio` and `senc` for samples `first..first+maps.len()` of a track to the
-/// open `traf` in `b`. `moof_start` is the offset of the `moof` in `b` (the `saio` offset is
-/// relative to it: `tfhd` sets default-base-is-moof).
-pub fn fragment_boxes(
-    b: &mut BoxBuf,
-    moof_start: usize,
-    tc: &TrackCrypto,
-    first: usize,
-    maps: &[Vec<Subsample>],
-) -> Result<()> {
-    let n = maps.len() as u32;
-    b.open_full(b"saiz", 0, 0);
-    let sizes: Vec<usize> = maps.iter().map(|m| tc.aux_size(m)).collect();
-    if let Some(&big) = sizes.iter().find(|&&s| s > 255) {
-        return Err(Error::Ladder(format!(
-            "a sample needs {big} bytes of encryption info ({} subsamples), over the 255 a saiz entry holds",
-            (big - usize::from(tc.iv_size()) - 2) / 6
-        )));
-    }
-    let same = sizes.iter().all(|&s| s == sizes[0]);
-    // A default size of 0 means "sizes follow": all-zero sizes (cbcs audio: constant IV, no
-    // subsamples) are written as a table.
-    if same && !sizes.is_empty() && sizes[0] > 0 {
-        b.bytes(&[sizes[0] as u8]);
-        b.u32(n);
-    } else {
-        b.bytes(&[0]);
-        b.u32(n);
-        for s in &sizes {
-            b.bytes(&[*s as u8]);
-        }
-    }
-    b.close();
-    b.open_full(b"saio", 0, 0);
-    b.u32(1);
-    let saio_at = b.len();
-    b.u32(0);
-    b.close();
-    let senc_start = b.len();
-    let subs = tc.subsamples();
-    b.open_full(b"senc", 0, if subs { 2 } else { 0 });
-    b.u32(n);
-    for (k, m) in maps.iter().enumerate() {
-        if tc.cbcs.is_none() {
-            b.bytes(&tc.iv(first + k));
-        }
-        if subs {
-            b.u16(m.len() as u16);
-            for s in m {
-                b.u16(s.clear);
-                b.u32(s.protected);
-            }
-        }
-    }
-    b.close();
-    b.patch_u32(saio_at, (senc_start + 16 - moof_start) as u32);
-    Ok(())
-}
-
-/// What keys `inputs` need: whether there is audio, and the video tiers present (sorted).
-pub fn keys_needed(inputs: &[std::path::PathBuf]) -> Result<(bool, Vec<Tier>)> {
+/// What keys `tracks` need: whether there is audio, and the video tiers present (sorted).
+/// Pure: [`crate::package::keys_needed`] is its file-reading edge.
+pub fn keys_needed<'a>(tracks: impl IntoIterator<Item = &'a Track>) -> (bool, Vec<Tier>) {
     let mut audio = false;
     let mut tiers = Vec::new();
-    for input in inputs {
-        for t in crate::bmff::parse_file(input)? {
-            match t.kind {
-                TrackKind::Audio => audio = true,
-                TrackKind::Video => {
-                    let tier = Tier::from_height(t.entry.height);
-                    if !tiers.contains(&tier) {
-                        tiers.push(tier);
-                    }
+    for t in tracks {
+        match t.kind {
+            TrackKind::Audio => audio = true,
+            TrackKind::Video => {
+                let tier = Tier::from_height(t.entry.height);
+                if !tiers.contains(&tier) {
+                    tiers.push(tier);
                 }
             }
         }
     }
     tiers.sort();
-    Ok((audio, tiers))
+    (audio, tiers)
 }
 
 /// Fresh keys for a title: one audio key (when `audio`) and one per video tier in `tiers`,
@@ -548,22 +435,55 @@ pub fn generate_keys(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn keys_needed_lists_audio_and_each_video_tier_once_sorted() {
+        let track = |kind, height| Track {
+            file: "in.mp4".into(),
+            track_id: 1,
+            kind,
+            timescale: 1000,
+            language: "und".into(),
+            entry: crate::bmff::SampleEntry {
+                fourcc: *b"avc1",
+                raw: Vec::new(),
+                codec: String::new(),
+                width: 0,
+                height,
+                pixel_aspect: None,
+                sample_rate: 0,
+                channels: 0,
+            },
+            edit_shift: 0,
+            samples: Vec::new(),
+        };
+        let v = |h| track(TrackKind::Video, h);
+        assert_eq!(keys_needed(&[]), (false, vec![]));
+        let (audio, tiers) = keys_needed(&[v(1080), v(240), track(TrackKind::Audio, 0), v(360)]);
+        assert!(audio);
+        let mut want = vec![
+            Tier::from_height(1080),
+            Tier::from_height(240),
+            Tier::from_height(360),
+        ];
+        want.sort();
+        want.dedup();
+        assert_eq!(tiers, want);
+        assert_eq!(
+            keys_needed(&[v(720)]),
+            (false, vec![Tier::from_height(720)])
+        );
+    }
 
     #[test]
     fn ctr_counter_runs_across_subsamples() {
         let tc = TrackCrypto {
-            kid: [1; 16],
             key: [2; 16],
             base_iv: 5,
             cbcs: None,
-            title_kids: Vec::new(),
-            vp9: false,
-            nal: Some(NalFormat {
-                length_size: 4,
-                hevc: false,
-            }),
+            ..cbcs_track(CBCS_VIDEO_PATTERN)
         };
         let clear: Vec<u8> = (0..80u8).collect();
         let map = [
@@ -593,16 +513,10 @@ mod tests {
     #[test]
     fn run_cipher_in_any_chunks_equals_per_sample_encryption() {
         let tc = TrackCrypto {
-            kid: [1; 16],
             key: [3; 16],
             base_iv: 77,
             cbcs: None,
-            title_kids: Vec::new(),
-            vp9: false,
-            nal: Some(NalFormat {
-                length_size: 4,
-                hevc: false,
-            }),
+            ..cbcs_track(CBCS_VIDEO_PATTERN)
         };
         let sizes = [80u64, 50, 70];
         let maps = vec![
@@ -653,7 +567,7 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    fn cbcs_track(pattern: (u8, u8)) -> TrackCrypto {
+    pub(crate) fn cbcs_track(pattern: (u8, u8)) -> TrackCrypto {
         TrackCrypto {
             kid: [1; 16],
             key: [9; 16],
@@ -788,50 +702,5 @@ mod tests {
                 assert_eq!(got, want, "{pattern:?} chunks of {chunk}");
             }
         }
-    }
-
-    #[test]
-    fn cbcs_tenc_is_version_1_with_pattern_and_constant_iv() {
-        let mut raw = 16u32.to_be_bytes().to_vec();
-        raw.extend_from_slice(b"avc1");
-        raw.extend_from_slice(&[9; 8]);
-        let p = protect_sample_entry(&raw, TrackKind::Video, &cbcs_track(CBCS_VIDEO_PATTERN));
-        let schm = p.windows(4).position(|w| w == b"schm").unwrap();
-        assert_eq!(&p[schm + 8..schm + 12], b"cbcs");
-        let tenc = p.windows(4).position(|w| w == b"tenc").unwrap();
-        assert_eq!(&p[tenc + 4..tenc + 8], &[1, 0, 0, 0]);
-        assert_eq!(&p[tenc + 8..tenc + 12], &[0, 0x19, 1, 0]);
-        assert_eq!(&p[tenc + 12..tenc + 28], &[1; 16]);
-        assert_eq!(p[tenc + 28], 16);
-        assert_eq!(&p[tenc + 29..tenc + 45], &[4; 16]);
-        let size = u32::from_be_bytes(p[tenc - 4..tenc].try_into().unwrap()) as usize;
-        assert_eq!(size, 4 + 4 + 4 + 4 + 16 + 1 + 16);
-    }
-
-    #[test]
-    fn sample_entry_gets_sinf_and_new_size() {
-        let mut raw = 16u32.to_be_bytes().to_vec();
-        raw.extend_from_slice(b"mp4a");
-        raw.extend_from_slice(&[9; 8]);
-        let tc = TrackCrypto {
-            kid: [7; 16],
-            key: [0; 16],
-            base_iv: 0,
-            cbcs: None,
-            nal: None,
-            vp9: false,
-            title_kids: Vec::new(),
-        };
-        let p = protect_sample_entry(&raw, TrackKind::Audio, &tc);
-        assert_eq!(&p[4..8], b"enca");
-        assert_eq!(
-            u32::from_be_bytes(p[0..4].try_into().unwrap()) as usize,
-            p.len()
-        );
-        let frma = p.windows(4).position(|w| w == b"frma").unwrap();
-        assert_eq!(&p[frma + 4..frma + 8], b"mp4a");
-        let tenc = p.windows(4).position(|w| w == b"tenc").unwrap();
-        assert_eq!(&p[tenc + 8..tenc + 12], &[0, 0, 1, 8]);
-        assert_eq!(&p[tenc + 12..tenc + 28], &[7; 16]);
     }
 }
