@@ -344,13 +344,9 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
                 ))
             })?;
             Some(if fmt.hevc {
-                encrypt::hevc::HevcParams::from_hvcc(config)
-                    .map_err(|e| bad(e.0))?
-                    .into()
+                Box::new(encrypt::hevc::HevcParams::from_hvcc(config).map_err(|e| bad(e.0))?)
             } else {
-                encrypt::h264::H264Params::from_avcc(config)
-                    .map_err(|e| bad(e.0))?
-                    .into()
+                Box::new(encrypt::h264::H264Params::from_avcc(config).map_err(|e| bad(e.0))?)
             })
         }
         _ => None,

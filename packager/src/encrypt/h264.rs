@@ -1,6 +1,6 @@
 //! H.264 slice header lengths for `cbcs` (ISO/IEC 23001-7 §10.4.2: the NAL unit header and the
 //! slice header stay clear, the protected range starts at the first byte of slice data): the
-//! [`SliceHeaders`] of H.264 for the walker in [`super::nal`].
+//! [`super::nal::SliceHeaders`] of H.264 for the walker in [`super::nal`].
 //!
 //! The slice header (ITU-T H.264 §7.3.3) is parsed only as far as its length in bits, which
 //! depends on fields of the SPS and PPS it refers to ([`H264Params`], read from `avcC` and
@@ -9,15 +9,16 @@
 //! unit ends with the byte holding the header's last bit (with CABAC the slice data is then
 //! byte aligned by `cabac_alignment_one_bit`; with CAVLC the first slice data bits share that
 //! byte, which stays clear), so the protected range starts on a byte boundary
-//! ([`SliceHeaders::slice_header_len`]). Pure functions
+//! ([`super::nal::SliceHeaders::slice_header_len`]). Pure functions
 //! over sample bytes. Not supported (a clear error): MVC/SVC slices (NAL types 14, 20, 21) and
 //! slice-group change cycles (FMO map types 3-5).
 
-use super::nal::{unescape, Bits, ConfigRecord, NalRole, ParamSets, ParamSyntax, SliceHeaders};
+use super::nal::{unescape, Bits, ConfigRecord, NalRole, ParamSets, ParamSyntax};
 use super::subsample::MapError;
 
+/// What a slice header needs of a H.264 SPS.
 #[derive(Debug, Clone, Default)]
-struct Sps {
+pub struct Sps {
     separate_colour_plane: bool,
     chroma_array_type: u32,
     log2_max_frame_num: u32,
@@ -27,8 +28,9 @@ struct Sps {
     frame_mbs_only: bool,
 }
 
+/// What a slice header needs of a H.264 PPS.
 #[derive(Debug, Clone, Default)]
-struct Pps {
+pub struct Pps {
     entropy_coding_mode: bool,
     bottom_field_pic_order_in_frame_present: bool,
     slice_group_change: bool,
@@ -41,10 +43,7 @@ struct Pps {
 }
 
 /// The sequence and picture parameter sets of a track, by id.
-#[derive(Debug, Clone, Default)]
-pub struct H264Params {
-    sets: ParamSets<H264>,
-}
+pub type H264Params = ParamSets<H264>;
 
 fn scaling_list(r: &mut Bits, size: usize) -> Result<(), MapError> {
     let (mut last, mut next) = (8i32, 8i32);
@@ -62,7 +61,7 @@ fn scaling_list(r: &mut Bits, size: usize) -> Result<(), MapError> {
 
 /// The H.264 parameter set syntax ([`ParamSets`]).
 #[derive(Debug, Clone)]
-struct H264;
+pub struct H264;
 
 impl ParamSyntax for H264 {
     type Sps = Sps;
@@ -100,15 +99,12 @@ impl ParamSyntax for H264 {
             profile,
             100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
         ) {
-            let chroma_format_idc = r.ue_max(3, "chroma_format_idc")?;
-            if chroma_format_idc == 3 {
-                s.separate_colour_plane = r.flag()?;
-            }
-            s.chroma_array_type = if s.separate_colour_plane {
-                0
-            } else {
-                chroma_format_idc
-            };
+            let chroma_format_idc;
+            (
+                chroma_format_idc,
+                s.separate_colour_plane,
+                s.chroma_array_type,
+            ) = r.chroma_format()?;
             r.ue()?; // bit_depth_luma_minus8
             r.ue()?; // bit_depth_chroma_minus8
             r.u(1)?; // qpprime_y_zero_transform_bypass_flag
@@ -364,7 +360,7 @@ impl ParamSyntax for H264 {
     }
 }
 
-impl H264Params {
+impl ParamSets<H264> {
     /// The parameter sets of an `avcC` box payload (AVCDecoderConfigurationRecord).
     pub fn from_avcc(avcc: &[u8]) -> Result<Self, MapError> {
         let mut rec = ConfigRecord::new(avcc, "avcC", 5);
@@ -382,30 +378,18 @@ impl H264Params {
         Ok(p)
     }
 
-    /// Takes an SPS (type 7) or PPS (type 8) NAL unit (stored bytes, header included); other
-    /// NAL units are ignored.
-    pub fn add(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        self.sets.add(nal)
-    }
-
     /// The length in bits of slice NAL unit `nal`'s header, NAL header (8 bits) and, with
     /// CABAC, `cabac_alignment_one_bit`s included, counted in the RBSP (what ffmpeg's
     /// `trace_headers` shows as the end of the slice header).
     pub fn slice_header_bits(&self, nal: &[u8]) -> Result<usize, MapError> {
-        H264::slice_header_bits(&self.sets, nal)
-    }
-}
-
-impl From<H264Params> for Box<dyn SliceHeaders> {
-    fn from(p: H264Params) -> Self {
-        Box::new(p.sets)
+        H264::slice_header_bits(self, nal)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encrypt::nal::{map, NalFormat, Policy};
+    use crate::encrypt::nal::{map, NalFormat, Policy, SliceHeaders};
     use crate::encrypt::subsample::Subsample;
 
     /// A bit writer for hand-made parameter sets.
@@ -506,14 +490,14 @@ mod tests {
         params.add(&sps).unwrap();
         params.add(&pps).unwrap();
         assert_eq!(params.slice_header_bits(&idr).unwrap(), 8 + 56);
-        assert_eq!(params.sets.slice_header_len(&idr).unwrap(), 1 + 8);
+        assert_eq!(params.slice_header_len(&idr).unwrap(), 1 + 8);
         // In band parameter sets are picked up by the map itself.
         let fmt = NalFormat {
             length_size: 4,
             hevc: false,
         };
         let mut fresh = H264Params::default();
-        let m = map(&sample, fmt, &mut Policy::SliceHeaderClear(&mut fresh.sets)).unwrap();
+        let m = map(&sample, fmt, &mut Policy::SliceHeaderClear(&mut fresh)).unwrap();
         let lead = 4 + sps.len() + 4 + pps.len() + 4 + 9;
         assert_eq!(
             m,
@@ -532,7 +516,7 @@ mod tests {
         // A slice before any PPS is an error naming the byte.
         let mut empty = H264Params::default();
         let only = with_length(&idr);
-        let e = map(&only, fmt, &mut Policy::SliceHeaderClear(&mut empty.sets)).unwrap_err();
+        let e = map(&only, fmt, &mut Policy::SliceHeaderClear(&mut empty)).unwrap_err();
         assert!(
             e.0.contains("byte 0") && e.0.contains("unknown PPS 0"),
             "{}",

@@ -9,7 +9,7 @@
 //! prediction, deblocking, list modification, range extension), read from `hvcC` and updated by
 //! in-band parameter sets. Not supported (a clear error): multi-layer, 3D and SCC extensions.
 
-use super::nal::{unescape, Bits, ConfigRecord, NalRole, ParamSets, ParamSyntax, SliceHeaders};
+use super::nal::{unescape, Bits, ConfigRecord, NalRole, ParamSets, ParamSyntax};
 use super::subsample::MapError;
 
 #[derive(Debug, Clone, Default)]
@@ -20,8 +20,9 @@ struct StRps {
     used: u32,
 }
 
+/// What a slice header needs of a HEVC SPS.
 #[derive(Debug, Clone, Default)]
-struct Sps {
+pub struct Sps {
     chroma_array_type: u32,
     separate_colour_plane: bool,
     pic_size_in_ctbs: u32,
@@ -33,8 +34,9 @@ struct Sps {
     temporal_mvp: bool,
 }
 
+/// What a slice header needs of a HEVC PPS.
 #[derive(Debug, Clone, Default)]
-struct Pps {
+pub struct Pps {
     dependent_slices: bool,
     output_flag_present: bool,
     extra_bits: u32,
@@ -54,10 +56,7 @@ struct Pps {
 }
 
 /// The HEVC parameter sets of a track, by id.
-#[derive(Debug, Clone, Default)]
-pub struct HevcParams {
-    sets: ParamSets<Hevc>,
-}
+pub type HevcParams = ParamSets<Hevc>;
 
 /// Ceil(Log2(x)) for x >= 1.
 fn ceil_log2(x: u32) -> u32 {
@@ -137,18 +136,9 @@ fn st_ref_pic_set(
 
 /// The HEVC parameter set syntax ([`ParamSets`]).
 #[derive(Debug, Clone)]
-struct Hevc;
+pub struct Hevc;
 
 impl ParamSyntax for Hevc {
-    type Sps = Sps;
-    type Pps = Pps;
-    const HEADER_LEN: usize = 2;
-    const NAMES: [&'static str; 3] = ["HEVC", "HEVC SPS", "HEVC PPS"];
-    const PPS_IDS: [(u32, &'static str); 2] = [
-        (63, "pps_pic_parameter_set_id"),
-        (15, "pps_seq_parameter_set_id"),
-    ];
-
     fn role(first: u8) -> NalRole {
         match (first >> 1) & 0x3f {
             33 | 34 => NalRole::ParamSet,
@@ -163,6 +153,15 @@ impl ParamSyntax for Hevc {
     fn is_sps(first: u8) -> bool {
         (first >> 1) & 0x3f == 33
     }
+
+    type Sps = Sps;
+    type Pps = Pps;
+    const HEADER_LEN: usize = 2;
+    const NAMES: [&'static str; 3] = ["HEVC", "HEVC SPS", "HEVC PPS"];
+    const PPS_IDS: [(u32, &'static str); 2] = [
+        (63, "pps_pic_parameter_set_id"),
+        (15, "pps_seq_parameter_set_id"),
+    ];
 
     fn sps(r: &mut Bits) -> Result<(usize, Sps), MapError> {
         r.u(4)?;
@@ -193,15 +192,7 @@ impl ParamSyntax for Hevc {
         }
         let id = r.ue_max(15, "sps_seq_parameter_set_id")? as usize;
         let mut s = Sps::default();
-        let chroma_format_idc = r.ue_max(3, "chroma_format_idc")?;
-        if chroma_format_idc == 3 {
-            s.separate_colour_plane = r.flag()?;
-        }
-        s.chroma_array_type = if s.separate_colour_plane {
-            0
-        } else {
-            chroma_format_idc
-        };
+        (_, s.separate_colour_plane, s.chroma_array_type) = r.chroma_format()?;
         let width = r.ue_max(1 << 16, "pic_width_in_luma_samples")?;
         let height = r.ue_max(1 << 16, "pic_height_in_luma_samples")?;
         if r.flag()? {
@@ -523,7 +514,7 @@ impl ParamSyntax for Hevc {
     }
 }
 
-impl HevcParams {
+impl ParamSets<Hevc> {
     /// The parameter sets of an `hvcC` box payload (HEVCDecoderConfigurationRecord).
     pub fn from_hvcc(hvcc: &[u8]) -> Result<Self, MapError> {
         let mut rec = ConfigRecord::new(hvcc, "hvcC", 22);
@@ -539,19 +530,13 @@ impl HevcParams {
 
     /// Takes an SPS (33) or PPS (34) NAL unit; others are ignored.
     pub fn add_nal(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        self.sets.add(nal)
+        ParamSets::add(self, nal)
     }
 
     /// The length in bits of slice NAL unit `nal`'s segment header, the 16-bit NAL header and
     /// `byte_alignment()` included.
     pub fn slice_header_bits(&self, nal: &[u8]) -> Result<usize, MapError> {
-        Hevc::slice_header_bits(&self.sets, nal)
-    }
-}
-
-impl From<HevcParams> for Box<dyn SliceHeaders> {
-    fn from(p: HevcParams) -> Self {
-        Box::new(p.sets)
+        Hevc::slice_header_bits(self, nal)
     }
 }
 

@@ -479,23 +479,9 @@ pub(crate) mod tests {
 
     #[test]
     fn ctr_counter_runs_across_subsamples() {
-        let tc = TrackCrypto {
-            key: [2; 16],
-            base_iv: 5,
-            cbcs: None,
-            ..cbcs_track(CBCS_VIDEO_PATTERN)
-        };
+        let tc = cenc_track(2, 5);
         let clear: Vec<u8> = (0..80u8).collect();
-        let map = [
-            Subsample {
-                clear: 8,
-                protected: 32,
-            },
-            Subsample {
-                clear: 8,
-                protected: 32,
-            },
-        ];
+        let map = [sub(8, 32), sub(8, 32)];
         let mut enc = clear.clone();
         tc.encrypt(0, &mut enc, &map);
         assert_eq!(enc[..8], clear[..8]);
@@ -512,32 +498,12 @@ pub(crate) mod tests {
 
     #[test]
     fn run_cipher_in_any_chunks_equals_per_sample_encryption() {
-        let tc = TrackCrypto {
-            key: [3; 16],
-            base_iv: 77,
-            cbcs: None,
-            ..cbcs_track(CBCS_VIDEO_PATTERN)
-        };
+        let tc = cenc_track(3, 77);
         let sizes = [80u64, 50, 70];
         let maps = vec![
-            vec![
-                Subsample {
-                    clear: 8,
-                    protected: 32,
-                },
-                Subsample {
-                    clear: 8,
-                    protected: 32,
-                },
-            ],
-            vec![Subsample {
-                clear: 50,
-                protected: 0,
-            }],
-            vec![Subsample {
-                clear: 6,
-                protected: 64,
-            }],
+            vec![sub(8, 32), sub(8, 32)],
+            vec![sub(50, 0)],
+            vec![sub(6, 64)],
         ];
         let clear: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
         let mut want = clear.clone();
@@ -567,6 +533,20 @@ pub(crate) mod tests {
         assert_eq!(got, want);
     }
 
+    /// A `cenc` video track with 4-byte NAL lengths.
+    fn cenc_track(key: u8, base_iv: u64) -> TrackCrypto {
+        TrackCrypto {
+            key: [key; 16],
+            base_iv,
+            cbcs: None,
+            ..cbcs_track(CBCS_VIDEO_PATTERN)
+        }
+    }
+
+    fn sub(clear: u16, protected: u32) -> Subsample {
+        Subsample { clear, protected }
+    }
+
     pub(crate) fn cbcs_track(pattern: (u8, u8)) -> TrackCrypto {
         TrackCrypto {
             kid: [1; 16],
@@ -591,16 +571,7 @@ pub(crate) mod tests {
         // Subsample 1: 5 clear, 16 * 21 + 7 protected (blocks 0, 10, 20 encrypted, partial
         // block clear); subsample 2: 3 clear, 40 protected (block 0 encrypted).
         let p1 = 16 * 21 + 7;
-        let map = [
-            Subsample {
-                clear: 5,
-                protected: p1 as u32,
-            },
-            Subsample {
-                clear: 3,
-                protected: 40,
-            },
-        ];
+        let map = [sub(5, p1 as u32), sub(3, 40)];
         let clear: Vec<u8> = (0..(5 + p1 + 3 + 40)).map(|i| (i * 13 + 1) as u8).collect();
         let mut enc = clear.clone();
         tc.encrypt(0, &mut enc, &map);
@@ -655,24 +626,9 @@ pub(crate) mod tests {
             let sizes = [400u64, 37, 900];
             let maps: Vec<Vec<Subsample>> = if tc.nal.is_some() {
                 vec![
-                    vec![
-                        Subsample {
-                            clear: 7,
-                            protected: 200,
-                        },
-                        Subsample {
-                            clear: 9,
-                            protected: 184,
-                        },
-                    ],
-                    vec![Subsample {
-                        clear: 37,
-                        protected: 0,
-                    }],
-                    vec![Subsample {
-                        clear: 11,
-                        protected: 889,
-                    }],
+                    vec![sub(7, 200), sub(9, 184)],
+                    vec![sub(37, 0)],
+                    vec![sub(11, 889)],
                 ]
             } else {
                 vec![vec![]; 3]

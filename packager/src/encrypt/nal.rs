@@ -1,7 +1,7 @@
 //! The one walker over length-prefixed NAL unit samples (H.264 `avc1`/`avc3`, HEVC
 //! `hvc1`/`hev1`) that builds their subsample maps (ISO/IEC 23001-7), with what both codecs'
 //! slice header parsers share: the bit reader ([`Bits`], also used by [`super::vp9`]),
-//! emulation-prevention removal ([`unescape`]) and the stored-byte span of a slice header.
+//! emulation-prevention removal (`unescape`) and the stored-byte span of a slice header.
 //!
 //! The walker reads each NAL unit's length field and first header byte (a few bytes per NAL
 //! unit, through a `peek` callback, so mapping a track does not copy its sample data) and asks
@@ -210,7 +210,7 @@ fn slice_protected(
 }
 
 /// The parameter set syntax of a codec, as far as its slice header lengths need it.
-pub(crate) trait ParamSyntax: Sized {
+pub trait ParamSyntax: Sized {
     /// What a slice header needs of an SPS.
     type Sps: Clone + std::fmt::Debug;
     /// What a slice header needs of a PPS.
@@ -237,7 +237,7 @@ pub(crate) trait ParamSyntax: Sized {
 /// A track's sequence and picture parameter sets by id ([`super::h264`], [`super::hevc`]);
 /// each PPS keeps the id of the SPS it refers to.
 #[derive(Debug, Clone)]
-pub(crate) struct ParamSets<C: ParamSyntax> {
+pub struct ParamSets<C: ParamSyntax> {
     sps: Vec<Option<C::Sps>>,
     pps: Vec<Option<(usize, C::Pps)>>,
 }
@@ -254,7 +254,7 @@ impl<C: ParamSyntax> Default for ParamSets<C> {
 impl<C: ParamSyntax> ParamSets<C> {
     /// Takes a parameter set NAL unit (stored bytes, header included), replacing one of the
     /// same kind and id; other NAL units are ignored.
-    pub(crate) fn add(&mut self, nal: &[u8]) -> Result<(), MapError> {
+    pub fn add(&mut self, nal: &[u8]) -> Result<(), MapError> {
         match nal.first() {
             Some(&first) if nal.len() >= C::HEADER_LEN => match C::role(first) {
                 NalRole::ParamSet if C::is_sps(first) => self.add_sps(nal),
@@ -397,7 +397,7 @@ pub(crate) fn unescape(nal: &[u8]) -> (Vec<u8>, Vec<usize>) {
 
 /// A big-endian bit reader over header bytes; `what` names the structure in errors (`H.264
 /// SPS`, `HEVC slice header`, `VP9 uncompressed header`).
-pub(crate) struct Bits<'a> {
+pub struct Bits<'a> {
     pub(crate) b: &'a [u8],
     pub(crate) pos: usize,
     pub(crate) what: &'static str,
@@ -454,6 +454,14 @@ impl<'a> Bits<'a> {
         } else {
             -((k / 2) as i32)
         })
+    }
+
+    /// `chroma_format_idc` and, for 4:4:4 (3), `separate_colour_plane_flag`, as H.264 and HEVC
+    /// SPSs code them: `(chroma_format_idc, separate_colour_plane, ChromaArrayType)`.
+    pub(crate) fn chroma_format(&mut self) -> Result<(u32, bool, u32), MapError> {
+        let idc = self.ue_max(3, "chroma_format_idc")?;
+        let separate = idc == 3 && self.flag()?;
+        Ok((idc, separate, if separate { 0 } else { idc }))
     }
 
     /// The length in bits of a slice header read up to here, its NAL unit header
