@@ -4,9 +4,15 @@
 
 use protocol::catalog::TrackKind;
 
-use super::{Subsample, TrackCrypto, COMMON_SYSTEM_ID, IV_SIZE};
+use super::cipher::{TrackCrypto, IV_SIZE};
+use super::subsample::Subsample;
 use crate::cmaf::boxes::BoxBuf;
 use crate::error::{Error, Result};
+
+/// The W3C Common PSSH system id (`1077efec-c0b2-4d02-ace3-3c1e52e2fb4b`).
+pub const COMMON_SYSTEM_ID: [u8; 16] = [
+    0x10, 0x77, 0xef, 0xec, 0xc0, 0xb2, 0x4d, 0x02, 0xac, 0xe3, 0x3c, 0x1e, 0x52, 0xe2, 0xfb, 0x4b,
+];
 
 /// The sample entry `raw` turned into `encv`/`enca` with a `sinf` appended: `schm` names the
 /// scheme, `tenc` the default key id and, for `cbcs` (version 1), the pattern and constant IV.
@@ -125,8 +131,8 @@ pub fn fragment_boxes(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::cbcs_track;
-    use super::super::CBCS_VIDEO_PATTERN;
+    use super::super::cipher::tests::cbcs_track;
+    use super::super::cipher::CBCS_VIDEO_PATTERN;
     use super::*;
 
     #[test]

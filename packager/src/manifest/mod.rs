@@ -103,11 +103,6 @@ impl Protection {
 }
 
 impl RenditionView {
-    /// Path of the HLS media playlist relative to the title directory.
-    pub fn playlist_path(&self) -> String {
-        format!("{}/{}", self.id, hls::MEDIA_PLAYLIST)
-    }
-
     /// Segment (size in bytes, duration in seconds) pairs.
     pub fn seg_stats(&self) -> Vec<(u64, f64)> {
         self.segments
