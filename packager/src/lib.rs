@@ -5,9 +5,11 @@
 //! - [`bmff`]: reading MP4 inputs into a sample-table model, codec strings.
 //! - [`segment`]: the ladder check and keyframe-snapped segmentation.
 //! - [`cmaf`]: writing init segments, fragments and `sidx`.
-//! - [`encrypt`]: Common Encryption (`cenc`): keys per track, the cipher, the added boxes.
+//! - [`encrypt`]: Common Encryption (`cenc`, `cbcs`): keys per track, subsample maps, the
+//!   cipher, the added boxes.
 //! - [`manifest`]: DASH MPD and HLS playlists, bandwidth rules.
-//! - [`package`]: the file-system edge: reads inputs, writes the title atomically, hashes files.
+//! - [`package`](mod@package): the file-system edge: reads inputs, writes the title atomically, hashes files
+//!   (and [`package::keys_needed`], the tiers a title's inputs need keys for).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

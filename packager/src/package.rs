@@ -61,6 +61,16 @@ struct Planned {
     crypto: Option<(TrackCrypto, Vec<Vec<Subsample>>)>,
 }
 
+/// What keys the tracks of `inputs` need ([`encrypt::keys_needed`]): whether there is audio,
+/// and the video tiers present (sorted). Reads each input's box tree, not its samples.
+pub fn keys_needed(inputs: &[PathBuf]) -> Result<(bool, Vec<Tier>)> {
+    let mut tracks = Vec::new();
+    for input in inputs {
+        tracks.extend(bmff::parse_file(input)?);
+    }
+    Ok(encrypt::keys_needed(&tracks))
+}
+
 /// Packages `opts.inputs` into `opts.out_dir/<title>/` and returns the catalog entry written.
 pub fn package(opts: &Options, progress: Option<Progress<'_>>) -> Result<CatalogEntry> {
     if !catalog::is_valid_segment(&opts.title) {
@@ -305,7 +315,7 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
 
 /// The subsample map of every sample of `track` (empty maps, whole-sample encryption, for
 /// tracks without NAL framing). Reads only each NAL unit's length field and header byte
-/// ([`encrypt::subsample::map_with`]): the sample data itself is read once, by the writer.
+/// ([`encrypt::nal::map_with`]): the sample data itself is read once, by the writer.
 fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>> {
     if !tc.subsamples() {
         return Ok(vec![Vec::new(); track.samples.len()]);
@@ -314,7 +324,7 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
     let mut maps = Vec::with_capacity(track.samples.len());
     let mut vp9 = encrypt::vp9::Vp9State::default();
     // cbcs keeps H.264/HEVC slice headers clear: parse them with the track's parameter sets.
-    let mut headers: Option<Box<dyn encrypt::h264::SliceHeaders>> = match tc.nal {
+    let mut headers: Option<Box<dyn encrypt::nal::SliceHeaders>> = match tc.nal {
         Some(fmt) if tc.cbcs.is_some() => {
             let tag = if fmt.hevc { b"hvcC" } else { b"avcC" };
             let bad = |reason: String| Error::Invalid {
@@ -352,12 +362,15 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
                 },
             )
         };
-        let m = match (tc.nal, headers.as_deref_mut()) {
-            (Some(fmt), Some(params)) => {
-                encrypt::h264::map_with(s.size as usize, fmt, params, &mut peek)
+        let m = match tc.nal {
+            Some(fmt) => {
+                let mut policy = match headers.as_deref_mut() {
+                    Some(params) => encrypt::nal::Policy::SliceHeaderClear(params),
+                    None => encrypt::nal::Policy::WholeBlocks,
+                };
+                encrypt::nal::map_with(s.size as usize, fmt, &mut policy, &mut peek)
             }
-            (Some(fmt), None) => encrypt::subsample::map_with(s.size as usize, fmt, &mut peek),
-            (None, _) => encrypt::vp9::map_with(s.size as usize, &mut vp9, &mut peek),
+            None => encrypt::vp9::map_with(s.size as usize, &mut vp9, &mut peek),
         };
         if let Some(e) = io_error {
             return Err(Error::io(&track.file, e));
@@ -468,7 +481,7 @@ impl HashedFile {
     fn finish(mut self) -> Result<FileEntry> {
         self.flush_buf()?;
         let digest = self.hasher.finalize();
-        let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = protocol::hex::encode(&digest);
         Ok(FileEntry {
             path: self.rel,
             size: self.size,

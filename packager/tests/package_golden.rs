@@ -42,10 +42,7 @@ fn opts(out: &Path, mode: PackagingMode, inputs: Vec<PathBuf>) -> Options {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    protocol::hex::encode(&Sha256::digest(b))
 }
 
 fn all_files(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {

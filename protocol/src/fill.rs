@@ -303,7 +303,7 @@ pub struct FillStatus {
 /// SHA-256 hex of `text`, the way [`PlannedTitle::catalog_sha256`] is computed.
 pub fn catalog_digest(text: &str) -> String {
     use sha2::{Digest, Sha256};
-    hex(&Sha256::digest(text.as_bytes()))
+    crate::hex::encode(&Sha256::digest(text.as_bytes()))
 }
 
 /// [`HeldTitle::files_digest`] of `(path, size, sha256)` triples, in any order.
@@ -318,11 +318,7 @@ pub fn files_digest<'a>(files: impl IntoIterator<Item = (&'a str, u64, &'a str)>
     for l in &lines {
         d.update(l.as_bytes());
     }
-    hex(&d.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&d.finalize())
 }
 
 #[cfg(test)]

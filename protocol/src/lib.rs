@@ -12,6 +12,7 @@
 //!   drives, titles held and counters) and the published grant public keys they fetch.
 //! - [`fill`]: the fill plan (which titles an appliance should hold, and its ordered sources
 //!   with fill grants) and the fill part of a heartbeat.
+//! - [`hex`]: the lowercase hex text of ids, keys and digests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,3 +21,4 @@ pub mod content_keys;
 pub mod fill;
 pub mod fleet;
 pub mod grant;
+pub mod hex;

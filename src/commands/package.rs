@@ -131,7 +131,7 @@ fn encryption(
             out.display()
         );
     }
-    let (audio, tiers) = packager::encrypt::keys_needed(&args.inputs)?;
+    let (audio, tiers) = packager::package::keys_needed(&args.inputs)?;
     let mut rng = random16;
     let keys = packager::encrypt::generate_keys(&args.title, scheme, audio, &tiers, &mut rng);
     Ok((

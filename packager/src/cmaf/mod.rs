@@ -1,7 +1,7 @@
 //! CMAF writing: the init segment (`ftyp` + `moov` with `mvex`/`trex`), one fragment per segment
 //! (`moof`/`mfhd`/`traf`/`tfhd`/`tfdt` v1/`trun` v1 + the `mdat` header), and the `sidx` of an
 //! on-demand track file. Pure: these functions build header bytes; sample bytes are copied by the
-//! caller ([`crate::package`]) straight from the input, so a per-sample transform (encryption,
+//! caller ([`crate::package`](mod@crate::package)) straight from the input, so a per-sample transform (encryption,
 //! issue 7) slots in there and extra boxes (`senc`, `saiz`, `saio`) slot into [`fragment`].
 
 pub mod boxes;

@@ -1,7 +1,6 @@
 //! H.264 slice header lengths for `cbcs` (ISO/IEC 23001-7 §10.4.2: the NAL unit header and the
-//! slice header stay clear, the protected range starts at the first byte of slice data), and
-//! the `cbcs` subsample map of NAL-unit samples built on them ([`map_with`], generic over
-//! [`SliceHeaders`]: H.264 here, HEVC in [`super::hevc`]).
+//! slice header stay clear, the protected range starts at the first byte of slice data): the
+//! [`super::nal::SliceHeaders`] of H.264 for the walker in [`super::nal`].
 //!
 //! The slice header (ITU-T H.264 §7.3.3) is parsed only as far as its length in bits, which
 //! depends on fields of the SPS and PPS it refers to ([`H264Params`], read from `avcC` and
@@ -9,17 +8,17 @@
 //! parsing, but lengths are counted in stored (escaped) bytes. The clear part of a slice NAL
 //! unit ends with the byte holding the header's last bit (with CABAC the slice data is then
 //! byte aligned by `cabac_alignment_one_bit`; with CAVLC the first slice data bits share that
-//! byte, which stays clear), so the protected range starts on a byte boundary. Pure functions
+//! byte, which stays clear), so the protected range starts on a byte boundary
+//! ([`super::nal::SliceHeaders::slice_header_len`]). Pure functions
 //! over sample bytes. Not supported (a clear error): MVC/SVC slices (NAL types 14, 20, 21) and
 //! slice-group change cycles (FMO map types 3-5).
 
-use super::subsample::{push, MapError, NalFormat, Peek, Subsample};
+use super::nal::{unescape, Bits, ConfigRecord, NalRole, ParamSets, ParamSyntax};
+use super::subsample::MapError;
 
-/// Most bytes of a slice NAL unit read to find its header's end.
-const MAX_HEADER_READ: usize = 4096;
-
+/// What a slice header needs of a H.264 SPS.
 #[derive(Debug, Clone, Default)]
-struct Sps {
+pub struct Sps {
     separate_colour_plane: bool,
     chroma_array_type: u32,
     log2_max_frame_num: u32,
@@ -29,9 +28,9 @@ struct Sps {
     frame_mbs_only: bool,
 }
 
+/// What a slice header needs of a H.264 PPS.
 #[derive(Debug, Clone, Default)]
-struct Pps {
-    sps_id: usize,
+pub struct Pps {
     entropy_coding_mode: bool,
     bottom_field_pic_order_in_frame_present: bool,
     slice_group_change: bool,
@@ -44,92 +43,7 @@ struct Pps {
 }
 
 /// The sequence and picture parameter sets of a track, by id.
-#[derive(Debug, Clone, Default)]
-pub struct H264Params {
-    sps: Vec<Option<Sps>>,
-    pps: Vec<Option<Pps>>,
-}
-
-/// The RBSP of an escaped NAL unit prefix, and for each RBSP byte its index in the stored
-/// bytes.
-pub(crate) fn unescape(nal: &[u8]) -> (Vec<u8>, Vec<usize>) {
-    let mut out = Vec::with_capacity(nal.len());
-    let mut at = Vec::with_capacity(nal.len());
-    let mut zeros = 0;
-    for (i, &b) in nal.iter().enumerate() {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        out.push(b);
-        at.push(i);
-    }
-    (out, at)
-}
-
-pub(crate) struct Bits<'a> {
-    pub(crate) b: &'a [u8],
-    pub(crate) pos: usize,
-    pub(crate) what: &'static str,
-}
-
-impl Bits<'_> {
-    pub(crate) fn u(&mut self, n: u32) -> Result<u32, MapError> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = self.b.get(self.pos / 8).ok_or_else(|| {
-                MapError(format!(
-                    "H.264 {} runs past its {} bytes",
-                    self.what,
-                    self.b.len()
-                ))
-            })?;
-            v = (v << 1) | u32::from(byte >> (7 - self.pos % 8) & 1);
-            self.pos += 1;
-        }
-        Ok(v)
-    }
-
-    pub(crate) fn flag(&mut self) -> Result<bool, MapError> {
-        Ok(self.u(1)? == 1)
-    }
-
-    pub(crate) fn ue(&mut self) -> Result<u32, MapError> {
-        let mut zeros = 0;
-        while self.u(1)? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return Err(MapError(format!(
-                    "H.264 {}: Exp-Golomb code longer than 32 bits",
-                    self.what
-                )));
-            }
-        }
-        Ok(((1u64 << zeros) - 1 + u64::from(self.u(zeros)?)) as u32)
-    }
-
-    pub(crate) fn se(&mut self) -> Result<i32, MapError> {
-        let k = self.ue()?;
-        Ok(if k % 2 == 1 {
-            k.div_ceil(2) as i32
-        } else {
-            -((k / 2) as i32)
-        })
-    }
-
-    /// `ue(v)` that must be at most `max` (ids, list sizes: bounds loops on untrusted input).
-    pub(crate) fn ue_max(&mut self, max: u32, field: &str) -> Result<u32, MapError> {
-        let v = self.ue()?;
-        if v > max {
-            return Err(MapError(format!(
-                "H.264 {}: {field} {v} is over {max}",
-                self.what
-            )));
-        }
-        Ok(v)
-    }
-}
+pub type H264Params = ParamSets<H264>;
 
 fn scaling_list(r: &mut Bits, size: usize) -> Result<(), MapError> {
     let (mut last, mut next) = (8i32, 8i32);
@@ -145,57 +59,35 @@ fn scaling_list(r: &mut Bits, size: usize) -> Result<(), MapError> {
     Ok(())
 }
 
-impl H264Params {
-    /// The parameter sets of an `avcC` box payload (AVCDecoderConfigurationRecord).
-    pub fn from_avcc(avcc: &[u8]) -> Result<Self, MapError> {
-        let short = || MapError(format!("avcC of {} bytes is truncated", avcc.len()));
-        let mut p = H264Params::default();
-        let mut at = 5;
-        let n_sps = usize::from(*avcc.get(at).ok_or_else(short)? & 0x1f);
-        at += 1;
-        let take = |at: &mut usize| -> Result<Vec<u8>, MapError> {
-            let len = usize::from(u16::from_be_bytes(
-                avcc.get(*at..*at + 2)
-                    .ok_or_else(short)?
-                    .try_into()
-                    .map_err(|_| short())?,
-            ));
-            let nal = avcc.get(*at + 2..*at + 2 + len).ok_or_else(short)?.to_vec();
-            *at += 2 + len;
-            Ok(nal)
-        };
-        let mut nals = Vec::new();
-        for _ in 0..n_sps {
-            nals.push(take(&mut at)?);
-        }
-        let n_pps = usize::from(*avcc.get(at).ok_or_else(short)?);
-        at += 1;
-        for _ in 0..n_pps {
-            nals.push(take(&mut at)?);
-        }
-        for nal in nals {
-            p.add(&nal)?;
-        }
-        Ok(p)
-    }
+/// The H.264 parameter set syntax ([`ParamSets`]).
+#[derive(Debug, Clone)]
+pub struct H264;
 
-    /// Takes an SPS (type 7) or PPS (type 8) NAL unit (stored bytes, header included); other
-    /// NAL units are ignored.
-    pub fn add(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        match nal.first().map(|b| b & 0x1f) {
-            Some(7) => self.add_sps(nal),
-            Some(8) => self.add_pps(nal),
-            _ => Ok(()),
+impl ParamSyntax for H264 {
+    type Sps = Sps;
+    type Pps = Pps;
+    const HEADER_LEN: usize = 1;
+    const NAMES: [&'static str; 3] = ["H.264", "H.264 SPS", "H.264 PPS"];
+    const PPS_IDS: [(u32, &'static str); 2] =
+        [(255, "pic_parameter_set_id"), (31, "seq_parameter_set_id")];
+
+    fn role(first: u8) -> NalRole {
+        match first & 0x1f {
+            7 | 8 => NalRole::ParamSet,
+            1 | 5 => NalRole::Slice,
+            t @ (2..=4 | 14 | 20 | 21) => NalRole::Unsupported(format!(
+                "H.264 NAL unit type {t} (data partitioning, SVC or MVC) is not supported by \
+                 cbcs encryption"
+            )),
+            _ => NalRole::Other,
         }
     }
 
-    fn add_sps(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        let (rbsp, _) = unescape(&nal[1..]);
-        let r = &mut Bits {
-            b: &rbsp,
-            pos: 0,
-            what: "SPS",
-        };
+    fn is_sps(first: u8) -> bool {
+        first & 0x1f == 7
+    }
+
+    fn sps(r: &mut Bits) -> Result<(usize, Sps), MapError> {
         let profile = r.u(8)?;
         r.u(16)?;
         let id = r.ue_max(31, "seq_parameter_set_id")? as usize;
@@ -207,15 +99,12 @@ impl H264Params {
             profile,
             100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
         ) {
-            let chroma_format_idc = r.ue_max(3, "chroma_format_idc")?;
-            if chroma_format_idc == 3 {
-                s.separate_colour_plane = r.flag()?;
-            }
-            s.chroma_array_type = if s.separate_colour_plane {
-                0
-            } else {
-                chroma_format_idc
-            };
+            let chroma_format_idc;
+            (
+                chroma_format_idc,
+                s.separate_colour_plane,
+                s.chroma_array_type,
+            ) = r.chroma_format()?;
             r.ue()?; // bit_depth_luma_minus8
             r.ue()?; // bit_depth_chroma_minus8
             r.u(1)?; // qpprime_y_zero_transform_bypass_flag
@@ -246,23 +135,11 @@ impl H264Params {
         r.ue()?; // pic_width_in_mbs_minus1
         r.ue()?; // pic_height_in_map_units_minus1
         s.frame_mbs_only = r.flag()?;
-        if self.sps.len() <= id {
-            self.sps.resize(id + 1, None);
-        }
-        self.sps[id] = Some(s);
-        Ok(())
+        Ok((id, s))
     }
 
-    fn add_pps(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        let (rbsp, _) = unescape(&nal[1..]);
-        let r = &mut Bits {
-            b: &rbsp,
-            pos: 0,
-            what: "PPS",
-        };
-        let id = r.ue_max(255, "pic_parameter_set_id")? as usize;
+    fn pps(r: &mut Bits) -> Result<Pps, MapError> {
         let mut p = Pps {
-            sps_id: r.ue_max(31, "seq_parameter_set_id")? as usize,
             entropy_coding_mode: r.flag()?,
             bottom_field_pic_order_in_frame_present: r.flag()?,
             ..Pps::default()
@@ -309,32 +186,10 @@ impl H264Params {
         p.deblocking_filter_control_present = r.flag()?;
         r.u(1)?; // constrained_intra_pred_flag
         p.redundant_pic_cnt_present = r.flag()?;
-        if self.pps.len() <= id {
-            self.pps.resize(id + 1, None);
-        }
-        self.pps[id] = Some(p);
-        Ok(())
+        Ok(p)
     }
 
-    /// The number of stored bytes at the start of slice NAL unit `nal` (header included) that
-    /// hold the NAL header and the slice header: everything before the first whole byte of
-    /// slice data. `nal` may be a prefix of the NAL unit, as long as it holds the header.
-    pub fn slice_header_len(&self, nal: &[u8]) -> Result<usize, MapError> {
-        let bits = self.slice_header_bits(nal)?;
-        let (_, at) = unescape(&nal[1..]);
-        // RBSP bytes after the NAL header that hold the header (the last one partly, with
-        // CAVLC); at least one.
-        let bytes = (bits - 8).div_ceil(8).max(1);
-        let last = *at.get(bytes - 1).ok_or_else(|| {
-            MapError("H.264 slice header runs past the end of the NAL unit".into())
-        })?;
-        Ok(1 + last + 1)
-    }
-
-    /// The length in bits of slice NAL unit `nal`'s header, NAL header (8 bits) and, with
-    /// CABAC, `cabac_alignment_one_bit`s included, counted in the RBSP (what ffmpeg's
-    /// `trace_headers` shows as the end of the slice header).
-    pub fn slice_header_bits(&self, nal: &[u8]) -> Result<usize, MapError> {
+    fn slice_header_bits(sets: &ParamSets<Self>, nal: &[u8]) -> Result<usize, MapError> {
         let first = *nal
             .first()
             .ok_or_else(|| MapError("empty NAL unit".into()))?;
@@ -347,11 +202,7 @@ impl H264Params {
         }
         let idr = nal_type == 5;
         let (rbsp, _) = unescape(&nal[1..]);
-        let r = &mut Bits {
-            b: &rbsp,
-            pos: 0,
-            what: "slice header",
-        };
+        let r = &mut Bits::new(&rbsp, "H.264 slice header");
         r.ue()?; // first_mb_in_slice
         let slice_type = r.ue_max(9, "slice_type")? % 5;
         let (p, b, i, sp, si) = (
@@ -362,21 +213,7 @@ impl H264Params {
             slice_type == 4,
         );
         let pps_id = r.ue_max(255, "pic_parameter_set_id")? as usize;
-        let pps = self
-            .pps
-            .get(pps_id)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| MapError(format!("H.264 slice refers to unknown PPS {pps_id}")))?;
-        let sps = self
-            .sps
-            .get(pps.sps_id)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| {
-                MapError(format!(
-                    "H.264 PPS {pps_id} refers to unknown SPS {}",
-                    pps.sps_id
-                ))
-            })?;
+        let (sps, pps) = sets.for_slice(pps_id)?;
         if sps.separate_colour_plane {
             r.u(2)?;
         }
@@ -519,147 +356,41 @@ impl H264Params {
                     .into(),
             ));
         }
-        let mut bits = r.pos;
-        if pps.entropy_coding_mode {
-            bits = bits.div_ceil(8) * 8;
-        }
-        if bits > rbsp.len() * 8 {
-            return Err(MapError(
-                "H.264 slice header runs past the end of the NAL unit".into(),
-            ));
-        }
-        Ok(8 + bits)
+        r.header_bits(H264::HEADER_LEN, pps.entropy_coding_mode)
     }
 }
 
-/// What a NAL unit is to the `cbcs` map.
-pub enum NalRole {
-    /// A parameter set the slice headers depend on (read whole, [`SliceHeaders::add`]).
-    ParamSet,
-    /// A coded slice: its header stays clear, the rest is protected.
-    Slice,
-    /// A NAL unit the map cannot handle (the reason).
-    Unsupported(String),
-    /// Anything else: clear whole.
-    Other,
-}
-
-/// The parameter-set state of a codec whose slice headers `cbcs` leaves clear.
-pub trait SliceHeaders {
-    /// The role of a NAL unit from its first header byte.
-    fn role(&self, first: u8) -> NalRole;
-    /// Takes a parameter set NAL unit (stored bytes, header included).
-    fn add(&mut self, nal: &[u8]) -> Result<(), MapError>;
-    /// The stored bytes of slice NAL unit `nal` (a prefix of it) up to the first byte of slice
-    /// data, NAL header included.
-    fn slice_header_len(&self, nal: &[u8]) -> Result<usize, MapError>;
-}
-
-impl SliceHeaders for H264Params {
-    fn role(&self, first: u8) -> NalRole {
-        match first & 0x1f {
-            7 | 8 => NalRole::ParamSet,
-            1 | 5 => NalRole::Slice,
-            t @ (2..=4 | 14 | 20 | 21) => NalRole::Unsupported(format!(
-                "H.264 NAL unit type {t} (data partitioning, SVC or MVC) is not supported by \
-                 cbcs encryption"
-            )),
-            _ => NalRole::Other,
+impl ParamSets<H264> {
+    /// The parameter sets of an `avcC` box payload (AVCDecoderConfigurationRecord).
+    pub fn from_avcc(avcc: &[u8]) -> Result<Self, MapError> {
+        let mut rec = ConfigRecord::new(avcc, "avcC", 5);
+        let mut nals = Vec::new();
+        for _ in 0..rec.u8()? & 0x1f {
+            nals.push(rec.nal()?);
         }
+        for _ in 0..rec.u8()? {
+            nals.push(rec.nal()?);
+        }
+        let mut p = H264Params::default();
+        for nal in nals {
+            p.add(nal)?;
+        }
+        Ok(p)
     }
 
-    fn add(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        H264Params::add(self, nal)
+    /// The length in bits of slice NAL unit `nal`'s header, NAL header (8 bits) and, with
+    /// CABAC, `cabac_alignment_one_bit`s included, counted in the RBSP (what ffmpeg's
+    /// `trace_headers` shows as the end of the slice header).
+    pub fn slice_header_bits(&self, nal: &[u8]) -> Result<usize, MapError> {
+        H264::slice_header_bits(self, nal)
     }
-
-    fn slice_header_len(&self, nal: &[u8]) -> Result<usize, MapError> {
-        H264Params::slice_header_len(self, nal)
-    }
-}
-
-/// The `cbcs` subsample map of an H.264 sample of `size` bytes (see [`super::subsample::map_with`]
-/// for `peek`): NAL length fields, non-VCL NAL units, NAL headers and slice headers clear; the
-/// rest of each slice NAL unit protected (the pattern leaves its trailing partial block clear).
-/// In-band parameter sets update `params`. Serves HEVC too ([`super::hevc::HevcParams`]).
-pub fn map_with(
-    size: usize,
-    fmt: NalFormat,
-    params: &mut dyn SliceHeaders,
-    peek: &mut Peek<'_>,
-) -> Result<Vec<Subsample>, MapError> {
-    let mut out = Vec::new();
-    let mut clear: u64 = 0;
-    let mut pos = 0usize;
-    let ls = fmt.length_size;
-    let mut head = [0u8; 5];
-    while pos < size {
-        if size - pos < ls {
-            return Err(MapError(format!(
-                "NAL length field at byte {pos} runs past the end of the {size}-byte sample"
-            )));
-        }
-        let n = (ls + 1).min(size - pos);
-        peek(pos, &mut head[..n])?;
-        let len = head[..ls]
-            .iter()
-            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
-        let body = pos + ls;
-        if len > size - body {
-            return Err(MapError(format!(
-                "NAL unit at byte {pos} claims {len} bytes but only {} remain in the sample",
-                size - body
-            )));
-        }
-        let role = if len > 0 {
-            params.role(head[ls])
-        } else {
-            NalRole::Other
-        };
-        let mut protected = 0;
-        match role {
-            NalRole::ParamSet => {
-                let mut nal = vec![0u8; len];
-                peek(body, &mut nal)?;
-                params
-                    .add(&nal)
-                    .map_err(|e| MapError(format!("NAL unit at byte {pos}: {}", e.0)))?;
-            }
-            NalRole::Slice => {
-                // Most slice headers fit in a few dozen bytes: read more only when needed.
-                let mut want = 64;
-                let hl = loop {
-                    let mut nal = vec![0u8; len.min(want)];
-                    peek(body, &mut nal)?;
-                    match params.slice_header_len(&nal) {
-                        Ok(hl) => break hl,
-                        Err(_) if want < MAX_HEADER_READ && len > want => want *= 8,
-                        Err(e) => return Err(MapError(format!("NAL unit at byte {pos}: {}", e.0))),
-                    }
-                };
-                if len - hl >= 16 {
-                    protected = len - hl;
-                }
-            }
-            NalRole::Unsupported(why) => {
-                return Err(MapError(format!("NAL unit at byte {pos}: {why}")));
-            }
-            NalRole::Other => {}
-        }
-        clear += (ls + len - protected) as u64;
-        if protected > 0 {
-            push(&mut out, &mut clear, protected as u32);
-        }
-        pos = body + len;
-    }
-    if clear > 0 {
-        push(&mut out, &mut clear, 0);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encrypt::nal::{map, NalFormat, Policy, SliceHeaders};
+    use crate::encrypt::subsample::Subsample;
 
     /// A bit writer for hand-made parameter sets.
     #[derive(Default)]
@@ -766,11 +497,7 @@ mod tests {
             hevc: false,
         };
         let mut fresh = H264Params::default();
-        let m = map_with(sample.len(), fmt, &mut fresh, &mut |pos, out: &mut [u8]| {
-            out.copy_from_slice(&sample[pos..pos + out.len()]);
-            Ok(())
-        })
-        .unwrap();
+        let m = map(&sample, fmt, &mut Policy::SliceHeaderClear(&mut fresh)).unwrap();
         let lead = 4 + sps.len() + 4 + pps.len() + 4 + 9;
         assert_eq!(
             m,
@@ -789,39 +516,11 @@ mod tests {
         // A slice before any PPS is an error naming the byte.
         let mut empty = H264Params::default();
         let only = with_length(&idr);
-        let e = map_with(only.len(), fmt, &mut empty, &mut |pos, out: &mut [u8]| {
-            out.copy_from_slice(&only[pos..pos + out.len()]);
-            Ok(())
-        })
-        .unwrap_err();
+        let e = map(&only, fmt, &mut Policy::SliceHeaderClear(&mut empty)).unwrap_err();
         assert!(
             e.0.contains("byte 0") && e.0.contains("unknown PPS 0"),
             "{}",
             e.0
         );
-    }
-
-    #[test]
-    fn unescape_maps_rbsp_bytes_to_stored_bytes() {
-        let (r, at) = unescape(&[0x11, 0, 0, 3, 1, 0, 0, 3, 0, 0x22]);
-        assert_eq!(r, [0x11, 0, 0, 1, 0, 0, 0, 0x22]);
-        assert_eq!(at, [0, 1, 2, 4, 5, 6, 8, 9]);
-    }
-
-    #[test]
-    fn exp_golomb_codes() {
-        // 1 | 010 | 011 | 00100 | 00101 -> ue 0, 1, 2, 3; then se of 00101 (4) = -2.
-        let b = [0b1010_0110, 0b0100_0010, 0b1000_0000];
-        let r = &mut Bits {
-            b: &b,
-            pos: 0,
-            what: "test",
-        };
-        assert_eq!(r.ue().unwrap(), 0);
-        assert_eq!(r.ue().unwrap(), 1);
-        assert_eq!(r.ue().unwrap(), 2);
-        assert_eq!(r.ue().unwrap(), 3);
-        assert_eq!(r.se().unwrap(), -2);
-        assert!(r.ue().is_err());
     }
 }

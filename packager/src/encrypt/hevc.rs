@@ -1,6 +1,6 @@
 //! HEVC slice segment header lengths for `cbcs` (ISO/IEC 23001-7 §10.4.2: NAL header and slice
 //! header clear, protection from the first byte of slice data), for
-//! [`super::h264::map_with`].
+//! the walker in [`super::nal`].
 //!
 //! The slice segment header (ITU-T H.265 §7.3.6.1) is parsed only as far as its length; it
 //! ends with `byte_alignment()`, so slice data starts on a byte. The fields it depends on come
@@ -9,7 +9,7 @@
 //! prediction, deblocking, list modification, range extension), read from `hvcC` and updated by
 //! in-band parameter sets. Not supported (a clear error): multi-layer, 3D and SCC extensions.
 
-use super::h264::{unescape, Bits, NalRole, SliceHeaders};
+use super::nal::{unescape, Bits, ConfigRecord, NalRole, ParamSets, ParamSyntax};
 use super::subsample::MapError;
 
 #[derive(Debug, Clone, Default)]
@@ -20,8 +20,9 @@ struct StRps {
     used: u32,
 }
 
+/// What a slice header needs of a HEVC SPS.
 #[derive(Debug, Clone, Default)]
-struct Sps {
+pub struct Sps {
     chroma_array_type: u32,
     separate_colour_plane: bool,
     pic_size_in_ctbs: u32,
@@ -33,9 +34,9 @@ struct Sps {
     temporal_mvp: bool,
 }
 
+/// What a slice header needs of a HEVC PPS.
 #[derive(Debug, Clone, Default)]
-struct Pps {
-    sps_id: usize,
+pub struct Pps {
     dependent_slices: bool,
     output_flag_present: bool,
     extra_bits: u32,
@@ -55,11 +56,7 @@ struct Pps {
 }
 
 /// The HEVC parameter sets of a track, by id.
-#[derive(Debug, Clone, Default)]
-pub struct HevcParams {
-    sps: Vec<Option<Sps>>,
-    pps: Vec<Option<Pps>>,
-}
+pub type HevcParams = ParamSets<Hevc>;
 
 /// Ceil(Log2(x)) for x >= 1.
 fn ceil_log2(x: u32) -> u32 {
@@ -137,51 +134,36 @@ fn st_ref_pic_set(
     }
 }
 
-impl HevcParams {
-    /// The parameter sets of an `hvcC` box payload (HEVCDecoderConfigurationRecord).
-    pub fn from_hvcc(hvcc: &[u8]) -> Result<Self, MapError> {
-        let short = || MapError(format!("hvcC of {} bytes is truncated", hvcc.len()));
-        let mut p = HevcParams::default();
-        let mut at = 22;
-        let arrays = *hvcc.get(at).ok_or_else(short)?;
-        at += 1;
-        let u16_at = |at: usize| -> Result<usize, MapError> {
-            let b = hvcc.get(at..at + 2).ok_or_else(short)?;
-            Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
-        };
-        for _ in 0..arrays {
-            at += 1;
-            let n = u16_at(at)?;
-            at += 2;
-            for _ in 0..n {
-                let len = u16_at(at)?;
-                let nal = hvcc.get(at + 2..at + 2 + len).ok_or_else(short)?;
-                p.add_nal(nal)?;
-                at += 2 + len;
+/// The HEVC parameter set syntax ([`ParamSets`]).
+#[derive(Debug, Clone)]
+pub struct Hevc;
+
+impl ParamSyntax for Hevc {
+    fn role(first: u8) -> NalRole {
+        match (first >> 1) & 0x3f {
+            33 | 34 => NalRole::ParamSet,
+            0..=9 | 16..=21 => NalRole::Slice,
+            t @ (10..=15 | 22..=31) => {
+                NalRole::Unsupported(format!("HEVC NAL unit type {t} is a reserved VCL type"))
             }
-        }
-        Ok(p)
-    }
-
-    /// Takes an SPS (33) or PPS (34) NAL unit; others are ignored.
-    pub fn add_nal(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        if nal.len() < 2 {
-            return Ok(());
-        }
-        match (nal[0] >> 1) & 0x3f {
-            33 => self.add_sps(nal),
-            34 => self.add_pps(nal),
-            _ => Ok(()),
+            _ => NalRole::Other,
         }
     }
 
-    fn add_sps(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        let (rbsp, _) = unescape(&nal[2..]);
-        let r = &mut Bits {
-            b: &rbsp,
-            pos: 0,
-            what: "HEVC SPS",
-        };
+    fn is_sps(first: u8) -> bool {
+        (first >> 1) & 0x3f == 33
+    }
+
+    type Sps = Sps;
+    type Pps = Pps;
+    const HEADER_LEN: usize = 2;
+    const NAMES: [&'static str; 3] = ["HEVC", "HEVC SPS", "HEVC PPS"];
+    const PPS_IDS: [(u32, &'static str); 2] = [
+        (63, "pps_pic_parameter_set_id"),
+        (15, "pps_seq_parameter_set_id"),
+    ];
+
+    fn sps(r: &mut Bits) -> Result<(usize, Sps), MapError> {
         r.u(4)?;
         let max_sub_layers_minus1 = r.u(3)?;
         r.u(1)?;
@@ -210,15 +192,7 @@ impl HevcParams {
         }
         let id = r.ue_max(15, "sps_seq_parameter_set_id")? as usize;
         let mut s = Sps::default();
-        let chroma_format_idc = r.ue_max(3, "chroma_format_idc")?;
-        if chroma_format_idc == 3 {
-            s.separate_colour_plane = r.flag()?;
-        }
-        s.chroma_array_type = if s.separate_colour_plane {
-            0
-        } else {
-            chroma_format_idc
-        };
+        (_, s.separate_colour_plane, s.chroma_array_type) = r.chroma_format()?;
         let width = r.ue_max(1 << 16, "pic_width_in_luma_samples")?;
         let height = r.ue_max(1 << 16, "pic_height_in_luma_samples")?;
         if r.flag()? {
@@ -278,23 +252,11 @@ impl HevcParams {
         s.temporal_mvp = r.flag()?;
         let ctb = 1u32 << ctb_log2;
         s.pic_size_in_ctbs = width.div_ceil(ctb) * height.div_ceil(ctb);
-        if self.sps.len() <= id {
-            self.sps.resize(id + 1, None);
-        }
-        self.sps[id] = Some(s);
-        Ok(())
+        Ok((id, s))
     }
 
-    fn add_pps(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        let (rbsp, _) = unescape(&nal[2..]);
-        let r = &mut Bits {
-            b: &rbsp,
-            pos: 0,
-            what: "HEVC PPS",
-        };
-        let id = r.ue_max(63, "pps_pic_parameter_set_id")? as usize;
+    fn pps(r: &mut Bits) -> Result<Pps, MapError> {
         let mut p = Pps {
-            sps_id: r.ue_max(15, "pps_seq_parameter_set_id")? as usize,
             dependent_slices: r.flag()?,
             output_flag_present: r.flag()?,
             extra_bits: r.u(3)?,
@@ -360,46 +322,22 @@ impl HevcParams {
                 p.chroma_qp_offset_list = r.flag()?;
             }
         }
-        if self.pps.len() <= id {
-            self.pps.resize(id + 1, None);
-        }
-        self.pps[id] = Some(p);
-        Ok(())
+        Ok(p)
     }
 
-    /// The length in bits of slice NAL unit `nal`'s segment header, the 16-bit NAL header and
-    /// `byte_alignment()` included.
-    pub fn slice_header_bits(&self, nal: &[u8]) -> Result<usize, MapError> {
+    fn slice_header_bits(sets: &ParamSets<Self>, nal: &[u8]) -> Result<usize, MapError> {
         if nal.len() < 3 {
             return Err(MapError("HEVC slice NAL unit shorter than 3 bytes".into()));
         }
         let nal_type = (nal[0] >> 1) & 0x3f;
         let (rbsp, _) = unescape(&nal[2..]);
-        let r = &mut Bits {
-            b: &rbsp,
-            pos: 0,
-            what: "HEVC slice header",
-        };
+        let r = &mut Bits::new(&rbsp, "HEVC slice header");
         let first = r.flag()?;
         if (16..=23).contains(&nal_type) {
             r.u(1)?;
         }
         let pps_id = r.ue_max(63, "slice_pic_parameter_set_id")? as usize;
-        let pps = self
-            .pps
-            .get(pps_id)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| MapError(format!("HEVC slice refers to unknown PPS {pps_id}")))?;
-        let sps = self
-            .sps
-            .get(pps.sps_id)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| {
-                MapError(format!(
-                    "HEVC PPS {pps_id} refers to unknown SPS {}",
-                    pps.sps_id
-                ))
-            })?;
+        let (sps, pps) = sets.for_slice(pps_id)?;
         let mut dependent = false;
         if !first {
             if pps.dependent_slices {
@@ -572,40 +510,33 @@ impl HevcParams {
         }
         // byte_alignment(): a one bit, then zero bits to the byte boundary.
         r.u(1)?;
-        let bits = r.pos.div_ceil(8) * 8;
-        if bits > rbsp.len() * 8 {
-            return Err(MapError(
-                "HEVC slice header runs past the end of the NAL unit".into(),
-            ));
-        }
-        Ok(16 + bits)
+        r.header_bits(Hevc::HEADER_LEN, true)
     }
 }
 
-impl SliceHeaders for HevcParams {
-    fn role(&self, first: u8) -> NalRole {
-        match (first >> 1) & 0x3f {
-            33 | 34 => NalRole::ParamSet,
-            0..=9 | 16..=21 => NalRole::Slice,
-            t @ (10..=15 | 22..=31) => {
-                NalRole::Unsupported(format!("HEVC NAL unit type {t} is a reserved VCL type"))
+impl ParamSets<Hevc> {
+    /// The parameter sets of an `hvcC` box payload (HEVCDecoderConfigurationRecord).
+    pub fn from_hvcc(hvcc: &[u8]) -> Result<Self, MapError> {
+        let mut rec = ConfigRecord::new(hvcc, "hvcC", 22);
+        let mut p = HevcParams::default();
+        for _ in 0..rec.u8()? {
+            rec.u8()?; // array_completeness, NAL_unit_type
+            for _ in 0..rec.u16()? {
+                p.add_nal(rec.nal()?)?;
             }
-            _ => NalRole::Other,
         }
+        Ok(p)
     }
 
-    fn add(&mut self, nal: &[u8]) -> Result<(), MapError> {
-        self.add_nal(nal)
+    /// Takes an SPS (33) or PPS (34) NAL unit; others are ignored.
+    pub fn add_nal(&mut self, nal: &[u8]) -> Result<(), MapError> {
+        ParamSets::add(self, nal)
     }
 
-    fn slice_header_len(&self, nal: &[u8]) -> Result<usize, MapError> {
-        let bits = self.slice_header_bits(nal)?;
-        let (_, at) = unescape(&nal[2..]);
-        let bytes = (bits - 16) / 8;
-        let last = *at.get(bytes - 1).ok_or_else(|| {
-            MapError("HEVC slice header runs past the end of the NAL unit".into())
-        })?;
-        Ok(2 + last + 1)
+    /// The length in bits of slice NAL unit `nal`'s segment header, the 16-bit NAL header and
+    /// `byte_alignment()` included.
+    pub fn slice_header_bits(&self, nal: &[u8]) -> Result<usize, MapError> {
+        Hevc::slice_header_bits(self, nal)
     }
 }
 

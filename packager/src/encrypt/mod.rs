@@ -17,35 +17,32 @@
 //! in `tenc`). The CBC chain restarts with the constant IV at each protected range (subsample;
 //! whole sample for audio) and runs across its encrypted blocks only; a trailing partial block
 //! stays clear.
+//!
+//! Here: key selection per track ([`track_crypto`], [`keys_needed`], [`generate_keys`],
+//! [`check_keys`]). [`cipher`]: the cipher ([`TrackCrypto`], [`RunCipher`]). [`nal`]: the one
+//! walker building subsample maps of H.264/HEVC samples, per scheme, over the parameter-set
+//! syntax of [`h264`] and [`hevc`]; [`vp9`]: VP9 frames; [`subsample`]: the map entries.
+//! [`boxes`]: the boxes encryption adds. All pure: no file I/O (the caller reads the samples).
 
+pub mod boxes;
+pub mod cipher;
 pub mod h264;
 pub mod hevc;
+pub mod nal;
 pub mod subsample;
 pub mod vp9;
 
-use aes::cipher::{BlockEncryptMut, KeyIvInit, StreamCipher};
 use protocol::catalog::{Tier, TrackKind};
 use protocol::content_keys::{ContentKeys, Scheme};
+use protocol::hex;
 use sha2::{Digest, Sha256};
 
 use crate::bmff::Track;
-use crate::cmaf::boxes::BoxBuf;
 use crate::error::{Error, Result};
-pub use subsample::{NalFormat, Subsample};
-
-type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
-type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
-
-/// The `cbcs` video pattern: `crypt_byte_block` encrypted blocks, then `skip_byte_block` clear.
-pub const CBCS_VIDEO_PATTERN: (u8, u8) = (1, 9);
-
-/// The W3C Common PSSH system id (`1077efec-c0b2-4d02-ace3-3c1e52e2fb4b`).
-pub const COMMON_SYSTEM_ID: [u8; 16] = [
-    0x10, 0x77, 0xef, 0xec, 0xc0, 0xb2, 0x4d, 0x02, 0xac, 0xe3, 0x3c, 0x1e, 0x52, 0xe2, 0xfb, 0x4b,
-];
-
-/// Per-sample IV size written in `tenc` and `senc` (cenc).
-pub const IV_SIZE: u8 = 8;
+pub use boxes::{fragment_boxes, protect_sample_entry, pssh, COMMON_SYSTEM_ID};
+pub use cipher::{Cbcs, RunCipher, TrackCrypto, CBCS_VIDEO_PATTERN, IV_SIZE};
+pub use nal::NalFormat;
+pub use subsample::Subsample;
 
 /// Encryption requested for a title.
 #[derive(Debug, Clone)]
@@ -54,222 +51,6 @@ pub struct EncryptOptions {
     pub keys: ContentKeys,
     /// Seed of the per-track IVs (the CLI draws it at random).
     pub iv_seed: [u8; 16],
-}
-
-/// How one track is encrypted.
-#[derive(Debug, Clone)]
-pub struct TrackCrypto {
-    /// Key id.
-    pub kid: [u8; 16],
-    /// Key.
-    pub key: [u8; 16],
-    /// Base of the per-sample IVs (`cenc`).
-    pub base_iv: u64,
-    /// `cbcs`: the constant IV and the pattern `(crypt, skip)` in 16-byte blocks (`(0, 0)`:
-    /// every whole block). `None`: `cenc`.
-    pub cbcs: Option<Cbcs>,
-    /// NAL framing for subsample encryption; `None` encrypts whole samples (audio).
-    pub nal: Option<NalFormat>,
-    /// VP9 (`vp09`): subsample encryption per frame ([`vp9::map_with`]).
-    pub vp9: bool,
-    /// Every key id of the title, listed in each init segment's `pssh`, so one licence request
-    /// asks for all of them and the licence server answers with those the session may have.
-    pub title_kids: Vec<[u8; 16]>,
-}
-
-/// The `cbcs` parameters of a track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cbcs {
-    /// The constant IV (`tenc` `default_constant_IV`).
-    pub iv: [u8; 16],
-    /// `(crypt_byte_block, skip_byte_block)`; `(0, 0)` encrypts every whole block.
-    pub pattern: (u8, u8),
-}
-
-impl Cbcs {
-    /// Whether block `b` (0-based, counted from the start of a protected range) is encrypted.
-    fn crypts(&self, b: u64) -> bool {
-        let (c, s) = (u64::from(self.pattern.0), u64::from(self.pattern.1));
-        c + s == 0 || b % (c + s) < c
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-impl TrackCrypto {
-    /// The key id as 32 lowercase hex digits.
-    pub fn kid_hex(&self) -> String {
-        hex(&self.kid)
-    }
-
-    /// The IV of sample `index` (0-based, in the track).
-    pub fn iv(&self, index: usize) -> [u8; 8] {
-        self.base_iv.wrapping_add(index as u64).to_be_bytes()
-    }
-
-    /// Encrypts one sample in place following `map` (whole sample when `map` is empty).
-    pub fn encrypt(&self, index: usize, sample: &mut [u8], map: &[Subsample]) {
-        let maps = [map.to_vec()];
-        self.run_cipher(index, std::iter::once(sample.len() as u64), &maps)
-            .apply(0, sample);
-    }
-
-    /// A cipher for a run of consecutive samples `first..` stored back to back (`sizes`, with
-    /// their subsample `maps`), to be applied to the run's bytes in order, in chunks of any
-    /// size ([`RunCipher::apply`]), so the bytes can be encrypted where they were read.
-    pub fn run_cipher<'a>(
-        &'a self,
-        first: usize,
-        sizes: impl Iterator<Item = u64>,
-        maps: &[Vec<Subsample>],
-    ) -> RunCipher<'a> {
-        let mut ranges = Vec::new();
-        let mut at = 0u64;
-        for ((k, size), map) in sizes.enumerate().zip(maps) {
-            if map.is_empty() {
-                ranges.push((first + k, at, at + size));
-            } else {
-                let mut pos = at;
-                for sub in map {
-                    pos += u64::from(sub.clear);
-                    if sub.protected > 0 {
-                        ranges.push((first + k, pos, pos + u64::from(sub.protected)));
-                    }
-                    pos += u64::from(sub.protected);
-                }
-            }
-            at += size;
-        }
-        RunCipher {
-            tc: self,
-            ranges,
-            next: 0,
-            current: None,
-            chain: None,
-        }
-    }
-
-    /// Whether samples are split into subsamples (video) rather than encrypted whole (audio).
-    pub fn subsamples(&self) -> bool {
-        self.nal.is_some() || self.vp9
-    }
-
-    /// The per-sample IV size: 8 for `cenc`, 0 for `cbcs` (constant IV in `tenc`).
-    pub fn iv_size(&self) -> u8 {
-        if self.cbcs.is_some() {
-            0
-        } else {
-            IV_SIZE
-        }
-    }
-
-    /// The auxiliary information size of a sample (`saiz` entry).
-    pub fn aux_size(&self, map: &[Subsample]) -> usize {
-        usize::from(self.iv_size())
-            + if self.subsamples() {
-                2 + 6 * map.len()
-            } else {
-                0
-            }
-    }
-}
-
-/// Encrypts a run of samples chunk by chunk (see [`TrackCrypto::run_cipher`]): the protected
-/// ranges of every sample, as offsets in the run, and the cipher state of the range (`cbcs`)
-/// or sample (`cenc`) in progress.
-pub struct RunCipher<'a> {
-    tc: &'a TrackCrypto,
-    /// `(sample index, start, end)` of every protected range, in order.
-    ranges: Vec<(usize, u64, u64)>,
-    next: usize,
-    current: Option<(usize, Aes128Ctr)>,
-    /// `cbcs`: the range whose CBC chain is in progress.
-    chain: Option<(usize, Aes128CbcEnc)>,
-}
-
-impl RunCipher<'_> {
-    /// How many of the `n` bytes from `pos` can be handed to [`RunCipher::apply`] in one chunk:
-    /// `n`, or less so that no `cbcs` encrypted block is split across chunks (0 when the first
-    /// such block starts at `pos`: hand at least 16 bytes then).
-    pub fn limit(&self, pos: u64, n: u64) -> u64 {
-        let Some(cb) = self.tc.cbcs else {
-            return n;
-        };
-        let b = pos + n;
-        for &(_, s, e) in &self.ranges[self.next..] {
-            if s >= b {
-                break;
-            }
-            if e <= b {
-                continue;
-            }
-            let k = (b - s) / 16;
-            let bs = s + 16 * k;
-            if bs < b && bs + 16 <= e && cb.crypts(k) {
-                return bs.saturating_sub(pos);
-            }
-            break;
-        }
-        n
-    }
-
-    /// Encrypts `chunk`, the run's bytes from offset `pos`; chunks must come in order and, for
-    /// `cbcs`, end where [`RunCipher::limit`] allows.
-    pub fn apply(&mut self, pos: u64, chunk: &mut [u8]) {
-        let end = pos + chunk.len() as u64;
-        while let Some(&(idx, s, e)) = self.ranges.get(self.next) {
-            if s >= end {
-                break;
-            }
-            let (a, b) = (s.max(pos), e.min(end));
-            if a < b {
-                match self.tc.cbcs {
-                    Some(cb) => {
-                        if self.chain.as_ref().is_none_or(|(r, _)| *r != self.next) {
-                            self.chain = Some((
-                                self.next,
-                                Aes128CbcEnc::new(&self.tc.key.into(), &cb.iv.into()),
-                            ));
-                        }
-                        if let Some((_, c)) = self.chain.as_mut() {
-                            // Whole blocks of the range that start in [a, b), jumping over
-                            // the skipped ones.
-                            let (crypt, skip) = (u64::from(cb.pattern.0), u64::from(cb.pattern.1));
-                            let mut k = (a - s).div_ceil(16);
-                            while s + 16 * k + 16 <= e && s + 16 * k < b {
-                                if cb.crypts(k) {
-                                    let from = (s + 16 * k - pos) as usize;
-                                    let block = &mut chunk[from..from + 16];
-                                    c.encrypt_block_mut(block.into());
-                                    k += 1;
-                                } else {
-                                    k = (k / (crypt + skip) + 1) * (crypt + skip);
-                                }
-                            }
-                        }
-                    }
-                    None => {
-                        if self.current.as_ref().is_none_or(|(i, _)| *i != idx) {
-                            let mut counter = [0u8; 16];
-                            counter[..8].copy_from_slice(&self.tc.iv(idx));
-                            self.current =
-                                Some((idx, Aes128Ctr::new(&self.tc.key.into(), &counter.into())));
-                        }
-                        if let Some((_, c)) = self.current.as_mut() {
-                            c.apply_keystream(&mut chunk[(a - pos) as usize..(b - pos) as usize]);
-                        }
-                    }
-                }
-            }
-            if e <= end {
-                self.next += 1;
-            } else {
-                break;
-            }
-        }
-    }
 }
 
 /// The NAL framing of a video track from its sample entry (`avcC`/`hvcC`), or `None` for a
@@ -385,140 +166,24 @@ pub fn check_keys(keys: &ContentKeys, scheme: Scheme) -> Result<()> {
     Ok(())
 }
 
-/// The sample entry `raw` turned into `encv`/`enca` with a `sinf` appended: `schm` names the
-/// scheme, `tenc` the default key id and, for `cbcs` (version 1), the pattern and constant IV.
-pub fn protect_sample_entry(raw: &[u8], kind: TrackKind, tc: &TrackCrypto) -> Vec<u8> {
-    let mut out = raw.to_vec();
-    let original: [u8; 4] = raw[4..8].try_into().unwrap_or(*b"    ");
-    out[4..8].copy_from_slice(match kind {
-        TrackKind::Video => b"encv",
-        TrackKind::Audio => b"enca",
-    });
-    let mut b = BoxBuf::new();
-    b.open(b"sinf");
-    b.open(b"frma");
-    b.fourcc(&original);
-    b.close();
-    b.open_full(b"schm", 0, 0);
-    b.fourcc(if tc.cbcs.is_some() { b"cbcs" } else { b"cenc" });
-    b.u32(0x0001_0000);
-    b.close();
-    b.open(b"schi");
-    match tc.cbcs {
-        None => {
-            b.open_full(b"tenc", 0, 0);
-            b.bytes(&[0, 0, 1, IV_SIZE]);
-            b.bytes(&tc.kid);
-        }
-        Some(cb) => {
-            b.open_full(b"tenc", 1, 0);
-            b.bytes(&[0, (cb.pattern.0 << 4) | (cb.pattern.1 & 0x0f), 1, 0]);
-            b.bytes(&tc.kid);
-            b.bytes(&[16]);
-            b.bytes(&cb.iv);
-        }
-    }
-    b.close();
-    b.close();
-    b.close();
-    out.extend_from_slice(&b.finish());
-    let size = out.len() as u32;
-    out[0..4].copy_from_slice(&size.to_be_bytes());
-    out
-}
-
-/// A version-1 `pssh` of the W3C common system listing `kids`.
-pub fn pssh(kids: &[[u8; 16]]) -> Vec<u8> {
-    let mut b = BoxBuf::new();
-    b.open_full(b"pssh", 1, 0);
-    b.bytes(&COMMON_SYSTEM_ID);
-    b.u32(kids.len() as u32);
-    for k in kids {
-        b.bytes(k);
-    }
-    b.u32(0);
-    b.close();
-    b.finish()
-}
-
-/// Appends `saiz`, `saio` and `senc` for samples `first..first+maps.len()` of a track to the
-/// open `traf` in `b`. `moof_start` is the offset of the `moof` in `b` (the `saio` offset is
-/// relative to it: `tfhd` sets default-base-is-moof).
-pub fn fragment_boxes(
-    b: &mut BoxBuf,
-    moof_start: usize,
-    tc: &TrackCrypto,
-    first: usize,
-    maps: &[Vec<Subsample>],
-) -> Result<()> {
-    let n = maps.len() as u32;
-    b.open_full(b"saiz", 0, 0);
-    let sizes: Vec<usize> = maps.iter().map(|m| tc.aux_size(m)).collect();
-    if let Some(&big) = sizes.iter().find(|&&s| s > 255) {
-        return Err(Error::Ladder(format!(
-            "a sample needs {big} bytes of encryption info ({} subsamples), over the 255 a saiz entry holds",
-            (big - usize::from(tc.iv_size()) - 2) / 6
-        )));
-    }
-    let same = sizes.iter().all(|&s| s == sizes[0]);
-    // A default size of 0 means "sizes follow": all-zero sizes (cbcs audio: constant IV, no
-    // subsamples) are written as a table.
-    if same && !sizes.is_empty() && sizes[0] > 0 {
-        b.bytes(&[sizes[0] as u8]);
-        b.u32(n);
-    } else {
-        b.bytes(&[0]);
-        b.u32(n);
-        for s in &sizes {
-            b.bytes(&[*s as u8]);
-        }
-    }
-    b.close();
-    b.open_full(b"saio", 0, 0);
-    b.u32(1);
-    let saio_at = b.len();
-    b.u32(0);
-    b.close();
-    let senc_start = b.len();
-    let subs = tc.subsamples();
-    b.open_full(b"senc", 0, if subs { 2 } else { 0 });
-    b.u32(n);
-    for (k, m) in maps.iter().enumerate() {
-        if tc.cbcs.is_none() {
-            b.bytes(&tc.iv(first + k));
-        }
-        if subs {
-            b.u16(m.len() as u16);
-            for s in m {
-                b.u16(s.clear);
-                b.u32(s.protected);
-            }
-        }
-    }
-    b.close();
-    b.patch_u32(saio_at, (senc_start + 16 - moof_start) as u32);
-    Ok(())
-}
-
-/// What keys `inputs` need: whether there is audio, and the video tiers present (sorted).
-pub fn keys_needed(inputs: &[std::path::PathBuf]) -> Result<(bool, Vec<Tier>)> {
+/// What keys `tracks` need: whether there is audio, and the video tiers present (sorted).
+/// Pure: [`crate::package::keys_needed`] is its file-reading edge.
+pub fn keys_needed<'a>(tracks: impl IntoIterator<Item = &'a Track>) -> (bool, Vec<Tier>) {
     let mut audio = false;
     let mut tiers = Vec::new();
-    for input in inputs {
-        for t in crate::bmff::parse_file(input)? {
-            match t.kind {
-                TrackKind::Audio => audio = true,
-                TrackKind::Video => {
-                    let tier = Tier::from_height(t.entry.height);
-                    if !tiers.contains(&tier) {
-                        tiers.push(tier);
-                    }
+    for t in tracks {
+        match t.kind {
+            TrackKind::Audio => audio = true,
+            TrackKind::Video => {
+                let tier = Tier::from_height(t.entry.height);
+                if !tiers.contains(&tier) {
+                    tiers.push(tier);
                 }
             }
         }
     }
     tiers.sort();
-    Ok((audio, tiers))
+    (audio, tiers)
 }
 
 /// Fresh keys for a title: one audio key (when `audio`) and one per video tier in `tiers`,
@@ -532,8 +197,8 @@ pub fn generate_keys(
 ) -> ContentKeys {
     let mut keys = Vec::new();
     let mut make = |tier: Option<Tier>, kind: TrackKind| protocol::content_keys::ContentKey {
-        kid: hex(&random()),
-        key: hex(&random()),
+        kid: hex::encode(&random()),
+        key: hex::encode(&random()),
         tier,
         track_type: kind,
     };
@@ -555,286 +220,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ctr_counter_runs_across_subsamples() {
-        let tc = TrackCrypto {
-            kid: [1; 16],
-            key: [2; 16],
-            base_iv: 5,
-            cbcs: None,
-            title_kids: Vec::new(),
-            vp9: false,
-            nal: Some(NalFormat {
-                length_size: 4,
-                hevc: false,
-            }),
+    fn keys_needed_lists_audio_and_each_video_tier_once_sorted() {
+        let track = |kind, height| Track {
+            file: "in.mp4".into(),
+            track_id: 1,
+            kind,
+            timescale: 1000,
+            language: "und".into(),
+            entry: crate::bmff::SampleEntry {
+                fourcc: *b"avc1",
+                raw: Vec::new(),
+                codec: String::new(),
+                width: 0,
+                height,
+                pixel_aspect: None,
+                sample_rate: 0,
+                channels: 0,
+            },
+            edit_shift: 0,
+            samples: Vec::new(),
         };
-        let clear: Vec<u8> = (0..80u8).collect();
-        let map = [
-            Subsample {
-                clear: 8,
-                protected: 32,
-            },
-            Subsample {
-                clear: 8,
-                protected: 32,
-            },
+        let v = |h| track(TrackKind::Video, h);
+        assert_eq!(keys_needed(&[]), (false, vec![]));
+        let (audio, tiers) = keys_needed(&[v(1080), v(240), track(TrackKind::Audio, 0), v(360)]);
+        assert!(audio);
+        let mut want = vec![
+            Tier::from_height(1080),
+            Tier::from_height(240),
+            Tier::from_height(360),
         ];
-        let mut enc = clear.clone();
-        tc.encrypt(0, &mut enc, &map);
-        assert_eq!(enc[..8], clear[..8]);
-        assert_eq!(enc[40..48], clear[40..48]);
-        // The protected bytes, joined, equal one CTR stream over the joined clear bytes.
-        let mut joined: Vec<u8> = clear[8..40].iter().chain(&clear[48..80]).copied().collect();
-        let mut counter = [0u8; 16];
-        counter[..8].copy_from_slice(&5u64.to_be_bytes());
-        Aes128Ctr::new(&[2u8; 16].into(), &counter.into()).apply_keystream(&mut joined);
-        let got: Vec<u8> = enc[8..40].iter().chain(&enc[48..80]).copied().collect();
-        assert_eq!(got, joined);
-        assert_ne!(tc.iv(0), tc.iv(1));
-    }
-
-    #[test]
-    fn run_cipher_in_any_chunks_equals_per_sample_encryption() {
-        let tc = TrackCrypto {
-            kid: [1; 16],
-            key: [3; 16],
-            base_iv: 77,
-            cbcs: None,
-            title_kids: Vec::new(),
-            vp9: false,
-            nal: Some(NalFormat {
-                length_size: 4,
-                hevc: false,
-            }),
-        };
-        let sizes = [80u64, 50, 70];
-        let maps = vec![
-            vec![
-                Subsample {
-                    clear: 8,
-                    protected: 32,
-                },
-                Subsample {
-                    clear: 8,
-                    protected: 32,
-                },
-            ],
-            vec![Subsample {
-                clear: 50,
-                protected: 0,
-            }],
-            vec![Subsample {
-                clear: 6,
-                protected: 64,
-            }],
-        ];
-        let clear: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
-        let mut want = clear.clone();
-        let mut at = 0usize;
-        for (k, (size, map)) in sizes.iter().zip(&maps).enumerate() {
-            let n = *size as usize;
-            tc.encrypt(4 + k, &mut want[at..at + n], map);
-            at += n;
-        }
-        for chunk in [1usize, 7, 16, 33, 200] {
-            let mut got = clear.clone();
-            let mut rc = tc.run_cipher(4, sizes.iter().copied(), &maps);
-            for (i, c) in got.chunks_mut(chunk).enumerate() {
-                rc.apply((i * chunk) as u64, c);
-            }
-            assert_eq!(got, want, "chunks of {chunk}");
-        }
-        // Whole-sample (audio) maps.
-        let mut want = clear.clone();
-        tc.encrypt(0, &mut want[..120], &[]);
-        tc.encrypt(1, &mut want[120..], &[]);
-        let mut got = clear.clone();
-        let mut rc = tc.run_cipher(0, [120u64, 80].into_iter(), &[vec![], vec![]]);
-        for (i, c) in got.chunks_mut(13).enumerate() {
-            rc.apply((i * 13) as u64, c);
-        }
-        assert_eq!(got, want);
-    }
-
-    fn cbcs_track(pattern: (u8, u8)) -> TrackCrypto {
-        TrackCrypto {
-            kid: [1; 16],
-            key: [9; 16],
-            base_iv: 0,
-            cbcs: Some(Cbcs {
-                iv: [4; 16],
-                pattern,
-            }),
-            title_kids: Vec::new(),
-            vp9: false,
-            nal: Some(NalFormat {
-                length_size: 4,
-                hevc: false,
-            }),
-        }
-    }
-
-    #[test]
-    fn cbcs_pattern_chains_crypt_blocks_and_restarts_per_subsample() {
-        let tc = cbcs_track(CBCS_VIDEO_PATTERN);
-        // Subsample 1: 5 clear, 16 * 21 + 7 protected (blocks 0, 10, 20 encrypted, partial
-        // block clear); subsample 2: 3 clear, 40 protected (block 0 encrypted).
-        let p1 = 16 * 21 + 7;
-        let map = [
-            Subsample {
-                clear: 5,
-                protected: p1 as u32,
-            },
-            Subsample {
-                clear: 3,
-                protected: 40,
-            },
-        ];
-        let clear: Vec<u8> = (0..(5 + p1 + 3 + 40)).map(|i| (i * 13 + 1) as u8).collect();
-        let mut enc = clear.clone();
-        tc.encrypt(0, &mut enc, &map);
-        let chain = |blocks: &[&[u8]]| -> Vec<u8> {
-            let mut c = Aes128CbcEnc::new(&[9u8; 16].into(), &[4u8; 16].into());
-            let mut out = Vec::new();
-            for b in blocks {
-                let mut x: [u8; 16] = (*b).try_into().unwrap();
-                c.encrypt_block_mut((&mut x).into());
-                out.push(x);
-            }
-            out.concat()
-        };
-        let want1 = chain(&[&clear[5..21], &clear[165..181], &clear[325..341]]);
+        want.sort();
+        want.dedup();
+        assert_eq!(tiers, want);
         assert_eq!(
-            [&enc[5..21], &enc[165..181], &enc[325..341]].concat(),
-            want1
+            keys_needed(&[v(720)]),
+            (false, vec![Tier::from_height(720)])
         );
-        let s2 = 5 + p1 + 3;
-        assert_eq!(&enc[s2..s2 + 16], &chain(&[&clear[s2..s2 + 16]])[..]);
-        // Everything else is clear.
-        let mut masked = enc.clone();
-        for r in [5..21, 165..181, 325..341, s2..s2 + 16] {
-            masked[r.clone()].copy_from_slice(&clear[r]);
-        }
-        assert_eq!(masked, clear);
-        assert_ne!(enc, clear);
-    }
-
-    #[test]
-    fn cbcs_audio_encrypts_every_whole_block_and_leaves_the_tail() {
-        let tc = cbcs_track((0, 0));
-        let clear: Vec<u8> = (0..75u8).collect();
-        let mut enc = clear.clone();
-        tc.encrypt(3, &mut enc, &[]);
-        let mut want = clear.clone();
-        let mut c = Aes128CbcEnc::new(&[9u8; 16].into(), &[4u8; 16].into());
-        for b in want[..64].chunks_mut(16) {
-            c.encrypt_block_mut(b.into());
-        }
-        assert_eq!(enc, want);
-        assert_eq!(enc[64..], clear[64..]);
-    }
-
-    #[test]
-    fn cbcs_run_cipher_in_limited_chunks_equals_per_sample_encryption() {
-        for pattern in [CBCS_VIDEO_PATTERN, (0, 0)] {
-            let mut tc = cbcs_track(pattern);
-            if pattern == (0, 0) {
-                tc.nal = None;
-            }
-            let sizes = [400u64, 37, 900];
-            let maps: Vec<Vec<Subsample>> = if tc.nal.is_some() {
-                vec![
-                    vec![
-                        Subsample {
-                            clear: 7,
-                            protected: 200,
-                        },
-                        Subsample {
-                            clear: 9,
-                            protected: 184,
-                        },
-                    ],
-                    vec![Subsample {
-                        clear: 37,
-                        protected: 0,
-                    }],
-                    vec![Subsample {
-                        clear: 11,
-                        protected: 889,
-                    }],
-                ]
-            } else {
-                vec![vec![]; 3]
-            };
-            let clear: Vec<u8> = (0..1337u32).map(|i| (i * 7 + 3) as u8).collect();
-            let mut want = clear.clone();
-            let mut at = 0usize;
-            for (k, (size, map)) in sizes.iter().zip(&maps).enumerate() {
-                let n = *size as usize;
-                tc.encrypt(k, &mut want[at..at + n], map);
-                at += n;
-            }
-            for chunk in [1u64, 7, 16, 33, 100, 1337] {
-                let mut got = clear.clone();
-                let mut rc = tc.run_cipher(0, sizes.iter().copied(), &maps);
-                let mut pos = 0u64;
-                while pos < 1337 {
-                    let mut n = chunk.min(1337 - pos);
-                    n = rc.limit(pos, n);
-                    if n == 0 {
-                        n = rc.limit(pos, 16.max(chunk).min(1337 - pos));
-                    }
-                    assert!(n > 0, "{pattern:?} chunk {chunk} at {pos}");
-                    rc.apply(pos, &mut got[pos as usize..(pos + n) as usize]);
-                    pos += n;
-                }
-                assert_eq!(got, want, "{pattern:?} chunks of {chunk}");
-            }
-        }
-    }
-
-    #[test]
-    fn cbcs_tenc_is_version_1_with_pattern_and_constant_iv() {
-        let mut raw = 16u32.to_be_bytes().to_vec();
-        raw.extend_from_slice(b"avc1");
-        raw.extend_from_slice(&[9; 8]);
-        let p = protect_sample_entry(&raw, TrackKind::Video, &cbcs_track(CBCS_VIDEO_PATTERN));
-        let schm = p.windows(4).position(|w| w == b"schm").unwrap();
-        assert_eq!(&p[schm + 8..schm + 12], b"cbcs");
-        let tenc = p.windows(4).position(|w| w == b"tenc").unwrap();
-        assert_eq!(&p[tenc + 4..tenc + 8], &[1, 0, 0, 0]);
-        assert_eq!(&p[tenc + 8..tenc + 12], &[0, 0x19, 1, 0]);
-        assert_eq!(&p[tenc + 12..tenc + 28], &[1; 16]);
-        assert_eq!(p[tenc + 28], 16);
-        assert_eq!(&p[tenc + 29..tenc + 45], &[4; 16]);
-        let size = u32::from_be_bytes(p[tenc - 4..tenc].try_into().unwrap()) as usize;
-        assert_eq!(size, 4 + 4 + 4 + 4 + 16 + 1 + 16);
-    }
-
-    #[test]
-    fn sample_entry_gets_sinf_and_new_size() {
-        let mut raw = 16u32.to_be_bytes().to_vec();
-        raw.extend_from_slice(b"mp4a");
-        raw.extend_from_slice(&[9; 8]);
-        let tc = TrackCrypto {
-            kid: [7; 16],
-            key: [0; 16],
-            base_iv: 0,
-            cbcs: None,
-            nal: None,
-            vp9: false,
-            title_kids: Vec::new(),
-        };
-        let p = protect_sample_entry(&raw, TrackKind::Audio, &tc);
-        assert_eq!(&p[4..8], b"enca");
-        assert_eq!(
-            u32::from_be_bytes(p[0..4].try_into().unwrap()) as usize,
-            p.len()
-        );
-        let frma = p.windows(4).position(|w| w == b"frma").unwrap();
-        assert_eq!(&p[frma + 4..frma + 8], b"mp4a");
-        let tenc = p.windows(4).position(|w| w == b"tenc").unwrap();
-        assert_eq!(&p[tenc + 8..tenc + 12], &[0, 0, 1, 8]);
-        assert_eq!(&p[tenc + 12..tenc + 28], &[7; 16]);
     }
 }

@@ -6,6 +6,7 @@
 //! parsed (VP9 bitstream specification §6.2) only as far as its length, which needs each
 //! reference slot's frame width (tile columns depend on it), kept in [`Vp9State`] per track.
 
+use super::nal::Bits;
 use super::subsample::{push, MapError, Peek, Subsample};
 
 /// Longest uncompressed header read (the syntax allows well under 100 bytes).
@@ -17,76 +18,54 @@ pub struct Vp9State {
     ref_width: [u32; 8],
 }
 
-struct Bits<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl Bits<'_> {
-    fn f(&mut self, n: usize) -> Result<u32, MapError> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = self.b.get(self.pos / 8).ok_or_else(|| {
-                MapError(format!(
-                    "VP9 uncompressed header runs past {} bytes",
-                    self.b.len()
-                ))
-            })?;
-            v = (v << 1) | u32::from(byte >> (7 - self.pos % 8) & 1);
-            self.pos += 1;
-        }
-        Ok(v)
-    }
-}
-
 /// The length in bytes of the uncompressed header of the VP9 frame starting `head` (its first
 /// bytes), updating the reference widths. 0 for a `show_existing_frame` frame (no header beyond
 /// its first byte or two, left clear whole by the caller).
 pub fn uncompressed_header_len(head: &[u8], st: &mut Vp9State) -> Result<usize, MapError> {
-    let r = &mut Bits { b: head, pos: 0 };
-    if r.f(2)? != 2 {
+    let r = &mut Bits::new(head, "VP9 uncompressed header");
+    if r.u(2)? != 2 {
         return Err(MapError("VP9 frame_marker is not 2".into()));
     }
-    let low = r.f(1)?;
-    let profile = (r.f(1)? << 1) | low;
+    let low = r.u(1)?;
+    let profile = (r.u(1)? << 1) | low;
     if profile == 3 {
-        r.f(1)?;
+        r.u(1)?;
     }
-    if r.f(1)? == 1 {
+    if r.u(1)? == 1 {
         return Ok(0);
     }
-    let frame_type = r.f(1)?;
-    let show_frame = r.f(1)?;
-    let error_resilient = r.f(1)?;
+    let frame_type = r.u(1)?;
+    let show_frame = r.u(1)?;
+    let error_resilient = r.u(1)?;
     let color_config = |r: &mut Bits| -> Result<(), MapError> {
         if profile >= 2 {
-            r.f(1)?;
+            r.u(1)?;
         }
-        let cs = r.f(3)?;
+        let cs = r.u(3)?;
         if cs != 7 {
-            r.f(1)?;
+            r.u(1)?;
             if profile == 1 || profile == 3 {
-                r.f(3)?;
+                r.u(3)?;
             }
         } else if profile == 1 || profile == 3 {
-            r.f(1)?;
+            r.u(1)?;
         }
         Ok(())
     };
     let sync = |r: &mut Bits| -> Result<(), MapError> {
-        if r.f(24)? != 0x49_83_42 {
+        if r.u(24)? != 0x49_83_42 {
             return Err(MapError("VP9 frame_sync_code is wrong".into()));
         }
         Ok(())
     };
     let frame_size = |r: &mut Bits| -> Result<u32, MapError> {
-        let w = r.f(16)? + 1;
-        r.f(16)?;
+        let w = r.u(16)? + 1;
+        r.u(16)?;
         Ok(w)
     };
     let render_size = |r: &mut Bits| -> Result<(), MapError> {
-        if r.f(1)? == 1 {
-            r.f(32)?;
+        if r.u(1)? == 1 {
+            r.u(32)?;
         }
         Ok(())
     };
@@ -99,28 +78,28 @@ pub fn uncompressed_header_len(head: &[u8], st: &mut Vp9State) -> Result<usize, 
         render_size(r)?;
         refresh = 0xff;
     } else {
-        let intra_only = if show_frame == 0 { r.f(1)? } else { 0 };
+        let intra_only = if show_frame == 0 { r.u(1)? } else { 0 };
         if error_resilient == 0 {
-            r.f(2)?;
+            r.u(2)?;
         }
         if intra_only == 1 {
             sync(r)?;
             if profile > 0 {
                 color_config(r)?;
             }
-            refresh = r.f(8)?;
+            refresh = r.u(8)?;
             width = frame_size(r)?;
             render_size(r)?;
         } else {
-            refresh = r.f(8)?;
+            refresh = r.u(8)?;
             let mut idx = [0usize; 3];
             for i in &mut idx {
-                *i = r.f(3)? as usize;
-                r.f(1)?;
+                *i = r.u(3)? as usize;
+                r.u(1)?;
             }
             let mut found = None;
             for i in idx {
-                if r.f(1)? == 1 {
+                if r.u(1)? == 1 {
                     found = Some(st.ref_width[i]);
                     break;
                 }
@@ -136,56 +115,56 @@ pub fn uncompressed_header_len(head: &[u8], st: &mut Vp9State) -> Result<usize, 
                     w
                 }
             };
-            r.f(1)?; // allow_high_precision_mv
-            if r.f(1)? == 0 {
-                r.f(2)?; // raw_interpolation_filter
+            r.u(1)?; // allow_high_precision_mv
+            if r.u(1)? == 0 {
+                r.u(2)?; // raw_interpolation_filter
             }
         }
     }
     if error_resilient == 0 {
-        r.f(2)?; // refresh_frame_context, frame_parallel_decoding_mode
+        r.u(2)?; // refresh_frame_context, frame_parallel_decoding_mode
     }
-    r.f(2)?; // frame_context_idx
+    r.u(2)?; // frame_context_idx
              // loop_filter_params
-    r.f(9)?;
-    if r.f(1)? == 1 && r.f(1)? == 1 {
+    r.u(9)?;
+    if r.u(1)? == 1 && r.u(1)? == 1 {
         for _ in 0..6 {
-            if r.f(1)? == 1 {
-                r.f(7)?;
+            if r.u(1)? == 1 {
+                r.u(7)?;
             }
         }
     }
     // quantization_params
-    r.f(8)?;
+    r.u(8)?;
     for _ in 0..3 {
-        if r.f(1)? == 1 {
-            r.f(5)?;
+        if r.u(1)? == 1 {
+            r.u(5)?;
         }
     }
     // segmentation_params
-    if r.f(1)? == 1 {
-        if r.f(1)? == 1 {
+    if r.u(1)? == 1 {
+        if r.u(1)? == 1 {
             for _ in 0..7 {
-                if r.f(1)? == 1 {
-                    r.f(8)?;
+                if r.u(1)? == 1 {
+                    r.u(8)?;
                 }
             }
-            if r.f(1)? == 1 {
+            if r.u(1)? == 1 {
                 for _ in 0..3 {
-                    if r.f(1)? == 1 {
-                        r.f(8)?;
+                    if r.u(1)? == 1 {
+                        r.u(8)?;
                     }
                 }
             }
         }
-        if r.f(1)? == 1 {
-            r.f(1)?;
+        if r.u(1)? == 1 {
+            r.u(1)?;
             for _ in 0..8 {
                 for (bits, signed) in [(8, true), (6, true), (2, false), (0, false)] {
-                    if r.f(1)? == 1 {
-                        r.f(bits)?;
+                    if r.u(1)? == 1 {
+                        r.u(bits)?;
                         if signed {
-                            r.f(1)?;
+                            r.u(1)?;
                         }
                     }
                 }
@@ -205,16 +184,16 @@ pub fn uncompressed_header_len(head: &[u8], st: &mut Vp9State) -> Result<usize, 
     max_log2 -= 1;
     let mut cols = min_log2;
     while cols < max_log2 {
-        if r.f(1)? == 1 {
+        if r.u(1)? == 1 {
             cols += 1;
         } else {
             break;
         }
     }
-    if r.f(1)? == 1 {
-        r.f(1)?;
+    if r.u(1)? == 1 {
+        r.u(1)?;
     }
-    r.f(16)?; // header_size_in_bytes
+    r.u(16)?; // header_size_in_bytes
     for (i, w) in st.ref_width.iter_mut().enumerate() {
         if refresh >> i & 1 == 1 {
             *w = width;

@@ -15,6 +15,13 @@ use super::{frame_rate_decimal, RenditionView};
 /// File name of a rendition's media playlist, inside the rendition directory.
 pub const MEDIA_PLAYLIST: &str = "index.m3u8";
 
+impl RenditionView {
+    /// Path of the HLS media playlist relative to the title directory.
+    pub fn playlist_path(&self) -> String {
+        format!("{}/{}", self.id, MEDIA_PLAYLIST)
+    }
+}
+
 /// The target duration every playlist shares: max over all segments of round(EXTINF).
 pub fn target_duration(renditions: &[RenditionView]) -> u64 {
     renditions

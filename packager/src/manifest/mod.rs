@@ -90,7 +90,7 @@ pub struct Protection {
 impl Protection {
     /// The key id as a UUID string (`8-4-4-4-12` lowercase hex), as `cenc:default_KID` wants.
     pub fn kid_uuid(&self) -> String {
-        let h: String = self.kid.iter().map(|b| format!("{b:02x}")).collect();
+        let h = protocol::hex::encode(&self.kid);
         format!(
             "{}-{}-{}-{}-{}",
             &h[0..8],
@@ -103,11 +103,6 @@ impl Protection {
 }
 
 impl RenditionView {
-    /// Path of the HLS media playlist relative to the title directory.
-    pub fn playlist_path(&self) -> String {
-        format!("{}/{}", self.id, hls::MEDIA_PLAYLIST)
-    }
-
     /// Segment (size in bytes, duration in seconds) pairs.
     pub fn seg_stats(&self) -> Vec<(u64, f64)> {
         self.segments
