@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod support;
-
-use support::cli::bin;
+use crate::support::cli::bin;
 
 fn media(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

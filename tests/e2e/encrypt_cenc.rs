@@ -10,11 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::{assert_same, b64, b64url, packets, tool, unhex};
 use protocol::catalog::{CatalogEntry, Tier, TrackKind};
 use protocol::content_keys::ContentKeys;
-use support::{assert_same, b64, b64url, packets, tool, unhex};
-
-mod support;
 
 fn media(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

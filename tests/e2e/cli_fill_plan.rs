@@ -6,9 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-mod support;
-
-use support::cli::{bin, cp_data as data, http, outpost, text, Server};
+use crate::support::cli::{bin, cp_data as data, http, outpost, text, Server};
 
 fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let mut h = headers.to_vec();

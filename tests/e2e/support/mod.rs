@@ -1,11 +1,9 @@
-//! Helpers shared by the root integration tests (`mod support;`): locating fixtures, running an
-//! external tool that must be installed (a missing one fails the test, pointing at
-//! `./scripts/test`), packaging with the real `outpost` binary, nginx serving a directory on an
-//! ephemeral loopback port (CORS + Range, optionally proxying one path prefix to another local
-//! server), and a W3C Clear Key licence server on 127.0.0.1 answering from a keys file.
-//!
-//! Each test crate uses a different subset, hence the crate-wide `dead_code` allowance.
-#![allow(dead_code)]
+//! Helpers shared by the end-to-end tests: locating fixtures, running an external tool that must
+//! be installed (a missing one fails the test, pointing at `./scripts/test`), packaging with the
+//! real `outpost` binary, nginx serving a directory on an ephemeral loopback port (CORS + Range,
+//! optionally proxying one path prefix to another local server), and a W3C Clear Key licence
+//! server on 127.0.0.1 answering from a keys file. [`cli`] runs the binary and the servers it
+//! starts; [`cenc_decrypt`] is an independent Common Encryption decryptor.
 
 pub mod cenc_decrypt;
 pub mod cli;

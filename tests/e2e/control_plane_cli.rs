@@ -6,9 +6,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-mod support;
-
-use support::cli::{bin, cp_data as data, http, outpost, Server};
+use crate::support::cli::{bin, cp_data as data, http, outpost, Server};
 
 #[test]
 fn import_then_serve_on_the_embedded_default() {
