@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::cli::{try_spawn_listening, Listening};
+use crate::support::{b64url, unhex};
 
 /// The demo tests run one at a time: each starts a whole CDN and a browser on a 2-core machine.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -28,27 +29,6 @@ impl Demo {
     fn data(&self) -> &Path {
         self._data.path()
     }
-}
-
-fn hex_bytes(h: &str) -> Vec<u8> {
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// base64url without padding (the Clear Key JWK encoding of key ids).
-fn base64url(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, &x| acc << 8 | u32::from(x)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 impl Drop for Demo {
@@ -329,7 +309,7 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
         .find(|r| r["id"] == "video-720p")
         .and_then(|r| r["key_id"].as_str())
         .expect("video-720p has a key id");
-    let hd_kid_b64 = base64url(&hex_bytes(hd_kid));
+    let hd_kid_b64 = b64url(&unhex(hd_kid));
     assert!(
         !sd["licenseKids"].to_string().contains(&hd_kid_b64),
         "an SD session received the HD key"

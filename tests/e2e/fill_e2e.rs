@@ -13,12 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::cli::{bin, spawn_listening, Listening};
-
-fn media(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/media")
-        .join(rel)
-}
+use crate::support::media;
 
 /// `outpost <args>` (logging at info), once it says where it listens; killed when dropped.
 fn spawn(args: &[String]) -> Listening {

@@ -34,6 +34,16 @@ pub fn outpost(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `outpost package <args> <inputs>` to completion.
+pub fn package(args: &[&str], inputs: &[PathBuf]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("package")
+        .args(args)
+        .args(inputs)
+        .output()
+        .expect("run outpost")
+}
+
 /// Stdout and stderr as text.
 pub fn text(o: &Output) -> (String, String) {
     (

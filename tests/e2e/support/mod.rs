@@ -23,6 +23,11 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `fixtures/media/<rel>`: the small media fixtures (`fixtures/make-media.sh`).
+pub fn media(rel: &str) -> PathBuf {
+    repo().join("fixtures/media").join(rel)
+}
+
 /// The fixture ladder `h264` (with `hd`, the 720p rung too) or `vp9`.
 pub fn ladder(name: &str, hd: bool) -> Vec<PathBuf> {
     let names: &[&str] = match (name, hd) {
@@ -38,7 +43,7 @@ pub fn ladder(name: &str, hd: bool) -> Vec<PathBuf> {
     };
     names
         .iter()
-        .map(|n| repo().join(format!("fixtures/media/ladder-{name}/{n}.mp4")))
+        .map(|n| media(&format!("ladder-{name}/{n}.mp4")))
         .collect()
 }
 
