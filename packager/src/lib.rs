@@ -5,7 +5,8 @@
 //! - [`bmff`]: reading MP4 inputs into a sample-table model, codec strings.
 //! - [`segment`]: the ladder check and keyframe-snapped segmentation.
 //! - [`cmaf`]: writing init segments, fragments and `sidx`.
-//! - [`encrypt`]: Common Encryption (`cenc`): keys per track, the cipher, the added boxes.
+//! - [`encrypt`]: Common Encryption (`cenc` and `cbcs`): keys per track, the ciphers, the
+//!   subsample maps, the added boxes.
 //! - [`manifest`]: DASH MPD and HLS playlists, bandwidth rules.
 //! - [`package`]: the file-system edge: reads inputs, writes the title atomically, hashes files.
 #![forbid(unsafe_code)]
