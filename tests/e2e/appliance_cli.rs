@@ -208,14 +208,12 @@ fn config_file_is_strict_and_flags_override_it() {
     assert!(a.terminate().success());
 }
 
+/// The program name of an external tool, after [`crate::support::tool`] checked it is installed.
 fn tool(name: &str) -> String {
-    let ok = Command::new(name).arg("--version").output().is_ok()
-        || Command::new(name).arg("-version").output().is_ok();
-    assert!(
-        ok,
-        "{name} is not installed: run ./scripts/test (scripts/install-deps)"
-    );
-    name.to_owned()
+    crate::support::tool(name)
+        .get_program()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
