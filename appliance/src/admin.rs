@@ -1,7 +1,7 @@
 //! The admin listener (tokio + hyper, its own port): `/metrics` (Prometheus text), `/healthz`
 //! (the process is up) and `/readyz` (accepting traffic: not draining and at least one healthy
 //! cache drive). It runs on a small tokio runtime beside the data-plane threads, which is also
-//! where signals are handled; later control-plane agents (fill, key fetch) belong here too.
+//! where signals are handled; the fleet agent and the filler have their own ([`crate::agent`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -8,7 +8,6 @@
 //!   cached file;
 //! - [`cache`]: cache directories (drives), the in-memory index, placement and eviction;
 //! - [`io`]: the I/O backends (io_uring and epoll + sendfile) and the only `unsafe` code;
-//! - [`fill`]: fetching the titles of the fill plan (the S3 origin client so far);
 //! - [`admin`]: the tokio + hyper admin listener (`/metrics`, `/healthz`, `/readyz`);
 //! - [`tls`]: the rustls listener (tokio), serving through the same state machine;
 //! - [`server`]: start-up, signals and drain;

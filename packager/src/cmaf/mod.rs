@@ -1,8 +1,15 @@
 //! CMAF writing: the init segment (`ftyp` + `moov` with `mvex`/`trex`), one fragment per segment
 //! (`moof`/`mfhd`/`traf`/`tfhd`/`tfdt` v1/`trun` v1 + the `mdat` header), and the `sidx` of an
 //! on-demand track file. Pure: these functions build header bytes; sample bytes are copied by the
-//! caller ([`crate::package`](mod@crate::package)) straight from the input, so a per-sample transform (encryption,
-//! issue 7) slots in there and extra boxes (`senc`, `saiz`, `saio`) slot into [`fragment`].
+//! caller ([`crate::package`](mod@crate::package)) straight from the input, so a per-sample transform (encryption)
+//! slots in there and extra boxes (`senc`, `saiz`, `saio`) slot into [`fragment`].
+//!
+//! The output timeline: a video track's edit-list shift (the B-frame delay) is baked into signed
+//! `trun` v1 composition offsets, so video has no `elst` and presents from 0; audio keeps its
+//! decode times and its priming (pre-skip) `elst`. Each fragment's `tfdt` (v1) is its exact
+//! decode time, so fragments are continuous by construction, and `sidx` durations sum exactly to
+//! the track's. Times are integers in the track's media timescale; seconds appear only in
+//! manifest text.
 
 pub mod boxes;
 

@@ -7,6 +7,10 @@
 //! at origin and lets the appliances' fleet agents fill the exchange and the embedded cluster
 //! from their plans, prints one URL once the titles are placed and runs until Ctrl-C, when it
 //! stops every part.
+//!
+//! It talks to the control plane only through its public router (in-process `oneshot` calls
+//! reaching the same handlers a socket would) and to appliances only through their command line
+//! and admin port, so it exercises the same contracts a deployment does.
 
 mod assets;
 mod fill;

@@ -6,60 +6,23 @@
 //! source is the exchange tier), and the embedded appliance keeps serving with its cached keys
 //! when restarted during a control-plane outage.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support::cli::{bin, spawn_listening, Listening};
+use crate::support::media;
 
-use support::cli::bin;
-
-fn media(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/media")
-        .join(rel)
-}
-
-/// A child process killed (SIGKILL) when dropped, unless stopped before.
-struct Proc {
-    child: Child,
-    /// First stdout line (the listening line).
-    line: String,
-}
-
-impl Proc {
-    fn spawn(args: &[String]) -> Proc {
-        let mut child = Command::new(bin())
+/// `outpost <args>` (logging at info), once it says where it listens; killed when dropped.
+fn spawn(args: &[String]) -> Listening {
+    spawn_listening(
+        Command::new(bin())
             .args(args)
             .env("OUTPOST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Proc { child, line }
-    }
-
-    /// SIGTERM and wait.
-    fn stop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .stderr(Stdio::inherit()),
+    )
 }
 
 fn http(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
@@ -173,7 +136,7 @@ secret = "playback-secret-0123456789"
 "#;
 
 struct Appliance {
-    proc: Proc,
+    proc: Listening,
     addr: String,
     admin: String,
     cache: PathBuf,
@@ -222,20 +185,9 @@ fn appliance_with(id: &str, cluster: &str, dir: &Path, cp: &str, extra: &[&str])
     .chain(extra)
     .map(|s| s.to_string())
     .collect();
-    let proc = Proc::spawn(&args);
-    // "appliance listening on 127.0.0.1:P (admin 127.0.0.1:Q), ..."
-    let l = proc.line.clone();
-    let addr = l
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_else(|| panic!("unexpected first line {l:?}"))
-        .to_owned();
-    let admin = l
-        .split("(admin ")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .unwrap()
-        .to_owned();
+    let proc = spawn(&args);
+    let addr = proc.addr.clone();
+    let admin = proc.admin().to_owned();
     Appliance {
         proc,
         addr,
@@ -249,7 +201,7 @@ fn held(a: &Appliance) -> bool {
     metrics(&a.admin).contains("outpost_appliance_titles_held 1")
 }
 
-fn control_plane(data: &Path, listen: &str) -> (Proc, String) {
+fn control_plane(data: &Path, listen: &str) -> (Listening, String) {
     let args: Vec<String> = [
         "control-plane",
         "--data-dir",
@@ -268,13 +220,8 @@ fn control_plane(data: &Path, listen: &str) -> (Proc, String) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let p = Proc::spawn(&args);
-    let addr = p
-        .line
-        .trim()
-        .strip_prefix("control plane listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {:?}", p.line))
-        .to_owned();
+    let p = spawn(&args);
+    let addr = p.addr.clone();
     (p, addr)
 }
 
@@ -369,7 +316,7 @@ fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
     );
 
     // Origin goes away; the embedded appliance starts and fills from the exchange tier.
-    origin.proc.stop();
+    origin.proc.terminate();
     let mut embedded = appliance("isp-1", "isp", d, &cp_url);
     wait_for("the embedded appliance to hold the title", 60, || {
         held(&embedded)
@@ -404,8 +351,8 @@ fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
     assert!(std::fs::read_dir(&embedded.keys).unwrap().count() >= 1);
 
     // Control-plane outage: the embedded appliance restarts with its cached keys and serves.
-    cp.stop();
-    embedded.proc.stop();
+    cp.terminate();
+    embedded.proc.terminate();
     let restarted = appliance("isp-1", "isp", d, &cp_url);
     assert!(
         held(&restarted),

@@ -8,40 +8,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::support::cli::package as outpost;
+use crate::support::{assert_same, b64, b64url, ladder, media, packets, tool, unhex};
 use protocol::catalog::{CatalogEntry, Tier, TrackKind};
 use protocol::content_keys::ContentKeys;
-use support::{assert_same, b64, b64url, packets, tool, unhex};
 
-mod support;
-
-fn media(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/media")
-        .join(rel)
-}
-
+/// The H.264 fixture ladder with its 720p (HD) rung.
 fn h264_ladder() -> Vec<PathBuf> {
-    [
-        "video-240p",
-        "video-360p",
-        "video-540p",
-        "video-720p",
-        "audio-aac",
-    ]
-    .iter()
-    .map(|n| media(&format!("ladder-h264/{n}.mp4")))
-    .collect()
-}
-
-fn outpost(args: &[&str], inputs: &[PathBuf]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .arg("package")
-        .args(args)
-        .args(inputs)
-        .output()
-        .expect("run outpost")
+    ladder("h264", true)
 }
 
 /// The files ffmpeg reads for one rendition: the on-demand file itself, or in segmented mode one
@@ -72,10 +48,7 @@ fn package_encrypted(root: &Path, title: &str, segmented: bool) -> (CatalogEntry
 
 /// The VP9 fixture ladder (two rungs, Opus audio).
 fn vp9_ladder() -> Vec<PathBuf> {
-    ["video-240p", "video-360p", "audio-opus"]
-        .iter()
-        .map(|n| media(&format!("ladder-vp9/{n}.mp4")))
-        .collect()
+    ladder("vp9", false)
 }
 
 fn package_encrypted_inputs(

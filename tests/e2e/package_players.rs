@@ -5,26 +5,24 @@
 //! with no error events. All need external tools, so they are `#[ignore]`d and run by
 //! `./scripts/test`; a missing tool fails the test.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::{assert_same, repo, tool, Nginx};
 use protocol::catalog::{CatalogEntry, TrackKind};
-use support::{assert_same, repo, tool, Nginx};
 
 fn ladder(name: &str) -> Vec<PathBuf> {
-    support::ladder(name, false)
+    crate::support::ladder(name, false)
 }
 
 /// Packages a ladder with the real CLI into `root/<title>/`.
 fn package(root: &Path, title: &str, segmented: bool, inputs: &[PathBuf]) -> CatalogEntry {
-    support::package(root, title, segmented, &[], inputs)
+    crate::support::package(root, title, segmented, &[], inputs)
 }
 
-/// The packets of the first stream of `kind` (see [`support::packets`]).
+/// The packets of the first stream of `kind` (see [`crate::support::packets`]).
 fn framemd5(file: &Path, kind: &str) -> Vec<String> {
-    support::packets(file, kind, None)
+    crate::support::packets(file, kind, None)
 }
 
 /// Joins a segmented rendition's init + media segments into one file ffmpeg can read.
@@ -144,7 +142,7 @@ fn package_players_ffmpeg_reads_dash_and_hls_over_http() {
 }
 
 fn node_harness() -> PathBuf {
-    support::node_harness("play.mjs")
+    crate::support::node_harness("play.mjs")
 }
 
 #[test]

@@ -2,49 +2,24 @@
 //! with `outpost keys` / `outpost grant`, a title directory copied into a cache directory, real
 //! clients (curl, ffprobe, ffmpeg) over loopback, SIGTERM drain with exit status 0.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use crate::support::cli::{spawn_listening, Listening};
 
 const BIN: &str = env!("CARGO_BIN_EXE_outpost");
 
-struct Appliance {
-    child: Child,
-    addr: String,
-    admin: String,
-}
-
-impl Appliance {
-    fn start(args: &[&str]) -> Appliance {
-        let mut child = Command::new(BIN)
+/// `outpost appliance <args>`, once it says where it listens (killed when dropped).
+fn start_appliance(args: &[&str]) -> Listening {
+    spawn_listening(
+        Command::new(BIN)
             .arg("appliance")
             .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "appliance listening on ADDR (admin ADDR), backend NAME"
-        let words: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(words.get(1), Some(&"listening"), "{line}");
-        let addr = words[3].to_owned();
-        let admin = words[5].trim_end_matches("),").to_owned();
-        Appliance { child, addr, admin }
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        self.child.wait().unwrap()
-    }
+            .stderr(Stdio::inherit()),
+    )
 }
 
 struct Keys {
@@ -121,7 +96,7 @@ fn serves_a_copied_title_with_flags_and_drains_on_sigterm() {
     let d1 = cache.path().join("d1");
     let d2 = cache.path().join("d2");
     let video = copy_title(&d2, "tears");
-    let a = Appliance::start(&[
+    let mut a = start_appliance(&[
         "--listen",
         "127.0.0.1:0",
         "--admin-listen",
@@ -166,7 +141,7 @@ fn serves_a_copied_title_with_flags_and_drains_on_sigterm() {
     assert_eq!(st, 403);
     assert!(String::from_utf8_lossy(&body).contains("wrong_audience"));
     let (st, body) = http(
-        &a.admin,
+        a.admin(),
         "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(st, 200);
@@ -218,7 +193,7 @@ fn config_file_is_strict_and_flags_override_it() {
         ),
     )
     .unwrap();
-    let a = Appliance::start(&["--config", cfg.to_str().unwrap(), "--id", "from-flag"]);
+    let mut a = start_appliance(&["--config", cfg.to_str().unwrap(), "--id", "from-flag"]);
     let g = keys.grant("isp-a", "/tears/");
     let mut s = TcpStream::connect(&a.addr).unwrap();
     write!(
@@ -233,14 +208,12 @@ fn config_file_is_strict_and_flags_override_it() {
     assert!(a.terminate().success());
 }
 
+/// The program name of an external tool, after [`crate::support::tool`] checked it is installed.
 fn tool(name: &str) -> String {
-    let ok = Command::new(name).arg("--version").output().is_ok()
-        || Command::new(name).arg("-version").output().is_ok();
-    assert!(
-        ok,
-        "{name} is not installed: run ./scripts/test (scripts/install-deps)"
-    );
-    name.to_owned()
+    crate::support::tool(name)
+        .get_program()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
@@ -252,7 +225,7 @@ fn curl_and_ffmpeg_fetch_media_through_grants() {
     let keys = Keys::new();
     let cache = tempfile::tempdir().unwrap();
     let video = copy_title(cache.path(), "tears");
-    let a = Appliance::start(&[
+    let mut a = start_appliance(&[
         "--listen",
         "127.0.0.1:0",
         "--admin-listen",
@@ -365,7 +338,7 @@ fn sighup_reloads_the_public_keys() {
         keys_dir.path().join("k1.pub.pem"),
     )
     .unwrap();
-    let a = Appliance::start(&[
+    let mut a = start_appliance(&[
         "--listen",
         "127.0.0.1:0",
         "--admin-listen",

@@ -1,5 +1,5 @@
 //! `outpost package --encrypt cbcs` end to end through the real binary, checked by an
-//! independent decryptor (`support::cenc_decrypt`, written apart from the packager on the
+//! independent decryptor (`crate::support::cenc_decrypt`, written apart from the packager on the
 //! RustCrypto primitives): every rendition of the H.264 ladder (with its HD rung) and of the VP9
 //! ladder, in both output modes, decrypts sample for sample to the clear packaging of the same
 //! inputs; the init segments carry `schm` `cbcs` and a version-1 `tenc` (1:9 pattern for video,
@@ -9,12 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::support::cenc_decrypt::{decrypt, Decrypted};
+use crate::support::{ladder, tool, unhex};
 use protocol::catalog::{CatalogEntry, TrackKind};
 use protocol::content_keys::ContentKeys;
-use support::cenc_decrypt::{decrypt, Decrypted};
-use support::{ladder, tool, unhex};
-
-mod support;
 
 /// The files of one rendition as decryptable units: the on-demand file, or init + each segment.
 fn units(root: &Path, title: &str, files: &[String]) -> Vec<Vec<u8>> {
@@ -44,7 +42,7 @@ fn decrypt_all(units: &[Vec<u8>], key: &[u8; 16]) -> Vec<Decrypted> {
 }
 
 fn package_cbcs(root: &Path, title: &str, segmented: bool, inputs: &[PathBuf]) -> ContentKeys {
-    support::package(
+    crate::support::package(
         root,
         title,
         segmented,
@@ -72,7 +70,7 @@ fn encrypt_cbcs_round_trip_independent_decryptor() {
 /// equal the clear packaging's, the init segments signal cbcs, the manifests too.
 fn round_trip(root: &Path, name: &str, inputs: &[PathBuf], segmented: bool) {
     let clear_title = format!("clear-{name}-{segmented}");
-    let clear: CatalogEntry = support::package(
+    let clear: CatalogEntry = crate::support::package(
         root,
         &clear_title,
         segmented,
@@ -185,7 +183,7 @@ fn encrypt_decryptor_matches_ffmpeg_cenc() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let inputs = ladder("h264", true);
-    support::package(
+    crate::support::package(
         root,
         "cenc",
         false,

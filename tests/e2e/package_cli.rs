@@ -2,25 +2,13 @@
 //! fixture ladder, and a clear error, a non-zero exit and an untouched output directory for
 //! every broken input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 
 use protocol::catalog::CatalogEntry;
 
-fn media(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/media")
-        .join(rel)
-}
-
-fn outpost(args: &[&str], inputs: &[PathBuf]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .arg("package")
-        .args(args)
-        .args(inputs)
-        .output()
-        .expect("run outpost")
-}
+use crate::support::cli::package as outpost;
+use crate::support::media;
 
 #[test]
 fn package_cli_h264_ladder() {

@@ -3,12 +3,9 @@
 //! and holdings to the served control plane over a real socket, then prints the cluster's plan
 //! as a table and as JSON.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-mod support;
-
-use support::cli::{bin, cp_data as data, http, outpost, text, Server};
+use crate::support::cli::{bin, cp_data as data, http, outpost, spawn_listening, text};
 
 fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let mut h = headers.to_vec();
@@ -91,24 +88,13 @@ fn fill_plan_prints_the_cluster_plan_with_reasons() {
     assert!(stderr.contains("fill.hysteresis"), "{stderr}");
 
     // Serve, and let both embedded appliances report 100 GB of drives; akl-2 holds clear-title.
-    let mut child = Command::new(bin())
-        .args(["control-plane", "--data-dir", dd, "--listen", "127.0.0.1:0"])
-        .env_remove("OUTPOST_MASTER_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let server = Server(child);
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .expect("listening line")
-        .to_owned();
+    let server = spawn_listening(
+        Command::new(bin())
+            .args(["control-plane", "--data-dir", dd, "--listen", "127.0.0.1:0"])
+            .env_remove("OUTPOST_MASTER_KEY")
+            .stderr(Stdio::null()),
+    );
+    let addr = server.addr.clone();
     for (id, titles) in [("akl-1", "[]"), ("akl-2", r#"["clear-title"]"#)] {
         let body = format!(
             r#"{{"health":"ok","load":0.1,"titles":{titles},"drives":[{{"path":"/c","state":"ok","used_bytes":0,"capacity_bytes":107374182400}}]}}"#

@@ -3,32 +3,18 @@
 //! continue from the database, appliances' heartbeats are accepted again, and a session's
 //! heartbeat after the restart gets fresh grants.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-mod support;
+use crate::support::cli::{bin, cp_data as data, http, outpost, spawn_listening, Listening};
 
-use support::cli::{bin, cp_data as data, http, outpost, Server};
-
-/// Starts `outpost control-plane` on `listen`; returns it and its address.
-fn serve(dir: &str, listen: &str) -> (Server, String) {
-    let mut child = Command::new(bin())
-        .args(["control-plane", "--data-dir", dir, "--listen", listen])
-        .env_remove("OUTPOST_MASTER_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("control plane listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (Server(child), addr)
+/// Starts `outpost control-plane` on `listen`.
+fn serve(dir: &str, listen: &str) -> Listening {
+    spawn_listening(
+        Command::new(bin())
+            .args(["control-plane", "--data-dir", dir, "--listen", listen])
+            .env_remove("OUTPOST_MASTER_KEY")
+            .stderr(Stdio::null()),
+    )
 }
 
 fn appliance_heartbeats(addr: &str) {
@@ -81,15 +67,6 @@ fn session_call(addr: &str, method: &str, v: &serde_json::Value, suffix: &str) -
     )
 }
 
-fn stop(server: &mut Server) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let status = server.0.wait().unwrap();
-    assert!(status.success(), "control plane exited with {status}");
-}
-
 #[test]
 fn sessions_and_leases_continue_across_a_control_plane_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,7 +81,8 @@ fn sessions_and_leases_continue_across_a_control_plane_restart() {
         data("clear-title/catalog.json").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (mut cp, addr) = serve(dd, "127.0.0.1:0");
+    let mut cp = serve(dd, "127.0.0.1:0");
+    let addr = cp.addr.clone();
     appliance_heartbeats(&addr);
     // The standard plan allows two streams: both taken, a third refused.
     let (s1, a) = start(&addr);
@@ -118,9 +96,10 @@ fn sessions_and_leases_continue_across_a_control_plane_restart() {
     );
 
     // Restart in the middle of playback, at the same address.
-    stop(&mut cp);
-    let (_cp, again) = serve(dd, &addr);
-    assert_eq!(again, addr);
+    let status = cp.terminate();
+    assert!(status.success(), "control plane exited with {status}");
+    let again = serve(dd, &addr);
+    assert_eq!(again.addr, addr);
     appliance_heartbeats(&addr);
     // Both sessions are still there: their heartbeats extend the lease with fresh grants.
     for v in [&a, &b] {

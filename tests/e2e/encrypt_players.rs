@@ -9,15 +9,13 @@
 //! both players.
 //! `#[ignore]`d (needs nginx, node, Chromium): `./scripts/test`.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::support::{b64url, node_harness, tool, unhex, ClearKeyServer, Nginx};
 use protocol::catalog::{CatalogEntry, Tier, TrackKind};
 use protocol::content_keys::ContentKeys;
 use serde_json::Value;
-use support::{b64url, node_harness, tool, unhex, ClearKeyServer, Nginx};
 
 /// Runs `tests/browser/play-encrypted.mjs` and returns its JSON verdict.
 fn play(player: &str, url: &str, license: &str, abr: bool) -> Value {
@@ -94,7 +92,7 @@ fn encrypt_players_clear_key_in_shaka_and_hlsjs() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
     let keys_file = root.path().join("keys.json");
-    let inputs = support::ladder("h264", true);
+    let inputs = crate::support::ladder("h264", true);
     let keys_arg = keys_file.to_str().unwrap();
     for (title, segmented) in [("od", false), ("seg", true)] {
         let extra: Vec<&str> = if title == "od" {
@@ -102,7 +100,7 @@ fn encrypt_players_clear_key_in_shaka_and_hlsjs() {
         } else {
             vec!["--encrypt", "cenc", "--keys", keys_arg]
         };
-        support::package(&out, title, segmented, &extra, &inputs);
+        crate::support::package(&out, title, segmented, &extra, &inputs);
     }
     let keys = ContentKeys::from_json(&std::fs::read_to_string(&keys_file).unwrap()).unwrap();
     let entry =
@@ -269,14 +267,14 @@ fn plays_in_both_players(inputs: &[std::path::PathBuf], scheme: &str) {
     let out = root.path().join("out");
     let keys_file = root.path().join("keys.json");
     let keys_arg = keys_file.to_str().unwrap();
-    support::package(
+    crate::support::package(
         &out,
         "od",
         false,
         &["--encrypt", scheme, "--keys-out", keys_arg],
         inputs,
     );
-    support::package(
+    crate::support::package(
         &out,
         "seg",
         true,
@@ -308,7 +306,7 @@ fn plays_in_both_players(inputs: &[std::path::PathBuf], scheme: &str) {
 fn encrypt_players_vp9_clear_key_in_shaka_and_hlsjs() {
     // The VP9 ladder (VP9 subsamples per the VP9 binding, Opus whole-sample), on-demand and
     // segmented: both players play it to the end through a forced switch, no error event.
-    plays_in_both_players(&support::ladder("vp9", false), "cenc");
+    plays_in_both_players(&crate::support::ladder("vp9", false), "cenc");
 }
 
 #[test]
@@ -317,7 +315,7 @@ fn encrypt_players_cbcs_clear_key_in_shaka_and_hlsjs() {
     // cbcs (1:9 pattern, constant IV, H.264 slice headers clear; AAC whole blocks): the H.264
     // ladder with its HD rung plays to the end in Shaka (DASH, value="cbcs") and hls.js (HLS,
     // METHOD=SAMPLE-AES), on-demand and segmented, every key usable, no error event.
-    plays_in_both_players(&support::ladder("h264", true), "cbcs");
+    plays_in_both_players(&crate::support::ladder("h264", true), "cbcs");
     // And the VP9 ladder under cbcs (VP9 binding subsamples, Opus whole blocks).
-    plays_in_both_players(&support::ladder("vp9", false), "cbcs");
+    plays_in_both_players(&crate::support::ladder("vp9", false), "cbcs");
 }

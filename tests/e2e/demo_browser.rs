@@ -5,19 +5,21 @@
 //!
 //! Screenshots of both pages are written to `target/demo-artifacts/`.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::support::cli::{try_spawn_listening, Listening};
+use crate::support::{b64url, unhex};
 
 /// The demo tests run one at a time: each starts a whole CDN and a browser on a 2-core machine.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Demo {
-    child: Child,
+    proc: Listening,
     url: String,
     _data: tempfile::TempDir,
     appliance_ports: Vec<u16>,
@@ -29,42 +31,22 @@ impl Demo {
     }
 }
 
-fn hex_bytes(h: &str) -> Vec<u8> {
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// base64url without padding (the Clear Key JWK encoding of key ids).
-fn base64url(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, &x| acc << 8 | u32::from(x)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 impl Drop for Demo {
     /// Even when a test fails, stop the demo the way a user does (Ctrl-C), so it stops its
     /// appliances; SIGKILL only if it does not exit in time.
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let child = &mut self.proc.child;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -110,34 +92,23 @@ fn launch_demo(extra: &[&str]) -> Demo {
     let data = tempfile::tempdir().unwrap();
     let port = free_ports(1);
     let base = free_ports(4);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args([
-            "demo",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--appliance-base-port",
-            &base.to_string(),
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start outpost demo");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            eprintln!("demo: {line}");
-            if let Some(url) = line.trim().strip_prefix("open  ") {
-                let url = url.split_whitespace().next().unwrap_or_default();
-                let _ = tx.send(url.trim_end_matches("/demo").to_owned());
-            }
-        }
-    });
-    let url = match rx.recv_timeout(Duration::from_secs(300)) {
-        Ok(url) => url,
+    let started = try_spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args([
+                "demo",
+                "--data-dir",
+                data.path().to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+                "--appliance-base-port",
+                &base.to_string(),
+            ])
+            .args(extra)
+            .stderr(Stdio::inherit()),
+        Duration::from_secs(300),
+    );
+    let proc = match started {
+        Ok(proc) => proc,
         Err(e) => {
             // Keep the appliances' logs (the data directory is about to be deleted).
             let keep = artifacts().join("failed-start-logs");
@@ -147,8 +118,6 @@ fn launch_demo(extra: &[&str]) -> Demo {
                     let _ = std::fs::copy(l.path(), keep.join(l.file_name()));
                 }
             }
-            let _ = child.kill();
-            let _ = child.wait();
             panic!(
                 "the demo did not print its URL ({e}); appliance logs in {}",
                 keep.display()
@@ -156,8 +125,8 @@ fn launch_demo(extra: &[&str]) -> Demo {
         }
     };
     Demo {
-        child,
-        url,
+        url: proc.addr.clone(),
+        proc,
         _data: data,
         appliance_ports: (0..4).map(|i| base + i).collect(),
     }
@@ -357,7 +326,7 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
         .find(|r| r["id"] == "video-720p")
         .and_then(|r| r["key_id"].as_str())
         .expect("video-720p has a key id");
-    let hd_kid_b64 = base64url(&hex_bytes(hd_kid));
+    let hd_kid_b64 = b64url(&unhex(hd_kid));
     assert!(
         !sd["licenseKids"].to_string().contains(&hd_kid_b64),
         "an SD session received the HD key"
@@ -377,11 +346,11 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
     }
 
     // Ctrl-C stops every part: the demo exits 0 and no appliance port answers.
-    let pid = nix::unistd::Pid::from_raw(demo.child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(demo.proc.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(s) = demo.child.try_wait().unwrap() {
+        if let Some(s) = demo.proc.child.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");

@@ -1,14 +1,11 @@
 //! `outpost control-plane` end to end: the real binary imports the fixtures into its embedded
 //! SQLite default, serves on a loopback port, and answers over a real socket.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-mod support;
-
-use support::cli::{bin, cp_data as data, http, outpost, Server};
+use crate::support::cli::{bin, cp_data as data, http, outpost, spawn_listening};
 
 #[test]
 fn import_then_serve_on_the_embedded_default() {
@@ -45,31 +42,21 @@ fn import_then_serve_on_the_embedded_default() {
     assert_eq!(mode(d.join("master.key")), 0o600);
     assert!(d.join("control-plane.db").exists());
 
-    let mut child = Command::new(bin())
-        .args([
-            "control-plane",
-            "--data-dir",
-            dd,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            "admin-token-0123456789",
-        ])
-        .env_remove("OUTPOST_MASTER_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Server(child);
-    let addr = line
-        .trim()
-        .strip_prefix("control plane listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let server = spawn_listening(
+        Command::new(bin())
+            .args([
+                "control-plane",
+                "--data-dir",
+                dd,
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-token",
+                "admin-token-0123456789",
+            ])
+            .env_remove("OUTPOST_MASTER_KEY")
+            .stderr(Stdio::null()),
+    );
+    let addr = server.addr.clone();
 
     let (s, b) = http(&addr, "GET", "/healthz", &[], "");
     assert_eq!((s, b.contains("sqlite")), (200, true), "{b}");
@@ -240,23 +227,13 @@ fn packager_output_imports_and_plays() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut child = Command::new(bin())
-        .args(["control-plane", "--data-dir", dd, "--listen", "127.0.0.1:0"])
-        .env_remove("OUTPOST_MASTER_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Server(child);
-    let addr = line
-        .trim()
-        .strip_prefix("control plane listening on http://")
-        .unwrap()
-        .to_owned();
+    let server = spawn_listening(
+        Command::new(bin())
+            .args(["control-plane", "--data-dir", dd, "--listen", "127.0.0.1:0"])
+            .env_remove("OUTPOST_MASTER_KEY")
+            .stderr(Stdio::null()),
+    );
+    let addr = server.addr.clone();
     for title in ["ondemand", "segmented"] {
         let (s, b) = http(
             &addr,

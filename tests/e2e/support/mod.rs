@@ -1,11 +1,9 @@
-//! Helpers shared by the root integration tests (`mod support;`): locating fixtures, running an
-//! external tool that must be installed (a missing one fails the test, pointing at
-//! `./scripts/test`), packaging with the real `outpost` binary, nginx serving a directory on an
-//! ephemeral loopback port (CORS + Range, optionally proxying one path prefix to another local
-//! server), and a W3C Clear Key licence server on 127.0.0.1 answering from a keys file.
-//!
-//! Each test crate uses a different subset, hence the crate-wide `dead_code` allowance.
-#![allow(dead_code)]
+//! Helpers shared by the end-to-end tests: locating fixtures, running an external tool that must
+//! be installed (a missing one fails the test, pointing at `./scripts/test`), packaging with the
+//! real `outpost` binary, nginx serving a directory on an ephemeral loopback port (CORS + Range,
+//! optionally proxying one path prefix to another local server), and a W3C Clear Key licence
+//! server on 127.0.0.1 answering from a keys file. [`cli`] runs the binary and the servers it
+//! starts; [`cenc_decrypt`] is an independent Common Encryption decryptor.
 
 pub mod cenc_decrypt;
 pub mod cli;
@@ -25,6 +23,11 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `fixtures/media/<rel>`: the small media fixtures (`fixtures/make-media.sh`).
+pub fn media(rel: &str) -> PathBuf {
+    repo().join("fixtures/media").join(rel)
+}
+
 /// The fixture ladder `h264` (with `hd`, the 720p rung too) or `vp9`.
 pub fn ladder(name: &str, hd: bool) -> Vec<PathBuf> {
     let names: &[&str] = match (name, hd) {
@@ -40,7 +43,7 @@ pub fn ladder(name: &str, hd: bool) -> Vec<PathBuf> {
     };
     names
         .iter()
-        .map(|n| repo().join(format!("fixtures/media/ladder-{name}/{n}.mp4")))
+        .map(|n| media(&format!("ladder-{name}/{n}.mp4")))
         .collect()
 }
 

@@ -1,0 +1,22 @@
+//! The root package's end-to-end tests, in one test binary: the real `outpost` binary with real
+//! files, sockets and clients (curl, ffmpeg, nginx, Shaka Player and hls.js in Chromium). One
+//! module per area; [`support`] holds what they share and compiles once.
+//!
+//! Tests that need an external tool or service are `#[ignore]`d with the reason; `./scripts/test`
+//! installs and starts what they need and runs `cargo test --test e2e -- --include-ignored`
+//! (among the rest of the workspace). One area: `cargo test --test e2e fill_e2e::`.
+
+mod support;
+
+mod appliance_cli;
+mod cli_fill_plan;
+mod cli_grant;
+mod control_plane_cli;
+mod cp_restart;
+mod demo_browser;
+mod encrypt_cbcs;
+mod encrypt_cenc;
+mod encrypt_players;
+mod fill_e2e;
+mod package_cli;
+mod package_players;
