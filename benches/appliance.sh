@@ -7,13 +7,17 @@
 # Serves the same 200 x 2 MiB segments from nginx (1 worker, sendfile on, tcp_nopush off,
 # access_log off, open_file_cache) and from `outpost appliance` (1 thread; io_uring splice and
 # epoll+sendfile), each server pinned to core 0 and wrk (1 thread) to core 1. Rows:
-#   (a) whole 2 MiB segments, random file, 50 connections
+#   (a) whole 2 MiB segments, random file, 50 and 1000 connections
 #   (b) random 64 KiB ranges over those files, 50 connections
 #   (c) random 64 KiB ranges, 1000 keep-alive connections
 #   (d) whole 2 MiB segments over TLS (nginx with OpenSSL, Outpost with rustls; no kTLS here)
+#   (e) "capped": (a) and (b) at 50 connections with the server held to 25% of a core by the
+#       cgroup v1 cpu controller (cfs_quota 25 000 / period 100 000 us; io-wq workers are threads
+#       of the process and follow it), so requests/s measures the server, not wrk.
 # For each: requests/s, Gb/s, p50/p99 latency, server CPU seconds per GB (utime+stime from
-# /proc/PID/stat), server RSS, wrk's own CPU, and Outpost/nginx ratios. Then the RSS of Outpost
-# holding 10 000 idle connections. Outpost checks an Ed25519 grant on every request (cached per
+# /proc/PID/stat), server RSS, wrk's own CPU, and ratios to nginx. Then
+# the RSS of Outpost holding 10 000 idle connections. The load average is printed with the table
+# (the figures are only comparable within one run). Outpost checks an Ed25519 grant on every request (cached per
 # token); nginx checks nothing (its secure_link is not used), which favours nginx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +43,17 @@ GRANT=$("$BIN" grant sign --key "$OUT/keys/private/bench.key.pem" --aud bench --
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=bench \
   -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
 ulimit -n "$(ulimit -Hn)" || true
+
+# The CPU cap for the "capped" rows: a cgroup v1 cpu group of 25% of one core.
+CG=/sys/fs/cgroup/cpu/outpost-bench-$$
+CAP_OK=0
+if mkdir "$CG" 2>/dev/null && echo 100000 > "$CG/cpu.cfs_period_us" && echo 25000 > "$CG/cpu.cfs_quota_us"; then
+  CAP_OK=1
+else
+  echo "cgroup v1 cpu controller not writable: skipping the capped rows" >&2
+fi
+cap() { echo "$1" > "$CG/cgroup.procs"; }
+uncap() { echo "$1" > /sys/fs/cgroup/cpu/cgroup.procs; }
 
 cat > "$OUT/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -90,19 +105,19 @@ EOF
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-# run NAME PID SCHEME PORT SCRIPT CONNS -> appends a result line
+# run NAME PID SCHEME PORT SCRIPT CONNS [capped] -> appends a result line
 run() {
-  local name=$1 pid=$2 scheme=$3 port=$4 script=$5 conns=$6
+  local name=$1 pid=$2 scheme=$3 port=$4 script=$5 conns=$6 capped=${7:-}
   # Warm the page cache and the server.
   taskset -c 1 wrk -t1 -c"$conns" -d2s -s "$OUT/$script" "$scheme://127.0.0.1:$port/" >/dev/null 2>&1 || true
   local c0 w0; c0=$(cpu_ticks "$pid")
-  local wout="$OUT/wrk-$name-$scheme-$script-$conns.txt"
+  local wout="$OUT/wrk-$name-$scheme-$script-$conns$capped.txt"
   local t0; t0=$(date +%s.%N)
   taskset -c 1 bash -c "wrk -t1 -c$conns -d${DURATION}s --latency -s $OUT/$script $scheme://127.0.0.1:$port/ > $wout 2>&1; cat /proc/\$\$/stat > $wout.stat" || true
   local c1; c1=$(cpu_ticks "$pid")
-  python3 - "$wout" "$((c1 - c0))" "$(rss_kb "$pid")" "$name" "$script" "$conns" "$scheme" >> "$OUT/results.tsv" <<'PY'
+  python3 - "$wout" "$((c1 - c0))" "$(rss_kb "$pid")" "$name" "$script" "$conns" "$scheme" "$capped" >> "$OUT/results.tsv" <<'PY'
 import re, sys
-path, ticks, rss, name, script, conns, scheme = sys.argv[1:]
+path, ticks, rss, name, script, conns, scheme, capped = sys.argv[1:]
 t = open(path).read()
 def dur(s):
     v, u = re.match(r"([\d.]+)(us|ms|s|m)", s).groups()
@@ -117,7 +132,7 @@ st = open(path + ".stat").read().split()
 wrk_cpu = (int(st[15]) + int(st[16])) / 100  # cutime + cstime of the wrapper shell: wrk's CPU
 cpu = int(ticks) / 100
 row = "whole 2MiB" if script.startswith("whole") else "range 64KiB"
-label = f"{'tls ' if scheme == 'https' else ''}{row} c={conns}"
+label = f"{'capped 25% ' if capped else ''}{'tls ' if scheme == 'https' else ''}{row} c={conns}"
 print("\t".join(map(str, [label, name, f"{reqs/secs:.0f}", f"{bytes_*8/secs/1e9:.2f}", f"{p50:.2f}", f"{p99:.2f}",
       f"{cpu/(bytes_/1e9):.3f}", f"{cpu/secs*100:.0f}", f"{int(rss)/1024:.1f}", f"{wrk_cpu/secs*100:.0f}", errs.group(1) if errs else "0"])))
 PY
@@ -125,17 +140,33 @@ PY
 
 : > "$OUT/results.tsv"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  if [ -d "$CG" ]; then
+    while read -r p; do uncap "$p" 2>/dev/null || true; done < "$CG/cgroup.procs"
+    rmdir "$CG" 2>/dev/null || true
+  fi
+}
 trap cleanup EXIT
 start_nginx() { taskset -c 0 nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" >/dev/null 2>>"$OUT/nginx/error.log" & sleep 1; cat "$OUT/nginx/nginx.pid"; }
 # nginx: the master forks the worker; measure the worker (pinned by inheritance).
 NGINX_MASTER=$(start_nginx)
 PIDS+=("$NGINX_MASTER")
 NGINX=$(pgrep -P "$NGINX_MASTER" | head -1)
+# run_capped NAME PID PORT: the capped rows.
+run_capped() {
+  [ "$CAP_OK" = 1 ] || return 0
+  cap "$2"
+  run "$1" "$2" http "$3" whole.lua "$CONNS" capped
+  [ "$1" = floor ] || run "$1" "$2" http "$3" range.lua "$CONNS" capped
+  uncap "$2"
+}
 run nginx "$NGINX" http 18080 whole.lua "$CONNS"
+run nginx "$NGINX" http 18080 whole.lua 1000
 run nginx "$NGINX" http 18080 range.lua "$CONNS"
 run nginx "$NGINX" http 18080 range.lua 1000
 run nginx "$NGINX" https 18443 whole.lua "$CONNS"
+run_capped nginx "$NGINX" 18080
 kill -TERM "$NGINX_MASTER"; wait "$NGINX_MASTER" 2>/dev/null || true
 
 for backend in io_uring epoll; do
@@ -147,9 +178,11 @@ for backend in io_uring epoll; do
   PIDS+=("$OP")
   sleep 1
   run "outpost-$backend" "$OP" http 18081 whole.lua "$CONNS"
+  run "outpost-$backend" "$OP" http 18081 whole.lua 1000
   run "outpost-$backend" "$OP" http 18081 range.lua "$CONNS"
   run "outpost-$backend" "$OP" http 18081 range.lua 1000
   if [ "$backend" = io_uring ]; then run "outpost" "$OP" https 18444 whole.lua "$CONNS"; fi
+  run_capped "outpost-$backend" "$OP" 18081
   if [ "$backend" = io_uring ]; then
     # RSS while holding 10 000 idle keep-alive connections.
     python3 - <<'PY' &
@@ -167,6 +200,7 @@ PY
   kill -TERM "$OP"; wait "$OP" || true
 done
 
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$OUT/results.tsv" "$OUT/rss10k.txt" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
@@ -180,14 +214,17 @@ for r in rows:
 for r in rows:
     print("| " + " | ".join(r) + " |")
 print()
-print("| scenario | server | req/s ratio | CPU/GB ratio | p99 ratio | RSS ratio |")
-print("|---|---|---|---|---|---|")
+floor = {r[0]: r for r in rows if r[1] == "floor"}
+print("| scenario | server | req/s ÷ nginx | CPU/GB ÷ nginx | p99 ÷ nginx | RSS ÷ nginx | CPU/GB ÷ floor | req/s ÷ floor |")
+print("|---|---|---|---|---|---|---|---|")
 for r in rows:
     if r[1] == "nginx" or r[0] not in base:
         continue
     b = base[r[0]]
-    f = lambda i: float(r[i]) / float(b[i]) if float(b[i]) else float("nan")
-    print(f"| {r[0]} | {r[1]} | {f(2):.2f} | {f(6):.2f} | {f(5):.2f} | {f(8):.2f} |")
+    f = lambda i, b=b: float(r[i]) / float(b[i]) if float(b[i]) else float("nan")
+    fl = floor.get(r[0])
+    g = (lambda i: f"{float(r[i]) / float(fl[i]):.2f}" if fl and float(fl[i]) else "—")
+    print(f"| {r[0]} | {r[1]} | {f(2):.2f} | {f(6):.2f} | {f(5):.2f} | {f(8):.2f} | {g(6)} | {g(2)} |")
 print()
 print(open(sys.argv[2]).read().strip())
 PY

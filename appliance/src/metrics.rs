@@ -31,6 +31,10 @@ pub struct Metrics {
     grant_refusals: [AtomicU64; GrantError::CODES.len()],
     grant_verifications: AtomicU64,
     grant_cache_hits: AtomicU64,
+    /// File chunks sent with an inline `sendfile` (range resident in the page cache).
+    body_sendfile: AtomicU64,
+    /// File chunks sent through io-wq (`SPLICE` file → pipe → socket: range not resident).
+    body_splice: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
     /// Fill and fleet-agent counters.
@@ -281,6 +285,24 @@ impl Metrics {
         inc(&self.grant_cache_hits);
     }
 
+    /// A file chunk went out with an inline `sendfile` (its range was resident).
+    pub fn body_sendfile(&self) {
+        inc(&self.body_sendfile);
+    }
+
+    /// A file chunk went through io-wq (its range was not resident).
+    pub fn body_splice(&self) {
+        inc(&self.body_splice);
+    }
+
+    /// File chunks sent so far by path: `(inline sendfile, io-wq splice)`.
+    pub fn body_paths(&self) -> (u64, u64) {
+        (
+            self.body_sendfile.load(Ordering::Relaxed),
+            self.body_splice.load(Ordering::Relaxed),
+        )
+    }
+
     /// Requests answered so far, every status.
     pub fn requests_total(&self) -> u64 {
         self.requests
@@ -392,6 +414,21 @@ impl Metrics {
             o,
             "outpost_appliance_grant_cache_hits_total {}",
             g(&self.grant_cache_hits)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP outpost_appliance_body_chunks_total File chunks sent, by path: inline sendfile (range in the page cache) or splice through io-wq (read from disk off the serving thread)."
+        );
+        let _ = writeln!(o, "# TYPE outpost_appliance_body_chunks_total counter");
+        let _ = writeln!(
+            o,
+            "outpost_appliance_body_chunks_total{{path=\"sendfile\"}} {}",
+            g(&self.body_sendfile)
+        );
+        let _ = writeln!(
+            o,
+            "outpost_appliance_body_chunks_total{{path=\"splice\"}} {}",
+            g(&self.body_splice)
         );
         let _ = writeln!(
             o,

@@ -1,7 +1,8 @@
 //! The I/O backends. Both drive the same [`crate::conn::Conn`] state machine, one thread per
 //! core, each thread with its own `SO_REUSEPORT` listener:
-//! - [`uring`]: one io_uring per thread; file bytes go file → pipe → socket with `splice`
-//!   (zero-copy) through a per-thread pipe pool;
+//! - [`uring`]: one io_uring per thread; resident file ranges go out with an inline `sendfile`
+//!   (checked with `cachestat(2)`), the others file → pipe → socket with `SPLICE` through io-wq,
+//!   so the serving thread never waits on the disk;
 //! - [`epoll`]: the portable fallback, epoll + `sendfile`.
 //!
 //! `unsafe` is allowed only in [`sys`] and [`uring`].

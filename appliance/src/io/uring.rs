@@ -1,15 +1,23 @@
 //! The io_uring backend: one ring per data-plane thread (`SINGLE_ISSUER`, `COOP_TASKRUN`,
 //! `DEFER_TASKRUN` when the kernel has them), multishot accept on the thread's own
-//! `SO_REUSEPORT` listener, `RECV`/`SEND` for heads, and zero-copy file bytes with
-//! `SPLICE` file → pipe → socket through a per-thread pool of pipes.
+//! `SO_REUSEPORT` listener, `RECV` for request heads, and the body path measured cheapest on
+//! this kernel (BENCHMARKS.md, "Appliance vs nginx"):
 //!
-//! - The ring thread never blocks on disk: `SPLICE` from a file always runs in an io-wq worker,
-//!   whose count is capped (`IORING_REGISTER_IOWQ_MAX_WORKERS`).
-//! - A socket splice on a full non-blocking socket completes with `-EAGAIN`: the backend waits
-//!   with `POLL_ADD(POLLOUT)` and retries; short sends and short splices resubmit the remainder.
+//! - Response heads and file ranges that `cachestat(2)` reports fully resident in the page cache
+//!   go out inline from the ring thread with non-blocking `send` / `sendfile` (one system call
+//!   per 2 MiB chunk, like nginx; no io-wq hop, no pipe). On `EAGAIN` the connection waits with
+//!   `POLL_ADD(POLLOUT)`; after `SEND_BUDGET` bytes it yields with a `NOP` so one fast client
+//!   cannot hog the thread.
+//! - A range that is not resident is sent file → pipe → socket with `SPLICE` through a
+//!   per-thread pipe pool: the file side always runs in an io-wq worker (whose count is capped,
+//!   `IORING_REGISTER_IOWQ_MAX_WORKERS`), so the ring thread never blocks on a disk read; the read
+//!   also brings the following pages in (readahead), so the next chunk is usually inline again.
+//!   Without `cachestat` (Linux < 6.5) every range takes this path.
+//! - Short sends and short splices resubmit the remainder.
 //! - Every buffer and descriptor an in-flight operation points to is owned by the connection
-//!   slot, which is freed only when its in-flight count is back to zero; on a drain deadline with
-//!   operations still in flight the slots are leaked rather than freed under the kernel.
+//!   slot (its receive buffer, its pipe, its socket), which is freed only when its in-flight
+//!   count is back to zero; on a drain deadline with operations still in flight the slots are
+//!   leaked rather than freed under the kernel. Inline sends borrow nothing past the call.
 //! - The CQ is four times the SQ; completions are drained on every wake.
 #![allow(unsafe_code)]
 
@@ -22,7 +30,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use super::sys;
-use super::{Shared, MAX_SEND_CHUNK};
+use super::{Shared, MAX_SEND_CHUNK, SEND_BUDGET};
 use crate::conn::{Action, Conn};
 
 const SQ_ENTRIES: u32 = 1024;
@@ -38,7 +46,6 @@ const TICK: Duration = Duration::from_millis(100);
 
 const K_ACCEPT: u64 = 1;
 const K_RECV: u64 = 2;
-const K_SEND: u64 = 3;
 const K_F2P: u64 = 4;
 const K_P2S: u64 = 5;
 const K_POLL: u64 = 6;
@@ -82,7 +89,7 @@ pub fn probe() -> io::Result<()> {
     for (code, name) in [
         (opcode::AcceptMulti::CODE, "ACCEPT"),
         (opcode::Recv::CODE, "RECV"),
-        (opcode::Send::CODE, "SEND"),
+        (opcode::Nop::CODE, "NOP"),
         (opcode::Splice::CODE, "SPLICE"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
         (opcode::Timeout::CODE, "TIMEOUT"),
@@ -135,6 +142,8 @@ struct Worker {
     listener: Option<TcpListener>,
     accept_armed: bool,
     timespec: Box<types::Timespec>,
+    /// Whether `cachestat(2)` works here (else every file range goes through io-wq).
+    cachestat: bool,
 }
 
 /// Runs one io_uring data-plane thread until the drain finishes.
@@ -163,6 +172,7 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
         listener: Some(listener),
         accept_armed: false,
         timespec: Box::new(types::Timespec::from(TICK)),
+        cachestat: true,
     };
     w.arm_accept()?;
     w.arm_timer()?;
@@ -199,7 +209,7 @@ impl Worker {
     fn push(&mut self, e: squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: every entry pushed points only at memory owned by `self` (a slot's receive
-            // buffer, a response chunk held by the slot's `Conn`, `self.timespec`) or at
+            // buffer, `self.timespec`) or at
             // descriptors owned by the slot; slots are freed only when their in-flight count is
             // zero, so the memory outlives the operation.
             let pushed = unsafe { self.ring.submission().push(&e) }.is_ok();
@@ -299,14 +309,6 @@ impl Worker {
                     _ => hard = true,
                 }
             }
-            K_SEND => {
-                s.send_busy = false;
-                if res >= 0 {
-                    s.conn.advance(res as usize, now);
-                } else if res != -libc::EAGAIN {
-                    hard = true;
-                }
-            }
             K_F2P => {
                 s.send_busy = false;
                 if res > 0 {
@@ -373,6 +375,7 @@ impl Worker {
     /// Submits whatever the connection needs next.
     fn pump(&mut self, i: usize, now: Instant) -> io::Result<()> {
         let shared = self.shared.clone();
+        let cachestat = &mut self.cachestat;
         let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return Ok(());
         };
@@ -398,43 +401,95 @@ impl Worker {
             }
             Closing::No => {}
         }
-        let mut entries: Vec<squeue::Entry> = Vec::new();
+        // Heads and resident file ranges go out inline (non-blocking `send` / `sendfile`, which
+        // copy from memory and never wait on the disk); a range not in the page cache goes
+        // through io-wq (`SPLICE` file -> pipe), so the disk read happens off this thread.
+        let mut wait: Option<squeue::Entry> = None;
         let mut need_pipe = None;
         let mut close = false;
-        if !s.send_busy {
-            if s.in_pipe > 0 {
-                entries.push(p2s_entry(s, i));
-                s.send_busy = true;
-            } else {
-                match s.conn.next(&shared.svc, now) {
-                    Action::Read => {}
-                    Action::Close => close = true,
-                    Action::Send { data, more } => {
-                        let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-                        let e = opcode::Send::new(
-                            types::Fd(s.sock.as_raw_fd()),
-                            data.as_ptr(),
-                            data.len().min(u32::MAX as usize) as u32,
-                        )
-                        .flags(flags)
-                        .build()
-                        .user_data(ud(i, K_SEND));
-                        entries.push(e);
+        let mut hard = false;
+        let mut budget = SEND_BUDGET;
+        let metrics = shared.svc.metrics();
+        if !s.send_busy && s.in_pipe > 0 {
+            wait = Some(p2s_entry(s, i));
+            s.send_busy = true;
+        }
+        while !s.send_busy {
+            let sock = s.sock.as_fd();
+            let (result, drive) = match s.conn.next(&shared.svc, now) {
+                Action::Read => break,
+                Action::Close => {
+                    close = true;
+                    break;
+                }
+                Action::Send { data, more } => (sys::send(sock, data, more), None),
+                Action::SendFile {
+                    file, offset, len, ..
+                } => {
+                    let n = (len as usize).min(MAX_SEND_CHUNK);
+                    let fd = file.file.as_fd();
+                    let resident = *cachestat
+                        && match sys::resident(fd, offset, n as u64) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cachestat failed; every file range now goes through io-wq");
+                                *cachestat = false;
+                                false
+                            }
+                        };
+                    if !resident {
+                        metrics.body_splice();
+                        need_pipe = Some((file.file.as_raw_fd(), offset, len, file.drive));
+                        break;
+                    }
+                    metrics.body_sendfile();
+                    let mut off = offset;
+                    (sys::sendfile(sock, fd, &mut off, n), Some(file.drive))
+                }
+            };
+            match result {
+                Ok(0) => {
+                    tracing::error!("file shrank while being sent; closing the connection");
+                    hard = true;
+                    break;
+                }
+                Ok(n) => {
+                    s.conn.advance(n, now);
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        // Let other connections have a turn: come back after a no-op completes.
+                        wait = Some(opcode::Nop::new().build().user_data(ud(i, K_POLL)));
                         s.send_busy = true;
                     }
-                    Action::SendFile {
-                        file, offset, len, ..
-                    } => {
-                        need_pipe = Some((file.file.as_raw_fd(), offset, len, file.drive));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait = Some(
+                        opcode::PollAdd::new(types::Fd(s.sock.as_raw_fd()), libc::POLLOUT as u32)
+                            .build()
+                            .user_data(ud(i, K_POLL)),
+                    );
+                    s.send_busy = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if let (Some(d), Some(libc::EIO)) = (drive, e.raw_os_error()) {
+                        shared.svc.store().report_io_error(d);
                     }
+                    hard = true;
+                    break;
                 }
             }
+        }
+        if hard {
+            self.hard_close(i);
+            return self.pump(i, now);
         }
         if close {
             let _ = s.sock.shutdown(std::net::Shutdown::Write);
             s.closing = Closing::Linger(now + LINGER);
             return self.pump(i, now);
         }
+        let mut entries: [Option<squeue::Entry>; 2] = [wait, None];
         if let Some((fd, offset, len, drive)) = need_pipe {
             let pipe = match self.take_pipe() {
                 Ok(p) => p,
@@ -461,17 +516,17 @@ impl Worker {
             s.pipe = Some(pipe);
             s.drive = Some(drive);
             s.send_busy = true;
-            entries.push(e);
+            entries[0] = Some(e);
         }
         let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return Ok(());
         };
         if !s.recv_busy && s.conn.wants_read() {
-            entries.push(recv_entry(s, i));
+            entries[1] = Some(recv_entry(s, i));
             s.recv_busy = true;
         }
-        s.ops += entries.len() as u32;
-        for e in entries {
+        s.ops += entries.iter().flatten().count() as u32;
+        for e in entries.into_iter().flatten() {
             self.push(e)?;
         }
         Ok(())
