@@ -4,6 +4,7 @@
 //! fixed entry texts at the control plane's catalog path (a fixture of that contract; the end to
 //! end test with the real control plane is in the root package, `tests/fill_*.rs`).
 
+use protocol::hex::encode as hex;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -61,10 +62,6 @@ fn grant(cluster: &str, title: &str, scope: Scope) -> String {
         },
     )
     .unwrap()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A packaged title: its files and its catalog entry text.

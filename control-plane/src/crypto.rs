@@ -6,6 +6,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use protocol::hex::encode as hex;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 
@@ -39,11 +40,6 @@ pub fn random_hex32() -> String {
     let mut b = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut b);
     hex(&b)
-}
-
-/// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `n` random bytes, base64url without padding (session ids, licence tokens, jti). Drawn from

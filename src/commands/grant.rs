@@ -90,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn random_id() -> String {
     let mut b = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    protocol::hex::encode(&b)
 }
 
 fn sign_cmd(a: SignArgs) -> anyhow::Result<ExitCode> {

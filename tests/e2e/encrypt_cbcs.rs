@@ -7,6 +7,7 @@
 //! and `SAMPLE-AES` (HLS). The decryptor itself is checked once against ffmpeg's `cenc`
 //! decryption (`#[ignore]`d: needs ffmpeg, `./scripts/test`).
 
+use protocol::hex::encode as hex;
 use std::path::{Path, PathBuf};
 
 use crate::support::cenc_decrypt::{decrypt, Decrypted};
@@ -169,10 +170,6 @@ fn round_trip(root: &Path, name: &str, inputs: &[PathBuf], segmented: bool) {
             assert!(m.contains(r#"KEYFORMAT="org.w3.clearkey""#), "{f}: {m}");
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The decryptor agrees with an independent implementation, ffmpeg's `cenc` decryption: the

@@ -889,10 +889,7 @@ mod tests {
         let files: Vec<serde_json::Value> = files
             .iter()
             .map(|(p, d)| {
-                let h: String = Sha256::digest(d)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let h = protocol::hex::encode(&Sha256::digest(d));
                 serde_json::json!({"path": p, "size": d.len(), "sha256": h})
             })
             .collect();

@@ -74,16 +74,12 @@ pub enum FetchError {
 /// directory, so partial files of titles that left the plan can be found and removed.
 pub fn partial_path(root: &Path, key: &str, sha256: &str) -> PathBuf {
     let k = Sha256::digest(key.as_bytes());
-    let k: String = k[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let k = protocol::hex::encode(&k[..12]);
     let short = sha256.get(..16).unwrap_or(sha256);
     let title = key.trim_start_matches('/').split('/').next().unwrap_or("");
     root.join(FILL_DIR)
         .join(title)
         .join(format!("{k}-{short}.part"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `bytes a-b/total` → `(a, b, total)`.
@@ -376,7 +372,7 @@ impl Fetcher {
                 reason: "body ended early".into(),
             });
         }
-        let got = hex(&hasher.finalize());
+        let got = protocol::hex::encode(&hasher.finalize());
         if got != f.sha256 {
             return Err(FetchError::Verify(format!(
                 "SHA-256 {got}, the catalog says {}",

@@ -555,7 +555,7 @@ pub fn fill_plan(
         id.update(format!("remove {} {}\n", r.title, r.kept_at.join(",")).as_bytes());
     }
     let digest = id.finalize();
-    let plan_id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let plan_id = protocol::hex::encode(&digest[..8]);
     let out = FillPlan {
         appliance: appliance.to_owned(),
         cluster: plan.cluster.clone(),

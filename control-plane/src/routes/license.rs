@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{bearer, parse_body, ErrorBody};
-use crate::crypto::{digest, hex};
+use crate::crypto::digest;
 use crate::error::ApiError;
 use crate::state::AppState;
+use protocol::hex::encode as hex;
 
 /// Most key ids in one request.
 pub const MAX_KIDS: usize = 64;

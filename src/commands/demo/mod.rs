@@ -73,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     rand::rngs::OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    protocol::hex::encode(&b)
 }
 
 /// The demo's directories.
