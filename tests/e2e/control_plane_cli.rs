@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::cli::{bin, cp_data as data, http, outpost, spawn_listening};
+use crate::support::cli::{
+    bin, cp_data as data, heartbeat_test_appliances, http, outpost, spawn_listening,
+};
 
 #[test]
 fn import_then_serve_on_the_embedded_default() {
@@ -79,23 +81,7 @@ fn import_then_serve_on_the_embedded_default() {
         .to_owned();
     assert!(b.contains(&kid) && b.contains("\"alg\":\"Ed25519\""), "{b}");
 
-    for id in ["akl-1", "akl-2"] {
-        let (s, b) = http(
-            &addr,
-            "POST",
-            &format!("/v1/appliances/{id}/heartbeat"),
-            &[
-                (
-                    "Authorization",
-                    &format!("Bearer {id}-credential-0123456789"),
-                ),
-                ("Outpost-Appliance", id),
-                ("Content-Type", "application/json"),
-            ],
-            r#"{"health":"ok","load":0.1,"titles":["clear-title","enc-title"]}"#,
-        );
-        assert_eq!(s, 200, "{b}");
-    }
+    heartbeat_test_appliances(&addr);
     let (s, b) = http(
         &addr,
         "POST",

@@ -5,7 +5,9 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::cli::{bin, cp_data as data, http, outpost, spawn_listening, Listening};
+use crate::support::cli::{
+    bin, cp_data as data, heartbeat_test_appliances, http, outpost, spawn_listening, Listening,
+};
 
 /// Starts `outpost control-plane` on `listen`.
 fn serve(dir: &str, listen: &str) -> Listening {
@@ -15,26 +17,6 @@ fn serve(dir: &str, listen: &str) -> Listening {
             .env_remove("OUTPOST_MASTER_KEY")
             .stderr(Stdio::null()),
     )
-}
-
-fn appliance_heartbeats(addr: &str) {
-    for id in ["akl-1", "akl-2"] {
-        let (s, b) = http(
-            addr,
-            "POST",
-            &format!("/v1/appliances/{id}/heartbeat"),
-            &[
-                (
-                    "Authorization",
-                    &format!("Bearer {id}-credential-0123456789"),
-                ),
-                ("Outpost-Appliance", id),
-                ("Content-Type", "application/json"),
-            ],
-            r#"{"health":"ok","load":0.1,"titles":["clear-title","enc-title"]}"#,
-        );
-        assert_eq!(s, 200, "{b}");
-    }
 }
 
 fn start(addr: &str) -> (u16, serde_json::Value) {
@@ -83,7 +65,7 @@ fn sessions_and_leases_continue_across_a_control_plane_restart() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut cp = serve(dd, "127.0.0.1:0");
     let addr = cp.addr.clone();
-    appliance_heartbeats(&addr);
+    heartbeat_test_appliances(&addr);
     // The standard plan allows two streams: both taken, a third refused.
     let (s1, a) = start(&addr);
     let (s2, b) = start(&addr);
@@ -100,7 +82,7 @@ fn sessions_and_leases_continue_across_a_control_plane_restart() {
     assert!(status.success(), "control plane exited with {status}");
     let again = serve(dd, &addr);
     assert_eq!(again.addr, addr);
-    appliance_heartbeats(&addr);
+    heartbeat_test_appliances(&addr);
     // Both sessions are still there: their heartbeats extend the lease with fresh grants.
     for v in [&a, &b] {
         let (s, body) = session_call(&addr, "POST", v, "/heartbeat");

@@ -81,6 +81,28 @@ pub fn http(
     (status, body)
 }
 
+/// Heartbeats from the test policy's two appliances (`akl-1`, `akl-2`, holding both test
+/// titles) to the control plane at `addr`, so steering has somewhere to send sessions.
+pub fn heartbeat_test_appliances(addr: &str) {
+    for id in ["akl-1", "akl-2"] {
+        let (s, b) = http(
+            addr,
+            "POST",
+            &format!("/v1/appliances/{id}/heartbeat"),
+            &[
+                (
+                    "Authorization",
+                    &format!("Bearer {id}-credential-0123456789"),
+                ),
+                ("Outpost-Appliance", id),
+                ("Content-Type", "application/json"),
+            ],
+            r#"{"health":"ok","load":0.1,"titles":["clear-title","enc-title"]}"#,
+        );
+        assert_eq!(s, 200, "{b}");
+    }
+}
+
 /// A server started by [`spawn_listening`]: a child process killed (SIGKILL) and reaped when
 /// dropped, unless it was stopped before.
 pub struct Listening {
