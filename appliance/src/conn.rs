@@ -247,7 +247,7 @@ impl Conn {
         self.last_activity = now;
     }
 
-    /// Bytes of the current response sent so far (for the backends' accounting on errors).
+    /// Whether a response is being sent (a drain closes only connections between responses).
     pub fn in_flight(&self) -> bool {
         self.out.is_some()
     }
