@@ -14,6 +14,7 @@ mod cli_grant;
 mod control_plane_cli;
 mod cp_restart;
 mod demo_browser;
+mod drive_fault;
 mod encrypt_cbcs;
 mod encrypt_cenc;
 mod encrypt_players;
