@@ -21,3 +21,4 @@ mod encrypt_players;
 mod fill_e2e;
 mod package_cli;
 mod package_players;
+mod pg_restart;
