@@ -11,6 +11,7 @@ mod support;
 mod appliance_cli;
 mod cli_fill_plan;
 mod cli_grant;
+mod clock_skew;
 mod control_plane_cli;
 mod cp_restart;
 mod demo_browser;
