@@ -262,6 +262,7 @@ pub fn start(
                 if handle_signals {
                     tokio::spawn(signals(state.shared.clone(), drain, reload));
                 }
+                tokio::spawn(watch_drives(state.shared.clone()));
                 let _ = stop_rx.await;
             });
         })
@@ -281,6 +282,23 @@ pub fn start(
         threads: handles,
         admin: Some((admin, stop_tx)),
     })
+}
+
+/// How often every cache drive's root is checked (see [`crate::cache::Store::check_drive`]).
+pub const DRIVE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Checks the cache drives every [`DRIVE_CHECK_INTERVAL`], so a drive that disappears (removed,
+/// unmounted) is taken out, reported in `/metrics`, `/readyz` and the heartbeat, and its titles
+/// leave the held list, even when no request touches it. The check (a `stat` per drive) runs on
+/// the blocking pool: a hung drive never stalls the admin listener.
+async fn watch_drives(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(DRIVE_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let svc = shared.svc.clone();
+        let _ = tokio::task::spawn_blocking(move || svc.store().check_drives()).await;
+    }
 }
 
 async fn signals(shared: Arc<Shared>, drain: Duration, reload: Option<ReloadFn>) {

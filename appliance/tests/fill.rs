@@ -1231,3 +1231,136 @@ async fn a_removal_waits_for_consecutive_plans() {
     assert!(!app.held("t0"));
     assert!(!app.root().join("t0").exists());
 }
+
+/// A tmpfs of `size` mounted over `at` for a test; lazily unmounted and its mount point removed
+/// when dropped, whatever happened.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "outpost-test"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mount -t tmpfs on {} (needs root)",
+            at.display()
+        );
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every file under `root/<title>` (relative path, bytes).
+fn files_under(root: &Path, title: &str) -> Vec<(String, Vec<u8>)> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), &rel, out);
+            } else {
+                out.push((rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root.join(title), "", &mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root to mount tmpfs: run ./scripts/test"]
+async fn a_drive_filling_up_during_fill_loses_nothing_and_fill_proceeds_once_space_frees() {
+    let kept = Title::new("kept", 1_000_000, 31);
+    let big = Title::new("big", 3_000_000, 32);
+    let cp = catalog_server(&[&kept, &big]).await;
+    let source = App::start("src-1", "ix", &[&big]);
+    // The drive: a 6 MiB tmpfs holding `kept` and 3.5 MB of ballast the cache does not index
+    // (a dot file), so `big` runs out of space part-way through its video. The configured
+    // capacity (16 GiB) is far above the real space: the file system says no first.
+    let dir = tempfile::tempdir().unwrap();
+    let _mount = Tmpfs::mount(dir.path(), "6m");
+    let root = dir.path().to_path_buf();
+    kept.place(&root);
+    let ballast = root.join(".ballast");
+    std::fs::write(&ballast, vec![0u8; 3_500_000]).unwrap();
+    let target = App::start_in("isp-1", "isp", dir);
+    assert!(target.held("kept"));
+    let f = filler(&target, &cp, always());
+    // A second source behind a recording proxy: a full drive is no reason to try it.
+    let second = cutting_proxy(source.addr, usize::MAX, false);
+    let planned = big.planned(
+        vec![
+            source.source(SourceTier::Upstream, "big"),
+            source.source_at(SourceTier::Upstream, "big", second.addr),
+        ],
+        false,
+    );
+
+    // The fill fails with an error naming the drive and the cause, not blaming the source.
+    let e = f.fill_title(&planned).await.unwrap_err().to_string();
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(
+        e.contains(&format!("cache drive {}", root.display())),
+        "{e}"
+    );
+    assert!(!e.contains("every source failed"), "{e}");
+    // The agent's pass leaves the title pending, to be retried.
+    let r = f.pass(&plan(&target, vec![planned.clone()]), 0).await;
+    assert_eq!(r.pending, vec!["big".to_string()], "{r:?}");
+    assert!(r.filled.is_empty(), "{r:?}");
+
+    // Nothing half-written is visible: the title is not held nor served, and whatever reached
+    // its final name is a whole, verified file (the partial download stays under .fill).
+    assert!(!target.held("big"));
+    for (p, _) in &big.files {
+        assert_eq!(target.get("big", p, Scope::Play).0, 404, "{p}");
+    }
+    for (p, d) in files_under(&root, "big") {
+        assert!(p != "catalog.json", "catalog.json of an incomplete title");
+        assert!(d == big.file(&p), "big/{p}: not the catalog's bytes");
+    }
+    assert!(
+        !part_files(&root).is_empty(),
+        "the partial download is kept to resume"
+    );
+    assert!(
+        second.requests.lock().unwrap().is_empty(),
+        "the second source was asked for a file the drive had no room for"
+    );
+    // What was held is intact and still served.
+    assert_same_files(&target, &kept);
+    for (p, d) in &kept.files {
+        let (st, body) = target.get("kept", p, Scope::Play);
+        assert_eq!(st, 200, "{p}");
+        assert!(body == *d, "kept/{p} served wrong bytes");
+    }
+
+    // Space frees: the next pass resumes and completes the title.
+    std::fs::remove_file(&ballast).unwrap();
+    let r = f.pass(&plan(&target, vec![planned]), 0).await;
+    assert_eq!(r.filled, vec!["big".to_string()], "{r:?}");
+    assert_same_files(&target, &big);
+    assert_same_files(&target, &kept);
+    assert!(part_files(&root).is_empty(), "{:?}", part_files(&root));
+    let (st, body) = target.get("big", "v1/video.mp4", Scope::Play);
+    assert_eq!(st, 200);
+    assert!(body == big.file("v1/video.mp4"));
+    drop(target);
+}

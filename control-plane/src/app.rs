@@ -195,6 +195,7 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
             Json(serde_json::json!({"status": "ok", "database": st.repo.backend()})),
         )
             .into_response(),
-        Err(e) => crate::error::ApiError::Internal(e.to_string()).into_response(),
+        // A database that cannot be reached is `database_unavailable` (503, Retry-After).
+        Err(e) => crate::error::ApiError::from(e).into_response(),
     }
 }

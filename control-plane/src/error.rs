@@ -165,9 +165,33 @@ pub enum ApiError {
     /// An import through the admin API failed.
     #[error("{0}")]
     Import(String),
+    /// The database cannot be reached (restarting, connection lost, pool exhausted): nothing was
+    /// decided, the same request can be retried (503 with `Retry-After`); details are logged.
+    #[error("the database is unavailable; retry in {DB_RETRY_AFTER_SECS} s")]
+    DatabaseUnavailable(String),
     /// Something broke inside; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
+}
+
+/// `Retry-After` of a `database_unavailable` answer, seconds.
+pub const DB_RETRY_AFTER_SECS: u64 = 1;
+
+/// Whether `e` means the database could not be reached or dropped the connection (I/O, TLS,
+/// pool timeout, SQLSTATE class 08 connection exception, 57P01-03 shutting down / starting up,
+/// 53300 too many connections), as opposed to a query's own failure.
+pub fn db_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 impl ApiError {
@@ -194,6 +218,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Import(_) => "import_failed",
+            ApiError::DatabaseUnavailable(_) => "database_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -218,14 +243,16 @@ impl ApiError {
             ApiError::ConcurrentLimit(_) | ApiError::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::NoAppliance(_) | ApiError::CatalogEmpty => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoAppliance(_)
+            | ApiError::CatalogEmpty
+            | ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SessionEnded => StatusCode::GONE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const CODES: [&'static str; 21] = [
+    pub const CODES: [&'static str; 22] = [
         "unauthorized",
         "invalid_request",
         "unknown_title",
@@ -246,6 +273,7 @@ impl ApiError {
         "forbidden",
         "admin_disabled",
         "import_failed",
+        "database_unavailable",
         "internal",
     ];
 
@@ -259,7 +287,11 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::Internal(format!("database: {e}"))
+        if db_unavailable(&e) {
+            ApiError::DatabaseUnavailable(format!("database: {e}"))
+        } else {
+            ApiError::Internal(format!("database: {e}"))
+        }
     }
 }
 
@@ -267,6 +299,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
             Error::Import { .. } => ApiError::Import(e.to_string()),
+            Error::Db(e) => e.into(),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -279,12 +312,20 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error");
         }
+        if let ApiError::DatabaseUnavailable(detail) = &self {
+            tracing::warn!(error = %detail, "database unavailable: answered 503, retryable");
+        }
         let mut body = json!({ "code": self.code(), "message": message });
         if let ApiError::InvalidRequest { field, .. } = &self {
             body["field"] = json!(field);
         }
         let mut resp = (status, axum::Json(body)).into_response();
-        if let ApiError::RateLimited(secs) = self {
+        let retry_after = match self {
+            ApiError::RateLimited(secs) => Some(secs),
+            ApiError::DatabaseUnavailable(_) => Some(DB_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }

@@ -626,7 +626,11 @@ impl Store {
                 Ok(f)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // The file went away behind our back: forget it.
+                // The file went away behind our back: forget it, unless its whole drive went
+                // (removed, unmounted): then the drive is taken out.
+                if !self.check_drive(drive) {
+                    return Err(Miss::DriveFailed);
+                }
                 self.forget(key);
                 Err(Miss::NotFound)
             }
@@ -661,15 +665,51 @@ impl Store {
         }
     }
 
+    /// Checks that `drive`'s root directory is still the directory opened at start-up: its path
+    /// resolves (no ENOENT, EIO, ...) to the same file system object (a drive unmounted, even
+    /// lazily, or its directory removed or replaced, is not). A drive failing the check is
+    /// taken out (counted as an I/O error). Returns whether the drive is healthy.
+    pub fn check_drive(&self, drive: usize) -> bool {
+        let Some(d) = self.drives.get(drive) else {
+            return false;
+        };
+        if d.is_failed() {
+            return false;
+        }
+        let why = match (d.dir.metadata(), std::fs::metadata(&d.root)) {
+            (Err(e), _) => format!("the open root directory: {e}"),
+            (_, Err(e)) => format!("{}: {e}", d.root.display()),
+            (Ok(open), Ok(now)) if (open.dev(), open.ino()) != (now.dev(), now.ino()) => format!(
+                "{} is no longer the directory opened at start-up (unmounted, removed or replaced)",
+                d.root.display()
+            ),
+            _ => return true,
+        };
+        d.io_errors.fetch_add(1, Ordering::Relaxed);
+        self.fail_because(drive, &why);
+        false
+    }
+
+    /// [`Store::check_drive`] on every drive; returns the number of healthy drives.
+    pub fn check_drives(&self) -> usize {
+        (0..self.drives.len())
+            .filter(|&i| self.check_drive(i))
+            .count()
+    }
+
     /// Takes a drive out: its objects leave the index.
     pub fn fail(&self, drive: usize) {
+        self.fail_because(drive, "I/O error");
+    }
+
+    fn fail_because(&self, drive: usize, why: &str) {
         let Some(d) = self.drives.get(drive) else {
             return;
         };
         if d.failed.swap(true, Ordering::Relaxed) {
             return;
         }
-        tracing::error!(drive = %d.root.display(), "cache drive marked failed");
+        tracing::error!(drive = %d.root.display(), why, "cache drive marked failed: its objects leave the index");
         let mut idx = self.lock();
         let keys: Vec<String> = idx.lru[drive].iter().map(|(k, _)| k.clone()).collect();
         for k in keys {
@@ -953,6 +993,36 @@ mod tests {
         assert_eq!(s.remove_title("ok"), 4);
         assert!(!a.path().join("ok").exists());
         assert!(s.get("/ok/a/x.mp4").is_err());
+    }
+
+    #[test]
+    fn a_drive_whose_root_goes_away_is_taken_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write(&a, "t1/a.m4s", b"AAAA");
+        write(&a, "t2/a.m4s", b"AAAA");
+        write(&b, "t3/b.m4s", b"BBBB");
+        let s = Store::open(&[a.clone(), b.clone()], Some(1 << 20)).unwrap();
+        assert_eq!(s.check_drives(), 2);
+        std::fs::remove_dir_all(&a).unwrap();
+        // A request's failed open notices at once: the drive, not the file, is gone.
+        assert_eq!(s.get("/t1/a.m4s").unwrap_err(), Miss::DriveFailed);
+        assert!(s.drives()[0].is_failed());
+        assert_eq!(s.drives()[0].io_errors(), 1);
+        assert_eq!(s.get("/t2/a.m4s").unwrap_err(), Miss::NotFound);
+        assert!(s.get("/t3/b.m4s").is_ok());
+        // A directory put back at the same path is another directory: still failed.
+        std::fs::create_dir(&a).unwrap();
+        assert_eq!(s.check_drives(), 1);
+        assert!(!s.check_drive(0));
+        // A drive replaced behind its path still opens through its root descriptor (the bytes
+        // are right); the periodic check takes it out.
+        std::fs::rename(&b, dir.path().join("b-old")).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        assert!(s.get("/t3/b.m4s").is_ok());
+        assert_eq!(s.check_drives(), 0);
+        assert!(!s.any_healthy());
+        assert_eq!(s.get("/t3/b.m4s").unwrap_err(), Miss::NotFound);
     }
 
     #[test]

@@ -593,6 +593,17 @@ impl Filler {
                         Err(e) => return Err(file_err(e.to_string())),
                     }
                 }
+                Err(e @ fetch::FetchError::Io { .. }) => {
+                    // This drive cannot take the file (ENOSPC, EIO, ...): no other source would
+                    // do better. The partial file stays under FILL_DIR, never served, for a
+                    // resume once the drive has room again.
+                    let root = self.store.drives()[drive].root.display().to_string();
+                    tracing::error!(key, drive = root, error = %e, "fill cannot write to its cache drive");
+                    return Err(FillError::Store {
+                        title: t.title.clone(),
+                        reason: format!("{key}: cache drive {root}: {e}"),
+                    });
+                }
                 Err(e) => {
                     tracing::warn!(key, source = src.label(), error = %e, "fill source failed; trying the next");
                     reasons.push(format!("{}: {e}", src.label()));

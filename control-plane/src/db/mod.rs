@@ -105,14 +105,21 @@ pub async fn connect_sqlite(
     Ok(Arc::new(SqlRepository::new(Pool::Sqlite(pool))))
 }
 
-/// Opens PostgreSQL (options may set `search_path` to keep tests apart).
+/// How long a request waits for a PostgreSQL connection before it is answered
+/// `database_unavailable` (503, retryable): short, so a database restart is a brief window of
+/// fast, typed refusals rather than requests hanging.
+pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens PostgreSQL (options may set `search_path` to keep tests apart). Connections are checked
+/// before use, so after a database restart the pool replaces its dead connections by itself.
 pub async fn connect_postgres(
     opts: PgConnectOptions,
     max_connections: u32,
 ) -> Result<Arc<dyn Repository>, Error> {
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+        .test_before_acquire(true)
         .connect_with(opts)
         .await?;
     MIGRATOR.run(&pool).await?;
