@@ -165,6 +165,9 @@ pub enum ApiError {
     /// An import through the admin API failed.
     #[error("{0}")]
     Import(String),
+    /// The request body is larger than the service accepts.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
     /// Something broke inside; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -194,6 +197,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Import(_) => "import_failed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -220,12 +224,13 @@ impl ApiError {
             }
             ApiError::NoAppliance(_) | ApiError::CatalogEmpty => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SessionEnded => StatusCode::GONE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const CODES: [&'static str; 21] = [
+    pub const CODES: [&'static str; 22] = [
         "unauthorized",
         "invalid_request",
         "unknown_title",
@@ -246,6 +251,7 @@ impl ApiError {
         "forbidden",
         "admin_disabled",
         "import_failed",
+        "payload_too_large",
         "internal",
     ];
 
