@@ -60,6 +60,37 @@ fn canonical_prefixes(field: &str, list: &[String]) -> Result<Vec<String>, ApiEr
     Ok(out)
 }
 
+/// Refuses a counter the database cannot hold (it stores signed 64-bit integers), naming it,
+/// rather than storing a clamped value.
+fn counters_fit(hb: &Heartbeat) -> Result<(), ApiError> {
+    let mut named: Vec<(String, u64)> = vec![
+        ("egress_bps".into(), hb.egress_bps),
+        ("requests_served".into(), hb.requests_served),
+        ("bytes_served".into(), hb.bytes_served),
+    ];
+    for (i, d) in hb.drives.iter().enumerate() {
+        named.push((format!("drives[{i}].used_bytes"), d.used_bytes));
+        named.push((format!("drives[{i}].capacity_bytes"), d.capacity_bytes));
+    }
+    if let Some(f) = &hb.fill {
+        named.extend([
+            ("fill.titles_pending".into(), f.titles_pending),
+            ("fill.bytes_filled".into(), f.bytes_filled),
+            ("fill.files_verified".into(), f.files_verified),
+            ("fill.verify_failures".into(), f.verify_failures),
+            ("fill.rate_bps".into(), f.rate_bps),
+            (
+                "fill.control_plane_unreachable_secs".into(),
+                f.control_plane_unreachable_secs,
+            ),
+        ]);
+    }
+    match named.into_iter().find(|(_, v)| i64::try_from(*v).is_err()) {
+        Some((field, _)) => Err(ApiError::invalid(field, "must be at most 2^63 - 1")),
+        None => Ok(()),
+    }
+}
+
 /// Records an appliance heartbeat.
 #[utoipa::path(post, path = "/v1/appliances/{id}/heartbeat", tag = "fleet",
     params(("id" = String, Path, description = "Appliance id"), ("Outpost-Appliance" = String, Header, description = "The calling appliance's id: must equal the path's `id`")),
@@ -85,6 +116,7 @@ pub async fn heartbeat(
     hb.validate().map_err(|e| match e {
         protocol::fleet::FleetError::Invalid { field, reason } => ApiError::invalid(field, reason),
     })?;
+    counters_fit(&hb)?;
     let hex64 =
         |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     for (i, h) in hb.held.iter().enumerate() {

@@ -130,8 +130,12 @@ pub fn require_api_key(snap: &Snapshot, headers: &HeaderMap) -> Result<(), ApiEr
     }
 }
 
-/// Parses a strict JSON body; the error names the field serde stopped at.
+/// Parses a strict JSON body, which must be an object (serde would also take a struct from an
+/// array of its fields); the error names the field serde stopped at.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         let field = msg
