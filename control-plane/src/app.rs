@@ -17,13 +17,16 @@ use crate::state::AppState;
 /// The request-id header.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The OpenAPI document.
+/// The OpenAPI document. Every operation's security names a scheme of
+/// `components.securitySchemes` (see [`SecuritySchemes`]); every error answer is [`ErrorBody`].
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Outpost control plane",
-        description = "Entitlement, concurrency leases, Clear Key licences, steering and signed grants."
+        description = "Entitlement, concurrency leases, Clear Key licences, steering and signed grants. \
+            Every refusal is a JSON `ErrorBody` whose `code` is stable."
     ),
+    modifiers(&SecuritySchemes),
     paths(
         playback::start_session,
         playback::session_heartbeat,
@@ -51,11 +54,74 @@ pub const REQUEST_ID: &str = "x-request-id";
         playback::StartRequest,
         playback::StartResponse,
         playback::SessionHeartbeatResponse,
+        playback::SteeringManifest,
         license::ClearKeyRequest,
-        license::ClearKeyLicense
+        license::ClearKeyLicense,
+        admin::TitleUpload,
+        admin::ImportAnswer,
+        HealthBody,
     ))
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer tokens the service checks (see [`crate::routes`]'s `SCHEME_*`).
+#[derive(Debug)]
+pub struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use crate::routes::{
+            SCHEME_ADMIN, SCHEME_API_KEY, SCHEME_APPLIANCE, SCHEME_SESSION, SCHEME_SESSION_QUERY,
+        };
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let bearer = |what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            SCHEME_API_KEY,
+            bearer("A playback-service API key (policy `api_keys[].secret`)."),
+        );
+        c.add_security_scheme(
+            SCHEME_SESSION,
+            bearer("A session's token (`token` in the answer to a session start)."),
+        );
+        c.add_security_scheme(
+            SCHEME_SESSION_QUERY,
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "A session's token as a query parameter, for players that cannot set headers.",
+            ))),
+        );
+        c.add_security_scheme(
+            SCHEME_APPLIANCE,
+            bearer(
+                "An appliance's credential (policy `appliances[].credential`); the \
+                 `Outpost-Appliance` header names the appliance.",
+            ),
+        );
+        c.add_security_scheme(
+            SCHEME_ADMIN,
+            bearer("The admin token (`--admin-token`); the admin API is disabled without one."),
+        );
+    }
+}
+
+/// `GET /healthz` answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct HealthBody {
+    /// Always `ok`.
+    pub status: &'static str,
+    /// The storage backend: `sqlite` or `postgres`.
+    pub database: &'static str,
+}
 
 /// Builds the router.
 pub fn app(state: AppState) -> Router {
@@ -177,7 +243,7 @@ async fn openapi() -> Response {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -187,12 +253,19 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 /// Liveness: answers 200 when the database answers.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses(
+    (status = 200, description = "The database answers", body = HealthBody),
+    (status = 500, description = "internal: the database answered with an error", body = ErrorBody),
+    (status = 503, description = "database_unavailable: the database cannot be reached (Retry-After)", body = ErrorBody),
+))]
 pub async fn healthz(State(st): State<AppState>) -> Response {
     match st.repo.live_leases("-", 0).await {
         Ok(_) => (
             StatusCode::OK,
-            Json(serde_json::json!({"status": "ok", "database": st.repo.backend()})),
+            Json(HealthBody {
+                status: "ok",
+                database: st.repo.backend(),
+            }),
         )
             .into_response(),
         // A database that cannot be reached is `database_unavailable` (503, Retry-After).

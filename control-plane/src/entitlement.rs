@@ -50,8 +50,24 @@ pub struct StartRequest {
     pub device_class: String,
     /// The title to play.
     pub title: String,
-    /// The player's public IP address.
+    /// The player's public IP address (IPv4 or IPv6).
+    #[schema(schema_with = ip_address_schema)]
     pub client_ip: String,
+}
+
+/// `client_ip`'s schema: an IPv4 or an IPv6 address.
+fn ip_address_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let ip = |f| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(f)))
+    };
+    OneOfBuilder::new()
+        .item(ip(KnownFormat::Ipv4))
+        .item(ip(KnownFormat::Ipv6))
+        .description(Some("The player's public IP address (IPv4 or IPv6)."))
+        .into()
 }
 
 /// Why a session may not start (each maps to one [`ApiError`]).

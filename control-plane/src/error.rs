@@ -169,6 +169,9 @@ pub enum ApiError {
     /// decided, the same request can be retried (503 with `Retry-After`); details are logged.
     #[error("the database is unavailable; retry in {DB_RETRY_AFTER_SECS} s")]
     DatabaseUnavailable(String),
+    /// The request body is larger than the service accepts.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
     /// Something broke inside; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -219,6 +222,7 @@ impl ApiError {
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Import(_) => "import_failed",
             ApiError::DatabaseUnavailable(_) => "database_unavailable",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -247,12 +251,13 @@ impl ApiError {
             | ApiError::CatalogEmpty
             | ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SessionEnded => StatusCode::GONE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const CODES: [&'static str; 22] = [
+    pub const CODES: [&'static str; 23] = [
         "unauthorized",
         "invalid_request",
         "unknown_title",
@@ -274,6 +279,7 @@ impl ApiError {
         "admin_disabled",
         "import_failed",
         "database_unavailable",
+        "payload_too_large",
         "internal",
     ];
 

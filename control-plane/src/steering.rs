@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use utoipa::ToSchema;
 
 use protocol::fleet::Health;
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use crate::prefix::{Prefix, PrefixTable};
 
 /// Cluster kinds, in preference order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterKind {
     /// Inside an ISP's network.
@@ -52,7 +55,7 @@ impl ClusterKind {
 }
 
 /// How the operator overrides what an appliance reports (Traffic Control's admin states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AdminState {
     /// Steerable while its heartbeats say so.

@@ -47,6 +47,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ContentKeysEr
 
 /// The common-encryption scheme (ISO/IEC 23001-7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// AES-CTR full-sample encryption.
@@ -67,23 +68,32 @@ impl Scheme {
 
 /// The content keys of one title.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ContentKeys {
     /// Title id (a catalog title).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+    )]
     pub title: String,
     /// Encryption scheme.
     pub scheme: Scheme,
     /// The keys, each kid unique.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
     pub keys: Vec<ContentKey>,
 }
 
 /// One content key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ContentKey {
     /// Key id, 32 lowercase hex digits (16 bytes).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{32}$"))]
     pub kid: String,
     /// Key, 32 lowercase hex digits (16 bytes, AES-128).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{32}$"))]
     pub key: String,
     /// Highest tier the key protects; `null` = any tier (always `null` for audio).
     pub tier: Option<Tier>,

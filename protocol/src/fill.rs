@@ -32,6 +32,7 @@ pub const MAX_KEPT_AT: usize = 16;
 
 /// Where a source sits relative to the appliance being filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SourceTier {
     /// Another appliance of the same cluster.
@@ -55,6 +56,7 @@ impl SourceTier {
 
 /// One place a title can be fetched from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum FillSource {
     /// An appliance serving the title over HTTP(S) with a fill grant.
@@ -121,6 +123,7 @@ impl FillSource {
 
 /// One title an appliance should hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlannedTitle {
     /// Title id.
@@ -148,6 +151,7 @@ pub struct PlannedTitle {
 /// appliance also defers each removal (a grace period and several consecutive plans) and
 /// refuses a plan that would remove too large a share of what it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Removal {
     /// Title id.
@@ -162,6 +166,7 @@ pub struct Removal {
 /// `GET /v1/appliances/{id}/fill-plan`: every title the appliance should hold, and the held
 /// titles it may delete ([`FillPlan::removals`]). A held title in neither list is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FillPlan {
     /// The appliance it is for.
@@ -265,18 +270,26 @@ impl FillPlan {
 
 /// One title an appliance holds completely and verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeldTitle {
     /// Title id.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+    )]
     pub title: String,
     /// SHA-256 of the catalog entry it was filled from (its version).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub catalog_sha256: String,
     /// SHA-256 over the sorted `path size sha256\n` lines of the files on disk, as verified.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub files_digest: String,
 }
 
 /// The fill part of a heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FillStatus {
     /// The plan being worked on, if any.

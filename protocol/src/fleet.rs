@@ -29,6 +29,7 @@ pub const MAX_PREFIXES: usize = 4096;
 
 /// Overall health, worst component wins (Open Connect's Unknown/OK/Warning/Error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Everything works.
@@ -52,6 +53,7 @@ impl Health {
 
 /// State of one cache drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DriveState {
     /// Reading and writing.
@@ -64,6 +66,7 @@ pub enum DriveState {
 
 /// One cache drive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Drive {
     /// The cache directory (mount point) it backs.
@@ -79,13 +82,19 @@ pub struct Drive {
 /// `POST /v1/appliances/{id}/register`: what an appliance announces when it starts. Fields
 /// left out keep their configured value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     /// Host name or IP address players reach it at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 253, pattern = "^[A-Za-z0-9.:\\[\\]-]+$")
+    )]
     pub address: Option<String>,
     /// Plain HTTP port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: Option<u16>,
     /// Client prefixes it serves (CIDR), the stand-in for its BGP announcements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,11 +106,13 @@ pub struct Registration {
 
 /// `POST /v1/appliances/{id}/heartbeat`: the periodic report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// Overall health.
     pub health: Health,
     /// Load as a fraction of capacity (0.0 idle, 1.0 saturated; may exceed 1.0).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub load: f64,
     /// Egress in bits per second over the last interval.
     #[serde(default)]
@@ -197,6 +208,7 @@ impl Heartbeat {
 
 /// The control plane's answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatAck {
     /// Control-plane time the heartbeat was recorded, Unix seconds.
@@ -211,6 +223,7 @@ pub struct HeartbeatAck {
 
 /// One published grant public key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublishedKey {
     /// Key id, as in the grant header.
@@ -227,6 +240,7 @@ pub struct PublishedKey {
 
 /// `GET /v1/keys`: every public key whose grants may still be in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublishedKeys {
     /// The keys, newest first.

@@ -20,6 +20,7 @@ mod encrypt_cbcs;
 mod encrypt_cenc;
 mod encrypt_players;
 mod fill_e2e;
+mod openapi_contract;
 mod package_cli;
 mod package_players;
 mod pg_restart;

@@ -11,12 +11,13 @@ use protocol::fleet::{Drive, Health};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use utoipa::ToSchema;
 
 pub use crate::error::BadRow;
 use crate::steering::{AdminState, ClusterKind, StoredDecision};
 
 /// Account status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountStatus {
     /// May watch.

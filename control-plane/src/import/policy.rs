@@ -4,6 +4,7 @@
 //! credentials) are hashed here and never logged.
 
 use std::collections::{BTreeSet, HashSet};
+use utoipa::ToSchema;
 
 use protocol::catalog::{is_valid_segment, Tier};
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use crate::Error;
 const ID_RULE: &str = "must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'";
 
 /// A policy file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Plans.
@@ -53,7 +54,7 @@ pub struct Policy {
 }
 
 /// A plan.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanDef {
     /// Id.
@@ -65,7 +66,7 @@ pub struct PlanDef {
 }
 
 /// An account.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountDef {
     /// Id.
@@ -77,7 +78,7 @@ pub struct AccountDef {
 }
 
 /// A device class.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceClassDef {
     /// Id.
@@ -89,7 +90,7 @@ pub struct DeviceClassDef {
 }
 
 /// One prefix → country row.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeoDef {
     /// CIDR prefix.
@@ -99,7 +100,7 @@ pub struct GeoDef {
 }
 
 /// A time: Unix seconds or `YYYY-MM-DDTHH:MM:SSZ` (quoted in TOML).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Time {
     /// Unix seconds.
@@ -160,7 +161,7 @@ pub fn parse_utc(t: &str) -> Option<i64> {
 }
 
 /// A title window.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowDef {
     /// Title id.
@@ -176,7 +177,7 @@ pub struct WindowDef {
 }
 
 /// A site.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiteDef {
     /// Id.
@@ -187,7 +188,7 @@ pub struct SiteDef {
 }
 
 /// A cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterDef {
     /// Id (the grant audience).
@@ -206,7 +207,7 @@ pub struct ClusterDef {
 }
 
 /// An appliance.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApplianceDef {
     /// Id (also its HLS pathway id).
@@ -239,7 +240,7 @@ fn reported() -> AdminState {
 }
 
 /// A playback-service API key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyDef {
     /// Id.

@@ -1,17 +1,19 @@
 //! The admin API (bearer `admin_token`; disabled without one): the same imports as
 //! `outpost control-plane import`, plus a view of the fleet.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::Json;
-use serde::Deserialize;
+use protocol::catalog::CatalogEntry;
+use protocol::content_keys::ContentKeys;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use super::{bearer, parse_body, ErrorBody};
+use super::{bearer, parse_body, Body, ErrorBody, Path};
 use crate::crypto::digest;
 use crate::error::ApiError;
-use crate::import::{self, Imported};
+use crate::import::{self, Imported, Policy};
 use crate::state::AppState;
 use crate::steering::Fleet;
 
@@ -28,24 +30,73 @@ pub(crate) fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<(), Ap
     }
 }
 
-fn imported(i: Imported) -> Json<Value> {
+/// The answer to an admin import.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ImportAnswer {
+    /// What was imported: `policy`, `title`, `content_keys` or `forecast`.
+    pub imported: &'static str,
+    /// A policy's row counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The title (titles and content keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Content keys imported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<usize>,
+    /// Countries replaced (forecasts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub countries: Option<usize>,
+    /// Titles listed (forecasts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub titles: Option<usize>,
+}
+
+fn imported(i: Imported) -> Json<ImportAnswer> {
     Json(match i {
-        Imported::Policy(s) => json!({"imported": "policy", "summary": s}),
-        Imported::Title(t) => json!({"imported": "title", "title": t}),
-        Imported::Keys(t, n) => json!({"imported": "content_keys", "title": t, "keys": n}),
-        Imported::Forecast(c, n) => json!({"imported": "forecast", "countries": c, "titles": n}),
+        Imported::Policy(s) => ImportAnswer {
+            imported: "policy",
+            summary: Some(s),
+            ..Default::default()
+        },
+        Imported::Title(t) => ImportAnswer {
+            imported: "title",
+            title: Some(t),
+            ..Default::default()
+        },
+        Imported::Keys(t, n) => ImportAnswer {
+            imported: "content_keys",
+            title: Some(t),
+            keys: Some(n),
+            ..Default::default()
+        },
+        Imported::Forecast(c, n) => ImportAnswer {
+            imported: "forecast",
+            countries: Some(c),
+            titles: Some(n),
+            ..Default::default()
+        },
     })
 }
 
 /// Imports a policy document (JSON, or TOML with `Content-Type: application/toml`).
 #[utoipa::path(put, path = "/v1/admin/policy", tag = "admin",
-    request_body(content = Object, description = "Policy: plans, accounts, device_classes, geo, windows, sites, clusters, appliances, api_keys"),
-    responses((status = 200), (status = 400, description = "import_failed, naming the field", body = ErrorBody), (status = 401, body = ErrorBody)))]
+    request_body(description = "The policy document: plans, accounts, device_classes, geo, windows, sites, clusters, appliances, api_keys",
+        content((Policy = "application/json"), (String = "application/toml"))),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Imported", body = ImportAnswer),
+        (status = 400, description = "import_failed naming the field, or invalid_request (not UTF-8)", body = ErrorBody),
+        (status = 401, description = "unauthorized: not the admin token", body = ErrorBody),
+        (status = 403, description = "admin_disabled: no admin token is configured", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn put_policy(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    Body(body): Body,
+) -> Result<Json<ImportAnswer>, ApiError> {
     require_admin(&st, &headers)?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("body", "not UTF-8"))?;
     let is_toml = headers
@@ -59,10 +110,11 @@ pub async fn put_policy(
 }
 
 /// `PUT /v1/admin/titles/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TitleUpload {
-    /// The catalog entry.
+    /// The catalog entry (its `title` must be the path's id).
+    #[schema(value_type = CatalogEntry)]
     pub catalog: Value,
     /// The MPD text.
     pub dash: String,
@@ -73,14 +125,22 @@ pub struct TitleUpload {
 /// Imports a title: catalog entry plus manifests.
 #[utoipa::path(put, path = "/v1/admin/titles/{id}", tag = "admin",
     params(("id" = String, Path, description = "Title id")),
-    request_body(content = Object, description = "{catalog, dash, hls}"),
-    responses((status = 200), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    request_body = TitleUpload,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Imported", body = ImportAnswer),
+        (status = 400, description = "invalid_request or import_failed, naming the field", body = ErrorBody),
+        (status = 401, description = "unauthorized: not the admin token", body = ErrorBody),
+        (status = 403, description = "admin_disabled: no admin token is configured", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn put_title(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    Body(body): Body,
+) -> Result<Json<ImportAnswer>, ApiError> {
     require_admin(&st, &headers)?;
     let up: TitleUpload = parse_body(&body)?;
     let row = import::title_row(
@@ -104,13 +164,21 @@ pub async fn put_title(
 
 /// Imports a content-keys document (sealed under the master key on arrival).
 #[utoipa::path(put, path = "/v1/admin/content-keys", tag = "admin",
-    request_body(content = Object, description = "protocol::content_keys::ContentKeys"),
-    responses((status = 200), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    request_body = ContentKeys,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Imported (sealed under the master key)", body = ImportAnswer),
+        (status = 400, description = "import_failed naming the field, or invalid_request (not UTF-8)", body = ErrorBody),
+        (status = 401, description = "unauthorized: not the admin token", body = ErrorBody),
+        (status = 403, description = "admin_disabled: no admin token is configured", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn put_keys(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    Body(body): Body,
+) -> Result<Json<ImportAnswer>, ApiError> {
     require_admin(&st, &headers)?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("body", "not UTF-8"))?;
     let r = import::import_keys(st.repo.as_ref(), &st.master, text, "request body").await?;
@@ -120,7 +188,13 @@ pub async fn put_keys(
 
 /// The fleet as steering sees it now.
 #[utoipa::path(get, path = "/v1/admin/appliances", tag = "admin",
-    responses((status = 200), (status = 401, body = ErrorBody)))]
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every appliance as steering sees it now", body = Object),
+        (status = 401, description = "unauthorized: not the admin token", body = ErrorBody),
+        (status = 403, description = "admin_disabled: no admin token is configured", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn appliances(
     State(st): State<AppState>,
     headers: HeaderMap,

@@ -1,14 +1,15 @@
 //! Fleet endpoints: appliance heartbeats and registration (authenticated by the appliance's
 //! credential and its `Outpost-Appliance` header) and the published grant keys.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use protocol::catalog::CatalogEntry;
+use protocol::fill::FillPlan;
 use protocol::fleet::{Heartbeat, HeartbeatAck, PublishedKeys, Registration, APPLIANCE_HEADER};
 
-use super::{bearer, parse_body, ErrorBody};
+use super::{bearer, parse_body, Body, ErrorBody, Path};
 use crate::crypto::digest;
 use crate::db::HeartbeatRow;
 use crate::error::ApiError;
@@ -59,23 +60,63 @@ fn canonical_prefixes(field: &str, list: &[String]) -> Result<Vec<String>, ApiEr
     Ok(out)
 }
 
+/// Refuses a counter the database cannot hold (it stores signed 64-bit integers), naming it,
+/// rather than storing a clamped value.
+fn counters_fit(hb: &Heartbeat) -> Result<(), ApiError> {
+    let mut named: Vec<(String, u64)> = vec![
+        ("egress_bps".into(), hb.egress_bps),
+        ("requests_served".into(), hb.requests_served),
+        ("bytes_served".into(), hb.bytes_served),
+    ];
+    for (i, d) in hb.drives.iter().enumerate() {
+        named.push((format!("drives[{i}].used_bytes"), d.used_bytes));
+        named.push((format!("drives[{i}].capacity_bytes"), d.capacity_bytes));
+    }
+    if let Some(f) = &hb.fill {
+        named.extend([
+            ("fill.titles_pending".into(), f.titles_pending),
+            ("fill.bytes_filled".into(), f.bytes_filled),
+            ("fill.files_verified".into(), f.files_verified),
+            ("fill.verify_failures".into(), f.verify_failures),
+            ("fill.rate_bps".into(), f.rate_bps),
+            (
+                "fill.control_plane_unreachable_secs".into(),
+                f.control_plane_unreachable_secs,
+            ),
+        ]);
+    }
+    match named.into_iter().find(|(_, v)| i64::try_from(*v).is_err()) {
+        Some((field, _)) => Err(ApiError::invalid(field, "must be at most 2^63 - 1")),
+        None => Ok(()),
+    }
+}
+
 /// Records an appliance heartbeat.
 #[utoipa::path(post, path = "/v1/appliances/{id}/heartbeat", tag = "fleet",
-    params(("id" = String, Path, description = "Appliance id")),
-    request_body(content = Object, description = "protocol::fleet::Heartbeat"),
-    responses((status = 200, description = "protocol::fleet::HeartbeatAck"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Appliance id"), ("Outpost-Appliance" = String, Header, description = "The calling appliance's id: must equal the path's `id`")),
+    request_body = Heartbeat,
+    security(("appliance_credential" = [])),
+    responses(
+        (status = 200, description = "Recorded", body = HeartbeatAck),
+        (status = 400, description = "invalid_request: the Outpost-Appliance header is missing (or the body is invalid, naming the field)", body = ErrorBody),
+        (status = 401, description = "unauthorized: the bearer token is not the named appliance's credential", body = ErrorBody),
+        (status = 403, description = "forbidden: the named appliance acts for another", body = ErrorBody),
+        (status = 404, description = "unknown_appliance", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn heartbeat(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     authenticate(&st, &headers, &id).await?;
     let hb: Heartbeat = parse_body(&body)?;
     hb.validate().map_err(|e| match e {
         protocol::fleet::FleetError::Invalid { field, reason } => ApiError::invalid(field, reason),
     })?;
+    counters_fit(&hb)?;
     let hex64 =
         |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     for (i, h) in hb.held.iter().enumerate() {
@@ -132,14 +173,23 @@ pub async fn heartbeat(
 
 /// Records an appliance's registration (address, port, prefixes, version).
 #[utoipa::path(post, path = "/v1/appliances/{id}/register", tag = "fleet",
-    params(("id" = String, Path, description = "Appliance id")),
-    request_body(content = Object, description = "protocol::fleet::Registration"),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Appliance id"), ("Outpost-Appliance" = String, Header, description = "The calling appliance's id: must equal the path's `id`")),
+    request_body = Registration,
+    security(("appliance_credential" = [])),
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 400, description = "invalid_request: the Outpost-Appliance header is missing (or the body is invalid, naming the field)", body = ErrorBody),
+        (status = 401, description = "unauthorized: the bearer token is not the named appliance's credential", body = ErrorBody),
+        (status = 403, description = "forbidden: the named appliance acts for another", body = ErrorBody),
+        (status = 404, description = "unknown_appliance", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn register(
     State(st): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<axum::http::StatusCode, ApiError> {
     authenticate(&st, &headers, &id).await?;
     let reg: Registration = parse_body(&body)?;
@@ -178,7 +228,7 @@ pub async fn register(
 
 /// The grant public keys appliances verify with.
 #[utoipa::path(get, path = "/v1/keys", tag = "fleet",
-    responses((status = 200, description = "protocol::fleet::PublishedKeys: kid, alg Ed25519, raw key base64url, SPKI PEM")))]
+    responses((status = 200, description = "Every grant public key in use: kid, alg Ed25519, raw key base64url, SPKI PEM", body = PublishedKeys)))]
 pub async fn keys(State(st): State<AppState>) -> Response {
     let now = st.now();
     let refresh = (st.config.key_prepublish_secs / 2).clamp(1, 300);
@@ -196,7 +246,13 @@ pub async fn keys(State(st): State<AppState>) -> Response {
 /// may use it now, load, counters, drives, titles held and its request rate over the last
 /// minutes. Needs the admin token unless `fleet_view_public` is set.
 #[utoipa::path(get, path = "/v1/fleet", tag = "fleet",
-    responses((status = 200), (status = 401, body = ErrorBody)))]
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every appliance with its state (not needing the token when `fleet_view_public` is set)", body = Object),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "admin_disabled: no admin token is configured (and the view is not public)", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if !st.config.fleet_view_public {
         super::admin::require_admin(&st, &headers)?;
@@ -261,9 +317,16 @@ pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
 /// The title's catalog entry exactly as the control plane stores it: the appliance checks its
 /// SHA-256 against the plan's `catalog_sha256`, then every file against the entry.
 #[utoipa::path(get, path = "/v1/appliances/{id}/catalog/{title}", tag = "fleet",
-    params(("id" = String, Path, description = "Appliance id"), ("title" = String, Path, description = "Title id")),
-    responses((status = 200, description = "protocol::catalog::CatalogEntry JSON, byte for byte as stored"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Appliance id"), ("title" = String, Path, description = "Title id"), ("Outpost-Appliance" = String, Header, description = "The calling appliance's id: must equal the path's `id`")),
+    security(("appliance_credential" = [])),
+    responses(
+        (status = 200, description = "The catalog entry, byte for byte as stored", body = CatalogEntry),
+        (status = 400, description = "invalid_request: the Outpost-Appliance header is missing (or the body is invalid, naming the field)", body = ErrorBody),
+        (status = 401, description = "unauthorized: the bearer token is not the named appliance's credential", body = ErrorBody),
+        (status = 403, description = "forbidden: the named appliance acts for another", body = ErrorBody),
+        (status = 404, description = "unknown_appliance or unknown_title", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn catalog(
     State(st): State<AppState>,
     Path((id, title)): Path<(String, String)>,
@@ -294,10 +357,17 @@ pub async fn catalog(
 /// may delete because another copy exists. While the catalog holds no title the answer is 503
 /// `catalog_empty`: a plan built from an empty catalog is never published.
 #[utoipa::path(get, path = "/v1/appliances/{id}/fill-plan", tag = "fleet",
-    params(("id" = String, Path, description = "Appliance id")),
-    responses((status = 200, description = "protocol::fill::FillPlan"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 503, description = "catalog_empty: the catalog holds no title yet", body = ErrorBody)))]
+    params(("id" = String, Path, description = "Appliance id"), ("Outpost-Appliance" = String, Header, description = "The calling appliance's id: must equal the path's `id`")),
+    security(("appliance_credential" = [])),
+    responses(
+        (status = 200, description = "The plan", body = FillPlan),
+        (status = 400, description = "invalid_request: the Outpost-Appliance header is missing (or the body is invalid, naming the field)", body = ErrorBody),
+        (status = 401, description = "unauthorized: the bearer token is not the named appliance's credential", body = ErrorBody),
+        (status = 403, description = "forbidden: the named appliance acts for another", body = ErrorBody),
+        (status = 404, description = "unknown_appliance", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+        (status = 503, description = "catalog_empty: the catalog holds no title yet", body = ErrorBody),
+    ))]
 pub async fn fill_plan(
     State(st): State<AppState>,
     Path(id): Path<String>,

@@ -5,8 +5,7 @@
 
 use std::collections::HashSet;
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +14,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{bearer, parse_body, ErrorBody};
+use super::{bearer, parse_body, Body, ErrorBody, Query};
 use crate::crypto::digest;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -28,11 +27,29 @@ pub const MAX_KIDS: usize = 64;
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct ClearKeyRequest {
     /// Key ids, base64url without padding (16 bytes each).
+    #[schema(min_items = 1, max_items = 64, inline, value_type = Vec<KidSchema>)]
     pub kids: Vec<String>,
     /// `temporary` (or `persistent-license`, answered as temporary).
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
 }
+
+/// A key id in a licence request: 16 bytes in base64url without padding (optionally padded).
+#[derive(Debug)]
+pub struct KidSchema;
+
+impl utoipa::PartialSchema for KidSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            // 21 free characters and a last one whose 4 trailing bits are zero: 16 bytes exactly.
+            .pattern(Some("^[A-Za-z0-9_-]{21}[AQgw](==)?$"))
+            .description(Some("A key id: 16 bytes in base64url."))
+            .into()
+    }
+}
+
+impl ToSchema for KidSchema {}
 
 /// One key as a JWK.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -55,7 +72,7 @@ pub struct ClearKeyLicense {
     pub kind: String,
 }
 
-/// `?token=` for players that cannot set headers.
+/// `?token=` for players that cannot set headers (the `session_token_query` security scheme).
 #[derive(Debug, Deserialize)]
 pub struct TokenQuery {
     token: Option<String>,
@@ -64,18 +81,21 @@ pub struct TokenQuery {
 /// Issues a Clear Key licence.
 #[utoipa::path(post, path = "/v1/license/clearkey", tag = "license",
     request_body = ClearKeyRequest,
-    params(("token" = Option<String>, Query, description = "Session token, if not sent as a bearer token")),
+    security(("session_token" = []), ("session_token_query" = [])),
     responses(
-        (status = 200, body = ClearKeyLicense),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 200, description = "A JWK set of the requested keys this session may use", body = ClearKeyLicense),
+        (status = 400, description = "invalid_request (the body, naming the field, or the query)", body = ErrorBody),
+        (status = 401, description = "unauthorized: no token, or not a session's token", body = ErrorBody),
         (status = 403, description = "no_keys: none of the requested keys is allowed", body = ErrorBody),
         (status = 410, description = "session_ended", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
     ))]
 pub async fn clearkey(
     State(st): State<AppState>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers)
         .map(str::to_owned)

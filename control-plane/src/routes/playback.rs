@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +14,7 @@ use protocol::grant::{sign, Claims, ClientPrefix};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{bearer, parse_body, require_api_key, ErrorBody};
+use super::{bearer, parse_body, require_api_key, Body, ErrorBody, Path};
 use crate::crypto::{digest, random_token};
 use crate::db::SessionRow;
 use crate::entitlement::{self, Entitlement};
@@ -171,20 +170,23 @@ pub(crate) fn grant_locations(
 /// Starts a playback session.
 #[utoipa::path(post, path = "/v1/playback/sessions", tag = "playback",
     request_body = StartRequest,
-    security(("api_key" = [])),
+    security(("playback_api_key" = [])),
     responses(
         (status = 201, description = "Session started", body = StartResponse),
-        (status = 400, description = "invalid_request", body = ErrorBody),
-        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 400, description = "invalid_request (the body, naming the field)", body = ErrorBody),
+        (status = 401, description = "unauthorized: no or an unknown playback API key", body = ErrorBody),
         (status = 403, description = "account_inactive, geo_blocked, tier_unavailable or drm_unsupported", body = ErrorBody),
         (status = 404, description = "unknown_account, unknown_title or unknown_device_class", body = ErrorBody),
-        (status = 429, description = "concurrent_limit or rate_limited", body = ErrorBody),
-        (status = 503, description = "no_appliance", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 429, description = "concurrent_limit, or rate_limited with Retry-After", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (rate_limited only)"))),
+        (status = 500, description = "internal", body = ErrorBody),
+        (status = 503, description = "no_appliance, or database_unavailable with Retry-After", body = ErrorBody),
     ))]
 pub async fn start_session(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     let t0 = Instant::now();
     let r = start(&st, &headers, &body).await;
@@ -357,10 +359,13 @@ fn session_ip(s: &SessionRow) -> Result<IpAddr, ApiError> {
 /// Extends a session's lease from now and returns fresh grants.
 #[utoipa::path(post, path = "/v1/playback/sessions/{id}/heartbeat", tag = "playback",
     params(("id" = String, Path, description = "Session id")),
+    security(("session_token" = []), ("playback_api_key" = [])),
     responses(
-        (status = 200, body = SessionHeartbeatResponse),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 200, description = "Lease extended", body = SessionHeartbeatResponse),
+        (status = 401, description = "unauthorized: neither the session's token nor a playback API key", body = ErrorBody),
+        (status = 404, description = "session_not_found", body = ErrorBody),
         (status = 410, description = "session_ended: ended or lapsed", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
     ))]
 pub async fn session_heartbeat(
     State(st): State<AppState>,
@@ -395,7 +400,14 @@ pub async fn session_heartbeat(
 /// Ends a session, freeing its stream.
 #[utoipa::path(delete, path = "/v1/playback/sessions/{id}", tag = "playback",
     params(("id" = String, Path, description = "Session id")),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
+    security(("session_token" = []), ("playback_api_key" = [])),
+    responses(
+        (status = 204, description = "Ended; its stream is free"),
+        (status = 401, description = "unauthorized: neither the session's token nor a playback API key", body = ErrorBody),
+        (status = 404, description = "session_not_found", body = ErrorBody),
+        (status = 410, description = "session_ended: already ended or lapsed", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn end_session(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -482,7 +494,12 @@ async fn manifest(st: &AppState, id: &str, is_hls: bool) -> Result<Response, Api
 /// The session's HLS master playlist.
 #[utoipa::path(get, path = "/v1/playback/sessions/{id}/master.m3u8", tag = "playback",
     params(("id" = String, Path, description = "Session id")),
-    responses((status = 200, content_type = "application/vnd.apple.mpegurl", body = String), (status = 410, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The master playlist: the session's renditions, a content-steering tag and one pathway per appliance", content_type = "application/vnd.apple.mpegurl", body = String),
+        (status = 404, description = "session_not_found, or unknown_title when the title was removed", body = ErrorBody),
+        (status = 410, description = "session_ended: ended or lapsed", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn hls_master(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -493,7 +510,12 @@ pub async fn hls_master(
 /// The session's DASH MPD.
 #[utoipa::path(get, path = "/v1/playback/sessions/{id}/manifest.mpd", tag = "playback",
     params(("id" = String, Path, description = "Session id")),
-    responses((status = 200, content_type = "application/dash+xml", body = String), (status = 410, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The MPD: the session's renditions, ContentSteering and one BaseURL per appliance", content_type = "application/dash+xml", body = String),
+        (status = 404, description = "session_not_found, or unknown_title when the title was removed", body = ErrorBody),
+        (status = 410, description = "session_ended: ended or lapsed", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn dash_mpd(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -529,19 +551,29 @@ async fn priority(st: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
 /// HLS content-steering manifest.
 #[utoipa::path(get, path = "/v1/steering/{id}/hls", tag = "steering",
     params(("id" = String, Path, description = "Session id")),
-    responses((status = 200, description = "VERSION, TTL, RELOAD-URI, PATHWAY-PRIORITY"), (status = 410, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "HLS steering manifest (PATHWAY-PRIORITY)", body = SteeringManifest),
+        (status = 404, description = "session_not_found", body = ErrorBody),
+        (status = 410, description = "session_ended: ended or lapsed", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn steering_hls(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let p = priority(&st, &id).await?;
-    Ok(steering_json(&st, &id, "hls", &["PATHWAY-PRIORITY"], p))
+    Ok(steering_json(&st, &id, "hls", p))
 }
 
 /// DASH content-steering manifest.
 #[utoipa::path(get, path = "/v1/steering/{id}/dash", tag = "steering",
     params(("id" = String, Path, description = "Session id")),
-    responses((status = 200, description = "VERSION, TTL, RELOAD-URI, SERVICE-LOCATION-PRIORITY"), (status = 410, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "DASH steering manifest (SERVICE-LOCATION-PRIORITY and PATHWAY-PRIORITY)", body = SteeringManifest),
+        (status = 404, description = "session_not_found", body = ErrorBody),
+        (status = 410, description = "session_ended: ended or lapsed", body = ErrorBody),
+        (status = 500, description = "internal", body = ErrorBody),
+    ))]
 pub async fn steering_dash(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -549,23 +581,40 @@ pub async fn steering_dash(
     let p = priority(&st, &id).await?;
     // DASH-IF CTS names the list SERVICE-LOCATION-PRIORITY (dash.js reads it); Shaka Player reads
     // PATHWAY-PRIORITY for DASH as for HLS. Both carry the same ranking; clients ignore the other.
-    Ok(steering_json(
-        &st,
-        &id,
-        "dash",
-        &["SERVICE-LOCATION-PRIORITY", "PATHWAY-PRIORITY"],
-        p,
-    ))
+    Ok(steering_json(&st, &id, "dash", p))
 }
 
-fn steering_json(st: &AppState, id: &str, kind: &str, keys: &[&str], p: Vec<String>) -> Response {
-    let mut body = serde_json::json!({
-        "VERSION": 1,
-        "TTL": st.config.steering_ttl_secs,
-        "RELOAD-URI": format!("{}/v1/steering/{id}/{kind}", st.public_url),
-    });
-    for key in keys {
-        body[*key] = serde_json::json!(p);
-    }
+/// A content-steering manifest (HLS and DASH-IF content steering).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SteeringManifest {
+    /// Always 1.
+    #[serde(rename = "VERSION")]
+    pub version: u32,
+    /// Seconds before the player reloads it.
+    #[serde(rename = "TTL")]
+    pub ttl: u64,
+    /// Where to reload it.
+    #[serde(rename = "RELOAD-URI")]
+    pub reload_uri: String,
+    /// Appliance ids (pathways), best first.
+    #[serde(rename = "PATHWAY-PRIORITY")]
+    pub pathway_priority: Vec<String>,
+    /// The same ranking under DASH-IF's name (DASH only).
+    #[serde(
+        rename = "SERVICE-LOCATION-PRIORITY",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_location_priority: Option<Vec<String>>,
+}
+
+fn steering_json(st: &AppState, id: &str, kind: &str, p: Vec<String>) -> Response {
+    let body = SteeringManifest {
+        version: 1,
+        ttl: st.config.steering_ttl_secs,
+        reload_uri: format!("{}/v1/steering/{id}/{kind}", st.public_url),
+        service_location_priority: (kind == "dash").then(|| p.clone()),
+        pathway_priority: p,
+    };
     ([(header::CACHE_CONTROL, "private, no-store")], Json(body)).into_response()
 }

@@ -891,6 +891,37 @@ pub async fn registration_and_background(env: &Env) {
         (s, e["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("prefixes[0]"))
     );
+    // A body is a JSON object: serde alone would read a struct from an array of its fields
+    // (schemathesis found `[null, null]` registered).
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            "/v1/appliances/akl-1/register",
+            &auth,
+            Some(json!([null, null])),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("body")),
+        "{e}"
+    );
+    // A counter the database cannot hold (signed 64 bits) is refused by name, not clamped.
+    let (s, _, e) = env
+        .call(
+            Method::POST,
+            "/v1/appliances/akl-1/heartbeat",
+            &auth,
+            Some(json!({"health": "ok", "load": 0.1, "titles": [],
+                "fill": {"in_window": true, "titles_pending": 0, "bytes_filled": 1u64 << 63,
+                    "files_verified": 0, "verify_failures": 0, "rate_bps": 0}})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("fill.bytes_filled")),
+        "{e}"
+    );
     let (s, _, _) = env.call(Method::POST, "/v1/appliances/akl-1/register", &auth,
         Some(json!({"address": "127.0.0.99", "port": 9999, "prefixes": ["10.9.0.0/16"], "version": "0.1.0"}))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);

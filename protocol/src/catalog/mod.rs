@@ -54,6 +54,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CatalogError 
 /// A quality tier, derived from a video rendition's height. Ordered: `Sd < Hd < Fhd < Uhd`, so
 /// an effective tier is the `min` of the plan's, the window's and the device's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Tier {
     /// Below 720 lines.
@@ -112,6 +113,7 @@ impl std::str::FromStr for Tier {
 
 /// What a track carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TrackKind {
     /// Video.
@@ -122,6 +124,7 @@ pub enum TrackKind {
 
 /// How the title was packaged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum PackagingMode {
     /// One CMAF file per track with a `sidx`, read by byte range (DASH on-demand, HLS byte ranges).
@@ -132,6 +135,7 @@ pub enum PackagingMode {
 
 /// One catalog entry: a packaged title.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CatalogEntry {
     /// Schema version, [`CATALOG_VERSION`].
@@ -157,6 +161,7 @@ pub struct CatalogEntry {
 
 /// One rendition (one track of one encode).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rendition {
     /// Rendition id; also the subdirectory holding its files.
@@ -199,6 +204,7 @@ pub struct Rendition {
 
 /// Manifest files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Manifests {
     /// HLS master playlist, normally [`HLS_MASTER`].
@@ -209,6 +215,7 @@ pub struct Manifests {
 
 /// One output file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
     /// Path relative to the title directory.
@@ -221,6 +228,7 @@ pub struct FileEntry {
 
 /// Encryption of the title (ISO/IEC 23001-7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Encryption {
     /// `cenc` or `cbcs`.
