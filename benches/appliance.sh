@@ -3,6 +3,13 @@
 #
 #   benches/appliance.sh            # DURATION=10 CONNS=50 by default
 #   DURATION=15 benches/appliance.sh
+#   QUICK=1 benches/appliance.sh    # minutes: DURATION=4, io_uring only, no TLS/capped/10k rows
+#   SCENARIOS="whole range" BACKENDS=io_uring OUTPOST_BIN=target/release/outpost benches/appliance.sh
+#
+# SCENARIOS picks rows among: whole range tls capped rss (all by default); BACKENDS among
+# io_uring epoll. The 200 segment files are kept between runs (regenerated only if missing).
+# A full run is ~25 s per row (2 s warm-up + DURATION + start/stop), ~35 rows: ~8 min plus the
+# release build, which alone took several minutes on this 2-core machine when it was shared.
 #
 # Serves the same 200 x 2 MiB segments from nginx (1 worker, sendfile on, tcp_nopush off,
 # access_log off, open_file_cache) and from `outpost appliance` (1 thread; io_uring splice and
@@ -14,6 +21,8 @@
 #   (e) "capped": (a) and (b) at 50 connections with the server held to 25% of a core by the
 #       cgroup v1 cpu controller (cfs_quota 25 000 / period 100 000 us; io-wq workers are threads
 #       of the process and follow it), so requests/s measures the server, not wrk.
+#   (f) the floor server (benches/floor_server.c, built here with cc -O2): accept, read to the
+#       blank line, fixed header, sendfile; whole files only. Ratios to it are printed.
 # For each: requests/s, Gb/s, p50/p99 latency, server CPU seconds per GB (utime+stime from
 # /proc/PID/stat), server RSS, wrk's own CPU, and ratios to nginx. Then
 # the RSS of Outpost holding 10 000 idle connections. The load average is printed with the table
@@ -23,8 +32,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps >/dev/null
 
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  DURATION=${DURATION:-4}; SCENARIOS=${SCENARIOS:-"whole range"}; BACKENDS=${BACKENDS:-io_uring}
+fi
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
+SCENARIOS=${SCENARIOS:-"whole range tls capped rss"}
+BACKENDS=${BACKENDS:-"io_uring epoll"}
+want() { case " $SCENARIOS " in *" $1 "*) return 0;; *) return 1;; esac; }
 OUT=bench-out/appliance
 # OUTPOST_BIN: an already built release binary (skips the build).
 if [ -z "${OUTPOST_BIN:-}" ]; then
@@ -33,10 +49,15 @@ if [ -z "${OUTPOST_BIN:-}" ]; then
   OUTPOST_BIN=$CARGO_TARGET_DIR/release/outpost
 fi
 BIN=$OUTPOST_BIN
-rm -rf "$OUT"; mkdir -p "$OUT/cache/bench/v" "$OUT/keys" "$OUT/nginx"
+# Keep the segment files between runs; everything else is made afresh.
+find "$OUT" -mindepth 1 -maxdepth 1 ! -name cache -exec rm -rf {} + 2>/dev/null || true
+mkdir -p "$OUT/cache/bench/v" "$OUT/keys" "$OUT/nginx"
 for i in $(seq -f %03g 0 199); do
-  head -c 2097152 /dev/urandom > "$OUT/cache/bench/v/seg-$i.m4s"
+  f="$OUT/cache/bench/v/seg-$i.m4s"
+  [ "$(stat -c %s "$f" 2>/dev/null)" = 2097152 ] || head -c 2097152 /dev/urandom > "$f"
 done
+# The floor server: accept, read the head, fixed header, sendfile (benches/floor_server.c).
+cc -O2 -o "$OUT/floor_server" benches/floor_server.c
 "$BIN" keys generate --kid bench --out "$OUT/keys/private" >/dev/null
 mkdir -p "$OUT/keys/public"; cp "$OUT/keys/private/bench.pub.pem" "$OUT/keys/public/"
 GRANT=$("$BIN" grant sign --key "$OUT/keys/private/bench.key.pem" --aud bench --prefix /bench/ --ttl 21600)
@@ -133,8 +154,10 @@ wrk_cpu = (int(st[15]) + int(st[16])) / 100  # cutime + cstime of the wrapper sh
 cpu = int(ticks) / 100
 row = "whole 2MiB" if script.startswith("whole") else "range 64KiB"
 label = f"{'capped 25% ' if capped else ''}{'tls ' if scheme == 'https' else ''}{row} c={conns}"
+if not reqs:
+    print(f"{path}: no responses (server down?)", file=sys.stderr)
 print("\t".join(map(str, [label, name, f"{reqs/secs:.0f}", f"{bytes_*8/secs/1e9:.2f}", f"{p50:.2f}", f"{p99:.2f}",
-      f"{cpu/(bytes_/1e9):.3f}", f"{cpu/secs*100:.0f}", f"{int(rss)/1024:.1f}", f"{wrk_cpu/secs*100:.0f}", errs.group(1) if errs else "0"])))
+      (f"{cpu/(bytes_/1e9):.3f}" if bytes_ else "nan"), f"{cpu/secs*100:.0f}", f"{int(rss)/1024:.1f}", f"{wrk_cpu/secs*100:.0f}", errs.group(1) if errs else "0"])))
 PY
 }
 
@@ -161,15 +184,27 @@ run_capped() {
   [ "$1" = floor ] || run "$1" "$2" http "$3" range.lua "$CONNS" capped
   uncap "$2"
 }
-run nginx "$NGINX" http 18080 whole.lua "$CONNS"
-run nginx "$NGINX" http 18080 whole.lua 1000
-run nginx "$NGINX" http 18080 range.lua "$CONNS"
-run nginx "$NGINX" http 18080 range.lua 1000
-run nginx "$NGINX" https 18443 whole.lua "$CONNS"
-run_capped nginx "$NGINX" 18080
+# rows NAME PID PORT [TLS_PORT]: the selected rows for one server.
+rows() {
+  if want whole; then run "$1" "$2" http "$3" whole.lua "$CONNS"; run "$1" "$2" http "$3" whole.lua 1000; fi
+  if want range && [ "$1" != floor ]; then run "$1" "$2" http "$3" range.lua "$CONNS"; run "$1" "$2" http "$3" range.lua 1000; fi
+  if want tls && [ -n "${4:-}" ]; then run "$1" "$2" https "$4" whole.lua "$CONNS"; fi
+  if want capped; then run_capped "$1" "$2" "$3"; fi
+}
+rows nginx "$NGINX" 18080 18443
 kill -TERM "$NGINX_MASTER"; wait "$NGINX_MASTER" 2>/dev/null || true
 
-for backend in io_uring epoll; do
+# The floor server (whole files only: it has no ranges).
+taskset -c 0 "$OUT/floor_server" 18082 "$PWD/$OUT/cache" 2 > "$OUT/floor.log" 2>&1 &
+FLOOR=$!
+PIDS+=("$FLOOR")
+sleep 0.5
+SCENARIOS_SAVED=$SCENARIOS; SCENARIOS=$(echo " $SCENARIOS " | sed 's/ tls / /; s/ range / /')
+rows floor "$FLOOR" 18082
+SCENARIOS=$SCENARIOS_SAVED
+kill -TERM "$FLOOR"; wait "$FLOOR" 2>/dev/null || true
+
+for backend in $BACKENDS; do
   taskset -c 0 "$BIN" appliance --listen 127.0.0.1:18081 --admin-listen 127.0.0.1:19091 \
     --tls-listen 127.0.0.1:18444 --tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem" \
     --cluster bench --public-keys "$OUT/keys/public" --cache-dir "$OUT/cache" --threads 1 \
@@ -177,13 +212,11 @@ for backend in io_uring epoll; do
   OP=$!
   PIDS+=("$OP")
   sleep 1
-  run "outpost-$backend" "$OP" http 18081 whole.lua "$CONNS"
-  run "outpost-$backend" "$OP" http 18081 whole.lua 1000
-  run "outpost-$backend" "$OP" http 18081 range.lua "$CONNS"
-  run "outpost-$backend" "$OP" http 18081 range.lua 1000
-  if [ "$backend" = io_uring ]; then run "outpost" "$OP" https 18444 whole.lua "$CONNS"; fi
-  run_capped "outpost-$backend" "$OP" 18081
-  if [ "$backend" = io_uring ]; then
+  SCENARIOS_SAVED=$SCENARIOS
+  [ "$backend" = io_uring ] || SCENARIOS=$(echo " $SCENARIOS " | sed 's/ tls / /')
+  rows "outpost-$backend" "$OP" 18081 18444
+  SCENARIOS=$SCENARIOS_SAVED
+  if [ "$backend" = io_uring ] && want rss; then
     # RSS while holding 10 000 idle keep-alive connections.
     python3 - <<'PY' &
 import socket, time
@@ -201,6 +234,7 @@ PY
 done
 
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+touch "$OUT/rss10k.txt"
 python3 - "$OUT/results.tsv" "$OUT/rss10k.txt" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]

@@ -20,7 +20,8 @@ use crate::service::{Chunk, Response, Service};
 pub enum Action<'a> {
     /// Wait for more input.
     Read,
-    /// Send these bytes; `more` is true when further chunks follow at once (`MSG_MORE`).
+    /// Send these bytes; `more` is true when further in-memory chunks follow at once
+    /// (`MSG_MORE`); never before a file range.
     Send {
         /// The bytes.
         data: &'a [u8],
@@ -178,7 +179,13 @@ impl Conn {
             }
         }
         let o = self.out.as_ref().expect("set above");
-        let more = o.chunk + 1 < o.resp.chunks.len();
+        // `MSG_MORE` only when in-memory bytes follow. A head corked in front of a file range
+        // makes the kernel build one skb of head + body that it splits in two, and with BBR's
+        // internal pacing (no `fq` qdisc) the second half waits for a pacing hrtimer: one timer
+        // interrupt per response, which doubled the server's CPU per request and per GB
+        // (BENCHMARKS.md, "Appliance vs nginx"). nginx (`tcp_nopush off`) sends its head alone
+        // too.
+        let more = matches!(o.resp.chunks.get(o.chunk + 1), Some(Chunk::Mem(_)));
         match &o.resp.chunks[o.chunk] {
             Chunk::Mem(b) => Action::Send {
                 data: &b[o.pos as usize..],
