@@ -20,3 +20,4 @@ mod encrypt_players;
 mod fill_e2e;
 mod package_cli;
 mod package_players;
+mod packaging;
