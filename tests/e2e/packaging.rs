@@ -460,6 +460,9 @@ fn deb_holds_hardened_units_configs_and_monitoring() {
         "./usr/share/outpost/prometheus/outpost-alerts.yml",
         "./usr/share/outpost/grafana/outpost-dashboard.json",
         "./usr/share/doc/outpost/copyright",
+        "./usr/share/outpost/demo/media/ladder-h264/video-240p.mp4",
+        "./usr/share/outpost/demo/media/ladder-vp9/audio-opus.mp4",
+        "./usr/share/outpost/demo/web/package-lock.json",
     ] {
         assert!(
             contents.lines().any(|l| l.ends_with(&format!(" {path}"))),
@@ -488,4 +491,37 @@ fn deb_holds_hardened_units_configs_and_monitoring() {
     run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x));
     let v = run_ok(Command::new(x.join("usr/bin/outpost")).arg("--version"));
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("outpost "));
+
+    // The packaged demo media is complete: the packaged binary's demo packages and serves it.
+    let port = free_port();
+    let base = (20_000..30_000)
+        .step_by(37)
+        .find(|b| [*b, b + 100].iter().all(|p| *p != port && free(*p)))
+        .expect("a free appliance port pair");
+    let mut demo = spawn_listening(
+        Command::new(x.join("usr/bin/outpost"))
+            .arg("demo")
+            .arg("--data-dir")
+            .arg(dir.path().join("demo"))
+            .arg("--fixtures")
+            .arg(x.join("usr/share/outpost/demo/media"))
+            .args(["--port", &port.to_string(), "--appliances", "1"])
+            .args(["--appliance-base-port", &base.to_string()])
+            .arg("--no-browser-assets")
+            .stderr(Stdio::inherit()),
+    );
+    let host = demo.addr.trim_start_matches("http://").to_owned();
+    let (s, b) = http(&host, "GET", "/healthz", &[], "");
+    assert_eq!(s, 200, "{b}");
+    assert!(demo.terminate().success());
+}
+
+fn free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A port the kernel hands out now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
