@@ -23,4 +23,5 @@ mod fill_e2e;
 mod openapi_contract;
 mod package_cli;
 mod package_players;
+mod packaging;
 mod pg_restart;

@@ -54,9 +54,31 @@ pub struct Args {
     /// ones (the player page swaps them into request URLs).
     #[arg(long = "grant-ttl", default_value_t = 3 * 3600, value_parser = clap::value_parser!(u64).range(10..=21600))]
     pub grant_ttl: u64,
-    /// Directory holding the media fixtures (`ladder-h264/`, `ladder-vp9/`).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/media"))]
-    pub fixtures: PathBuf,
+    /// Directory holding the media fixtures (`ladder-h264/`, `ladder-vp9/`) [default: the build
+    /// checkout's `fixtures/media`, else the package's /usr/share/outpost/demo/media].
+    #[arg(long, value_name = "DIR")]
+    pub fixtures: Option<PathBuf>,
+}
+
+/// Where the Debian package installs the demo media (packaging/, `[package.metadata.deb]`).
+const PACKAGED_FIXTURES: &str = "/usr/share/outpost/demo/media";
+
+/// The media fixtures: `--fixtures`, else the build checkout's (a source build), else the
+/// package's (an installed binary on another machine).
+fn fixtures_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_owned());
+    }
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/media");
+    for dir in [checkout.as_path(), Path::new(PACKAGED_FIXTURES)] {
+        if dir.join("ladder-h264").is_dir() {
+            return Ok(dir.to_owned());
+        }
+    }
+    anyhow::bail!(
+        "no demo media: neither {} nor {PACKAGED_FIXTURES} exists; pass --fixtures DIR",
+        checkout.display()
+    )
 }
 
 /// Runs the demo.
@@ -114,7 +136,7 @@ impl Dirs {
 async fn run_async(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let dirs = Dirs::new(&args.data_dir)?;
-    assets::ensure_titles(&args.fixtures, &dirs.titles)?;
+    assets::ensure_titles(&fixtures_dir(args.fixtures.as_deref())?, &dirs.titles)?;
     let modules = if args.no_browser_assets {
         None
     } else {
