@@ -139,7 +139,108 @@ pub struct Heartbeat {
     /// Prefixes announced now (replaces the configured ones while reported), CIDR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefixes: Option<Vec<String>>,
+    // QoE (issue 16): per-session summaries folded from CMCD since the previous heartbeat.
+    /// Sessions active since the previous heartbeat (at most
+    /// [`crate::qoe::MAX_SESSIONS_PER_HEARTBEAT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub qoe: Vec<crate::qoe::SessionQoe>,
+    // --- BGP (issue 14) ---
+    /// What the appliance's BGP speaker hears, when it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpReport>,
+    // --- end BGP ---
 }
+
+// --- BGP (issue 14) ---
+/// Most BGP routes one heartbeat may carry (full table or deltas).
+pub const MAX_BGP_ROUTES: usize = 200_000;
+
+/// The BGP part of a heartbeat: sessions, route changes and a digest of the whole table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BgpReport {
+    /// One entry per configured peer.
+    pub sessions: Vec<BgpSession>,
+    /// True when `announced` is the whole table (the receiver replaces what it had).
+    #[serde(default)]
+    pub full: bool,
+    /// Routes added or changed since the table the control plane last acknowledged (or all).
+    #[serde(default)]
+    pub announced: Vec<BgpRoute>,
+    /// Prefixes withdrawn since then (CIDR).
+    #[serde(default)]
+    pub withdrawn: Vec<String>,
+    /// Lowercase hex SHA-256 of the whole table after these changes (see [`bgp_digest`]).
+    pub digest: String,
+    /// Number of routes in the whole table.
+    pub routes: usize,
+    /// False once no session has been up for longer than the appliance's grace period: the
+    /// control plane must not steer BGP-fed prefixes here.
+    pub steerable: bool,
+}
+
+/// One peer's session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BgpSession {
+    /// `ip:port` of the peer.
+    pub peer: String,
+    /// Its AS number.
+    pub asn: u32,
+    /// `idle`, `connect`, `open_sent`, `open_confirm` or `established`.
+    pub state: String,
+    /// The last error (NOTIFICATION sent or received, connection failure), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Seconds since it became established (0 when not established).
+    #[serde(default)]
+    pub uptime_secs: u64,
+    /// Routes learnt from it.
+    #[serde(default)]
+    pub routes: usize,
+}
+
+/// One learnt route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BgpRoute {
+    /// CIDR.
+    pub prefix: String,
+    /// AS-path length as the decision process counts it.
+    pub as_path_len: u32,
+    /// MULTI_EXIT_DISC (0 when absent).
+    #[serde(default)]
+    pub med: u32,
+    /// Standard communities as `asn:value`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
+}
+
+/// The table digest both sides compute: SHA-256 over the routes sorted by prefix text, one line
+/// each `prefix as_path_len med communities,…\n`.
+pub fn bgp_digest<'a>(routes: impl IntoIterator<Item = &'a BgpRoute>) -> String {
+    use sha2::Digest as _;
+    let mut v: Vec<&BgpRoute> = routes.into_iter().collect();
+    v.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    let mut h = sha2::Sha256::new();
+    for r in v {
+        h.update(
+            format!(
+                "{} {} {} {}\n",
+                r.prefix,
+                r.as_path_len,
+                r.med,
+                r.communities.join(",")
+            )
+            .as_bytes(),
+        );
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+// --- end BGP ---
 
 /// Problems with a heartbeat, each naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,6 +303,50 @@ impl Heartbeat {
         {
             return Err(bad("prefixes", "too many prefixes"));
         }
+        // QoE (issue 16)
+        if self.qoe.len() > crate::qoe::MAX_SESSIONS_PER_HEARTBEAT {
+            return Err(bad("qoe", "too many sessions"));
+        }
+        if let Some(i) = self
+            .qoe
+            .iter()
+            .position(|q| q.sid.is_empty() || q.sid.len() > 64)
+        {
+            return Err(FleetError::Invalid {
+                field: format!("qoe[{i}].sid"),
+                reason: "must be 1 to 64 characters".to_owned(),
+            });
+        }
+        // --- BGP (issue 14) ---
+        if let Some(b) = &self.bgp {
+            if b.announced.len() + b.withdrawn.len() > MAX_BGP_ROUTES {
+                return Err(bad("bgp.announced", "too many routes"));
+            }
+            let cidr = |p: &str| {
+                p.split_once('/').is_some_and(|(a, l)| {
+                    a.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+                        l.parse::<u8>()
+                            .is_ok_and(|l| l <= if ip.is_ipv4() { 32 } else { 128 })
+                    })
+                })
+            };
+            if let Some(i) = b.announced.iter().position(|r| !cidr(&r.prefix)) {
+                return Err(FleetError::Invalid {
+                    field: format!("bgp.announced[{i}].prefix"),
+                    reason: "not a CIDR prefix".to_owned(),
+                });
+            }
+            if let Some(i) = b.withdrawn.iter().position(|p| !cidr(p)) {
+                return Err(FleetError::Invalid {
+                    field: format!("bgp.withdrawn[{i}]"),
+                    reason: "not a CIDR prefix".to_owned(),
+                });
+            }
+            if b.digest.len() != 64 || !b.digest.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad("bgp.digest", "not a hex SHA-256"));
+            }
+        }
+        // --- end BGP ---
         Ok(())
     }
 }
@@ -219,6 +364,12 @@ pub struct HeartbeatAck {
     pub offline_after_secs: u64,
     /// Key ids currently published at `GET /v1/keys`; refetch when one is unknown.
     pub key_ids: Vec<String>,
+    // --- BGP (issue 14) ---
+    /// The BGP digest disagreed with the control plane's copy: send the whole table next time.
+    /// Only ever sent as `true` (and only to appliances that report BGP).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bgp_full_table: bool,
+    // --- end BGP ---
 }
 
 /// One published grant public key.

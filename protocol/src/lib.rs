@@ -13,6 +13,7 @@
 //! - [`fill`]: the fill plan (which titles an appliance should hold, and its ordered sources
 //!   with fill grants) and the fill part of a heartbeat.
 //! - [`hex`]: the lowercase hex text of ids, keys and digests.
+//! - [`qoe`]: per-session quality of experience (from CMCD) reported with heartbeats.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -22,3 +23,4 @@ pub mod fill;
 pub mod fleet;
 pub mod grant;
 pub mod hex;
+pub mod qoe;

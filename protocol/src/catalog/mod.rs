@@ -120,6 +120,13 @@ pub enum TrackKind {
     Video,
     /// Audio.
     Audio,
+    /// Text (subtitles, captions): segmented WebVTT (HLS) and text in MP4 (DASH); codec `wvtt`
+    /// (WebVTT input) or `stpp.ttml.im1t` (IMSC1 input), `role` subtitle, caption or
+    /// forced. Allowed at every tier, like audio.
+    Text,
+    /// Thumbnails: JPEG tile grids (codec `jpeg`; `width`/`height` are the grid image's).
+    /// Allowed at every tier, like audio.
+    Image,
 }
 
 /// How the title was packaged.
@@ -189,7 +196,7 @@ pub struct Rendition {
     /// Channel count (audio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u16>,
-    /// BCP 47 language tag (audio), `und` when unknown.
+    /// BCP 47 language tag (audio, text), `und` when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
     /// Quality tier (video only, from the height).
@@ -198,6 +205,11 @@ pub struct Rendition {
     /// Key id (32 lowercase hex digits) when the rendition is encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// Role of an audio rendition: `main`, `commentary` or `description` (audio description);
+    /// absent means `main` (catalogs written before roles existed). Of a text rendition:
+    /// `subtitle`, `caption` or `forced`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// The rendition's files, relative to the title directory (`<id>/...`).
     pub files: Vec<String>,
 }

@@ -10,6 +10,12 @@
 //! 3. The decoded path must be valid UTF-8 and must not contain NUL, `\`, control characters,
 //!    `//`, or a `.` or `..` segment. A `%` that survives decoding (from `%25`) is refused too,
 //!    so no later layer can decode a second time into something else.
+//!
+//! A path without `%` is its own canonical form: [`ResourcePath`] then borrows the raw path
+//! instead of copying it (no allocation per request on an appliance's hit path); only a
+//! percent-encoded path is decoded into an owned string.
+
+use std::borrow::Cow;
 
 use super::{GrantError, GRANT_SEGMENT, MAX_TOKEN_LEN};
 
@@ -21,15 +27,45 @@ pub const MAX_PATH_LEN: usize = 8192;
 /// Files directly in the title directory (manifests, playlists, the catalog entry) belong to no
 /// rendition. Files in a subdirectory belong to the rendition named by that subdirectory: this is
 /// the layout contract between the packager and the grant's `renditions` claim.
+///
+/// It borrows the request path it was split from when that path needed no decoding
+/// ([`ResourcePath::into_owned`] detaches it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourcePath {
-    path: String,
+pub struct ResourcePath<'a> {
+    path: Cow<'a, str>,
 }
 
-impl ResourcePath {
+impl<'a> ResourcePath<'a> {
     /// The full canonical path, starting with `/`.
     pub fn as_str(&self) -> &str {
         &self.path
+    }
+
+    /// Whether the path borrows the raw path it was canonicalised from (it needed no decoding).
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self.path, Cow::Borrowed(_))
+    }
+
+    /// An owned copy, independent of the raw path.
+    pub fn into_owned(self) -> ResourcePath<'static> {
+        ResourcePath {
+            path: Cow::Owned(self.path.into_owned()),
+        }
+    }
+
+    /// An owned copy written into `buf` (cleared first; its capacity is reused, so a caller
+    /// that recycles buffers copies without allocating).
+    pub fn to_owned_in(&self, mut buf: String) -> ResourcePath<'static> {
+        buf.clear();
+        buf.push_str(&self.path);
+        ResourcePath {
+            path: Cow::Owned(buf),
+        }
+    }
+
+    /// The path as a `String` (free when owned), e.g. to recycle its buffer.
+    pub fn into_string(self) -> String {
+        self.path.into_owned()
     }
 
     /// The segments after the leading `/`.
@@ -64,7 +100,7 @@ impl ResourcePath {
 
 /// Splits a raw request target of the form `/g/<grant>/<rest>` into the token and the canonical
 /// resource path. The query string, if any, must already be removed.
-pub fn split_grant_path(raw: &str) -> Result<(&str, ResourcePath), GrantError> {
+pub fn split_grant_path(raw: &str) -> Result<(&str, ResourcePath<'_>), GrantError> {
     let rest = raw
         .strip_prefix('/')
         .and_then(|r| r.strip_prefix(GRANT_SEGMENT))
@@ -86,8 +122,8 @@ pub fn split_grant_path(raw: &str) -> Result<(&str, ResourcePath), GrantError> {
 }
 
 /// Canonicalises a resource path (see the module docs). The result has at least two segments
-/// (`/<title>/<file>`).
-pub fn canonicalize(raw: &str) -> Result<ResourcePath, GrantError> {
+/// (`/<title>/<file>`); it borrows `raw` when `raw` holds no percent-escape.
+pub fn canonicalize(raw: &str) -> Result<ResourcePath<'_>, GrantError> {
     let bad = |why: &str| GrantError::malformed(format!("path: {why}"));
     if raw.len() > MAX_PATH_LEN {
         return Err(bad("too long"));
@@ -99,27 +135,11 @@ pub fn canonicalize(raw: &str) -> Result<ResourcePath, GrantError> {
         return Err(bad("raw path must be ASCII (percent-encode other bytes)"));
     }
     let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .ok_or_else(|| bad("truncated percent-escape"))?;
-            let v = hex_pair(hex).ok_or_else(|| bad("invalid percent-escape"))?;
-            match v {
-                b'/' | b'\\' => return Err(bad("encoded slash or backslash")),
-                0 => return Err(bad("encoded NUL")),
-                _ => out.push(v),
-            }
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    let path = String::from_utf8(out).map_err(|_| bad("decodes to invalid UTF-8"))?;
+    let path: Cow<'_, str> = if bytes.contains(&b'%') {
+        Cow::Owned(decode(bytes)?)
+    } else {
+        Cow::Borrowed(raw)
+    };
     if path
         .chars()
         .any(|c| c == '\0' || c == '\\' || c == '%' || c.is_control())
@@ -145,6 +165,32 @@ pub fn canonicalize(raw: &str) -> Result<ResourcePath, GrantError> {
     Ok(ResourcePath { path })
 }
 
+/// Percent-decodes an ASCII path once, refusing encoded separators and NUL.
+fn decode(bytes: &[u8]) -> Result<String, GrantError> {
+    let bad = |why: &str| GrantError::malformed(format!("path: {why}"));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or_else(|| bad("truncated percent-escape"))?;
+            let v = hex_pair(hex).ok_or_else(|| bad("invalid percent-escape"))?;
+            match v {
+                b'/' | b'\\' => return Err(bad("encoded slash or backslash")),
+                0 => return Err(bad("encoded NUL")),
+                _ => out.push(v),
+            }
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad("decodes to invalid UTF-8"))
+}
+
 fn hex_pair(h: &[u8]) -> Option<u8> {
     let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
     Some(d(h[0])? << 4 | d(h[1])?)
@@ -161,6 +207,7 @@ mod tests {
         assert_eq!(p.title(), "tears");
         assert_eq!(p.rendition(), Some("video-360p"));
         assert_eq!(p.file(), "video-360p/seg 1.m4s");
+        assert!(!p.is_borrowed(), "a decoded path is owned");
         let m = canonicalize("/tears/master.m3u8").unwrap();
         assert_eq!(m.rendition(), None);
         assert!(m.is_under("/tears/"));
@@ -202,6 +249,14 @@ mod tests {
         let (tok, p) = split_grant_path("/g/abc.def.ghi/title/file.mpd").unwrap();
         assert_eq!(tok, "abc.def.ghi");
         assert_eq!(p.as_str(), "/title/file.mpd");
+        assert!(
+            p.is_borrowed(),
+            "a path without escapes is borrowed, not copied"
+        );
+        assert_eq!(
+            p.to_owned_in(String::with_capacity(64)).as_str(),
+            "/title/file.mpd"
+        );
         assert!(split_grant_path("/x/abc/title/file").is_err());
         assert!(split_grant_path("/g//title/file").is_err());
         assert!(split_grant_path("/g/abc").is_err());

@@ -38,7 +38,7 @@ pub struct Verified {
     /// The key id that signed it.
     pub kid: String,
     /// The canonical resource path the request names.
-    pub resource: ResourcePath,
+    pub resource: ResourcePath<'static>,
 }
 
 /// Checks grants for one cluster against a key ring.
@@ -90,7 +90,7 @@ impl Verifier {
         Ok(Verified {
             claims,
             kid,
-            resource,
+            resource: resource.into_owned(),
         })
     }
 
@@ -128,7 +128,7 @@ impl Verifier {
 /// The per-request checks on already verified claims: path prefix, rendition and client prefix.
 pub fn authorize(
     claims: &Claims,
-    resource: &ResourcePath,
+    resource: &ResourcePath<'_>,
     client_ip: Option<IpAddr>,
 ) -> Result<(), GrantError> {
     if !resource.is_under(&claims.prefix) {
