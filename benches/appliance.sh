@@ -25,7 +25,8 @@
 #       blank line, fixed header, sendfile; whole files only. Ratios to it are printed.
 # For each: requests/s, Gb/s, p50/p99 latency, server CPU seconds per GB (utime+stime from
 # /proc/PID/stat), server RSS, wrk's own CPU, and ratios to nginx. Then
-# the RSS of Outpost holding 10 000 idle connections. The load average is printed with the table
+# the RSS of Outpost holding 10 000 idle connections (benches/idle_rss.py: right after accept,
+# and after one 64 KiB range request each). The load average is printed with the table
 # (the figures are only comparable within one run). Outpost checks an Ed25519 grant on every request (cached per
 # token); nginx checks nothing (its secure_link is not used), which favours nginx.
 set -euo pipefail
@@ -217,18 +218,13 @@ for backend in $BACKENDS; do
   rows "outpost-$backend" "$OP" 18081 18444
   SCENARIOS=$SCENARIOS_SAVED
   if [ "$backend" = io_uring ] && want rss; then
-    # RSS while holding 10 000 idle keep-alive connections.
-    python3 - <<'PY' &
-import socket, time
-s = []
-for i in range(10000):  # needs RLIMIT_NOFILE above 10 000 for client and server
-    c = socket.create_connection(("127.0.0.1", 18081)); s.append(c)
-time.sleep(6)
-PY
-    HOLD=$!
-    sleep 5
-    echo "rss_10k_conns_mb $(( $(rss_kb "$OP") / 1024 ))" > "$OUT/rss10k.txt"
-    wait "$HOLD" || true
+    # RSS while holding 10 000 idle connections (benches/idle_rss.py): right after accept,
+    # and after one 64 KiB range GET each (keep-alive, between two requests).
+    python3 benches/idle_rss.py 18081 "$OP" 10000 > "$OUT/rss10k-raw.txt"
+    python3 benches/idle_rss.py 18081 "$OP" 10000 "/g/$GRANT/bench/v/seg-000.m4s" >> "$OUT/rss10k-raw.txt"
+    cat "$OUT/rss10k-raw.txt" >&2
+    echo "rss_10k_conns_mb $(sed -n '1s/.* rss_mb=\([0-9.]*\).*/\1/p' "$OUT/rss10k-raw.txt")" > "$OUT/rss10k.txt"
+    echo "rss_10k_conns_after_a_request_mb $(sed -n '2s/.* rss_mb=\([0-9.]*\).*/\1/p' "$OUT/rss10k-raw.txt")" >> "$OUT/rss10k.txt"
   fi
   kill -TERM "$OP"; wait "$OP" || true
 done

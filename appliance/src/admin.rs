@@ -33,15 +33,23 @@ fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>>
 }
 
 /// Answers one admin request.
-pub fn handle(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
+pub fn handle(state: &AdminState, method: &hyper::Method, path: &str) -> Response<Full<Bytes>> {
     let svc = &state.shared.svc;
+    // QoE: `/qoe/sessions` and `/qoe/load-override` (see `crate::qoe`).
+    if let Some(r) = qoe_route(state, method, path) {
+        return r;
+    }
     match path {
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            svc.metrics()
-                .render(svc.store(), state.backend, state.shared.is_shutting_down()),
-        ),
+        "/metrics" => {
+            let mut text =
+                svc.metrics()
+                    .render(svc.store(), state.backend, state.shared.is_shutting_down());
+            // QoE: CMCD / CMSD / session / access-log counters.
+            if let Some(q) = svc.qoe() {
+                text.push_str(&q.render_metrics());
+            }
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             if state.shared.is_shutting_down() {
@@ -64,6 +72,49 @@ pub fn handle(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
     }
 }
 
+/// QoE admin routes: `GET /qoe/sessions` (JSON summaries, most recent first), `PUT
+/// /qoe/load-override` (report overload: CMSD `mb` on every object response) and `DELETE
+/// /qoe/load-override` (back to the connection threshold).
+fn qoe_route(
+    state: &AdminState,
+    method: &hyper::Method,
+    path: &str,
+) -> Option<Response<Full<Bytes>>> {
+    use crate::qoe::LoadOverride;
+    if !path.starts_with("/qoe/") {
+        return None;
+    }
+    let Some(q) = state.shared.svc.qoe() else {
+        return Some(reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "QoE is not enabled on this appliance\n".into(),
+        ));
+    };
+    let text = |s: &str| reply(StatusCode::OK, "text/plain", format!("{s}\n"));
+    Some(match (method, path) {
+        (&hyper::Method::GET, "/qoe/sessions") => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string(&q.sessions()).unwrap_or_else(|_| "[]".into()),
+        ),
+        (&hyper::Method::PUT, "/qoe/load-override") => {
+            q.set_override(LoadOverride::Overloaded);
+            text("overloaded")
+        }
+        (&hyper::Method::DELETE, "/qoe/load-override") => {
+            q.set_override(LoadOverride::None);
+            text("cleared")
+        }
+        (_, "/qoe/sessions" | "/qoe/load-override") => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET /qoe/sessions; PUT or DELETE /qoe/load-override\n".into(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    })
+}
+
 /// Serves the admin listener until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>) {
     loop {
@@ -74,7 +125,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req.uri().path())) }
+                async move { Ok::<_, Infallible>(handle(&state, req.method(), req.uri().path())) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

@@ -50,6 +50,8 @@ struct Outgoing {
     pos: u64,
     started: Instant,
     sent: u64,
+    /// QoE: the request's parsed CMCD, folded when the response is sent.
+    qoe: Option<crate::qoe::Pending>,
 }
 
 /// Connection timeouts.
@@ -72,6 +74,8 @@ pub struct Conn {
     closing: bool,
     head_started: Option<Instant>,
     last_activity: Instant,
+    /// QoE: send rate of the last large response on this connection, kbps (CMSD `etp`).
+    etp_kbps: Option<u64>,
 }
 
 impl Conn {
@@ -85,6 +89,7 @@ impl Conn {
             closing: false,
             head_started: None,
             last_activity: now,
+            etp_kbps: None,
         }
     }
 
@@ -122,6 +127,21 @@ impl Conn {
         self.out.is_none() && self.inbuf.is_empty()
     }
 
+    /// Frees the input buffer of a connection that has been idle (no partial request, nothing
+    /// to send) for `after`: an idle keep-alive connection between two requests then holds no
+    /// heap memory, while a busy one keeps its buffer (no allocation per request). Returns
+    /// whether memory was freed. Called by the backends' periodic sweep.
+    pub fn trim_if_idle(&mut self, now: Instant, after: Duration) -> bool {
+        if self.is_idle()
+            && self.inbuf.capacity() > 0
+            && now.saturating_duration_since(self.last_activity) >= after
+        {
+            self.inbuf = Vec::new();
+            return true;
+        }
+        false
+    }
+
     /// Marks the connection to close once the current response is sent (drain).
     pub fn close_after_response(&mut self) {
         self.closing = true;
@@ -155,13 +175,23 @@ impl Conn {
             }
             match parse_request(&self.inbuf) {
                 Ok(Some((req, used))) => {
+                    // The request borrows the input buffer: answered before the buffer moves.
+                    let wall = SystemTime::now();
+                    let mut resp = svc.respond(&req, self.peer, wall);
+                    // QoE: parse CMCD, append CMSD headers; folded in `finish`.
+                    let qoe = svc.qoe().map(|q| {
+                        let active = svc.metrics().active_connections();
+                        q.begin(req.query, &req.cmcd, &mut resp, self.etp_kbps, active, wall)
+                    });
                     self.inbuf.drain(..used);
                     self.head_started = (!self.inbuf.is_empty()).then_some(now);
-                    let resp = svc.respond(&req, self.peer, SystemTime::now());
                     if !resp.keep_alive {
                         self.closing = true;
                     }
                     self.start(resp, now);
+                    if let Some(o) = &mut self.out {
+                        o.qoe = qoe;
+                    }
                 }
                 Ok(None) => {
                     if self.eof {
@@ -210,6 +240,7 @@ impl Conn {
             pos: 0,
             started: now,
             sent: 0,
+            qoe: None,
         });
     }
 
@@ -231,7 +262,7 @@ impl Conn {
         }
     }
 
-    fn finish(&mut self, svc: &Service, o: Outgoing, now: Instant) {
+    fn finish(&mut self, svc: &Service, mut o: Outgoing, now: Instant) {
         let m = svc.metrics();
         m.sent(o.sent);
         // The loop's `now` is from before the sends: read the clock for the end time.
@@ -240,16 +271,29 @@ impl Conn {
             .saturating_duration_since(o.started)
             .as_micros() as u64;
         m.latency_us(us);
+        // QoE: the connection's throughput estimate, the session summary, the JSON access log.
+        if o.sent >= crate::qoe::ETP_MIN_BYTES && us > 0 {
+            self.etp_kbps = Some(o.sent * 8_000 / us);
+        }
+        if let (Some(q), Some(p)) = (svc.qoe(), o.qoe) {
+            q.finish(p, &o.resp, o.sent, us, self.peer);
+        }
         if o.resp.status == Status::InternalError || svc.sample_access_log() {
             tracing::info!(
                 target: "outpost::access",
                 peer = ?self.peer,
                 status = o.resp.status.code(),
-                path = %o.resp.log_path,
+                path = o.resp.log_path.as_ref().map_or("", |p| p.as_str()),
+                sub = o.resp.claims.as_ref().map_or("", |c| c.sub.as_str()),
                 bytes = o.sent,
                 us,
                 "request"
             );
+        }
+        // The head and chunk list go back to this thread's pools for the next response.
+        crate::bufpool::give(o.resp.chunks);
+        if let Some(p) = o.resp.log_path.take() {
+            crate::bufpool::give_path(p.into_string());
         }
         self.last_activity = now;
     }
@@ -303,6 +347,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_idle_connection_gives_its_input_buffer_back_after_the_delay_only() {
+        let t0 = Instant::now();
+        let mut c = Conn::new(None, t0);
+        c.feed(b"GET /x HTTP/1.1\r\n", t0);
+        // A partial request is never trimmed.
+        assert!(!c.trim_if_idle(t0 + Duration::from_secs(60), Duration::from_secs(1)));
+        let mut idle = Conn::new(None, t0);
+        idle.feed(b"x", t0);
+        idle.inbuf.clear();
+        assert!(!idle.trim_if_idle(t0 + Duration::from_millis(500), Duration::from_secs(1)));
+        assert!(idle.inbuf.capacity() > 0, "kept while recently active");
+        assert!(idle.trim_if_idle(t0 + Duration::from_secs(1), Duration::from_secs(1)));
+        assert_eq!(idle.inbuf.capacity(), 0);
+        assert!(!idle.trim_if_idle(t0 + Duration::from_secs(2), Duration::from_secs(1)));
     }
 
     #[test]

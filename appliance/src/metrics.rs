@@ -39,6 +39,10 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     /// Fill and fleet-agent counters.
     pub fill: FillMetrics,
+    // --- BGP (issue 14) ---
+    /// The BGP speaker, when one runs (its sessions and routes are rendered).
+    bgp: std::sync::OnceLock<std::sync::Arc<crate::bgp::Shared>>,
+    // --- end BGP ---
 }
 
 /// Counters of the fleet agent and the filler (written on the tokio side, never on a serving
@@ -326,6 +330,13 @@ impl Metrics {
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
+    // --- BGP (issue 14) ---
+    /// Registers the BGP speaker whose state `/metrics` shows.
+    pub fn set_bgp(&self, shared: std::sync::Arc<crate::bgp::Shared>) {
+        let _ = self.bgp.set(shared);
+    }
+    // --- end BGP ---
+
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self, store: &Store, backend: &str, draining: bool) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -333,6 +344,10 @@ impl Metrics {
         let _ = writeln!(o, "# HELP outpost_appliance_info Which I/O backend serves.");
         let _ = writeln!(o, "# TYPE outpost_appliance_info gauge");
         let _ = writeln!(o, "outpost_appliance_info{{backend=\"{backend}\"}} 1");
+        let _ = writeln!(
+            o,
+            "# HELP outpost_appliance_draining 1 while SIGTERM drains in-flight responses, else 0."
+        );
         let _ = writeln!(o, "# TYPE outpost_appliance_draining gauge");
         let _ = writeln!(o, "outpost_appliance_draining {}", u8::from(draining));
         let _ = writeln!(
@@ -348,17 +363,26 @@ impl Metrics {
                 g(&self.requests[s.index()])
             );
         }
+        let _ = writeln!(o, "# HELP outpost_appliance_sent_bytes_total Response bytes handed to the kernel (heads and bodies).");
         let _ = writeln!(o, "# TYPE outpost_appliance_sent_bytes_total counter");
         let _ = writeln!(
             o,
             "outpost_appliance_sent_bytes_total {}",
             g(&self.bytes_sent)
         );
+        let _ = writeln!(
+            o,
+            "# HELP outpost_appliance_active_connections Client connections open now."
+        );
         let _ = writeln!(o, "# TYPE outpost_appliance_active_connections gauge");
         let _ = writeln!(
             o,
             "outpost_appliance_active_connections {}",
             self.active_connections()
+        );
+        let _ = writeln!(
+            o,
+            "# HELP outpost_appliance_accepted_connections_total Client connections accepted."
         );
         let _ = writeln!(
             o,
@@ -369,6 +393,7 @@ impl Metrics {
             "outpost_appliance_accepted_connections_total {}",
             g(&self.accepted)
         );
+        let _ = writeln!(o, "# HELP outpost_appliance_refused_connections_total Client connections closed at once because max_connections was reached.");
         let _ = writeln!(
             o,
             "# TYPE outpost_appliance_refused_connections_total counter"
@@ -378,10 +403,16 @@ impl Metrics {
             "outpost_appliance_refused_connections_total {}",
             g(&self.refused_connections)
         );
+        let _ = writeln!(o, "# HELP outpost_appliance_timeouts_total Connections closed by the header or idle timeout.");
         let _ = writeln!(o, "# TYPE outpost_appliance_timeouts_total counter");
         let _ = writeln!(o, "outpost_appliance_timeouts_total {}", g(&self.timeouts));
+        let _ = writeln!(
+            o,
+            "# HELP outpost_appliance_cache_hits_total Requests for a file the cache holds."
+        );
         let _ = writeln!(o, "# TYPE outpost_appliance_cache_hits_total counter");
         let _ = writeln!(o, "outpost_appliance_cache_hits_total {}", g(&self.hits));
+        let _ = writeln!(o, "# HELP outpost_appliance_cache_misses_total Requests for a file the cache does not hold.");
         let _ = writeln!(o, "# TYPE outpost_appliance_cache_misses_total counter");
         let _ = writeln!(
             o,
@@ -400,6 +431,7 @@ impl Metrics {
                 g(&self.grant_refusals[i])
             );
         }
+        let _ = writeln!(o, "# HELP outpost_appliance_grant_verifications_total Grant signature checks run (verified-token cache misses, whatever the outcome).");
         let _ = writeln!(
             o,
             "# TYPE outpost_appliance_grant_verifications_total counter"
@@ -409,6 +441,7 @@ impl Metrics {
             "outpost_appliance_grant_verifications_total {}",
             g(&self.grant_verifications)
         );
+        let _ = writeln!(o, "# HELP outpost_appliance_grant_cache_hits_total Requests whose grant was already verified (token cache hits).");
         let _ = writeln!(o, "# TYPE outpost_appliance_grant_cache_hits_total counter");
         let _ = writeln!(
             o,
@@ -443,6 +476,10 @@ impl Metrics {
                 d.used()
             );
         }
+        let _ = writeln!(
+            o,
+            "# HELP outpost_appliance_drive_capacity_bytes Capacity per cache drive, bytes."
+        );
         let _ = writeln!(o, "# TYPE outpost_appliance_drive_capacity_bytes gauge");
         for d in store.drives() {
             let _ = writeln!(
@@ -465,6 +502,10 @@ impl Metrics {
                 u8::from(!d.is_failed())
             );
         }
+        let _ = writeln!(
+            o,
+            "# HELP outpost_appliance_drive_io_errors_total I/O errors per cache drive."
+        );
         let _ = writeln!(o, "# TYPE outpost_appliance_drive_io_errors_total counter");
         for d in store.drives() {
             let _ = writeln!(
@@ -500,6 +541,11 @@ impl Metrics {
         );
         let _ = writeln!(o, "outpost_appliance_request_duration_seconds_count {cum}");
         self.fill.render(&mut o, store.held().len());
+        // --- BGP (issue 14) ---
+        if let Some(b) = self.bgp.get() {
+            b.render_metrics(&mut o);
+        }
+        // --- end BGP ---
         o
     }
 }

@@ -14,7 +14,8 @@ use std::time::SystemTime;
 use lru::LruCache;
 use protocol::catalog::CATALOG_FILE;
 use protocol::grant::{
-    authorize, split_grant_path, Claims, GrantError, KeyRing, Scope, Verifier, CLOCK_LEEWAY_SECS,
+    authorize, split_grant_path, Claims, GrantError, KeyRing, ResourcePath, Scope, Verifier,
+    CLOCK_LEEWAY_SECS,
 };
 
 use crate::cache::{CachedFile, Miss, Store};
@@ -52,8 +53,11 @@ pub struct Response {
     pub file: Option<Arc<CachedFile>>,
     /// Whether the connection stays open afterwards.
     pub keep_alive: bool,
-    /// The resource path for the access log (never the grant).
-    pub log_path: String,
+    /// The resource path for the access log and QoE (never the grant), copied into a pooled
+    /// string (`bufpool::path`: no allocation once a thread is warm).
+    pub log_path: Option<ResourcePath<'static>>,
+    /// The verified grant's claims (its `sub` goes to the access log); shared, not copied.
+    pub claims: Option<Arc<Claims>>,
 }
 
 impl Response {
@@ -88,6 +92,30 @@ pub struct Service {
     metrics: Arc<Metrics>,
     access_log_every: u64,
     log_seq: AtomicU64,
+    /// Which per-thread verified-token caches are still valid: unique per service and per key
+    /// set (a new value on [`Service::set_keys`]).
+    grant_epoch: AtomicU64,
+    /// QoE: CMCD / CMSD / sessions / JSON access log, when enabled ([`Service::with_qoe`]).
+    qoe: Option<Arc<crate::qoe::Qoe>>,
+}
+
+/// Verified tokens each data-plane thread keeps in front of the shared cache (cleared when
+/// full: a thread serves a bounded set of sessions at a time).
+pub const LOCAL_GRANT_ENTRIES: usize = 4096;
+
+/// Source of [`Service`] grant epochs, unique in the process.
+static NEXT_GRANT_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// One thread's verified tokens, valid while `epoch` is its service's current one: a hit costs
+/// one hash and no lock.
+#[derive(Default)]
+struct LocalGrants {
+    epoch: u64,
+    map: std::collections::HashMap<Box<str>, Arc<Claims>>,
+}
+
+thread_local! {
+    static LOCAL_GRANTS: std::cell::RefCell<LocalGrants> = std::cell::RefCell::new(LocalGrants::default());
 }
 
 thread_local! {
@@ -96,15 +124,25 @@ thread_local! {
 
 /// The `Date` header value for `now`, formatted once per second per thread.
 pub fn http_date(now: SystemTime) -> String {
+    with_http_date(now, str::to_owned)
+}
+
+/// Calls `f` with the `Date` header value for `now`, formatted once per second per thread
+/// (no allocation within a second).
+pub fn with_http_date<R>(now: SystemTime, f: impl FnOnce(&str) -> R) -> R {
     let secs = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     DATE.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != secs {
-            *c = (secs, httpdate::fmt_http_date(now));
+            // Rewritten in place: the string keeps its capacity (a date is always 29 bytes).
+            use std::fmt::Write as _;
+            c.0 = secs;
+            c.1.clear();
+            let _ = write!(c.1, "{}", httpdate::HttpDate::from(now));
         }
-        c.1.clone()
+        f(&c.1)
     })
 }
 
@@ -130,8 +168,21 @@ impl Service {
             store,
             metrics,
             access_log_every: cfg.access_log_every,
+            grant_epoch: AtomicU64::new(NEXT_GRANT_EPOCH.fetch_add(1, Ordering::Relaxed)),
             log_seq: AtomicU64::new(0),
+            qoe: None,
         }
+    }
+
+    /// QoE: enables CMCD parsing, CMSD headers, session summaries and the JSON access log.
+    pub fn with_qoe(mut self, qoe: Arc<crate::qoe::Qoe>) -> Self {
+        self.qoe = Some(qoe);
+        self
+    }
+
+    /// QoE state, when enabled.
+    pub fn qoe(&self) -> Option<&Arc<crate::qoe::Qoe>> {
+        self.qoe.as_ref()
     }
 
     /// The appliance id.
@@ -159,6 +210,11 @@ impl Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        // Every thread's local cache becomes stale at its next request.
+        self.grant_epoch.store(
+            NEXT_GRANT_EPOCH.fetch_add(1, Ordering::Relaxed),
+            Ordering::Release,
+        );
     }
 
     /// Whether this request should be written to the access log (sampling).
@@ -168,6 +224,44 @@ impl Service {
     }
 
     fn claims(&self, token: &str, now: u64) -> Result<Arc<Claims>, GrantError> {
+        // The epoch is read before any verification: claims verified under keys replaced
+        // meanwhile are stored under the old epoch and dropped at the next request.
+        let epoch = self.grant_epoch.load(Ordering::Acquire);
+        let local = LOCAL_GRANTS.with(|l| {
+            let mut l = l.borrow_mut();
+            if l.epoch != epoch {
+                l.map.clear();
+                l.epoch = epoch;
+                return None;
+            }
+            match l.map.get(token) {
+                Some(c) if now < c.exp.saturating_add(CLOCK_LEEWAY_SECS) => Some(c.clone()),
+                Some(_) => {
+                    l.map.remove(token);
+                    None
+                }
+                None => None,
+            }
+        });
+        if let Some(c) = local {
+            self.metrics.grant_cache_hit();
+            return Ok(c);
+        }
+        let c = self.shared_claims(token, now)?;
+        LOCAL_GRANTS.with(|l| {
+            let mut l = l.borrow_mut();
+            if l.epoch == epoch {
+                if l.map.len() >= LOCAL_GRANT_ENTRIES {
+                    l.map.clear();
+                }
+                l.map.insert(token.into(), c.clone());
+            }
+        });
+        Ok(c)
+    }
+
+    /// The shared verified-token cache (a lock), then the verifier.
+    fn shared_claims(&self, token: &str, now: u64) -> Result<Arc<Claims>, GrantError> {
         {
             let mut cache = self.grants.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = cache.get(token) {
@@ -203,7 +297,7 @@ impl Service {
     ) -> Response {
         self.metrics.request(status);
         let body = format!("{} {}: {detail}\n", status.code(), status.reason());
-        let mut h = Head::new(status, &http_date(now), &self.id)
+        let mut h = with_http_date(now, |date| Head::new(status, date, &self.id))
             .header("Content-Type", "text/plain; charset=utf-8")
             .header("Content-Length", body.len())
             .header("Cache-Control", "no-store");
@@ -222,7 +316,8 @@ impl Service {
             chunks: vec![Chunk::Mem(bytes)],
             file: None,
             keep_alive,
-            log_path: String::new(),
+            log_path: None,
+            claims: None,
         }
     }
 
@@ -262,7 +357,7 @@ impl Service {
                 now,
             )
         };
-        let (token, resource) = match split_grant_path(&req.path) {
+        let (token, resource) = match split_grant_path(req.path) {
             Ok(v) => v,
             Err(e) => return refuse(e),
         };
@@ -275,7 +370,10 @@ impl Service {
         }
         let fill = claims.scope == Scope::Fill;
         let path = resource.as_str();
-        if !fill && path.matches('/').count() == 2 && path.ends_with(&format!("/{CATALOG_FILE}")) {
+        let is_catalog = path
+            .strip_suffix(CATALOG_FILE)
+            .is_some_and(|p| p.ends_with('/'));
+        if !fill && path.matches('/').count() == 2 && is_catalog {
             return self.error(
                 Status::Forbidden,
                 "catalog.json is served to fill grants only",
@@ -298,7 +396,8 @@ impl Service {
                     head_only,
                     now,
                 );
-                r.log_path = resource.as_str().to_owned();
+                r.log_path = Some(resource.to_owned_in(crate::bufpool::path()));
+                r.claims = Some(claims);
                 return r;
             }
             Err(Miss::DriveFailed) => {
@@ -313,7 +412,7 @@ impl Service {
             }
         };
         let mut r = self.serve_file(req, file, resource.as_str(), now);
-        r.log_path = resource.as_str().to_owned();
+        r.log_path = Some(resource.to_owned_in(crate::bufpool::path()));
         if fill {
             let body: u64 = r
                 .chunks
@@ -328,12 +427,13 @@ impl Service {
                 .bytes_out
                 .fetch_add(body, Ordering::Relaxed);
         }
+        r.claims = Some(claims);
         r
     }
 
     fn preflight(&self, req: &Request, now: SystemTime) -> Response {
         self.metrics.request(Status::NoContent);
-        let mut h = Head::new(Status::NoContent, &http_date(now), &self.id)
+        let mut h = with_http_date(now, |date| Head::new(Status::NoContent, date, &self.id))
             .header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
             .header("Access-Control-Allow-Headers", ALLOW_HEADERS)
             .header("Access-Control-Max-Age", PREFLIGHT_MAX_AGE)
@@ -346,7 +446,8 @@ impl Service {
             chunks: vec![Chunk::Mem(h.finish())],
             file: None,
             keep_alive: req.keep_alive,
-            log_path: String::new(),
+            log_path: None,
+            claims: None,
         }
     }
 
@@ -362,13 +463,9 @@ impl Service {
         let v = &file.validators;
         let size = file.size;
         let ctype = response::content_type(path);
-        let date = http_date(now);
         let base = |status: Status| {
-            let mut h = Head::new(status, &date, &self.id)
-                .header("ETag", &v.etag)
-                .header("Last-Modified", httpdate::fmt_http_date(v.last_modified))
-                .header("Cache-Control", response::cache_control(path))
-                .header("Accept-Ranges", "bytes");
+            let mut h = with_http_date(now, |date| Head::new(status, date, &self.id))
+                .lines(&file.header_block);
             if !keep_alive {
                 h = h.header("Connection", "close");
             } else if req.version == Version::Http10 {
@@ -384,7 +481,8 @@ impl Service {
                     chunks: vec![Chunk::Mem(base(Status::NotModified).finish())],
                     file: None,
                     keep_alive,
-                    log_path: String::new(),
+                    log_path: None,
+                    claims: None,
                 };
             }
             Outcome::PreconditionFailed => {
@@ -402,21 +500,23 @@ impl Service {
             (Some(r), true) => range::evaluate(r, size),
             _ => RangeDecision::Full,
         };
-        let (status, head, body) = match decision {
+        // Each arm builds the whole chunk list, the head first (one vector per response); a
+        // HEAD request keeps only the head.
+        let (status, mut chunks) = match decision {
             RangeDecision::Full => {
                 let h = base(Status::Ok)
                     .header("Content-Type", ctype)
                     .header("Content-Length", size)
                     .finish();
-                let body = if size > 0 {
-                    vec![Chunk::File {
+                let mut chunks = crate::bufpool::chunks();
+                chunks.push(Chunk::Mem(h));
+                if size > 0 {
+                    chunks.push(Chunk::File {
                         offset: 0,
                         len: size,
-                    }]
-                } else {
-                    vec![]
-                };
-                (Status::Ok, h, body)
+                    });
+                }
+                (Status::Ok, chunks)
             }
             RangeDecision::Unsatisfiable => {
                 self.metrics.request(Status::RangeNotSatisfiable);
@@ -435,7 +535,8 @@ impl Service {
                     chunks: vec![Chunk::Mem(h)],
                     file: None,
                     keep_alive,
-                    log_path: String::new(),
+                    log_path: None,
+                    claims: None,
                 };
             }
             RangeDecision::Partial(ranges) if ranges.len() == 1 => {
@@ -444,18 +545,17 @@ impl Service {
                     .header("Content-Type", ctype)
                     .header(
                         "Content-Range",
-                        format!("bytes {}-{}/{size}", r.first, r.last),
+                        format_args!("bytes {}-{}/{size}", r.first, r.last),
                     )
                     .header("Content-Length", r.len())
                     .finish();
-                (
-                    Status::PartialContent,
-                    h,
-                    vec![Chunk::File {
-                        offset: r.first,
-                        len: r.len(),
-                    }],
-                )
+                let mut chunks = crate::bufpool::chunks();
+                chunks.push(Chunk::Mem(h));
+                chunks.push(Chunk::File {
+                    offset: r.first,
+                    len: r.len(),
+                });
+                (Status::PartialContent, chunks)
             }
             RangeDecision::Partial(ranges) => {
                 let boundary = format!("OUTPOST{}", &v.etag[1..v.etag.len() - 1].replace('-', ""));
@@ -467,7 +567,8 @@ impl Service {
                     )
                     .header("Content-Length", mp.body_len)
                     .finish();
-                let mut body = Vec::with_capacity(ranges.len() * 2 + 1);
+                let mut body = Vec::with_capacity(ranges.len() * 2 + 2);
+                body.push(Chunk::Mem(h));
                 for (r, ph) in ranges.iter().zip(mp.part_heads) {
                     body.push(Chunk::Mem(ph));
                     body.push(Chunk::File {
@@ -476,21 +577,20 @@ impl Service {
                     });
                 }
                 body.push(Chunk::Mem(mp.tail));
-                (Status::PartialContent, h, body)
+                (Status::PartialContent, body)
             }
         };
         self.metrics.request(status);
-        let mut chunks = Vec::with_capacity(body.len() + 1);
-        chunks.push(Chunk::Mem(head));
-        if !head_only {
-            chunks.extend(body);
+        if head_only {
+            chunks.truncate(1);
         }
         Response {
             status,
             chunks,
             file: Some(file),
             keep_alive,
-            log_path: String::new(),
+            log_path: None,
+            claims: None,
         }
     }
 }

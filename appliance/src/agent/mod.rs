@@ -65,6 +65,10 @@ pub struct AgentConfig {
     pub max_connections: usize,
     /// Fill settings.
     pub fill: FillConfig,
+    // --- BGP (issue 14) ---
+    /// The BGP speaker whose sessions and routes go into every heartbeat.
+    pub bgp: Option<Arc<crate::bgp::Shared>>,
+    // --- end BGP ---
 }
 
 /// Why the agent could not start.
@@ -144,6 +148,9 @@ struct Agent {
     /// holds, so a plan it sends reflects it (a plan computed before that could list none of
     /// the titles held and the filler would remove them).
     reported: watch::Sender<bool>,
+    // --- BGP (issue 14) ---
+    bgp_reporter: Mutex<crate::bgp::report::Reporter>,
+    // --- end BGP ---
 }
 
 /// Starts the agent for `svc` on its own thread.
@@ -186,6 +193,7 @@ pub fn start(cfg: AgentConfig, svc: Arc<Service>) -> Result<AgentHandle, AgentEr
         last_counters: Mutex::new((Instant::now(), 0, 0)),
         plan_id: Mutex::new(None),
         reported: watch::channel(false).0,
+        bgp_reporter: Mutex::default(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -302,6 +310,20 @@ impl Agent {
                 control_plane_unreachable_secs: self.cp.outage_report(),
             }),
             prefixes: None,
+            // QoE: sessions seen since the previous heartbeat.
+            qoe: self
+                .svc
+                .qoe()
+                .map(|q| q.take_report(std::time::SystemTime::now()))
+                .unwrap_or_default(),
+            // --- BGP (issue 14) ---
+            bgp: self.cfg.bgp.as_ref().map(|b| {
+                self.bgp_reporter
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .build(b)
+            }),
+            // --- end BGP ---
         }
     }
 
@@ -315,6 +337,14 @@ impl Agent {
             match self.cp.heartbeat(&hb).await {
                 Ok(ack) => {
                     self.reported.send_replace(true);
+                    // --- BGP (issue 14) ---
+                    if hb.bgp.is_some() {
+                        self.bgp_reporter
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .accepted(ack.bgp_full_table);
+                    }
+                    // --- end BGP ---
                     self.cp.outage_reported(
                         hb.fill
                             .as_ref()

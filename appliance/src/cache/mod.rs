@@ -180,6 +180,51 @@ pub struct CachedFile {
     pub validators: Validators,
     /// Index of the drive holding it.
     pub drive: usize,
+    /// Its response header lines, rendered once when the file is opened: `ETag`,
+    /// `Last-Modified`, `Cache-Control` (by the key's type) and `Accept-Ranges`, each ending in
+    /// CRLF.
+    pub header_block: String,
+    /// When the whole file was last found resident in the page cache (`cachestat`), in
+    /// milliseconds of [`coarse_ms`] plus one (0: never): see [`CachedFile::resident_memo`].
+    pub resident_at: std::sync::atomic::AtomicU64,
+}
+
+/// How long a "the whole file is in the page cache" answer is trusted before `cachestat` is
+/// asked again: the io_uring backend then sends ranges of that file inline without a
+/// `cachestat` call each (one call per file per interval instead of one per response). Pages
+/// evicted within the interval cost one `sendfile` that waits on the disk on the ring thread.
+pub const RESIDENT_MEMO: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Milliseconds since the first call, on the monotonic clock.
+pub fn coarse_ms(now: std::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| now);
+    now.saturating_duration_since(base).as_millis() as u64
+}
+
+impl CachedFile {
+    /// Whether the whole file was found resident less than [`RESIDENT_MEMO`] before `now`.
+    pub fn resident_memo(&self, now: std::time::Instant) -> bool {
+        use std::sync::atomic::Ordering;
+        let at = self.resident_at.load(Ordering::Relaxed);
+        at != 0 && coarse_ms(now) < at - 1 + RESIDENT_MEMO.as_millis() as u64
+    }
+
+    /// Records that the whole file was found resident at `now`.
+    pub fn note_resident(&self, now: std::time::Instant) {
+        self.resident_at
+            .store(coarse_ms(now) + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The header lines every answer about this file carries (see [`CachedFile::header_block`]).
+    pub fn render_header_block(key: &str, v: &Validators) -> String {
+        format!(
+            "ETag: {}\r\nLast-Modified: {}\r\nCache-Control: {}\r\nAccept-Ranges: bytes\r\n",
+            v.etag,
+            httpdate::fmt_http_date(v.last_modified),
+            crate::http1::response::cache_control(key)
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -487,16 +532,22 @@ impl Store {
             .collect();
         // The catalog first: a crash half-way leaves an incomplete title, never a wrong one.
         keys.sort_by_key(|(k, _)| !k.ends_with(&format!("/{CATALOG_FILE}")));
+        // Under the lock only the index changes; descriptors are closed and files unlinked
+        // after it is released (the title is already out of the index: nothing can open them).
+        let mut closed = Vec::new();
         for (k, d) in &keys {
             idx.objects.remove(k);
-            idx.open.pop(k);
+            closed.extend(idx.open.pop(k));
             if let Some(size) = idx.lru[*d].pop(k) {
                 self.drives[*d].used.fetch_sub(size, Ordering::Relaxed);
             }
-            let _ = std::fs::remove_file(self.drives[*d].root.join(&k[1..]));
         }
         idx.titles.remove(title);
         drop(idx);
+        drop(closed);
+        for (k, d) in &keys {
+            let _ = std::fs::remove_file(self.drives[*d].root.join(&k[1..]));
+        }
         for d in &self.drives {
             let _ = std::fs::remove_dir_all(d.root.join(title));
         }
@@ -561,21 +612,7 @@ impl Store {
             }
             werr(e)
         })?;
-        {
-            let mut idx = self.lock();
-            if let Some(old_drive) = idx.objects.insert(key.to_owned(), drive) {
-                if let Some(old) = idx.lru[old_drive].pop(key) {
-                    self.drives[old_drive]
-                        .used
-                        .fetch_sub(old, Ordering::Relaxed);
-                }
-            }
-            idx.open.pop(key);
-            idx.invalidate(key);
-            idx.lru[drive].put(key.to_owned(), size);
-            d.used.fetch_add(size, Ordering::Relaxed);
-        }
-        self.evict(drive);
+        self.index_new(key, drive, size);
         Ok(size)
     }
 
@@ -616,13 +653,19 @@ impl Store {
         match opened {
             Ok((file, m)) => {
                 let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+                let validators = Validators::from_meta(m.ino(), m.size(), mtime_ns);
                 let f = Arc::new(CachedFile {
-                    validators: Validators::from_meta(m.ino(), m.size(), mtime_ns),
+                    header_block: CachedFile::render_header_block(key, &validators),
+                    validators,
                     size: m.size(),
                     file,
                     drive,
+                    resident_at: std::sync::atomic::AtomicU64::new(0),
                 });
-                self.lock().open.put(key.to_owned(), f.clone());
+                // The entry pushed out (if the open-file cache was full) is closed after the
+                // lock is released.
+                let evicted = self.lock().open.push(key.to_owned(), f.clone());
+                drop(evicted);
                 Ok(f)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -647,14 +690,17 @@ impl Store {
     }
 
     fn forget(&self, key: &str) {
-        let mut idx = self.lock();
-        if let Some(drive) = idx.objects.remove(key) {
-            if let Some(size) = idx.lru[drive].pop(key) {
-                self.drives[drive].used.fetch_sub(size, Ordering::Relaxed);
+        let closed = {
+            let mut idx = self.lock();
+            if let Some(drive) = idx.objects.remove(key) {
+                if let Some(size) = idx.lru[drive].pop(key) {
+                    self.drives[drive].used.fetch_sub(size, Ordering::Relaxed);
+                }
             }
-        }
-        idx.open.pop(key);
-        idx.invalidate(key);
+            idx.invalidate(key);
+            idx.open.pop(key)
+        };
+        drop(closed);
     }
 
     /// Records an I/O error on `drive` (from a read or send); the drive is taken out.
@@ -710,15 +756,19 @@ impl Store {
             return;
         }
         tracing::error!(drive = %d.root.display(), why, "cache drive marked failed: its objects leave the index");
+        let mut closed = Vec::new();
         let mut idx = self.lock();
         let keys: Vec<String> = idx.lru[drive].iter().map(|(k, _)| k.clone()).collect();
         for k in keys {
             idx.objects.remove(&k);
-            idx.open.pop(&k);
+            closed.extend(idx.open.pop(&k));
             idx.invalidate(&k);
         }
         idx.lru[drive].clear();
         d.used.store(0, Ordering::Relaxed);
+        drop(idx);
+        // Descriptors are closed after the lock is released.
+        drop(closed);
     }
 
     /// Stores a new object under `key` from `data`: placed by rendezvous hashing over the healthy
@@ -785,21 +835,7 @@ impl Store {
                 capacity: d.capacity,
             });
         }
-        {
-            let mut idx = self.lock();
-            if let Some(old_drive) = idx.objects.insert(key.to_owned(), drive) {
-                if let Some(old) = idx.lru[old_drive].pop(key) {
-                    self.drives[old_drive]
-                        .used
-                        .fetch_sub(old, Ordering::Relaxed);
-                }
-            }
-            idx.open.pop(key);
-            idx.invalidate(key);
-            idx.lru[drive].put(key.to_owned(), size);
-            d.used.fetch_add(size, Ordering::Relaxed);
-        }
-        self.evict(drive);
+        self.index_new(key, drive, size);
         let title = title_of(key);
         if key.ends_with(&format!("/{CATALOG_FILE}")) || self.title_state(title).is_some() {
             self.refresh_title(title);
@@ -816,22 +852,52 @@ impl Store {
         if d.used() <= high {
             return 0;
         }
-        let mut removed = 0;
-        let mut idx = self.lock();
-        while d.used() > low {
-            let Some((key, size)) = idx.lru[drive].pop_lru() else {
-                break;
-            };
-            idx.objects.remove(&key);
+        // Collect under the lock (index changes only), close and unlink after it.
+        let mut victims = Vec::new();
+        let mut closed = Vec::new();
+        {
+            let mut idx = self.lock();
+            while d.used() > low {
+                let Some((key, size)) = idx.lru[drive].pop_lru() else {
+                    break;
+                };
+                idx.objects.remove(&key);
+                closed.extend(idx.open.pop(&key));
+                idx.invalidate(&key);
+                d.used.fetch_sub(size, Ordering::Relaxed);
+                victims.push(key);
+            }
+        }
+        drop(closed);
+        for key in &victims {
             // Readers hold their own descriptor: unlinking never truncates what they send.
-            idx.open.pop(&key);
-            idx.invalidate(&key);
             let _ = std::fs::remove_file(d.root.join(&key[1..]));
-            d.used.fetch_sub(size, Ordering::Relaxed);
-            removed += 1;
             tracing::debug!(key, drive = %d.root.display(), "evicted");
         }
-        removed
+        victims.len()
+    }
+
+    /// Indexes a file just renamed into place as `key` on `drive` (replacing any older copy on
+    /// any drive), then evicts from `drive` if it passed its high watermark. The one path by
+    /// which [`Store::insert`] and [`Store::commit_file`] make an object visible.
+    fn index_new(&self, key: &str, drive: usize, size: u64) {
+        let closed = {
+            let mut idx = self.lock();
+            if let Some(old_drive) = idx.objects.insert(key.to_owned(), drive) {
+                if let Some(old) = idx.lru[old_drive].pop(key) {
+                    self.drives[old_drive]
+                        .used
+                        .fetch_sub(old, Ordering::Relaxed);
+                }
+            }
+            let closed = idx.open.pop(key);
+            idx.invalidate(key);
+            idx.lru[drive].put(key.to_owned(), size);
+            self.drives[drive].used.fetch_add(size, Ordering::Relaxed);
+            closed
+        };
+        drop(closed);
+        self.evict(drive);
     }
 }
 

@@ -10,6 +10,8 @@
 //! `Host` on HTTP/1.1, a head over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`] fields (431), a target
 //! over [`MAX_TARGET_LEN`] (414), an HTTP version other than 1.0/1.1 (505).
 
+use std::borrow::Cow;
+
 use super::limits::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_LEADING_EMPTY_LINES, MAX_TARGET_LEN};
 use super::Status;
 
@@ -35,37 +37,45 @@ pub enum Version {
     Http11,
 }
 
-/// A parsed request head: only the fields this server acts on are kept.
+/// A parsed request head, borrowed from the connection's input buffer (no copy on the hit
+/// path): only the fields this server acts on are kept. Header values are `Cow`s, borrowed
+/// unless they had to change (repeated list fields joined with `, `, bytes that are not UTF-8
+/// replaced); read them as `&str` with `as_deref()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<'a> {
     /// The method.
     pub method: Method,
     /// The request target's path (before any `?`), still percent-encoded.
-    pub path: String,
+    pub path: &'a str,
+    /// The request target's query (after the first `?`, without it), still percent-encoded.
+    pub query: Option<&'a str>,
     /// The protocol version.
     pub version: Version,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
     /// `Host`.
-    pub host: Option<String>,
+    pub host: Option<Cow<'a, str>>,
     /// `Range`.
-    pub range: Option<String>,
+    pub range: Option<Cow<'a, str>>,
     /// `If-Range`.
-    pub if_range: Option<String>,
+    pub if_range: Option<Cow<'a, str>>,
     /// `If-Match` (repeated fields joined with `,`).
-    pub if_match: Option<String>,
+    pub if_match: Option<Cow<'a, str>>,
     /// `If-None-Match` (repeated fields joined with `,`).
-    pub if_none_match: Option<String>,
+    pub if_none_match: Option<Cow<'a, str>>,
     /// `If-Modified-Since`.
-    pub if_modified_since: Option<String>,
+    pub if_modified_since: Option<Cow<'a, str>>,
     /// `If-Unmodified-Since`.
-    pub if_unmodified_since: Option<String>,
+    pub if_unmodified_since: Option<Cow<'a, str>>,
     /// `Origin`.
-    pub origin: Option<String>,
+    pub origin: Option<Cow<'a, str>>,
     /// `Access-Control-Request-Method` (preflight).
-    pub ac_request_method: Option<String>,
+    pub ac_request_method: Option<Cow<'a, str>>,
     /// `User-Agent` (access log only).
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Cow<'a, str>>,
+    /// QoE: the `CMCD-Request`, `CMCD-Object`, `CMCD-Status`, `CMCD-Session` values, in that
+    /// order, each borrowed from the head (a repeated field is joined with `, `).
+    pub cmcd: [Option<Cow<'a, str>>; 4],
 }
 
 /// A refused request: the status to answer with and what was wrong, naming the header or rule.
@@ -94,7 +104,7 @@ fn bad(detail: impl Into<String>) -> ParseError {
 ///
 /// Returns `Ok(None)` when more bytes are needed, `Ok(Some((request, consumed)))` when a head is
 /// complete (`consumed` counts the head and any empty lines before it), or the refusal.
-pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, ParseError> {
+pub fn parse_request(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, ParseError> {
     // Skip empty lines before the request line (RFC 9112 section 2.2).
     let mut start = 0;
     let mut skipped = 0;
@@ -150,15 +160,16 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
+fn parse_head<'a>(head: &'a [u8]) -> Result<Request<'a>, ParseError> {
     let mut lines = head
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let line = lines.next().unwrap_or_default();
-    let (method, path, version) = parse_request_line(line)?;
+    let (method, path, query, version) = parse_request_line(line)?;
     let mut req = Request {
         method,
         path,
+        query,
         version,
         keep_alive: version == Version::Http11,
         host: None,
@@ -171,6 +182,7 @@ fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
         origin: None,
         ac_request_method: None,
         user_agent: None,
+        cmcd: [None, None, None, None],
     };
     let mut count = 0;
     let mut content_length: Option<u64> = None;
@@ -216,25 +228,52 @@ fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
         if raw.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
             return Err(bad(format!("control character in header field {name}")));
         }
-        let value = String::from_utf8_lossy(raw)
-            .trim_matches(|c| c == ' ' || c == '\t')
-            .to_owned();
-        let lname = name.to_ascii_lowercase();
-        let single = |slot: &mut Option<String>, v: String| -> Result<(), ParseError> {
+        let ows = |c| c == ' ' || c == '\t';
+        let value: Cow<'a, str> = match String::from_utf8_lossy(raw) {
+            Cow::Borrowed(v) => Cow::Borrowed(v.trim_matches(ows)),
+            Cow::Owned(v) => Cow::Owned(v.trim_matches(ows).to_owned()),
+        };
+        let single = |slot: &mut Option<Cow<'a, str>>, v: Cow<'a, str>| -> Result<(), ParseError> {
             if slot.is_some() {
                 return Err(bad(format!("header field {name} appears more than once")));
             }
             *slot = Some(v);
             Ok(())
         };
-        let list = |slot: &mut Option<String>, v: String| match slot {
+        let list = |slot: &mut Option<Cow<'a, str>>, v: Cow<'a, str>| match slot {
             Some(s) => {
+                let s = s.to_mut();
                 s.push_str(", ");
                 s.push_str(&v);
             }
             None => *slot = Some(v),
         };
-        match lname.as_str() {
+        // Field names compared without a lowercase copy.
+        const KNOWN: [&str; 17] = [
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "range",
+            "if-range",
+            "if-match",
+            "if-none-match",
+            "if-modified-since",
+            "if-unmodified-since",
+            "origin",
+            "access-control-request-method",
+            "user-agent",
+            "cmcd-request",
+            "cmcd-object",
+            "cmcd-status",
+            "cmcd-session",
+        ];
+        let lname = KNOWN
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(name))
+            .copied()
+            .unwrap_or("");
+        match lname {
             "host" => {
                 host_count += 1;
                 if host_count > 1 {
@@ -262,7 +301,7 @@ fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
                     t.push_str(", ");
                     t.push_str(&value);
                 }
-                None => transfer_encoding = Some(value),
+                None => transfer_encoding = Some(value.into_owned()),
             },
             "connection" => {
                 for tok in value.split(',') {
@@ -283,6 +322,11 @@ fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
             "origin" => single(&mut req.origin, value)?,
             "access-control-request-method" => single(&mut req.ac_request_method, value)?,
             "user-agent" => req.user_agent = Some(value),
+            // QoE: CMCD header mode (CTA-5004); parsed later, bounded by the head size.
+            "cmcd-request" => list(&mut req.cmcd[0], value),
+            "cmcd-object" => list(&mut req.cmcd[1], value),
+            "cmcd-status" => list(&mut req.cmcd[2], value),
+            "cmcd-session" => list(&mut req.cmcd[3], value),
             _ => {}
         }
     }
@@ -319,7 +363,7 @@ fn parse_head(head: &[u8]) -> Result<Request, ParseError> {
     Ok(req)
 }
 
-fn parse_request_line(line: &[u8]) -> Result<(Method, String, Version), ParseError> {
+fn parse_request_line(line: &[u8]) -> Result<(Method, &str, Option<&str>, Version), ParseError> {
     let mut parts = line.split(|&b| b == b' ');
     let (Some(m), Some(t), Some(v), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -370,8 +414,11 @@ fn parse_request_line(line: &[u8]) -> Result<(Method, String, Version), ParseErr
             "request target must be in origin-form (start with '/')",
         ));
     }
-    let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
-    Ok((method, path, version))
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    Ok((method, path, query, version))
 }
 
 #[cfg(test)]
@@ -385,6 +432,24 @@ mod tests {
             (Err(e), Err(s)) => assert_eq!(e.status, s, "{input:?}: {e}"),
             (other, expect) => panic!("{input:?}: got {other:?}, expected {expect:?}"),
         }
+    }
+
+    #[test]
+    fn the_request_borrows_the_buffer_and_splits_the_query() {
+        let buf = b"GET /g/tok/t/seg.m4s?CMCD=br%3D3200%2Cbl%3D21300 HTTP/1.1\r\nHost: a\r\n\
+                    Range: bytes=0-9\r\nIf-None-Match: \"a\"\r\nIf-None-Match: \"b\"\r\n\r\n";
+        let (r, used) = parse_request(buf).unwrap().unwrap();
+        assert_eq!(used, buf.len());
+        assert_eq!(r.path, "/g/tok/t/seg.m4s");
+        assert_eq!(r.query, Some("CMCD=br%3D3200%2Cbl%3D21300"));
+        assert!(matches!(r.range, Some(Cow::Borrowed("bytes=0-9"))));
+        assert!(matches!(r.host, Some(Cow::Borrowed("a"))));
+        // Repeated list fields are joined: the one value that had to be copied.
+        assert_eq!(r.if_none_match.as_deref(), Some("\"a\", \"b\""));
+        let (r, _) = parse_request(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.query, None);
     }
 
     #[test]

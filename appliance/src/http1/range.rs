@@ -32,14 +32,93 @@ impl ByteRange {
     }
 }
 
+/// At most [`MAX_RANGES`] ranges, held inline (no heap allocation per request); derefs to a
+/// slice.
+#[derive(Clone, Copy)]
+pub struct Ranges {
+    items: [ByteRange; MAX_RANGES],
+    len: usize,
+}
+
+impl Ranges {
+    const EMPTY: ByteRange = ByteRange { first: 0, last: 0 };
+
+    /// No range.
+    pub const fn new() -> Self {
+        Ranges {
+            items: [Self::EMPTY; MAX_RANGES],
+            len: 0,
+        }
+    }
+
+    /// These ranges (at most [`MAX_RANGES`]; the rest are left out).
+    pub fn of(ranges: &[ByteRange]) -> Self {
+        let mut r = Ranges::new();
+        for &b in ranges {
+            r.push(b);
+        }
+        r
+    }
+
+    /// Appends one range; false (and nothing added) when [`MAX_RANGES`] are held.
+    pub fn push(&mut self, r: ByteRange) -> bool {
+        match self.items.get_mut(self.len) {
+            Some(slot) => {
+                *slot = r;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Default for Ranges {
+    fn default() -> Self {
+        Ranges::new()
+    }
+}
+
+impl std::ops::Deref for Ranges {
+    type Target = [ByteRange];
+    fn deref(&self) -> &[ByteRange] {
+        &self.items[..self.len]
+    }
+}
+
+impl<'a> IntoIterator for &'a Ranges {
+    type Item = &'a ByteRange;
+    type IntoIter = std::slice::Iter<'a, ByteRange>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl PartialEq for Ranges {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Ranges {}
+
+impl std::fmt::Debug for Ranges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// What to do with a `Range` header for a representation of a given length.
+// Large on purpose: the ranges are inline so a range request allocates nothing (it lives on
+// the stack for the length of one request).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeDecision {
     /// Ignore the header: 200 with the whole body.
     Full,
     /// 206 with these ranges (one: a single part; several: `multipart/byteranges`), in the
     /// order requested.
-    Partial(Vec<ByteRange>),
+    Partial(Ranges),
     /// 416 with `Content-Range: bytes */LEN`.
     Unsatisfiable,
 }
@@ -58,7 +137,19 @@ fn number(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-fn parse_specs(value: &str) -> Option<Vec<Spec>> {
+/// Parsed range specs, inline.
+struct Specs {
+    items: [Spec; MAX_RANGES],
+    len: usize,
+}
+
+impl Specs {
+    fn as_slice(&self) -> &[Spec] {
+        &self.items[..self.len]
+    }
+}
+
+fn parse_specs(value: &str) -> Option<Specs> {
     if value.len() > MAX_RANGE_HEADER_LEN {
         return None;
     }
@@ -66,13 +157,16 @@ fn parse_specs(value: &str) -> Option<Vec<Spec>> {
     if !unit.trim().eq_ignore_ascii_case("bytes") {
         return None;
     }
-    let mut specs = Vec::new();
+    let mut specs = Specs {
+        items: [Spec::From(0); MAX_RANGES],
+        len: 0,
+    };
     for item in set.split(',') {
         let item = item.trim_matches(|c| c == ' ' || c == '\t');
         if item.is_empty() {
             continue;
         }
-        if specs.len() == MAX_RANGES {
+        if specs.len == MAX_RANGES {
             return None;
         }
         let (a, b) = item.split_once('-')?;
@@ -88,9 +182,10 @@ fn parse_specs(value: &str) -> Option<Vec<Spec>> {
             }
             (true, true) => return None,
         };
-        specs.push(spec);
+        specs.items[specs.len] = spec;
+        specs.len += 1;
     }
-    if specs.is_empty() {
+    if specs.len == 0 {
         None
     } else {
         Some(specs)
@@ -102,8 +197,8 @@ pub fn evaluate(value: &str, len: u64) -> RangeDecision {
     let Some(specs) = parse_specs(value) else {
         return RangeDecision::Full;
     };
-    let mut out = Vec::with_capacity(specs.len());
-    for s in specs {
+    let mut out = Ranges::new();
+    for &s in specs.as_slice() {
         let r = match s {
             Spec::FromTo(a, b) if a < len => ByteRange {
                 first: a,
@@ -135,7 +230,7 @@ pub fn evaluate(value: &str, len: u64) -> RangeDecision {
 /// for documentation of the preflight rule; browsers decide this themselves).
 pub fn is_single_simple(value: &str) -> bool {
     matches!(
-        parse_specs(value).as_deref(),
+        parse_specs(value).as_ref().map(Specs::as_slice),
         Some([Spec::FromTo(..)] | [Spec::From(_)])
     )
 }
@@ -156,21 +251,29 @@ mod tests {
     #[test]
     fn table() {
         use RangeDecision::*;
-        check("bytes=0-9", 100, Partial(vec![r(0, 9)]));
-        check("bytes=0-", 100, Partial(vec![r(0, 99)]));
-        check("bytes=90-200", 100, Partial(vec![r(90, 99)]));
-        check("bytes=-10", 100, Partial(vec![r(90, 99)]));
-        check("bytes=-1000", 100, Partial(vec![r(0, 99)]));
-        check("bytes=99-99", 100, Partial(vec![r(99, 99)]));
+        check("bytes=0-9", 100, Partial(Ranges::of(&[r(0, 9)])));
+        check("bytes=0-", 100, Partial(Ranges::of(&[r(0, 99)])));
+        check("bytes=90-200", 100, Partial(Ranges::of(&[r(90, 99)])));
+        check("bytes=-10", 100, Partial(Ranges::of(&[r(90, 99)])));
+        check("bytes=-1000", 100, Partial(Ranges::of(&[r(0, 99)])));
+        check("bytes=99-99", 100, Partial(Ranges::of(&[r(99, 99)])));
         check("bytes=100-", 100, Unsatisfiable);
         check("bytes=100-200", 100, Unsatisfiable);
         check("bytes=-0", 100, Unsatisfiable);
         check("bytes=0-0", 0, Unsatisfiable);
         check("bytes=-5", 0, Unsatisfiable);
-        check("BYTES = 0-1", 100, Partial(vec![r(0, 1)]));
-        check("bytes=0-1, 5-6", 100, Partial(vec![r(0, 1), r(5, 6)]));
-        check("bytes=0-1,,5-6,", 100, Partial(vec![r(0, 1), r(5, 6)]));
-        check("bytes=0-1, 200-300", 100, Partial(vec![r(0, 1)]));
+        check("BYTES = 0-1", 100, Partial(Ranges::of(&[r(0, 1)])));
+        check(
+            "bytes=0-1, 5-6",
+            100,
+            Partial(Ranges::of(&[r(0, 1), r(5, 6)])),
+        );
+        check(
+            "bytes=0-1,,5-6,",
+            100,
+            Partial(Ranges::of(&[r(0, 1), r(5, 6)])),
+        );
+        check("bytes=0-1, 200-300", 100, Partial(Ranges::of(&[r(0, 1)])));
         check("bytes=200-300, 300-", 100, Unsatisfiable);
         // Invalid syntax or other units: ignored.
         check("items=0-1", 100, Full);
@@ -198,7 +301,11 @@ mod tests {
             matches!(evaluate(&format!("bytes={cap}"), 100), Partial(v) if v.len() == MAX_RANGES)
         );
         check("bytes=18446744073709551615-", 100, Unsatisfiable);
-        check("bytes=-18446744073709551615", 100, Partial(vec![r(0, 99)]));
+        check(
+            "bytes=-18446744073709551615",
+            100,
+            Partial(Ranges::of(&[r(0, 99)])),
+        );
         assert!(is_single_simple("bytes=0-5"));
         assert!(!is_single_simple("bytes=-5"));
     }
@@ -244,7 +351,7 @@ mod tests {
             let RangeDecision::Partial(v) = evaluate(&format!("bytes=-{n}"), len) else {
                 return Err(TestCaseError::fail("suffix not satisfiable"));
             };
-            prop_assert_eq!(v, vec![ByteRange { first: len.saturating_sub(n), last: len - 1 }]);
+            prop_assert_eq!(&v[..], &[ByteRange { first: len.saturating_sub(n), last: len - 1 }][..]);
         }
 
         #[test]

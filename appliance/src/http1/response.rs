@@ -8,7 +8,7 @@ use super::Status;
 
 /// Headers a browser script may read on a cross-origin response.
 pub const EXPOSE_HEADERS: &str =
-    "Content-Range, Content-Length, Accept-Ranges, ETag, Outpost-Appliance";
+    "Content-Range, Content-Length, Accept-Ranges, ETag, Outpost-Appliance, CMSD-Static, CMSD-Dynamic";
 
 /// Headers a preflight may ask for.
 pub const ALLOW_HEADERS: &str = "Range, If-Range, If-None-Match, If-Modified-Since, If-Match";
@@ -25,14 +25,22 @@ pub const CACHE_CONTROL_MANIFEST: &str = "public, max-age=60";
 /// `Content-Type` by file extension.
 pub fn content_type(path: &str) -> &'static str {
     let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
-    match ext.to_ascii_lowercase().as_str() {
-        "mp4" | "m4s" | "m4v" | "cmfv" => "video/mp4",
-        "m4a" | "cmfa" => "audio/mp4",
-        "mpd" => "application/dash+xml",
-        "m3u8" => "application/vnd.apple.mpegurl",
-        "vtt" => "text/vtt",
-        "json" => "application/json",
-        "m4i" | "init" => "video/mp4",
+    // Lower-cased into a stack buffer: no allocation per request.
+    let mut buf = [0u8; 8];
+    let Some(lower) = buf.get_mut(..ext.len()) else {
+        return "application/octet-stream";
+    };
+    lower.copy_from_slice(ext.as_bytes());
+    lower.make_ascii_lowercase();
+    match &*lower {
+        b"mp4" | b"m4s" | b"m4v" | b"cmfv" => "video/mp4",
+        b"m4a" | b"cmfa" => "audio/mp4",
+        b"mpd" => "application/dash+xml",
+        b"m3u8" => "application/vnd.apple.mpegurl",
+        b"vtt" => "text/vtt",
+        b"json" => "application/json",
+        b"jpg" | b"jpeg" => "image/jpeg",
+        b"m4i" | b"init" => "video/mp4",
         _ => "application/octet-stream",
     }
 }
@@ -55,7 +63,7 @@ pub struct Head {
 impl Head {
     /// Starts a head with the status line and the headers every answer carries.
     pub fn new(status: Status, date: &str, appliance_id: &str) -> Self {
-        let mut buf = Vec::with_capacity(512);
+        let mut buf = crate::bufpool::head();
         let _ = write!(
             Bytes(&mut buf),
             "HTTP/1.1 {} {}\r\nDate: {date}\r\nOutpost-Appliance: {appliance_id}\r\n\
@@ -69,6 +77,12 @@ impl Head {
     /// Adds a header line.
     pub fn header(mut self, name: &str, value: impl std::fmt::Display) -> Self {
         let _ = write!(Bytes(&mut self.buf), "{name}: {value}\r\n");
+        self
+    }
+
+    /// Adds header lines already rendered (each ending in CRLF).
+    pub fn lines(mut self, rendered: &str) -> Self {
+        self.buf.extend_from_slice(rendered.as_bytes());
         self
     }
 
@@ -146,6 +160,7 @@ mod tests {
             ("master.m3u8", "application/vnd.apple.mpegurl"),
             ("sub.vtt", "text/vtt"),
             ("catalog.json", "application/json"),
+            ("thumbnails/00001.jpg", "image/jpeg"),
             ("noext", "application/octet-stream"),
         ] {
             assert_eq!(content_type(p), t, "{p}");

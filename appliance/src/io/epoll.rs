@@ -133,6 +133,9 @@ pub fn run(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
         if now.duration_since(last_sweep) >= Duration::from_millis(250) {
             last_sweep = now;
             for i in 0..slab.len() {
+                if let Some(e) = &mut slab[i] {
+                    e.conn.trim_if_idle(now, super::TRIM_IDLE_AFTER);
+                }
                 if let Some(e) = &slab[i] {
                     if let Some(t) = e.lingering {
                         if now >= t {

@@ -5,8 +5,10 @@
 //!   so the serving thread never waits on the disk;
 //! - [`epoll`]: the portable fallback, epoll + `sendfile`.
 //!
-//! `unsafe` is allowed only in [`sys`] and [`uring`].
+//! `unsafe` is allowed only in [`sys`], [`uring`] and [`count_alloc`] (a counting allocator for
+//! tests).
 
+pub mod count_alloc;
 pub mod epoll;
 pub mod sys;
 pub mod uring;
@@ -26,6 +28,9 @@ pub const MAX_SEND_CHUNK: usize = 2 << 20;
 
 /// Most bytes one connection may send per readiness event before others get a turn.
 pub const SEND_BUDGET: usize = 4 << 20;
+
+/// How long a connection stays idle before its input buffer is freed (`Conn::trim_if_idle`).
+pub const TRIM_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Listen backlog.
 pub const BACKLOG: i32 = 4096;

@@ -1,6 +1,7 @@
 //! Thin, safe wrappers over the raw Linux syscalls the appliance needs that `std` does not offer:
 //! `openat2` with `RESOLVE_BENEATH`, `sendfile`, `send` with `MSG_MORE`, `epoll`, `pipe2`,
-//! `splice`, `cachestat`, `statvfs`, `localtime_r` and `setpriority`. This module and [`super::uring`] are the only places with `unsafe`.
+//! `splice`, `cachestat`, `statvfs`, `localtime_r`, `setpriority` and a seccomp filter forbidding
+//! io_uring (tests of the fallback). This module and [`super::uring`] are the only places with `unsafe`.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -294,6 +295,65 @@ pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
     // SAFETY: plain fcntl on an open descriptor.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
     cvt(r as libc::c_long)
+}
+
+/// The audit architecture a seccomp filter checks before trusting a syscall number.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// Forbids `io_uring_setup(2)` to every thread of this process, for good: from now on it fails
+/// with `EPERM`, as under a container runtime's seccomp profile or `kernel.io_uring_disabled=2`.
+/// A seccomp filter (with `PR_SET_NO_NEW_PRIVS`, no privilege needed) synchronised to all
+/// threads (`SECCOMP_FILTER_FLAG_TSYNC`). For tests of the automatic fallback to epoll: it
+/// cannot be undone, so call it only in a process of its own.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub fn forbid_io_uring() -> io::Result<()> {
+    use libc::{sock_filter, sock_fprog};
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let stmt = |code: u16, k: u32| sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |k: u32, jt: u8, jf: u8| sock_filter {
+        code: JEQ_K,
+        jt,
+        jf,
+        k,
+    };
+    // struct seccomp_data { int nr; __u32 arch; ... }: nr at offset 0, arch at 4.
+    let mut prog = [
+        stmt(LD_W_ABS, 4),
+        jump(AUDIT_ARCH, 1, 0),
+        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+        stmt(LD_W_ABS, 0),
+        jump(libc::SYS_io_uring_setup as u32, 0, 1),
+        stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let fprog = sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl with integer arguments.
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    cvt(r as libc::c_long)?;
+    // SAFETY: `fprog` points at `prog`, both alive for the call; the kernel copies the program.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_TSYNC,
+            &fprog as *const sock_fprog,
+        )
+    };
+    cvt(r)?;
+    Ok(())
 }
 
 #[cfg(test)]
