@@ -40,6 +40,7 @@ pub const REQUEST_ID: &str = "x-request-id";
         fleet::register,
         fleet::keys,
         fleet::view,
+        crate::routes::qoe::view,
         fleet::catalog,
         fleet::fill_plan,
         admin::put_policy,
@@ -60,6 +61,10 @@ pub const REQUEST_ID: &str = "x-request-id";
         admin::TitleUpload,
         admin::ImportAnswer,
         HealthBody,
+        crate::routes::qoe::QoeView,
+        crate::routes::qoe::QoeGroup,
+        crate::db::QoeRow,
+        protocol::qoe::SessionQoe,
     ))
 )]
 pub struct ApiDoc;
@@ -149,6 +154,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/appliances/{id}/fill-plan", get(fleet::fill_plan))
         .route("/v1/keys", get(fleet::keys))
         .route("/v1/fleet", get(fleet::view))
+        // QoE (issue 16)
+        .route("/v1/qoe", get(crate::routes::qoe::view))
         .route("/v1/admin/policy", put(admin::put_policy))
         .route("/v1/admin/titles/{id}", put(admin::put_title))
         .route("/v1/admin/content-keys", put(admin::put_keys))
@@ -245,11 +252,14 @@ async fn openapi() -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
-    )
-        .into_response()
+    #[allow(unused_mut)]
+    let mut text = st.metrics.render();
+    // --- BGP (issue 14) ---
+    if let Ok(snap) = st.snapshot().await {
+        text.push_str(&crate::bgp::render_metrics(&snap.bgp));
+    }
+    // --- end BGP ---
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Liveness: answers 200 when the database answers.

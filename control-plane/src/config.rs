@@ -85,6 +85,9 @@ pub struct Config {
     pub snapshot_ttl_ms: u64,
     /// Fill planning (`[fill]`).
     pub fill: FillConfig,
+    /// Log line format of `outpost control-plane`: `text` or `json` (the binary reads it before
+    /// logging starts; checked here).
+    pub log_format: Option<String>,
 }
 
 /// Fill planning settings: the `[fill]` table (unknown keys are errors), every key also a
@@ -122,6 +125,16 @@ pub struct FillConfig {
     pub new_release_secs: u64,
     /// Titles with a content miss in the cluster's countries this recently are urgent, seconds.
     pub miss_urgent_secs: u64,
+    /// Titles with low QoE on the cluster's appliances in this window are urgent and get one
+    /// extra copy (see `fill::qoe`), seconds; 0 turns the signal off.
+    pub qoe_urgent_secs: u64,
+    /// Fewest QoE reports of a title in the window before its QoE counts (>= 1).
+    pub qoe_min_sessions: u32,
+    /// Share of bad reports (starvation, or throughput below bitrate) that makes a title
+    /// urgent, (0, 1].
+    pub qoe_bad_share: f64,
+    /// Most titles of one cluster urgent for low QoE at once.
+    pub qoe_max_titles: usize,
     /// Most appliances listed as sources per source cluster.
     pub sources_per_cluster: usize,
     /// Whether plans of origin clusters may list removals. Off by default: an origin appliance
@@ -145,6 +158,10 @@ impl Default for FillConfig {
             capacity_fraction: 0.95,
             new_release_secs: 86_400,
             miss_urgent_secs: 600,
+            qoe_urgent_secs: 600,
+            qoe_min_sessions: 3,
+            qoe_bad_share: 0.5,
+            qoe_max_titles: 5,
             sources_per_cluster: 2,
             origin_removals: false,
         }
@@ -163,6 +180,15 @@ impl FillConfig {
         }
     }
 
+    /// The thresholds of the low-QoE fill signal.
+    pub fn qoe_signal(&self) -> crate::fill::qoe::QoeSignal {
+        crate::fill::qoe::QoeSignal {
+            min_sessions: self.qoe_min_sessions,
+            bad_share: self.qoe_bad_share,
+            max_titles: self.qoe_max_titles,
+        }
+    }
+
     /// Checks values serde cannot; the error names the key (`fill.<key>`).
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |key: &str, why: &str| {
@@ -171,6 +197,12 @@ impl FillConfig {
                 reason: why.to_owned(),
             })
         };
+        if !(self.qoe_bad_share > 0.0 && self.qoe_bad_share <= 1.0) {
+            return bad("qoe_bad_share", "must be a share in (0, 1]");
+        }
+        if self.qoe_min_sessions == 0 {
+            return bad("qoe_min_sessions", "must be at least 1");
+        }
         if let Some(b) = &self.s3_bucket {
             let ok = (3..=63).contains(&b.len())
                 && b.bytes().all(|c| {
@@ -254,6 +286,7 @@ impl Default for Config {
             key_rotate_secs: 7 * 86400,
             key_prepublish_secs: 600,
             snapshot_ttl_ms: 1000,
+            log_format: None,
             fill: FillConfig::default(),
         }
     }
@@ -277,6 +310,11 @@ impl Config {
                 reason: why.to_owned(),
             })
         };
+        if let Some(f) = &self.log_format {
+            if f != "text" && f != "json" {
+                return bad("log_format", "must be \"text\" or \"json\"");
+            }
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(
                 "listen",

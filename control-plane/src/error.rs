@@ -175,6 +175,10 @@ pub enum ApiError {
     /// Something broke inside; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
+    /// An `Idempotency-Key` reused with a different request, or whose first request is still
+    /// being answered.
+    #[error("{0}")]
+    IdempotencyConflict(String),
 }
 
 /// `Retry-After` of a `database_unavailable` answer, seconds.
@@ -224,6 +228,7 @@ impl ApiError {
             ApiError::DatabaseUnavailable(_) => "database_unavailable",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Internal(_) => "internal",
+            ApiError::IdempotencyConflict(_) => "idempotency_conflict",
         }
     }
 
@@ -253,11 +258,12 @@ impl ApiError {
             ApiError::SessionEnded => StatusCode::GONE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::IdempotencyConflict(_) => StatusCode::CONFLICT,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const CODES: [&'static str; 23] = [
+    pub const CODES: [&'static str; 24] = [
         "unauthorized",
         "invalid_request",
         "unknown_title",
@@ -281,6 +287,7 @@ impl ApiError {
         "database_unavailable",
         "payload_too_large",
         "internal",
+        "idempotency_conflict",
     ];
 
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ApiError {

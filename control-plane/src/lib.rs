@@ -20,6 +20,8 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod bgp;
+pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -206,7 +208,7 @@ pub async fn background(state: AppState) {
         match state.repo.mark_offline(before).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::warn!(appliances = %ids.join(","), "marked offline: heartbeats stopped");
-                state.invalidate();
+                state.refresh().await;
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "marking appliances offline"),
@@ -222,6 +224,10 @@ pub async fn background(state: AppState) {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "purged old sessions"),
             Err(e) => tracing::error!(error = %e, "purging old sessions"),
+        }
+        // Expired Idempotency-Keys of session starts (migration 0006).
+        if let Err(e) = state.repo.purge_idempotency_keys(now as i64).await {
+            tracing::error!(error = %e, "purging expired idempotency keys");
         }
     }
 }

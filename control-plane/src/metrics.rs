@@ -32,6 +32,15 @@ pub struct Metrics {
     pub health_misses: AtomicU64,
     /// Appliance heartbeats.
     pub appliance_heartbeats: AtomicU64,
+    /// `Idempotency-Key` claims taken over from a request that never answered (migration 0007).
+    pub idempotency_takeovers: AtomicU64,
+    // QoE (issue 16)
+    /// Session QoE reports stored.
+    pub qoe_reports: AtomicU64,
+    /// ... of which reported starvation.
+    pub qoe_starved_reports: AtomicU64,
+    /// Steering moves for bad QoE, by reason.
+    pub qoe_moves: Mutex<BTreeMap<String, u64>>,
     /// HTTP requests.
     pub requests: AtomicU64,
     /// Fill plans served to appliances.
@@ -66,6 +75,10 @@ impl Default for Metrics {
             content_misses: AtomicU64::new(0),
             health_misses: AtomicU64::new(0),
             appliance_heartbeats: AtomicU64::new(0),
+            idempotency_takeovers: AtomicU64::new(0),
+            qoe_reports: AtomicU64::new(0),
+            qoe_starved_reports: AtomicU64::new(0),
+            qoe_moves: Mutex::new(BTreeMap::new()),
             requests: AtomicU64::new(0),
             fill_plans_served: AtomicU64::new(0),
             fill_catalogs_served: AtomicU64::new(0),
@@ -89,6 +102,23 @@ fn inc(c: &AtomicU64) {
 }
 
 impl Metrics {
+    /// QoE (issue 16): counts `sessions` stored reports, `starved` of them with starvation.
+    pub fn record_qoe(&self, sessions: u64, starved: u64) {
+        self.qoe_reports.fetch_add(sessions, Ordering::Relaxed);
+        self.qoe_starved_reports
+            .fetch_add(starved, Ordering::Relaxed);
+    }
+
+    /// QoE (issue 16): counts one steering move off an appliance for `reason`.
+    pub fn record_qoe_move(&self, reason: &str) {
+        *self
+            .qoe_moves
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason.to_owned())
+            .or_default() += 1;
+    }
+
     /// Counts a refusal.
     pub fn refused(&self, e: &ApiError) {
         if let Some(i) = ApiError::CODES.iter().position(|c| *c == e.code()) {
@@ -160,6 +190,17 @@ impl Metrics {
             "Appliance heartbeats accepted.",
             g(&self.appliance_heartbeats),
         );
+        // QoE (issue 16)
+        counter(
+            "outpost_cp_qoe_reports_total",
+            "Session QoE reports stored from appliance heartbeats.",
+            g(&self.qoe_reports),
+        );
+        counter(
+            "outpost_cp_qoe_starved_reports_total",
+            "Session QoE reports with at least one buffer starvation.",
+            g(&self.qoe_starved_reports),
+        );
         counter(
             "outpost_cp_http_requests_total",
             "HTTP requests served.",
@@ -201,6 +242,16 @@ impl Metrics {
             "outpost_cp_fill_plan_changes_total{{action=\"remove\"}} {}",
             g(&self.plan_removes)
         );
+        // QoE (issue 16): steering moves for bad QoE, by reason (a fixed set of two).
+        let _ = writeln!(s, "# HELP outpost_cp_qoe_steering_moves_total Steering manifests that moved a session off an appliance for its QoE, by reason.\n# TYPE outpost_cp_qoe_steering_moves_total counter");
+        if let Ok(m) = self.qoe_moves.lock() {
+            for (r, n) in m.iter() {
+                let _ = writeln!(
+                    s,
+                    "outpost_cp_qoe_steering_moves_total{{reason=\"{r}\"}} {n}"
+                );
+            }
+        }
         let _ = writeln!(s, "# HELP outpost_cp_fill_titles_planned Titles in each cluster's last published placement (cluster ids come from the policy, a bounded set).\n# TYPE outpost_cp_fill_titles_planned gauge");
         if let Ok(m) = self.titles_planned.lock() {
             for (c, n) in m.iter() {
@@ -222,6 +273,11 @@ impl Metrics {
             s,
             "outpost_cp_steering_misses_total{{class=\"health\"}} {}",
             g(&self.health_misses)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP outpost_cp_idempotency_takeovers_total Idempotency-Key claims taken over by a retry because the first request never answered (its replica died mid-start).\n# TYPE outpost_cp_idempotency_takeovers_total counter\noutpost_cp_idempotency_takeovers_total {}",
+            g(&self.idempotency_takeovers)
         );
         let _ = writeln!(s, "# HELP outpost_cp_refusals_total API refusals by code.\n# TYPE outpost_cp_refusals_total counter");
         for (i, code) in ApiError::CODES.iter().enumerate() {

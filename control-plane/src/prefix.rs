@@ -180,6 +180,16 @@ impl<T> PrefixTable<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Approximate heap bytes held: each per-length map's buckets (key, value and one control
+    /// byte per bucket) and the length index. The values' own heap data is not counted.
+    pub fn heap_bytes(&self) -> usize {
+        let bucket = std::mem::size_of::<(u128, T)>() + 1;
+        self.by_len
+            .values()
+            .map(|m| m.capacity() * bucket + std::mem::size_of::<HashMap<u128, T>>() + 16)
+            .sum()
+    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,19 @@
 //! limiter and the metrics.
 //!
 //! **Snapshot invariant:** small tables (plans, device classes, geo prefixes, windows, titles,
-//! key metadata, clusters, appliances, API keys) are read from the database at most once per
-//! `snapshot_ttl_ms`, and at once after this process writes them (import, heartbeat), so a
-//! replica sees another replica's changes within the TTL. Accounts and sessions are always read
+//! key metadata, clusters, appliances, BGP routes, API keys) are read from the database at most
+//! once per `snapshot_ttl_ms`, and at once after this process writes them (import, heartbeat), so
+//! a replica sees another replica's changes within the TTL. Accounts and sessions are always read
 //! from the database.
+//!
+//! **No request waits on a rebuild:** [`AppState::snapshot`] always answers with the current
+//! snapshot; when it is older than the TTL it starts one rebuild in the background and the
+//! previous snapshot serves until the new one is swapped in (an `Arc` under a short lock). A
+//! handler that writes a cached table calls [`AppState::refresh`], which returns once a snapshot
+//! built after its write is in place (concurrent writers share one rebuild), so the writer, not
+//! the next play request, waits, and the writer's own next request sees its write. A withdrawn
+//! route or a session that goes down thus steers no more once its heartbeat is answered; another
+//! replica follows within the TTL plus one rebuild.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -133,6 +142,10 @@ pub struct Snapshot {
     pub cluster_countries: HashMap<String, Vec<String>>,
     /// Stored values that did not decode when this snapshot was built (each logged).
     pub bad_rows: u64,
+    // --- BGP (issue 14) ---
+    /// What the fleet hears over BGP (sessions, routes, site consistency).
+    pub bgp: crate::bgp::BgpView,
+    // --- end BGP ---
 }
 
 /// What the fill planner needs to know of a title besides its entry.
@@ -153,7 +166,7 @@ impl Snapshot {
     /// (a [`crate::db::BadRow`], or a prefix or catalog entry that no longer parses) is reported
     /// with a warning naming table, row and column and counted in [`Snapshot::bad_rows`] (the
     /// `outpost_cp_snapshot_bad_rows` gauge), and its row is left out rather than guessed at.
-    pub fn build(rows: SnapshotRows) -> Snapshot {
+    pub fn build(mut rows: SnapshotRows) -> Snapshot {
         let mut s = Snapshot::default();
         for b in &rows.bad {
             s.report(b);
@@ -301,7 +314,25 @@ impl Snapshot {
                 id: a.id,
             });
         }
-        s.fleet = Fleet::new(clusters, appliances);
+        // --- BGP (issue 14) ---
+        let mut bad_bgp = Vec::new();
+        let mut bgp = crate::bgp::BgpView::from_rows(
+            std::mem::take(&mut rows.bgp_routes),
+            std::mem::take(&mut rows.bgp_status),
+            &mut bad_bgp,
+        );
+        for (id, reason) in bad_bgp {
+            s.report(&BadRow {
+                table: "bgp_routes",
+                key: id,
+                column: "prefix",
+                reason,
+            });
+        }
+        let routes = bgp.entries(&appliances);
+        s.fleet = Fleet::with_bgp(clusters, appliances, &routes);
+        s.bgp = bgp;
+        // --- end BGP ---
         for k in rows.api_keys {
             s.api_keys.insert(k.secret_sha256, k.id);
         }
@@ -390,6 +421,12 @@ pub struct Inner {
     snapshot: RwLock<(Arc<Snapshot>, Instant)>,
     dirty: AtomicBool,
     reload: tokio::sync::Mutex<()>,
+    /// Writes this process made to cached tables (bumped by [`AppState::refresh`]).
+    writes: AtomicU64,
+    /// The `writes` count the current snapshot includes.
+    built: AtomicU64,
+    /// Whether a background rebuild is under way.
+    rebuilding: AtomicBool,
 }
 
 /// The shared state handed to `app`.
@@ -414,6 +451,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Result<AppState, Error> {
         let snap = Snapshot::build(repo.load_snapshot().await?);
+        crate::bgp::log_site_changes(&[], &snap.bgp.sites);
         let metrics = Metrics::default();
         metrics
             .snapshot_bad_rows
@@ -433,6 +471,9 @@ impl AppState {
             snapshot: RwLock::new((Arc::new(snap), Instant::now())),
             dirty: AtomicBool::new(false),
             reload: tokio::sync::Mutex::new(()),
+            writes: AtomicU64::new(0),
+            built: AtomicU64::new(0),
+            rebuilding: AtomicBool::new(false),
             config,
         })))
     }
@@ -451,31 +492,105 @@ impl AppState {
         }
     }
 
-    /// Marks the snapshot stale (after this process wrote a cached table).
+    /// Marks the snapshot stale: the next [`AppState::snapshot`] call rebuilds it before
+    /// answering. For writes made behind the service's back (tests, tools); handlers that write
+    /// call [`AppState::refresh`] instead, so no request waits.
     pub fn invalidate(&self) {
         self.dirty.store(true, Ordering::SeqCst);
     }
 
-    /// The current snapshot, reloaded when older than the TTL or invalidated.
+    /// The current snapshot. Never waits on a rebuild (except after [`AppState::invalidate`]):
+    /// when the snapshot is older than the TTL, one rebuild starts in the background and this
+    /// answer is the previous snapshot.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, Error> {
+        if self.dirty.load(Ordering::SeqCst) {
+            let _guard = self.reload.lock().await;
+            if self.dirty.swap(false, Ordering::SeqCst) {
+                self.rebuild().await?;
+            }
+        }
         let ttl = Duration::from_millis(self.config.snapshot_ttl_ms);
-        let fresh = |s: &Self| -> Option<Arc<Snapshot>> {
-            let g = s.snapshot.read().unwrap_or_else(|p| p.into_inner());
-            (!s.dirty.load(Ordering::SeqCst) && g.1.elapsed() < ttl).then(|| g.0.clone())
+        let (snap, at) = {
+            let g = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+            (g.0.clone(), g.1)
         };
-        if let Some(s) = fresh(self) {
-            return Ok(s);
+        if at.elapsed() >= ttl {
+            self.rebuild_in_background();
         }
+        Ok(snap)
+    }
+
+    /// Call after writing a cached table: returns once a snapshot that includes every write this
+    /// process made before the call is in place. Callers that arrive while a rebuild runs wait
+    /// for it and share the next one. If the rebuild fails (logged), the snapshot is marked
+    /// stale as by [`AppState::invalidate`] so the next request retries it.
+    pub async fn refresh(&self) {
+        let want = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
         let _guard = self.reload.lock().await;
-        if let Some(s) = fresh(self) {
-            return Ok(s);
+        if self.built.load(Ordering::SeqCst) >= want {
+            return;
         }
-        self.dirty.store(false, Ordering::SeqCst);
-        let snap = Arc::new(Snapshot::build(self.repo.load_snapshot().await?));
+        if let Err(e) = self.rebuild().await {
+            tracing::error!(error = %e, "rebuilding the snapshot after a write; the next request retries");
+            self.invalidate();
+        }
+    }
+
+    /// Starts a rebuild on the runtime unless one is under way (or there is no runtime).
+    fn rebuild_in_background(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self
+            .rebuilding
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        let st = self.clone();
+        rt.spawn(async move {
+            {
+                let _guard = st.reload.lock().await;
+                let stale = {
+                    let g = st.snapshot.read().unwrap_or_else(|p| p.into_inner());
+                    g.1.elapsed() >= Duration::from_millis(st.config.snapshot_ttl_ms)
+                };
+                if stale {
+                    if let Err(e) = st.rebuild().await {
+                        tracing::error!(error = %e, "rebuilding the snapshot; the previous one keeps serving");
+                    }
+                }
+            }
+            st.rebuilding.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Loads and builds a snapshot and swaps it in. The caller holds `reload`.
+    async fn rebuild(&self) -> Result<(), Error> {
+        let writes = self.writes.load(Ordering::SeqCst);
+        let rows = self.repo.load_snapshot().await?;
+        let prev = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone();
+        // The build is CPU work: off the async workers when the runtime has a blocking pool.
+        let snap = match tokio::runtime::Handle::try_current() {
+            Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| Snapshot::build(rows))
+            }
+            _ => Snapshot::build(rows),
+        };
+        crate::bgp::log_site_changes(&prev.bgp.sites, &snap.bgp.sites);
+        drop(prev);
         self.metrics
             .snapshot_bad_rows
             .store(snap.bad_rows, Ordering::Relaxed);
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = (snap.clone(), Instant::now());
-        Ok(snap)
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) =
+            (Arc::new(snap), Instant::now());
+        self.built.fetch_max(writes, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -212,45 +212,353 @@ impl From<&Decision> for StoredDecision {
     }
 }
 
+/// Routes one site learnt over BGP: every listed appliance announces every listed route (see
+/// [`crate::bgp::BgpView::entries`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BgpRoutes {
+    /// Indices into the fleet's appliances.
+    pub appliances: Vec<usize>,
+    /// `(prefix, AS-path length, MED)`.
+    pub routes: Vec<(Prefix, u32, u32)>,
+}
+
+/// No cluster: an appliance whose cluster is not configured.
+const NO_CLUSTER: u32 = u32::MAX;
+
+/// One (prefix, appliance) entry of the steering table: 12 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Route {
+    /// Index into the fleet's appliances.
+    appliance: u32,
+    /// AS-path length (0 for a policy prefix: the static override).
+    path: u32,
+    /// MED (0 for a policy prefix).
+    med: u32,
+}
+
+/// Where one prefix's entries and cluster ranking sit in [`RouteTable`]'s flat arrays.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    routes: u32,
+    n_routes: u32,
+    ranked: u32,
+    n_ranked: u32,
+}
+
+/// The announced-prefix table in flat arrays, built once per fleet: per prefix the appliances
+/// announcing it with their (AS-path length, MED) inline, and the ranking of their clusters
+/// (best path, then MED, then kind, then id) as interned cluster indices, so a lookup copies a
+/// precomputed list.
+#[derive(Debug, Clone, Default)]
+struct RouteTable {
+    /// Prefix → index into `spans`.
+    index: PrefixTable<u32>,
+    spans: Vec<Span>,
+    /// Grouped by prefix; inside a prefix, by appliance index.
+    routes: Vec<Route>,
+    /// Cluster indices, grouped by prefix, best first.
+    ranked: Vec<u32>,
+}
+
+impl RouteTable {
+    fn heap_bytes(&self) -> usize {
+        self.index.heap_bytes()
+            + self.spans.capacity() * std::mem::size_of::<Span>()
+            + self.routes.capacity() * std::mem::size_of::<Route>()
+            + self.ranked.capacity() * std::mem::size_of::<u32>()
+    }
+
+    fn routes(&self, s: Span) -> &[Route] {
+        &self.routes[s.routes as usize..(s.routes + s.n_routes) as usize]
+    }
+
+    fn ranked(&self, s: Span) -> &[u32] {
+        &self.ranked[s.ranked as usize..(s.ranked + s.n_ranked) as usize]
+    }
+}
+
+/// The hasher of the prefix interning map of [`Fleet::with_bgp`]: a multiply-xorshift over the
+/// prefix's fields from a per-map random seed (the std SipHash took most of a rebuild; the seed
+/// keeps a peer from choosing prefixes that collide).
+#[derive(Clone)]
+struct InternHasher(u64);
+
+impl InternHasher {
+    fn new() -> InternHasher {
+        use std::hash::BuildHasher as _;
+        InternHasher(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1)
+    }
+}
+
+impl std::hash::BuildHasher for InternHasher {
+    type Hasher = InternState;
+    fn build_hasher(&self) -> InternState {
+        InternState(self.0)
+    }
+}
+
+/// The running state of an [`InternHasher`].
+struct InternState(u64);
+
+impl std::hash::Hasher for InternState {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u8(&mut self, x: u8) {
+        self.write_u64(u64::from(x));
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.write_u64(x as u64);
+        self.write_u64((x >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
+}
+
 /// The fleet as steering sees it: clusters, appliances and the announced-prefix table.
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
-    clusters: HashMap<String, Cluster>,
+    /// Sorted by id; a cluster's position is its interned index.
+    clusters: Vec<Cluster>,
+    cluster_index: HashMap<String, u32>,
+    /// Per cluster index: its fallbacks that exist, as indices, in configured order.
+    fallbacks: Vec<Vec<u32>>,
     appliances: Vec<Appliance>,
+    /// Per appliance: its cluster index, or [`NO_CLUSTER`].
+    appliance_cluster: Vec<u32>,
     by_cluster: HashMap<String, Vec<usize>>,
-    announced: PrefixTable<Vec<usize>>,
-    origins: Vec<String>,
+    table: RouteTable,
+    /// Origin cluster indices, by id.
+    origins: Vec<u32>,
 }
 
 impl Fleet {
-    /// Builds the indexes.
+    /// Builds the indexes from policy prefixes alone.
     pub fn new(clusters: Vec<Cluster>, appliances: Vec<Appliance>) -> Fleet {
-        let mut announced: PrefixTable<Vec<usize>> = PrefixTable::new();
+        Fleet::with_bgp(clusters, appliances, &[])
+    }
+
+    /// Builds the indexes from the appliances' policy prefixes and the routes their sites learnt
+    /// over BGP. A policy prefix is a static override: it ranks as an AS path of length 0 and
+    /// wins over a BGP route of the same appliance for the same prefix.
+    pub fn with_bgp(
+        clusters: Vec<Cluster>,
+        appliances: Vec<Appliance>,
+        bgp: &[BgpRoutes],
+    ) -> Fleet {
+        let mut by_id: HashMap<String, Cluster> =
+            clusters.into_iter().map(|c| (c.id.clone(), c)).collect();
+        let mut ids: Vec<String> = by_id.keys().cloned().collect();
+        ids.sort();
+        let clusters: Vec<Cluster> = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+        let cluster_index: HashMap<String, u32> = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i as u32))
+            .collect();
+        let fallbacks = clusters
+            .iter()
+            .map(|c| {
+                c.fallbacks
+                    .iter()
+                    .filter_map(|f| cluster_index.get(f).copied())
+                    .collect()
+            })
+            .collect();
+        let origins = (0..clusters.len() as u32)
+            .filter(|&i| clusters[i as usize].kind == ClusterKind::Origin)
+            .collect();
         let mut by_cluster: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut appliance_cluster = Vec::with_capacity(appliances.len());
         for (i, a) in appliances.iter().enumerate() {
             by_cluster.entry(a.cluster.clone()).or_default().push(i);
+            appliance_cluster.push(cluster_index.get(&a.cluster).copied().unwrap_or(NO_CLUSTER));
+        }
+        let mut f = Fleet {
+            clusters,
+            cluster_index,
+            fallbacks,
+            appliances,
+            appliance_cluster,
+            by_cluster,
+            table: RouteTable::default(),
+            origins,
+        };
+        f.table = f.build_table(bgp);
+        f
+    }
+
+    /// The steering table: policy prefixes (path 0, MED 0) and `bgp`, grouped by prefix in one
+    /// counting pass, each prefix's entries deduplicated per appliance (the best kept) and its
+    /// clusters ranked.
+    fn build_table(&self, bgp: &[BgpRoutes]) -> RouteTable {
+        let n_app = self.appliances.len();
+        let mut pid: HashMap<Prefix, u32, InternHasher> = HashMap::with_hasher(InternHasher::new());
+        let mut prefixes: Vec<Prefix> = Vec::new();
+        let mut counts: Vec<u32> = Vec::new();
+        let mut intern = |p: Prefix, n: u32, counts: &mut Vec<u32>| -> u32 {
+            let id = *pid.entry(p).or_insert_with(|| {
+                prefixes.push(p);
+                counts.push(0);
+                (prefixes.len() - 1) as u32
+            });
+            counts[id as usize] += n;
+            id
+        };
+        // Pass 1: intern prefixes and count entries per prefix.
+        let mut policy_ids: Vec<u32> = Vec::new();
+        for a in &self.appliances {
             for p in &a.prefixes {
-                match announced.get_mut(p) {
-                    Some(v) => v.push(i),
-                    None => {
-                        announced.insert(*p, vec![i]);
-                    }
+                policy_ids.push(intern(*p, 1, &mut counts));
+            }
+        }
+        let site_apps: Vec<Vec<u32>> = bgp
+            .iter()
+            .map(|s| {
+                s.appliances
+                    .iter()
+                    .filter(|&&i| i < n_app)
+                    .map(|&i| i as u32)
+                    .collect()
+            })
+            .collect();
+        let mut bgp_ids: Vec<u32> = Vec::with_capacity(bgp.iter().map(|s| s.routes.len()).sum());
+        for (s, apps) in bgp.iter().zip(&site_apps) {
+            if apps.is_empty() {
+                continue;
+            }
+            for (p, _, _) in &s.routes {
+                bgp_ids.push(intern(*p, apps.len() as u32, &mut counts));
+            }
+        }
+        // Pass 2: place every entry at its prefix's slot.
+        let mut start: Vec<u32> = Vec::with_capacity(counts.len() + 1);
+        let mut total = 0u32;
+        for &c in &counts {
+            start.push(total);
+            total += c;
+        }
+        start.push(total);
+        let mut cursor = start.clone();
+        let mut routes = vec![
+            Route {
+                appliance: 0,
+                path: 0,
+                med: 0
+            };
+            total as usize
+        ];
+        let mut ids = policy_ids.iter();
+        for (i, a) in self.appliances.iter().enumerate() {
+            for _ in &a.prefixes {
+                if let Some(&id) = ids.next() {
+                    let c = &mut cursor[id as usize];
+                    routes[*c as usize] = Route {
+                        appliance: i as u32,
+                        path: 0,
+                        med: 0,
+                    };
+                    *c += 1;
                 }
             }
         }
-        let mut origins: Vec<String> = clusters
-            .iter()
-            .filter(|c| c.kind == ClusterKind::Origin)
-            .map(|c| c.id.clone())
-            .collect();
-        origins.sort();
-        Fleet {
-            clusters: clusters.into_iter().map(|c| (c.id.clone(), c)).collect(),
-            appliances,
-            by_cluster,
-            announced,
-            origins,
+        let mut ids = bgp_ids.iter();
+        for (s, apps) in bgp.iter().zip(&site_apps) {
+            if apps.is_empty() {
+                continue;
+            }
+            for &(_, path, med) in &s.routes {
+                let Some(&id) = ids.next() else { break };
+                let c = &mut cursor[id as usize];
+                for &a in apps {
+                    routes[*c as usize] = Route {
+                        appliance: a,
+                        path,
+                        med,
+                    };
+                    *c += 1;
+                }
+            }
         }
+        // Pass 3: per prefix, dedup per appliance (best first), compact, rank clusters.
+        let n_clusters = self.clusters.len();
+        let mut best: Vec<(u32, u32)> = vec![(u32::MAX, u32::MAX); n_clusters];
+        let mut touched: Vec<u32> = Vec::new();
+        let mut spans: Vec<Span> = Vec::with_capacity(prefixes.len());
+        let mut ranked: Vec<u32> = Vec::new();
+        let mut w = 0usize;
+        for id in 0..prefixes.len() {
+            let (a, b) = (start[id] as usize, start[id + 1] as usize);
+            routes[a..b].sort_unstable();
+            let first = w;
+            for r in a..b {
+                let route = routes[r];
+                if w > first && routes[w - 1].appliance == route.appliance {
+                    continue;
+                }
+                routes[w] = route;
+                w += 1;
+            }
+            touched.clear();
+            for route in &routes[first..w] {
+                let c = self.appliance_cluster[route.appliance as usize];
+                if c == NO_CLUSTER {
+                    continue;
+                }
+                let slot = &mut best[c as usize];
+                if slot.0 == u32::MAX {
+                    touched.push(c);
+                }
+                *slot = (*slot).min((route.path, route.med));
+            }
+            touched
+                .sort_unstable_by_key(|&c| (best[c as usize], self.clusters[c as usize].kind, c));
+            spans.push(Span {
+                routes: first as u32,
+                n_routes: (w - first) as u32,
+                ranked: ranked.len() as u32,
+                n_ranked: touched.len() as u32,
+            });
+            ranked.extend_from_slice(&touched);
+            for &c in &touched {
+                best[c as usize] = (u32::MAX, u32::MAX);
+            }
+        }
+        routes.truncate(w);
+        routes.shrink_to_fit();
+        ranked.shrink_to_fit();
+        let mut index = PrefixTable::new();
+        for (id, p) in prefixes.into_iter().enumerate() {
+            index.insert(p, id as u32);
+        }
+        RouteTable {
+            index,
+            spans,
+            routes,
+            ranked,
+        }
+    }
+
+    /// Bytes the steering table holds on the heap (prefix index, per-prefix spans, the
+    /// (prefix, appliance) entries and the cluster rankings), from the capacities.
+    pub fn table_bytes(&self) -> usize {
+        self.table.heap_bytes()
+    }
+
+    /// Number of (prefix, appliance) entries in the steering table.
+    pub fn table_entries(&self) -> usize {
+        self.table.routes.len()
     }
 
     /// Every appliance.
@@ -260,14 +568,14 @@ impl Fleet {
 
     /// A cluster by id.
     pub fn cluster(&self, id: &str) -> Option<&Cluster> {
-        self.clusters.get(id)
+        self.cluster_index
+            .get(id)
+            .map(|&i| &self.clusters[i as usize])
     }
 
     /// Every cluster, sorted by id.
     pub fn clusters(&self) -> Vec<&Cluster> {
-        let mut v: Vec<&Cluster> = self.clusters.values().collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+        self.clusters.iter().collect()
     }
 
     /// An appliance by id.
@@ -307,84 +615,110 @@ impl Fleet {
     }
 
     /// Candidate clusters for a client, in order, and the matched prefix.
-    pub fn candidate_clusters(&self, client: IpAddr) -> (Option<Prefix>, Vec<String>) {
-        let mut out: Vec<String> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        let matched = self.announced.lookup(client);
-        let prefix = matched.as_ref().map(|(p, _)| *p);
-        if let Some((_, idxs)) = matched {
-            let mut local: Vec<(ClusterKind, &str)> = idxs
-                .iter()
-                .filter_map(|&i| {
-                    let c = &self.appliances[i].cluster;
-                    self.clusters.get(c).map(|cl| (cl.kind, c.as_str()))
-                })
-                .collect();
-            local.sort();
-            local.dedup();
-            for (_, c) in &local {
-                if seen.insert((*c).to_owned()) {
-                    out.push((*c).to_owned());
+    pub fn candidate_clusters(&self, client: IpAddr) -> (Option<Prefix>, Vec<&str>) {
+        let (matched, order) = self.candidates(client);
+        let names = order
+            .iter()
+            .map(|&c| self.clusters[c as usize].id.as_str())
+            .collect();
+        (matched.map(|(p, _)| p), names)
+    }
+
+    /// The matched prefix with its span, and the candidate cluster indices in order: the
+    /// prefix's precomputed ranking (shorter AS path, then lower MED, policy prefixes as 0, 0;
+    /// then kind, then id), their fallbacks breadth first in configured order, then the origins.
+    fn candidates(&self, client: IpAddr) -> (Option<(Prefix, Span)>, Vec<u32>) {
+        let matched = self
+            .table
+            .index
+            .lookup(client)
+            .map(|(p, &id)| (p, self.table.spans[id as usize]));
+        let mut seen = vec![0u64; self.clusters.len().div_ceil(64)];
+        let mut mark = |c: u32| {
+            let (w, b) = (c as usize / 64, 1u64 << (c % 64));
+            let new = seen[w] & b == 0;
+            seen[w] |= b;
+            new
+        };
+        let mut out: Vec<u32> = Vec::new();
+        if let Some((_, span)) = matched {
+            let local = self.table.ranked(span);
+            out.reserve(local.len() + self.origins.len());
+            for &c in local {
+                if mark(c) {
+                    out.push(c);
                 }
             }
             // Fallbacks, breadth first, in configured order.
             let mut i = 0;
             while i < out.len() {
-                if let Some(cl) = self.clusters.get(&out[i]) {
-                    for f in &cl.fallbacks {
-                        if self.clusters.contains_key(f) && seen.insert(f.clone()) {
-                            out.push(f.clone());
-                        }
+                for &f in &self.fallbacks[out[i] as usize] {
+                    if mark(f) {
+                        out.push(f);
                     }
                 }
                 i += 1;
             }
         }
-        for o in &self.origins {
-            if seen.insert(o.clone()) {
-                out.push(o.clone());
+        for &o in &self.origins {
+            if mark(o) {
+                out.push(o);
             }
         }
-        (prefix, out)
+        (matched, out)
     }
 
     /// The appliances of `cluster` ordered by rendezvous hash on `title`.
     pub fn hrw_order(&self, cluster: &str, title: &str) -> Vec<&Appliance> {
-        let mut list: Vec<&Appliance> = self
+        self.hrw_indices(cluster, title)
+            .into_iter()
+            .map(|i| &self.appliances[i])
+            .collect()
+    }
+
+    /// [`Fleet::hrw_order`] as appliance indices.
+    fn hrw_indices(&self, cluster: &str, title: &str) -> Vec<usize> {
+        let mut list: Vec<(u64, usize)> = self
             .by_cluster
             .get(cluster)
-            .map(|v| v.iter().map(|&i| &self.appliances[i]).collect())
+            .map(|v| {
+                v.iter()
+                    .map(|&i| (rendezvous_score(title, &self.appliances[i].id), i))
+                    .collect()
+            })
             .unwrap_or_default();
-        list.sort_by(|a, b| {
-            rendezvous_score(title, &b.id)
-                .cmp(&rendezvous_score(title, &a.id))
-                .then_with(|| a.id.cmp(&b.id))
+        list.sort_by(|(sa, a), (sb, b)| {
+            sb.cmp(sa)
+                .then_with(|| self.appliances[*a].id.cmp(&self.appliances[*b].id))
         });
-        list
+        list.into_iter().map(|(_, i)| i).collect()
     }
 
     /// Ranks appliances for `client` and `title`.
     pub fn rank(&self, client: IpAddr, title: &str, now: u64, t: &Thresholds) -> Decision {
-        let (prefix, clusters) = self.candidate_clusters(client);
+        let (matched, order) = self.candidates(client);
+        let prefix = matched.map(|(p, _)| p);
+        let clusters: Vec<String> = order
+            .iter()
+            .map(|&c| self.clusters[c as usize].id.clone())
+            .collect();
         // In the clusters the client's prefix matched, only the appliances announcing that prefix
         // serve it (BGP sends the client there and nowhere else); fallback and origin clusters
-        // use all their appliances.
-        let announcing: HashSet<&str> = self
-            .announced
-            .lookup(client)
-            .map(|(_, idxs)| {
-                idxs.iter()
-                    .map(|&i| self.appliances[i].id.as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
+        // use all their appliances. Entries are sorted by appliance index.
+        let announcing: &[Route] = matched.map_or(&[], |(_, s)| self.table.routes(s));
+        let announces = |i: &usize| {
+            announcing
+                .binary_search_by_key(&(*i as u32), |r| r.appliance)
+                .is_ok()
+        };
         let mut per_cluster: Vec<Vec<&Appliance>> = Vec::with_capacity(clusters.len());
         let mut best_local: Option<(&Appliance, Option<Unavailable>)> = None;
         for (ci, c) in clusters.iter().enumerate() {
-            let mut ordered = self.hrw_order(c, title);
-            if ordered.iter().any(|a| announcing.contains(a.id.as_str())) {
-                ordered.retain(|a| announcing.contains(a.id.as_str()));
+            let mut idxs = self.hrw_indices(c, title);
+            if idxs.iter().any(announces) {
+                idxs.retain(announces);
             }
+            let ordered: Vec<&Appliance> = idxs.iter().map(|&i| &self.appliances[i]).collect();
             if ci == 0 {
                 best_local = ordered
                     .first()
@@ -659,6 +993,112 @@ mod tests {
         assert_eq!(d.miss, Some(MissClass::HealthMiss));
     }
 
+    #[test]
+    fn bgp_routes_rank_by_path_then_med_and_policy_overrides() {
+        let apps = vec![
+            appliance("isp-1", "isp", &["10.0.0.0/8"]),
+            appliance("isp-2", "isp", &[]),
+            appliance("ix-1", "ix", &[]),
+            appliance("org-1", "origin", &[]),
+        ];
+        let p = |s: &str| s.parse::<Prefix>().unwrap();
+        let f = Fleet::with_bgp(
+            fleet(vec![]).clusters.clone(),
+            apps,
+            &[
+                BgpRoutes {
+                    appliances: vec![0, 1],
+                    routes: vec![(p("10.0.0.0/8"), 9, 0), (p("10.64.0.0/16"), 3, 50)],
+                },
+                BgpRoutes {
+                    appliances: vec![2, 99],
+                    routes: vec![(p("10.64.0.0/16"), 3, 0), (p("10.65.0.0/16"), 4, 0)],
+                },
+            ],
+        );
+        let c = |ip: &str| f.candidate_clusters(ip.parse().unwrap());
+        // Same path, lower MED: the exchange first.
+        assert_eq!(c("10.64.1.1").1, ["ix", "isp", "origin"]);
+        assert_eq!(c("10.64.1.1").0, Some(p("10.64.0.0/16")));
+        // isp-1's policy 10/8 ranks as path 0 although it also hears it with path 9.
+        assert_eq!(c("10.1.1.1").1, ["isp", "ix", "origin"]);
+        assert_eq!(c("10.65.0.1").1, ["ix", "origin"]);
+        assert_eq!(c("192.0.2.1"), (None, vec!["origin"]));
+        // In the matched cluster only the announcing appliances serve: isp-2 hears 10.64/16
+        // over BGP, isp-1 too; for 10.1.1.1 (policy 10/8 of isp-1, BGP 10/8 of both) both.
+        let d = f.rank(
+            "10.64.1.1".parse().unwrap(),
+            "t1",
+            1000,
+            &Thresholds { max: 4, ..T },
+        );
+        assert_eq!(d.ranked[0].appliance, "ix-1");
+        assert_eq!(f.table_entries(), 2 + 2 + 1 + 1);
+        assert!(f.table_bytes() > 0);
+    }
+
+    /// The steering order the table precomputes, recomputed the slow way from the inputs.
+    fn reference(
+        clusters: &[Cluster],
+        apps: &[Appliance],
+        bgp: &[BgpRoutes],
+        ip: IpAddr,
+    ) -> (Option<Prefix>, Vec<String>) {
+        let mut entries: Vec<(Prefix, usize, (u32, u32))> = Vec::new();
+        for (i, a) in apps.iter().enumerate() {
+            entries.extend(a.prefixes.iter().map(|p| (*p, i, (0, 0))));
+        }
+        for s in bgp {
+            for &i in s.appliances.iter().filter(|&&i| i < apps.len()) {
+                entries.extend(s.routes.iter().map(|&(p, l, m)| (p, i, (l, m))));
+            }
+        }
+        let by_id = |id: &str| clusters.iter().rev().find(|c| c.id == id);
+        let best = entries
+            .iter()
+            .filter(|(p, _, _)| p.contains(ip))
+            .map(|(p, _, _)| *p)
+            .max_by_key(|p| p.len());
+        let mut out: Vec<String> = Vec::new();
+        if let Some(bp) = best {
+            let mut rank: HashMap<&str, (u32, u32)> = HashMap::new();
+            for (p, i, r) in &entries {
+                if *p == bp && by_id(&apps[*i].cluster).is_some() {
+                    let e = rank.entry(apps[*i].cluster.as_str()).or_insert(*r);
+                    *e = (*e).min(*r);
+                }
+            }
+            let mut local: Vec<((u32, u32), ClusterKind, &str)> = rank
+                .into_iter()
+                .map(|(c, r)| (r, by_id(c).unwrap().kind, c))
+                .collect();
+            local.sort();
+            out = local.into_iter().map(|(_, _, c)| c.to_owned()).collect();
+            let mut i = 0;
+            while i < out.len() {
+                for f in &by_id(&out[i]).unwrap().fallbacks {
+                    if by_id(f).is_some() && !out.contains(f) {
+                        out.push(f.clone());
+                    }
+                }
+                i += 1;
+            }
+        }
+        let mut origins: Vec<&str> = clusters
+            .iter()
+            .filter(|c| by_id(&c.id).unwrap().kind == ClusterKind::Origin)
+            .map(|c| c.id.as_str())
+            .collect();
+        origins.sort();
+        origins.dedup();
+        for o in origins {
+            if !out.iter().any(|c| c == o) {
+                out.push(o.to_owned());
+            }
+        }
+        (best, out)
+    }
+
     proptest! {
         /// Removing one appliance moves only the titles whose top choice it was; every other
         /// title keeps its appliance (minimal disruption).
@@ -692,6 +1132,42 @@ mod tests {
             prop_assert_eq!(&order[0], &best);
             let again: Vec<String> = f.hrw_order("isp", &title).iter().map(|a| a.id.clone()).collect();
             prop_assert_eq!(order, again);
+        }
+
+        /// The precomputed table agrees with the ranking recomputed from its inputs for every
+        /// client: longest prefix, then per cluster the best (path, MED) of its announcing
+        /// appliances (policy as 0, 0), then kind, then id; fallbacks; origins.
+        #[test]
+        fn table_matches_reference(
+            kinds in proptest::collection::vec((0u8..3, proptest::collection::vec(0usize..8, 0..3)), 1..8),
+            apps in proptest::collection::vec((0usize..9, proptest::collection::vec((0u32..4, 6u8..12), 0..3)), 0..12),
+            sites in proptest::collection::vec((proptest::collection::vec(0usize..13, 0..4), proptest::collection::vec((0u32..4, 6u8..12, 0u32..4, 0u32..3), 0..6)), 0..5),
+            probes in proptest::collection::vec(0u32..4, 1..20),
+        ) {
+            let kind = |k: u8| [ClusterKind::Embedded, ClusterKind::Exchange, ClusterKind::Origin][k as usize];
+            let clusters: Vec<Cluster> = kinds.iter().enumerate().map(|(i, (k, fb))| Cluster {
+                id: format!("c{i}"),
+                kind: kind(*k),
+                fallbacks: fb.iter().map(|f| format!("c{f}")).collect(),
+            }).collect();
+            let pfx = |a: u32, len: u8| Prefix::containing(IpAddr::V4((0x0a00_0000 | (a << 22)).into()), len).unwrap();
+            let apps: Vec<Appliance> = apps.iter().enumerate().map(|(i, (c, ps))| {
+                let prefixes: Vec<&str> = vec![];
+                let mut a = appliance(&format!("a{i}"), &format!("c{c}"), &prefixes);
+                a.prefixes = ps.iter().map(|&(x, l)| pfx(x, l)).collect();
+                a
+            }).collect();
+            let bgp: Vec<BgpRoutes> = sites.iter().map(|(idx, rs)| BgpRoutes {
+                appliances: idx.clone(),
+                routes: rs.iter().map(|&(x, l, path, med)| (pfx(x, l), path, med)).collect(),
+            }).collect();
+            let f = Fleet::with_bgp(clusters.clone(), apps.clone(), &bgp);
+            for x in probes {
+                let ip = IpAddr::V4((0x0a00_0000 | (x << 22) | 0x1234).into());
+                let (p, got) = f.candidate_clusters(ip);
+                let got: Vec<String> = got.into_iter().map(str::to_owned).collect();
+                prop_assert_eq!((p, got), reference(&clusters, &apps, &bgp, ip));
+            }
         }
 
         /// Titles spread over a cluster: with 4 appliances and 400 titles no appliance gets

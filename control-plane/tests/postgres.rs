@@ -129,3 +129,51 @@ async fn postgres_fill_removals_name_another_copy() {
     )
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_fill_low_qoe_feeds_urgency() {
+    common::fill_scenarios::low_qoe_feeds_urgency(
+        &Env::postgres_with(common::fill_scenarios::config()).await,
+    )
+    .await;
+}
+
+// QoE (issue 16)
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_qoe_reports_are_stored_listed_and_aggregated() {
+    common::qoe_scenarios::qoe_reports_are_stored_listed_and_aggregated(&Env::postgres().await)
+        .await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_bad_qoe_moves_the_session() {
+    common::qoe_scenarios::bad_qoe_moves_the_session(&Env::postgres().await).await;
+}
+
+// --- BGP (issue 14) ---
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_steering_follows_bgp_routes() {
+    common::bgp_scenarios::steering_follows_bgp(&Env::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_stale_idempotency_claim_is_taken_over() {
+    scenarios::stale_idempotency_claim_is_taken_over(&Env::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_replica_bgp_change_swaps_in_background() {
+    let ttl = std::time::Duration::from_millis(300);
+    let env = Env::postgres_with(control_plane::Config {
+        snapshot_ttl_ms: ttl.as_millis() as u64,
+        ..common::test_config()
+    })
+    .await;
+    common::bgp_scenarios::replica_change_swaps_in_background(&env, ttl).await;
+}

@@ -353,3 +353,44 @@ async fn sqlite_fill_removals_name_another_copy() {
     )
     .await;
 }
+
+// QoE (issue 16)
+#[tokio::test]
+async fn sqlite_fill_low_qoe_feeds_urgency() {
+    common::fill_scenarios::low_qoe_feeds_urgency(
+        &Env::sqlite_with(common::fill_scenarios::config()).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_qoe_reports_are_stored_listed_and_aggregated() {
+    common::qoe_scenarios::qoe_reports_are_stored_listed_and_aggregated(&Env::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_bad_qoe_moves_the_session() {
+    common::qoe_scenarios::bad_qoe_moves_the_session(&Env::sqlite().await).await;
+}
+
+// --- BGP (issue 14) ---
+#[tokio::test]
+async fn sqlite_steering_follows_bgp_routes() {
+    common::bgp_scenarios::steering_follows_bgp(&Env::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_stale_idempotency_claim_is_taken_over() {
+    scenarios::stale_idempotency_claim_is_taken_over(&Env::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_replica_bgp_change_swaps_in_background() {
+    let ttl = std::time::Duration::from_millis(300);
+    let env = Env::sqlite_with(control_plane::Config {
+        snapshot_ttl_ms: ttl.as_millis() as u64,
+        ..common::test_config()
+    })
+    .await;
+    common::bgp_scenarios::replica_change_swaps_in_background(&env, ttl).await;
+}

@@ -39,7 +39,7 @@ macro_rules! on_pool {
 
 /// Binds a [`SessionRow`] and the lease check's `now` and `max` to [`INSERT_SESSION`].
 macro_rules! bind_session {
-    ($q:expr, $s:expr, $now:expr, $max:expr) => {
+    ($q:expr, $s:expr, $now:expr, $max:expr, $owner:expr) => {
         $q.bind(&$s.id)
             .bind(&$s.account_id)
             .bind(&$s.title)
@@ -55,7 +55,54 @@ macro_rules! bind_session {
             .bind($s.expires_at)
             .bind($now)
             .bind($max)
+            .bind(&$s.idempotency_key)
+            .bind($owner)
     };
+}
+
+/// A stale `Idempotency-Key` claim to take over (see
+/// [`Repository::take_over_idempotency_key`]).
+pub(crate) struct TakeOver<'a> {
+    key: &'a str,
+    request_sha256: &'a str,
+    owner: &'a str,
+    account: &'a str,
+    stale_before: i64,
+    now: i64,
+}
+
+/// The takeover's claim update: `$1` key, `$2` new owner, `$3` now, `$4` stale before, `$5` the
+/// request's hash.
+const TAKE_OVER_CLAIM: &str = "UPDATE idempotency_keys SET owner = $2, created_at = $3 \
+     WHERE idem_key = $1 AND response IS NULL AND created_at <= $4 AND request_sha256 = $5";
+
+/// The takeover's lease release: `$1` key, `$2` now.
+const END_LEASES_OF_KEY: &str =
+    "UPDATE sessions SET ended_at = $2, end_reason = 'idempotency_takeover' \
+     WHERE idempotency_key = $1 AND ended_at IS NULL";
+
+/// Runs the takeover's two statements in `tx`: the leases ended, or `None` if not taken.
+macro_rules! take_over_in {
+    ($tx:expr, $t:expr) => {{
+        let taken = sqlx::query($crate::db::TAKE_OVER_CLAIM)
+            .bind($t.key)
+            .bind($t.owner)
+            .bind($t.now)
+            .bind($t.stale_before)
+            .bind($t.request_sha256)
+            .execute(&mut *$tx)
+            .await?;
+        if taken.rows_affected() == 1 {
+            let ended = sqlx::query($crate::db::END_LEASES_OF_KEY)
+                .bind($t.key)
+                .bind($t.now)
+                .execute(&mut *$tx)
+                .await?;
+            Some(ended.rows_affected())
+        } else {
+            None
+        }
+    }};
 }
 
 mod postgres;
@@ -66,10 +113,12 @@ mod sqlite;
 
 pub use repository::Repository;
 pub use rows::{
-    AccountRow, AccountStatus, ApiKeyRow, ApplianceRow, BadRow, ClusterRow, DeviceClassRow,
-    ForecastRow, HeartbeatRow, KeyRow, PlanRow, PolicyRows, SessionRow, SnapshotRows, TitleRow,
-    UsageRow, WindowRow,
+    AccountRow, AccountStatus, ApiKeyRow, ApplianceRow, BadRow, BgpRouteRow, ClusterRow,
+    DeviceClassRow, ForecastRow, HeartbeatRow, IdempotencyClaim, KeyRow, PlanRow, PolicyRows,
+    SessionRow, SnapshotRows, TitleRow, UsageRow, WindowRow,
 };
+// QoE (issue 16)
+pub use rows::QoeRow;
 pub use sql::SqlRepository;
 
 /// The embedded migrations.
@@ -125,3 +174,42 @@ pub async fn connect_postgres(
     MIGRATOR.run(&pool).await?;
     Ok(Arc::new(SqlRepository::new(Pool::Postgres(pool))))
 }
+
+// ---- `outpost control-plane check` (src/commands/check.rs) ----
+
+/// What [`probe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The database answered a query.
+    Ready,
+    /// The SQLite file does not exist yet; [`connect`] creates it.
+    WillCreate,
+}
+
+/// Whether the database a URL names answers, within `timeout`: one connection, `SELECT 1`, no
+/// migrations, nothing created (a missing SQLite file is [`Probe::WillCreate`]).
+pub async fn probe(url: &str, timeout: Duration) -> Result<Probe, Error> {
+    use sqlx::Connection as _;
+    let run = async {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let mut c = sqlx::PgConnection::connect_with(&opts).await?;
+            sqlx::query("SELECT 1").execute(&mut c).await?;
+            let _ = c.close().await;
+        } else {
+            let opts = SqliteConnectOptions::from_str(url)?;
+            if !opts.get_filename().exists() {
+                return Ok(Probe::WillCreate);
+            }
+            let mut c = sqlx::SqliteConnection::connect_with(&opts.read_only(true)).await?;
+            sqlx::query("SELECT 1").execute(&mut c).await?;
+            let _ = c.close().await;
+        }
+        Ok(Probe::Ready)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Db(sqlx::Error::PoolTimedOut)),
+    }
+}
+// ---- end of `check` block ----

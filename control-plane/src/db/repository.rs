@@ -18,10 +18,12 @@ pub enum Pool {
     Postgres(sqlx::PgPool),
 }
 
-/// The lease insert: the row goes in only while the account has fewer than `$15` live leases.
-pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
-     WHERE (SELECT COUNT(*) FROM sessions WHERE account_id = $2 AND ended_at IS NULL AND expires_at > $14) < $15";
+/// The lease insert: the row goes in only while the account has fewer than `$15` live leases,
+/// and, for a start under an `Idempotency-Key` (`$16`), only while `$17` still owns the key.
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at, idempotency_key) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $16 \
+     WHERE (SELECT COUNT(*) FROM sessions WHERE account_id = $2 AND ended_at IS NULL AND expires_at > $14) < $15 \
+     AND ($16 IS NULL OR EXISTS (SELECT 1 FROM idempotency_keys WHERE idem_key = $16 AND owner = $17))";
 
 /// The storage API. Every method is one short transaction or statement.
 #[async_trait]
@@ -40,12 +42,14 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
     async fn account(&self, id: &str) -> Result<Option<AccountRow>, Error>;
     /// A title's stored manifests `(dash, hls)`.
     async fn title_manifests(&self, id: &str) -> Result<Option<(String, String)>, Error>;
-    /// Inserts `s` if the account has fewer than `max` live leases at `now`; false otherwise.
+    /// Inserts `s` if the account has fewer than `max` live leases at `now` and, when
+    /// `s.idempotency_key` is set, `owner` still owns that key; false otherwise.
     async fn insert_session_if_under_limit(
         &self,
         s: &SessionRow,
         max: i64,
         now: i64,
+        owner: Option<&str>,
     ) -> Result<bool, Error>;
     /// Live leases of an account.
     async fn live_leases(&self, account: &str, now: i64) -> Result<i64, Error>;
@@ -94,4 +98,77 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
         rows: &[(String, String)],
         now: i64,
     ) -> Result<(), Error>;
+    // QoE (issue 16)
+    /// Stores (replaces) the session summaries an appliance reported, under its cluster.
+    async fn put_qoe(
+        &self,
+        appliance: &str,
+        sessions: &[protocol::qoe::SessionQoe],
+        now: i64,
+    ) -> Result<(), Error>;
+    /// Session summaries reported at or after `since`, of one cluster or all, most recent
+    /// first, at most `limit`.
+    async fn qoe(
+        &self,
+        since: i64,
+        cluster: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<super::rows::QoeRow>, Error>;
+    /// Every appliance's report of one session (for steering).
+    async fn qoe_session(&self, sid: &str) -> Result<Vec<super::rows::QoeRow>, Error>;
+
+    // ---- idempotency keys of session starts (migration 0006) ----
+    /// Claims `key` for `owner`, a request whose body hashes to `request_sha256` (an expired
+    /// row of the key is dropped first): `true` when `owner` now owns it and must answer,
+    /// `false` when another request holds it.
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        request_sha256: &str,
+        owner: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, Error>;
+    /// The live row of `key`.
+    async fn idempotency_key(
+        &self,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<super::rows::IdempotencyClaim>, Error>;
+    /// Takes over a claim of `key` (same `request_sha256`) that has had no answer since
+    /// `stale_before` or earlier: its owner is taken to have died. In one transaction (on
+    /// PostgreSQL under the account row's lock, as the lease insert), `owner` becomes the owner
+    /// and every live lease taken under the key is ended (`idempotency_takeover`). Returns the
+    /// number of leases ended, or `None` when the claim was not stale (or is gone).
+    async fn take_over_idempotency_key(
+        &self,
+        key: &str,
+        request_sha256: &str,
+        owner: &str,
+        account: &str,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<Option<u64>, Error>;
+    /// Stores the sealed answer of a key `owner` still owns; false when it no longer does.
+    async fn store_idempotent_response(
+        &self,
+        key: &str,
+        owner: &str,
+        sealed: &str,
+    ) -> Result<bool, Error>;
+    /// Drops `owner`'s claim whose request was refused (a retry may then succeed).
+    async fn release_idempotency_key(&self, key: &str, owner: &str) -> Result<(), Error>;
+    /// Deletes expired keys; returns how many.
+    async fn purge_idempotency_keys(&self, now: i64) -> Result<u64, Error>;
+    // --- BGP (issue 14) ---
+    /// Applies an appliance's BGP report (a full table replaces, deltas update) and records its
+    /// sessions; returns whether the stored table's digest equals the reported one (when not,
+    /// the appliance is asked for its full table).
+    async fn apply_bgp(
+        &self,
+        id: &str,
+        report: &protocol::fleet::BgpReport,
+        now: i64,
+    ) -> Result<bool, Error>;
+    // --- end BGP ---
 }

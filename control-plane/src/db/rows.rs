@@ -285,6 +285,12 @@ pub struct SnapshotRows {
     pub appliances: Vec<ApplianceRow>,
     /// API keys.
     pub api_keys: Vec<ApiKeyRow>,
+    // --- BGP (issue 14) ---
+    /// Every stored BGP route.
+    pub bgp_routes: Vec<BgpRouteRow>,
+    /// `(appliance id, sessions JSON, steerable)` of every appliance that reported BGP.
+    pub bgp_status: Vec<(String, String, bool)>,
+    // --- end BGP ---
     /// Values that did not decode. A bad configured column leaves its row out; a bad reported
     /// column of an appliance reads as not reported.
     pub bad: Vec<BadRow>,
@@ -346,6 +352,21 @@ pub struct SessionRow {
     pub ended_at: Option<i64>,
     /// Why it ended.
     pub end_reason: Option<String>,
+    /// The `Idempotency-Key` of the start that took this lease, if it had one.
+    pub idempotency_key: Option<String>,
+}
+
+/// The live row of a session start's `Idempotency-Key` (migrations 0006, 0007).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// SHA-256 hex of the body of the request that claimed the key.
+    pub request_sha256: String,
+    /// The sealed answer, once the owner stored it.
+    pub response: Option<String>,
+    /// When the current owner claimed it (or took it over), Unix seconds.
+    pub created_at: i64,
+    /// The current owner's claim token.
+    pub owner: String,
 }
 
 impl SessionRow {
@@ -657,6 +678,7 @@ pub(crate) fn session(r: &impl RowExt) -> Result<SessionRow, RowError> {
         expires_at: r.i("expires_at")?,
         ended_at: r.oi("ended_at")?,
         end_reason: r.os("end_reason")?,
+        idempotency_key: r.os("idempotency_key")?,
         id: c.key.clone(),
     })
 }
@@ -693,3 +715,31 @@ mod tests {
         assert!(e.starts_with("\"edge\": unknown variant"), "{e}");
     }
 }
+
+// QoE (issue 16): per-session summaries reported by appliances (`qoe_sessions`, 0005_qoe.sql).
+/// One session as one appliance reported it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct QoeRow {
+    /// The reporting appliance.
+    pub appliance_id: String,
+    /// Its cluster.
+    pub cluster_id: String,
+    /// When the control plane stored the report, Unix seconds.
+    pub reported_at: i64,
+    /// The summary.
+    pub session: protocol::qoe::SessionQoe,
+}
+// --- BGP (issue 14) ---
+/// One stored BGP route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpRouteRow {
+    /// The appliance that hears it.
+    pub appliance_id: String,
+    /// CIDR.
+    pub prefix: String,
+    /// AS-path length.
+    pub as_path_len: i64,
+    /// MULTI_EXIT_DISC.
+    pub med: i64,
+}
+// --- end BGP ---

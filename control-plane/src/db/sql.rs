@@ -13,7 +13,42 @@ use super::rows::{
 };
 use crate::Error;
 
-const SESSION_COLS: &str = "id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at, ended_at, end_reason";
+const SESSION_COLS: &str = "id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at, ended_at, end_reason, idempotency_key";
+
+/// Decodes `qoe_sessions` rows (QoE, issue 16).
+macro_rules! decode_qoe {
+    ($rows:expr) => {{
+        let rows = $rows;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let u = |c: &str| r.i(c).map(|v| u64::try_from(v).unwrap_or(0));
+            let ou = |c: &str| r.oi(c).map(|v| v.map(|v| u64::try_from(v).unwrap_or(0)));
+            out.push(super::rows::QoeRow {
+                appliance_id: r.s("appliance_id")?,
+                cluster_id: r.s("cluster_id")?,
+                reported_at: r.i("reported_at")?,
+                session: protocol::qoe::SessionQoe {
+                    sid: r.s("sid")?,
+                    cid: r.os("cid")?,
+                    title: r.os("title")?,
+                    first_ms: u("first_ms")?,
+                    last_ms: u("last_ms")?,
+                    requests: u("requests")?,
+                    bytes: u("bytes")?,
+                    startup_ms: ou("startup_ms")?,
+                    starvation_events: u("starvation_events")?,
+                    media_ms: u("media_ms")?,
+                    avg_bitrate_kbps: ou("avg_bitrate_kbps")?,
+                    buffer_ms: ou("buffer_ms")?,
+                    min_buffer_ms: ou("min_buffer_ms")?,
+                    avg_throughput_kbps: ou("avg_throughput_kbps")?,
+                    switches: u("switches")?,
+                },
+            });
+        }
+        Ok(out)
+    }};
+}
 
 /// The repository over an open SQLite or PostgreSQL pool (see `db::connect`).
 #[derive(Debug, Clone)]
@@ -248,6 +283,29 @@ impl Repository for SqlRepository {
                     secret_sha256: r.s("secret_sha256")?,
                 });
             }
+            // --- BGP (issue 14) ---
+            for r in sqlx::query("SELECT appliance_id, prefix, as_path_len, med FROM bgp_routes")
+                .fetch_all(&mut *conn)
+                .await?
+            {
+                s.bgp_routes.push(rows::BgpRouteRow {
+                    appliance_id: r.s("appliance_id")?,
+                    prefix: r.s("prefix")?,
+                    as_path_len: r.i("as_path_len")?,
+                    med: r.i("med")?,
+                });
+            }
+            for r in sqlx::query("SELECT appliance_id, sessions, steerable FROM bgp_status")
+                .fetch_all(&mut *conn)
+                .await?
+            {
+                s.bgp_status.push((
+                    r.s("appliance_id")?,
+                    r.s("sessions")?,
+                    r.i("steerable")? != 0,
+                ));
+            }
+            // --- end BGP ---
         });
         Ok(s)
     }
@@ -280,11 +338,12 @@ impl Repository for SqlRepository {
         s: &SessionRow,
         max: i64,
         now: i64,
+        owner: Option<&str>,
     ) -> Result<bool, Error> {
         let _w = self.write_guard().await;
         match &self.pool {
-            Pool::Sqlite(pool) => super::sqlite::insert_session(pool, s, max, now).await,
-            Pool::Postgres(pool) => super::postgres::insert_session(pool, s, max, now).await,
+            Pool::Sqlite(pool) => super::sqlite::insert_session(pool, s, max, now, owner).await,
+            Pool::Postgres(pool) => super::postgres::insert_session(pool, s, max, now, owner).await,
         }
     }
 
@@ -397,6 +456,127 @@ impl Repository for SqlRepository {
                 out.push(r.s("id")?);
             }
             Ok(out)
+        })
+    }
+
+    // ---- idempotency keys of session starts (migration 0006) ----
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        request_sha256: &str,
+        owner: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND expires_at <= $2")
+                .bind(key)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            let r = sqlx::query("INSERT INTO idempotency_keys (idem_key, request_sha256, response, created_at, expires_at, owner) VALUES ($1, $2, NULL, $3, $4, $5) ON CONFLICT (idem_key) DO NOTHING")
+                .bind(key)
+                .bind(request_sha256)
+                .bind(now)
+                .bind(expires_at)
+                .bind(owner)
+                .execute(pool)
+                .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    async fn idempotency_key(
+        &self,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<super::rows::IdempotencyClaim>, Error> {
+        on_pool!(&self.pool, |pool| {
+            let r = sqlx::query("SELECT request_sha256, response, created_at, owner FROM idempotency_keys WHERE idem_key = $1 AND expires_at > $2")
+                .bind(key)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?;
+            match r {
+                None => Ok(None),
+                Some(r) => {
+                    use sqlx::Row as _;
+                    Ok(Some(super::rows::IdempotencyClaim {
+                        request_sha256: r.try_get("request_sha256")?,
+                        response: r.try_get("response")?,
+                        created_at: r.try_get("created_at")?,
+                        owner: r.try_get("owner")?,
+                    }))
+                }
+            }
+        })
+    }
+
+    async fn take_over_idempotency_key(
+        &self,
+        key: &str,
+        request_sha256: &str,
+        owner: &str,
+        account: &str,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<Option<u64>, Error> {
+        let _w = self.write_guard().await;
+        let claim = super::TakeOver {
+            key,
+            request_sha256,
+            owner,
+            account,
+            stale_before,
+            now,
+        };
+        match &self.pool {
+            Pool::Sqlite(pool) => super::sqlite::take_over_idempotency_key(pool, &claim).await,
+            Pool::Postgres(pool) => super::postgres::take_over_idempotency_key(pool, &claim).await,
+        }
+    }
+
+    async fn store_idempotent_response(
+        &self,
+        key: &str,
+        owner: &str,
+        sealed: &str,
+    ) -> Result<bool, Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            let r = sqlx::query(
+                "UPDATE idempotency_keys SET response = $2 WHERE idem_key = $1 AND owner = $3",
+            )
+            .bind(key)
+            .bind(sealed)
+            .bind(owner)
+            .execute(pool)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    async fn release_idempotency_key(&self, key: &str, owner: &str) -> Result<(), Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND response IS NULL AND owner = $2")
+                .bind(key)
+                .bind(owner)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn purge_idempotency_keys(&self, now: i64) -> Result<u64, Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            let r = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await?;
+            Ok(r.rows_affected())
         })
     }
 
@@ -521,4 +701,141 @@ impl Repository for SqlRepository {
         });
         Ok(())
     }
+
+    // QoE (issue 16): `qoe_sessions` (0005_qoe.sql).
+    async fn put_qoe(
+        &self,
+        appliance: &str,
+        sessions: &[protocol::qoe::SessionQoe],
+        now: i64,
+    ) -> Result<(), Error> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let on = |v: Option<u64>| v.map(n);
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            for q in sessions {
+                sqlx::query("INSERT INTO qoe_sessions (sid, appliance_id, cluster_id, title, cid, first_ms, last_ms, requests, bytes, startup_ms, starvation_events, media_ms, avg_bitrate_kbps, buffer_ms, min_buffer_ms, avg_throughput_kbps, switches, reported_at) \
+                     SELECT $1, id, cluster_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM appliances WHERE id = $17 \
+                     ON CONFLICT (sid, appliance_id) DO UPDATE SET cluster_id = excluded.cluster_id, title = excluded.title, cid = excluded.cid, first_ms = excluded.first_ms, last_ms = excluded.last_ms, requests = excluded.requests, bytes = excluded.bytes, startup_ms = excluded.startup_ms, starvation_events = excluded.starvation_events, media_ms = excluded.media_ms, avg_bitrate_kbps = excluded.avg_bitrate_kbps, buffer_ms = excluded.buffer_ms, min_buffer_ms = excluded.min_buffer_ms, avg_throughput_kbps = excluded.avg_throughput_kbps, switches = excluded.switches, reported_at = excluded.reported_at")
+                    .bind(&q.sid)
+                    .bind(&q.title)
+                    .bind(&q.cid)
+                    .bind(n(q.first_ms))
+                    .bind(n(q.last_ms))
+                    .bind(n(q.requests))
+                    .bind(n(q.bytes))
+                    .bind(on(q.startup_ms))
+                    .bind(n(q.starvation_events))
+                    .bind(n(q.media_ms))
+                    .bind(on(q.avg_bitrate_kbps))
+                    .bind(on(q.buffer_ms))
+                    .bind(on(q.min_buffer_ms))
+                    .bind(on(q.avg_throughput_kbps))
+                    .bind(n(q.switches))
+                    .bind(now)
+                    .bind(appliance)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    async fn qoe(
+        &self,
+        since: i64,
+        cluster: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<super::rows::QoeRow>, Error> {
+        on_pool!(&self.pool, |pool| {
+            let rows = sqlx::query("SELECT * FROM qoe_sessions WHERE reported_at >= $1 AND ($2 IS NULL OR cluster_id = $2) ORDER BY reported_at DESC, last_ms DESC, sid, appliance_id LIMIT $3")
+                .bind(since)
+                .bind(cluster)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            decode_qoe!(rows)
+        })
+    }
+
+    async fn qoe_session(&self, sid: &str) -> Result<Vec<super::rows::QoeRow>, Error> {
+        on_pool!(&self.pool, |pool| {
+            let rows =
+                sqlx::query("SELECT * FROM qoe_sessions WHERE sid = $1 ORDER BY appliance_id")
+                    .bind(sid)
+                    .fetch_all(pool)
+                    .await?;
+            decode_qoe!(rows)
+        })
+    }
+    // --- BGP (issue 14) ---
+    async fn apply_bgp(
+        &self,
+        id: &str,
+        report: &protocol::fleet::BgpReport,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            if report.full {
+                sqlx::query("DELETE FROM bgp_routes WHERE appliance_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for p in &report.withdrawn {
+                sqlx::query("DELETE FROM bgp_routes WHERE appliance_id = $1 AND prefix = $2")
+                    .bind(id)
+                    .bind(p)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for r in &report.announced {
+                sqlx::query("INSERT INTO bgp_routes (appliance_id, prefix, as_path_len, med, communities) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appliance_id, prefix) DO UPDATE SET as_path_len = excluded.as_path_len, med = excluded.med, communities = excluded.communities")
+                    .bind(id)
+                    .bind(&r.prefix)
+                    .bind(i64::from(r.as_path_len))
+                    .bind(i64::from(r.med))
+                    .bind(r.communities.join(","))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let mut stored = Vec::new();
+            for r in sqlx::query("SELECT prefix, as_path_len, med, communities FROM bgp_routes WHERE appliance_id = $1")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let c = r.s("communities")?;
+                stored.push(protocol::fleet::BgpRoute {
+                    prefix: r.s("prefix")?,
+                    as_path_len: u32::try_from(r.i("as_path_len")?).unwrap_or(u32::MAX),
+                    med: u32::try_from(r.i("med")?).unwrap_or(u32::MAX),
+                    communities: if c.is_empty() {
+                        Vec::new()
+                    } else {
+                        c.split(',').map(str::to_owned).collect()
+                    },
+                });
+            }
+            let digest = protocol::fleet::bgp_digest(&stored);
+            sqlx::query("INSERT INTO bgp_status (appliance_id, sessions, digest, steerable, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appliance_id) DO UPDATE SET sessions = excluded.sessions, digest = excluded.digest, steerable = excluded.steerable, updated_at = excluded.updated_at")
+                .bind(id)
+                .bind(json(&report.sessions))
+                .bind(&digest)
+                .bind(i64::from(report.steerable))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(digest == report.digest)
+        })
+    }
+    // --- end BGP ---
 }

@@ -18,6 +18,10 @@
 //! agent reports one, split into the current version and older ones; otherwise its `titles`
 //! list, taken as current.
 //!
+//! Urgency: titles imported within `new_release_secs` (new releases), else titles with a content
+//! miss in the region within `miss_urgent_secs`, else titles with low QoE on the cluster's
+//! appliances within `qoe_urgent_secs` ([`super::qoe`]: the latest 5000 reports of the cluster).
+//!
 //! The cluster's demand share (for copy counts): the bytes of the window's sessions of the region
 //! whose first steering choice was in the cluster, over those of every embedded cluster of the
 //! region ([`region_clusters`], [`served_cluster`], [`popularity::cluster_shares`]). Sessions sent
@@ -192,6 +196,16 @@ pub async fn gather(
         &countries,
     );
     let new_since = now.saturating_sub(cfg.new_release_secs) as i64;
+    // Low QoE on this cluster's appliances (the second urgency signal after content misses).
+    let low_qoe = if cfg.qoe_urgent_secs == 0 {
+        BTreeMap::new()
+    } else {
+        let since = now.saturating_sub(cfg.qoe_urgent_secs) as i64;
+        let rows = repo
+            .qoe(since, Some(cluster), crate::routes::qoe::MAX_LIMIT)
+            .await?;
+        super::qoe::low_qoe_titles(rows.iter().map(|r| &r.session), &cfg.qoe_signal())
+    };
     // Only titles some country of the region may watch now or later (a window that has not
     // ended): a title whose windows there all closed only takes room.
     let mut playable: BTreeSet<&str> = BTreeSet::new();
@@ -217,7 +231,7 @@ pub async fn gather(
             } else if missed.contains(t) {
                 Some(Urgency::ContentMiss)
             } else {
-                None
+                low_qoe.get(t).copied()
             },
         })
         .collect();

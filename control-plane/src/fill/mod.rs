@@ -19,8 +19,8 @@
 //!
 //! # Rules of [`plan_cluster`]
 //!
-//! 1. Titles are ranked: urgent first (new releases, recent content misses), then by
-//!    popularity, then by id.
+//! 1. Titles are ranked: urgent first (new releases, recent content misses, recent low QoE on
+//!    the cluster: [`qoe`]), then by popularity, then by id.
 //! 2. A title gets `copies = clamp(ceil(demand / views_per_copy), 1, max)` where `max` is
 //!    `max_copies` (0 = every appliance of the cluster) and `demand` is [`cluster_demand`]: the
 //!    views per day the CLUSTER will carry, `popularity × demand_share ÷ window days` (the
@@ -29,7 +29,8 @@
 //!    popular title gets several copies only in a cluster that carries enough of its views, and
 //!    changing the window length does not change copy counts. A title that has copies keeps
 //!    their number while that number lies between the counts for `demand / hysteresis` and
-//!    `demand × hysteresis`.
+//!    `demand × hysteresis`. A title urgent for low QoE gets at least one copy more than its
+//!    demand asks for (`copies(demand) + 1`, at most `max`).
 //! 3. Each copy is a request; requests are served in order of their *effective popularity*:
 //!    urgent first, then popularity × `hysteresis` for copies the cluster already holds or had
 //!    placed (the first `held_count` copies of the title), popularity × 1 for new copies. So a
@@ -63,6 +64,7 @@ pub mod cache;
 pub mod edge;
 pub mod forecast;
 pub mod popularity;
+pub mod qoe;
 pub mod sources;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -111,14 +113,37 @@ pub enum Urgency {
     /// Steering recently had to send clients of this cluster's region elsewhere because the
     /// best local appliance lacked it.
     ContentMiss,
+    /// Players of this title on this cluster's appliances recently had bad QoE (starvation, or
+    /// measured throughput below the bitrate played): `bad` of `sessions` QoE reports (see
+    /// [`qoe::low_qoe_titles`]). Besides ranking it with the urgent titles, the planner gives
+    /// the title one copy more than its demand asks for (at most `max_copies`), so steering has
+    /// another local holder to move those sessions to.
+    LowQoe {
+        /// Reports with bad QoE.
+        bad: u32,
+        /// Reports of the title from the cluster in the window.
+        sessions: u32,
+    },
 }
 
 impl Urgency {
-    /// `new release` or `content miss`.
+    /// `new release`, `recent content miss` or `low QoE on this cluster`.
     pub fn as_str(self) -> &'static str {
         match self {
             Urgency::NewRelease => "new release",
             Urgency::ContentMiss => "recent content miss",
+            Urgency::LowQoe { .. } => "low QoE on this cluster",
+        }
+    }
+
+    /// [`Urgency::as_str`] with the evidence, for plan reasons.
+    pub fn describe(self) -> String {
+        match self {
+            Urgency::LowQoe { bad, sessions } => format!(
+                "{}: {bad} of {sessions} recent sessions starved or played above their throughput; one extra copy",
+                self.as_str()
+            ),
+            other => other.as_str().to_owned(),
         }
     }
 }
@@ -260,7 +285,7 @@ impl TitleDecision {
             self.rank, self.popularity, self.copies_placed, self.copies_wanted
         );
         match self.urgent {
-            Some(u) => format!("urgent ({}); {base}", u.as_str()),
+            Some(u) => format!("urgent ({}); {base}", u.describe()),
             None => base,
         }
     }
@@ -399,11 +424,16 @@ pub fn plan_cluster(
         };
         // The copy count has the same swap cost: it moves only when popularity leaves the
         // band [held / hysteresis, held * hysteresis] of the current count.
-        let k = if held_count == 0 {
+        let mut k = if held_count == 0 {
             copies(demand)
         } else {
             held_count.clamp(copies(demand / hysteresis), copies(demand * hysteresis))
         };
+        // Low QoE: one copy more than the demand asks for, bounded by `max_copies` (and not
+        // growing plan after plan while the QoE stays bad: it is relative to the demand).
+        if matches!(t.urgent, Some(Urgency::LowQoe { .. })) && max_copies > 0 {
+            k = k.max((copies(demand) + 1).min(max_copies));
+        }
         wanted.push(k);
         for copy in 0..k {
             let boost = if copy < held_count { hysteresis } else { 1.0 };

@@ -57,6 +57,8 @@ pub fn session_bitrate(entry: &CatalogEntry, renditions: &[String]) -> u64 {
         match r.kind {
             TrackKind::Video => video = video.max(bw),
             TrackKind::Audio => audio = audio.max(bw),
+            // Subtitles: a few hundred bit/s, not a session's bit rate.
+            TrackKind::Text | TrackKind::Image => {}
         }
     }
     video.saturating_add(audio)

@@ -406,3 +406,164 @@ fn removed_appliances_and_titles_are_explained() {
         )
     );
 }
+
+fn report(title: &str, sid: &str, starved: u64, br: u64, mtp: u64) -> protocol::qoe::SessionQoe {
+    protocol::qoe::SessionQoe {
+        sid: sid.into(),
+        cid: Some(title.into()),
+        title: Some(title.into()),
+        first_ms: 0,
+        last_ms: 60_000,
+        requests: 20,
+        bytes: 1 << 20,
+        startup_ms: Some(500),
+        starvation_events: starved,
+        media_ms: 60_000,
+        avg_bitrate_kbps: Some(br),
+        buffer_ms: Some(8_000),
+        min_buffer_ms: Some(0),
+        avg_throughput_kbps: Some(mtp),
+        switches: 0,
+    }
+}
+
+#[test]
+fn low_qoe_titles_need_enough_bad_reports_and_are_bounded() {
+    let signal = qoe::QoeSignal {
+        min_sessions: 3,
+        bad_share: 0.5,
+        max_titles: 2,
+    };
+    let mut reports = vec![
+        // a: 2 of 3 bad (one starved, one throughput below bitrate).
+        report("a", "1", 2, 3000, 9000),
+        report("a", "2", 0, 3000, 2000),
+        report("a", "3", 0, 3000, 9000),
+        // b: 3 of 3 bad.
+        report("b", "4", 1, 3000, 9000),
+        report("b", "5", 1, 3000, 9000),
+        report("b", "6", 1, 3000, 9000),
+        // c: 1 of 3 bad: below the share.
+        report("c", "7", 1, 3000, 9000),
+        report("c", "8", 0, 3000, 9000),
+        report("c", "9", 0, 3000, 9000),
+        // d: 2 of 2 bad: too few reports.
+        report("d", "10", 1, 3000, 9000),
+        report("d", "11", 1, 3000, 9000),
+    ];
+    let mut untitled = report("x", "12", 5, 3000, 100);
+    untitled.title = None;
+    reports.push(untitled);
+    let got = qoe::low_qoe_titles(&reports, &signal);
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        [
+            (
+                "a".to_owned(),
+                Urgency::LowQoe {
+                    bad: 2,
+                    sessions: 3
+                }
+            ),
+            (
+                "b".to_owned(),
+                Urgency::LowQoe {
+                    bad: 3,
+                    sessions: 3
+                }
+            ),
+        ]
+    );
+    // Bounded: one title at most keeps the worst share (b).
+    let one = qoe::low_qoe_titles(
+        &reports,
+        &qoe::QoeSignal {
+            max_titles: 1,
+            ..signal
+        },
+    );
+    assert_eq!(one.keys().collect::<Vec<_>>(), ["b"]);
+    // Nothing bad, nothing urgent.
+    let good: Vec<_> = (0..5)
+        .map(|i| report("a", &i.to_string(), 0, 3000, 9000))
+        .collect();
+    assert!(qoe::low_qoe_titles(&good, &signal).is_empty());
+}
+
+#[test]
+fn low_qoe_ranks_a_title_urgent_with_one_extra_copy_explained() {
+    // Four appliances; demand for t0000 (1000 views / 100 per copy) = 10 copies capped at 4, so
+    // use a title with one copy's worth of demand: t0019 (50 views).
+    let apps = appliances(4, 100 * GB);
+    let ts = titles(20, GB);
+    let base = plan_cluster(
+        &input(apps.clone(), ts.clone()),
+        &ClusterPlacement::default(),
+        &params(),
+    );
+    assert_eq!(base.titles["t0019"].copies_wanted, 1);
+    assert_eq!(base.titles["t0019"].rank, 20);
+
+    let mut ts2 = ts.clone();
+    ts2[19].urgent = Some(Urgency::LowQoe {
+        bad: 3,
+        sessions: 4,
+    });
+    let plan = plan_cluster(
+        &input(apps.clone(), ts2.clone()),
+        &base.placement,
+        &params(),
+    );
+    let d = &plan.titles["t0019"];
+    assert_eq!((d.rank, d.copies_wanted, d.copies_placed), (1, 2, 2));
+    // The copy it had stays; exactly one add, explained.
+    assert!(plan.placement.titles_of("oca-0").is_some());
+    let adds: Vec<_> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Add)
+        .collect();
+    assert_eq!(adds.len(), 1, "{:?}", plan.changes);
+    assert_eq!(adds[0].title, "t0019");
+    assert!(
+        adds[0].reason.starts_with(
+            "urgent (low QoE on this cluster: 3 of 4 recent sessions starved or played above their throughput; one extra copy); rank 1"
+        ),
+        "{}",
+        adds[0].reason
+    );
+    assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+
+    // Bounded: planned again with the QoE still bad, it stays at demand + 1 (no growth).
+    let again = plan_cluster(
+        &input(apps.clone(), ts2.clone()),
+        &plan.placement,
+        &params(),
+    );
+    assert_eq!(again.titles["t0019"].copies_wanted, 2);
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    // ... and never above max_copies.
+    let one = FillParams {
+        max_copies: 1,
+        ..params()
+    };
+    let capped = plan_cluster(
+        &input(apps.clone(), ts2),
+        &ClusterPlacement::default(),
+        &one,
+    );
+    assert_eq!(capped.titles["t0019"].copies_wanted, 1);
+
+    // Once the QoE is fine again the extra copy goes within the hysteresis band: with 2 held
+    // and demand for 1, the band [copies(50/1.25), copies(50*1.25)] = [1, 1] brings it back.
+    let after = plan_cluster(&input(apps, ts), &plan.placement, &params());
+    assert_eq!(after.titles["t0019"].copies_wanted, 1);
+    assert_eq!(
+        after
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Remove && c.title == "t0019")
+            .count(),
+        1
+    );
+}

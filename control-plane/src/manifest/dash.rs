@@ -278,6 +278,110 @@ mod tests {
         assert_eq!(again, out);
     }
 
+    /// A catalogue title as the packager writes it: two audio languages with Role and
+    /// Accessibility, a text AdaptationSet per subtitle language (one forced).
+    const CATALOGUE_MPD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011" type="static" mediaPresentationDuration="PT12.000S" minBufferTime="PT6.000S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" subsegmentAlignment="true" subsegmentStartsWithSAP="1" par="16:9" maxWidth="1280" maxHeight="720">
+      <Representation id="video-360p" bandwidth="452853" codecs="avc1.64001e" width="640" height="360" frameRate="25" sar="1:1">
+        <BaseURL>video-360p/video-360p.mp4</BaseURL>
+        <SegmentBase timescale="12800" indexRange="726-789" indexRangeExact="true">
+          <Initialization range="0-725"/>
+        </SegmentBase>
+      </Representation>
+      <Representation id="video-720p" bandwidth="900000" codecs="avc1.64001f" width="1280" height="720" frameRate="25" sar="1:1">
+        <BaseURL>video-720p/video-720p.mp4</BaseURL>
+        <SegmentBase timescale="12800" indexRange="726-789" indexRangeExact="true">
+          <Initialization range="0-725"/>
+        </SegmentBase>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" lang="en" subsegmentAlignment="true" subsegmentStartsWithSAP="1">
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/>
+      <Representation id="audio-en" bandwidth="99383" codecs="mp4a.40.2" audioSamplingRate="48000">
+        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>
+        <BaseURL>audio-en/audio-en.mp4</BaseURL>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="2" contentType="audio" mimeType="audio/mp4" lang="fr" subsegmentAlignment="true" subsegmentStartsWithSAP="1">
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="description"/>
+      <Accessibility schemeIdUri="urn:tva:metadata:cs:AudioPurposeCS:2007" value="1"/>
+      <Representation id="audio-fr-ad" bandwidth="70000" codecs="mp4a.40.2" audioSamplingRate="48000">
+        <BaseURL>audio-fr-ad/audio-fr-ad.mp4</BaseURL>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="3" contentType="text" mimeType="application/mp4" codecs="wvtt" lang="en" subsegmentAlignment="true" subsegmentStartsWithSAP="1">
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="subtitle"/>
+      <Representation id="text-en" bandwidth="300">
+        <BaseURL>text-en/text-en.mp4</BaseURL>
+        <SegmentBase timescale="1000" indexRange="610-677" indexRangeExact="true">
+          <Initialization range="0-609"/>
+        </SegmentBase>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="4" contentType="text" mimeType="application/mp4" codecs="stpp.ttml.im1t" lang="fr" subsegmentAlignment="true" subsegmentStartsWithSAP="1">
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="forced-subtitle"/>
+      <Representation id="text-fr-forced" bandwidth="100">
+        <BaseURL>text-fr-forced/text-fr-forced.mp4</BaseURL>
+        <SegmentBase timescale="1000" indexRange="640-707" indexRangeExact="true">
+          <Initialization range="0-639"/>
+        </SegmentBase>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="5" contentType="image" mimeType="image/jpeg">
+      <SegmentTemplate media="thumbnails/$Number%05d$.jpg" timescale="1000" duration="8000" startNumber="1"/>
+      <Representation id="thumbnails" bandwidth="9000" width="320" height="180">
+        <EssentialProperty schemeIdUri="http://dashif.org/thumbnail_tile" value="2x2"/>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"#;
+
+    #[test]
+    fn sd_session_keeps_text_and_audio_languages_never_hd() {
+        // Entitlement's rendition list for an SD-only device: everything without a tier.
+        let allowed = [
+            "video-360p",
+            "audio-en",
+            "audio-fr-ad",
+            "text-en",
+            "text-fr-forced",
+            "thumbnails",
+        ];
+        let keep = |id: &str| allowed.contains(&id);
+        let out = rewrite_mpd(CATALOGUE_MPD, &keep, &locs(), "http://cp/steer").unwrap();
+        assert!(!out.contains("video-720p"), "{out}");
+        for id in allowed {
+            assert!(
+                out.contains(&format!("<Representation id=\"{id}\"")),
+                "{id}: {out}"
+            );
+        }
+        // Roles, accessibility and the relative text BaseURLs survive; the granted location
+        // BaseURLs at MPD level resolve them.
+        assert!(out
+            .contains(r#"<Role schemeIdUri="urn:mpeg:dash:role:2011" value="forced-subtitle"/>"#));
+        assert!(out.contains(
+            r#"<Accessibility schemeIdUri="urn:tva:metadata:cs:AudioPurposeCS:2007" value="1"/>"#
+        ));
+        assert!(out.contains("<BaseURL>text-fr-forced/text-fr-forced.mp4</BaseURL>"));
+        assert!(out.contains(r#"codecs="stpp.ttml.im1t" lang="fr""#));
+        assert!(out.contains(r#"<Initialization range="0-639"/>"#));
+        assert!(out.contains(
+            r#"<BaseURL serviceLocation="oca-1">http://10.0.0.1:8080/g/T1/t1/</BaseURL>"#
+        ));
+        // The thumbnails' image AdaptationSet is carried with its template and tile layout.
+        assert!(out.contains(
+            r#"<SegmentTemplate media="thumbnails/$Number%05d$.jpg" timescale="1000" duration="8000" startNumber="1"/>"#
+        ));
+        assert!(out.contains(
+            r#"<EssentialProperty schemeIdUri="http://dashif.org/thumbnail_tile" value="2x2"/>"#
+        ));
+        assert_eq!(out.matches("<AdaptationSet ").count(), 6);
+    }
+
     proptest::proptest! {
         /// For any subset of Representations and any number of locations: exactly the kept
         /// Representations remain, one BaseURL per location, empty AdaptationSets vanish, and

@@ -1,6 +1,6 @@
 //! HLS master playlist rewriting (RFC 8216 plus Apple's content steering).
 //!
-//! Every variant (`#EXT-X-STREAM-INF` + URI line), I-frame variant and rendition
+//! Every variant (`#EXT-X-STREAM-INF` + URI line), I-frame and image variant and rendition
 //! (`#EXT-X-MEDIA`) is repeated once per pathway, with `PATHWAY-ID`, an absolute URI on that
 //! pathway's appliance, and rendition-group ids suffixed with the pathway (`audio` becomes
 //! `audio-<pathway>`) so each pathway's variants reference their own audio group. Entries whose
@@ -71,6 +71,11 @@ fn join_attrs(attrs: &[(String, String)]) -> String {
 
 const GROUP_ATTRS: [&str; 4] = ["AUDIO", "VIDEO", "SUBTITLES", "CLOSED-CAPTIONS"];
 
+/// Tags naming a variant playlist in their `URI` attribute: I-frame (trick play) playlists and
+/// image (thumbnail) playlists. Each is filtered by the rendition its URI is in and repeated per
+/// pathway with a granted absolute URI, like `#EXT-X-STREAM-INF`.
+const URI_VARIANTS: [&str; 2] = ["#EXT-X-I-FRAME-STREAM-INF", "#EXT-X-IMAGE-STREAM-INF"];
+
 enum Entry {
     /// A tag kept once, verbatim.
     Other(String),
@@ -78,8 +83,9 @@ enum Entry {
     Media(Vec<(String, String)>),
     /// `#EXT-X-STREAM-INF` attributes and its URI.
     Variant(Vec<(String, String)>, String),
-    /// `#EXT-X-I-FRAME-STREAM-INF` attributes.
-    IFrame(Vec<(String, String)>),
+    /// `#EXT-X-I-FRAME-STREAM-INF` or `#EXT-X-IMAGE-STREAM-INF` (the tag without its `:`)
+    /// and its attributes: a variant whose playlist is named by its `URI` attribute.
+    UriVariant(&'static str, Vec<(String, String)>),
 }
 
 /// Rewrites a master playlist. `keep(rendition_id)` says whether a rendition may be played;
@@ -147,10 +153,13 @@ pub fn rewrite_master(
             let a = parse_attrs(rest, n)?;
             check_uri(&a)?;
             entries.push(Entry::Media(a));
-        } else if let Some(rest) = line.strip_prefix("#EXT-X-I-FRAME-STREAM-INF:") {
+        } else if let Some((tag, rest)) = URI_VARIANTS
+            .iter()
+            .find_map(|t| Some((*t, line.strip_prefix(t)?.strip_prefix(':')?)))
+        {
             let a = parse_attrs(rest, n)?;
             check_uri(&a)?;
-            entries.push(Entry::IFrame(a));
+            entries.push(Entry::UriVariant(tag, a));
         } else if line.starts_with("#EXT-X-CONTENT-STEERING") {
             // Replaced by ours.
         } else if line.starts_with("#EXTINF") || line.starts_with("#EXT-X-TARGETDURATION") {
@@ -238,11 +247,11 @@ pub fn rewrite_master(
                         uri
                     ));
                 }
-                Entry::IFrame(a) if allowed(a, None) => {
+                Entry::UriVariant(tag, a) if allowed(a, None) => {
                     let mut a = retarget(a, loc);
                     a.retain(|(k, _)| k != "PATHWAY-ID");
                     a.push(("PATHWAY-ID".into(), format!("\"{}\"", loc.id)));
-                    out.push_str(&format!("#EXT-X-I-FRAME-STREAM-INF:{}\n", join_attrs(&a)));
+                    out.push_str(&format!("{tag}:{}\n", join_attrs(&a)));
                 }
                 _ => {}
             }
@@ -318,6 +327,86 @@ v720/playlist.m3u8\n";
                 Err(_) => proptest::prop_assert_eq!(kept, 0),
             }
         }
+    }
+
+    /// A catalogue title as the packager writes it: two audio languages (one audio
+    /// description), subtitles in two languages (one forced), I-frame and image playlists per
+    /// video rendition.
+    const CATALOGUE_MASTER: &str = "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio-mp4a\",NAME=\"audio-en\",LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"audio-en/index.m3u8\"\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio-mp4a\",NAME=\"audio-fr\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,CHARACTERISTICS=\"public.accessibility.describes-video\",CHANNELS=\"6\",URI=\"audio-fr/index.m3u8\"\n\
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"text-en\",LANGUAGE=\"en\",DEFAULT=NO,AUTOSELECT=YES,URI=\"text-en/index.m3u8\"\n\
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"text-fr-forced\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"text-fr-forced/index.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=500000,CODECS=\"avc1.64001e,mp4a.40.2\",RESOLUTION=640x360,AUDIO=\"audio-mp4a\",SUBTITLES=\"subs\"\n\
+video-360p/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,AUDIO=\"audio-mp4a\",SUBTITLES=\"subs\"\n\
+video-720p/index.m3u8\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=16498,CODECS=\"avc1.64001e\",RESOLUTION=640x360,URI=\"video-360p/iframes.m3u8\"\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=30000,CODECS=\"avc1.64001f\",RESOLUTION=1280x720,URI=\"video-720p/iframes.m3u8\"\n\
+#EXT-X-IMAGE-STREAM-INF:BANDWIDTH=8000,RESOLUTION=640x360,CODECS=\"jpeg\",URI=\"thumbs-360p/index.m3u8\"\n\
+#EXT-X-IMAGE-STREAM-INF:BANDWIDTH=9000,RESOLUTION=1280x720,CODECS=\"jpeg\",URI=\"video-720p/thumbs.m3u8\"\n";
+
+    #[test]
+    fn sd_session_gets_text_iframe_and_image_playlists_granted_never_hd() {
+        // What entitlement allows an SD-only device: every rendition without a tier (audio,
+        // text, thumbnails) and the SD video.
+        let allowed = [
+            "audio-en",
+            "audio-fr",
+            "text-en",
+            "text-fr-forced",
+            "thumbs-360p",
+            "video-360p",
+        ];
+        let keep = |r: &str| allowed.contains(&r);
+        let l = locs();
+        let out = rewrite_master(CATALOGUE_MASTER, &keep, &l, "http://cp/steer").unwrap();
+        assert!(!out.contains("video-720p"), "{out}");
+        assert!(!out.contains("1280x720"), "{out}");
+        for loc in &l {
+            let b = &loc.base_url;
+            for uri in [
+                "audio-en/index.m3u8",
+                "audio-fr/index.m3u8",
+                "text-en/index.m3u8",
+                "text-fr-forced/index.m3u8",
+                "video-360p/iframes.m3u8",
+                "thumbs-360p/index.m3u8",
+            ] {
+                assert_eq!(
+                    out.matches(&format!("URI=\"{b}{uri}\"")).count(),
+                    1,
+                    "{uri} on {}: {out}",
+                    loc.id
+                );
+            }
+            assert!(out.contains(&format!("SUBTITLES=\"subs-{}\"", loc.id)));
+            assert!(out.contains(&format!(
+                "TYPE=SUBTITLES,GROUP-ID=\"subs-{}\",NAME=\"text-fr-forced\",LANGUAGE=\"fr\",DEFAULT=NO,AUTOSELECT=YES,FORCED=YES,URI=\"{b}text-fr-forced/index.m3u8\"",
+                loc.id
+            )));
+            assert!(out.contains(&format!(
+                "#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=16498,CODECS=\"avc1.64001e\",RESOLUTION=640x360,URI=\"{b}video-360p/iframes.m3u8\",PATHWAY-ID=\"{}\"",
+                loc.id
+            )));
+        }
+        // No relative URI is left anywhere: each one is on a pathway, so carries a grant.
+        for line in out.lines() {
+            if let Some(i) = line.find("URI=\"") {
+                let uri = &line[i + 5..];
+                if line.starts_with("#EXT-X-CONTENT-STEERING") {
+                    continue;
+                }
+                assert!(l.iter().any(|loc| uri.starts_with(&loc.base_url)), "{line}");
+            }
+        }
+        assert_eq!(out.matches("#EXT-X-IMAGE-STREAM-INF").count(), l.len());
+        assert_eq!(out.matches("#EXT-X-I-FRAME-STREAM-INF").count(), l.len());
+        // An HD device gets the HD I-frame and image playlists too.
+        let all = |_: &str| true;
+        let hd = rewrite_master(CATALOGUE_MASTER, &all, &l, "http://cp/steer").unwrap();
+        assert_eq!(hd.matches("#EXT-X-I-FRAME-STREAM-INF").count(), 2 * l.len());
+        assert!(hd.contains(&format!("URI=\"{}video-720p/thumbs.m3u8\"", l[1].base_url)));
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub async fn put_policy(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("toml"));
     let r = import::import_policy(st.repo.as_ref(), text, is_toml, "request body").await?;
-    st.invalidate();
+    st.refresh().await;
     st.fill_plans.clear().await;
     Ok(imported(r))
 }
@@ -157,7 +157,7 @@ pub async fn put_title(
         ));
     }
     st.repo.put_title(&row).await?;
-    st.invalidate();
+    st.refresh().await;
     st.fill_plans.clear().await;
     Ok(imported(Imported::Title(row.id)))
 }
@@ -182,7 +182,7 @@ pub async fn put_keys(
     require_admin(&st, &headers)?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("body", "not UTF-8"))?;
     let r = import::import_keys(st.repo.as_ref(), &st.master, text, "request body").await?;
-    st.invalidate();
+    st.refresh().await;
     Ok(imported(r))
 }
 

@@ -153,12 +153,26 @@ pub async fn heartbeat(
     if !st.repo.record_heartbeat(&id, &row, now as i64).await? {
         return Err(ApiError::UnknownAppliance(id));
     }
+    // QoE (issue 16): the session summaries folded from CMCD.
+    super::qoe::record(&st, &id, &hb.qoe, now).await?;
+    // --- BGP (issue 14) ---
+    let bgp_full_table = match &hb.bgp {
+        Some(b) => {
+            let agreed = st.repo.apply_bgp(&id, b, now as i64).await?;
+            if !agreed {
+                tracing::info!(appliance = %id, "bgp digest differs: asking for the full table");
+            }
+            !agreed
+        }
+        None => false,
+    };
+    // --- end BGP ---
     st.telemetry
         .record(&id, now, hb.requests_served, hb.bytes_served);
     if let Some(f) = &hb.fill {
         st.metrics.record_fill(&id, f);
     }
-    st.invalidate();
+    st.refresh().await;
     st.metrics
         .appliance_heartbeats
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -168,6 +182,7 @@ pub async fn heartbeat(
         interval_secs: st.config.appliance_heartbeat_secs,
         offline_after_secs: st.config.appliance_offline_after_secs,
         key_ids: st.keys.kids(),
+        bgp_full_table,
     }))
 }
 
@@ -222,7 +237,7 @@ pub async fn register(
             reg.version.as_deref(),
         )
         .await?;
-    st.invalidate();
+    st.refresh().await;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -298,6 +313,13 @@ pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
                 "fill": a.fill_status,
                 "stale_titles": edge::holdings(&snap, &a.id).1,
                 "last_heartbeat": a.last_heartbeat,
+                // --- BGP (issue 14) ---
+                "bgp": snap.bgp.appliances.get(&a.id).map(|b| serde_json::json!({
+                    "sessions": b.sessions,
+                    "steerable": b.steerable,
+                    "routes": b.routes.len(),
+                })),
+                // --- end BGP ---
                 "rps_history": st
                     .telemetry
                     .history(&a.id, now)
@@ -309,7 +331,19 @@ pub async fn view(State(st): State<AppState>, headers: HeaderMap) -> Result<Resp
         .collect();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(serde_json::json!({ "now": now, "appliances": list })),
+        Json(serde_json::json!({
+            "now": now,
+            "appliances": list,
+            // --- BGP (issue 14) ---
+            "bgp_sites": snap.bgp.sites.iter().map(|s| serde_json::json!({
+                "cluster": s.cluster,
+                "appliances": s.appliances,
+                "routes": s.common_routes,
+                "inconsistent": s.inconsistent(),
+                "partial": s.partial,
+            })).collect::<Vec<_>>(),
+            // --- end BGP ---
+        })),
     )
         .into_response())
 }

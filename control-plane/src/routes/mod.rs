@@ -5,6 +5,8 @@ pub mod admin;
 pub mod fleet;
 pub mod license;
 pub mod playback;
+// QoE (issue 16)
+pub mod qoe;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -36,7 +38,7 @@ pub const SCHEME_APPLIANCE: &str = "appliance_credential";
 pub const SCHEME_ADMIN: &str = "admin_token";
 
 /// The JSON body of every error.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code.
     #[schema(value_type = ErrorCode)]

@@ -170,13 +170,17 @@ pub(crate) fn grant_locations(
 /// Starts a playback session.
 #[utoipa::path(post, path = "/v1/playback/sessions", tag = "playback",
     request_body = StartRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes a retried start safe: the same key with the same body within 24 h answers the stored 201 again (no second lease); with a different body, 409 idempotency_conflict. A first request that never answered (its replica died) is taken over after 3 s, ending any lease it took. 1 to 255 visible ASCII characters.",
+        pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)),
     security(("playback_api_key" = [])),
     responses(
-        (status = 201, description = "Session started", body = StartResponse),
-        (status = 400, description = "invalid_request (the body, naming the field)", body = ErrorBody),
+        (status = 201, description = "Session started (or, with an Idempotency-Key already used with this body, the stored answer)", body = StartResponse),
+        (status = 400, description = "invalid_request (the body or the Idempotency-Key header, naming the field)", body = ErrorBody),
         (status = 401, description = "unauthorized: no or an unknown playback API key", body = ErrorBody),
         (status = 403, description = "account_inactive, geo_blocked, tier_unavailable or drm_unsupported", body = ErrorBody),
         (status = 404, description = "unknown_account, unknown_title or unknown_device_class", body = ErrorBody),
+        (status = 409, description = "idempotency_conflict: the Idempotency-Key was used with a different body, or its first request is still being answered", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 429, description = "concurrent_limit, or rate_limited with Retry-After", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait (rate_limited only)"))),
@@ -189,7 +193,16 @@ pub async fn start_session(
     Body(body): Body,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     let t0 = Instant::now();
-    let r = start(&st, &headers, &body).await;
+    // ---- Idempotency-Key (migration 0006) ----
+    let r = match headers.contains_key("idempotency-key") {
+        false => start(&st, &headers, &body, None).await,
+        true => match start_idempotent(&st, &headers, &body).await {
+            // A replay is the stored answer again: no new session is counted.
+            Ok((resp, true)) => return Ok((StatusCode::CREATED, Json(resp))),
+            Ok((resp, false)) => Ok(resp),
+            Err(e) => Err(e),
+        },
+    };
     match &r {
         Ok(_) => {
             st.metrics
@@ -202,7 +215,197 @@ pub async fn start_session(
     r.map(|b| (StatusCode::CREATED, Json(b)))
 }
 
-async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartResponse, ApiError> {
+// ---- Idempotency-Key of session starts (migration 0006) ----
+
+/// How long an `Idempotency-Key` and its stored answer are kept.
+pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
+
+/// How long a request waits for another one holding the same key to finish answering.
+const IDEMPOTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The request's `Idempotency-Key`, if any: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::invalid(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )
+    };
+    let s = v.to_str().map_err(|_| bad())?;
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(s.to_owned()))
+}
+
+/// A claim older than this with no answer belongs to a request that died (its replica was
+/// killed or lost its database mid-start): a retry takes it over. A start is answered in
+/// milliseconds (p99 11 ms in `benches/control_plane.sh`), so a live owner is never this slow
+/// but under a database outage, and then its lease insert fails on the ownership check.
+pub const IDEMPOTENCY_STALE_SECS: u64 = 3;
+
+/// The claim a start answers under: its `Idempotency-Key` and this request's owner token.
+#[derive(Clone, Copy)]
+struct Claim<'a> {
+    key: &'a str,
+    owner: &'a str,
+}
+
+/// A start under an `Idempotency-Key`: the first request with the key answers and stores its
+/// answer sealed with the master key (it holds grants and the licence token); a later one with
+/// the same body gets it again (`true`: replayed), one with another body `idempotency_conflict`.
+/// The claim is one insert, so two replicas racing on one key take one lease. A refused start
+/// releases the key so that a retry is answered afresh. A claim left without an answer for
+/// [`IDEMPOTENCY_STALE_SECS`] is taken over by the retry, which ends the lease the dead owner
+/// may have taken (migration 0007): one live lease per key, whoever answers.
+async fn start_idempotent(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StartResponse, bool), ApiError> {
+    use sha2::Digest as _;
+    let snap = st.snapshot().await?;
+    // The caller is authenticated before its key is looked at.
+    require_api_key(&snap, headers)?;
+    let Some(key) = idempotency_key(headers)? else {
+        return start(st, headers, body, None).await.map(|r| (r, false));
+    };
+    let key = key.as_str();
+    let owner = random_token(12);
+    let claim = Claim { key, owner: &owner };
+    let hash = protocol::hex::encode(&sha2::Sha256::digest(body));
+    let deadline = Instant::now() + IDEMPOTENCY_WAIT;
+    loop {
+        let now = st.now() as i64;
+        if st
+            .repo
+            .claim_idempotency_key(key, &hash, &owner, now, now + IDEMPOTENCY_TTL_SECS as i64)
+            .await?
+        {
+            return answer_claimed(st, headers, body, claim)
+                .await
+                .map(|r| (r, false));
+        }
+        match st.repo.idempotency_key(key, now).await? {
+            Some(c) if c.request_sha256 != hash => {
+                return Err(ApiError::IdempotencyConflict(
+                    "this Idempotency-Key was used with a different request body".into(),
+                ))
+            }
+            Some(crate::db::rows::IdempotencyClaim {
+                response: Some(sealed),
+                ..
+            }) => {
+                let plain = st
+                    .master
+                    .open(&sealed, &idempotency_aad(key))
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                let resp: StartResponse = serde_json::from_slice(&plain)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                return Ok((resp, true));
+            }
+            // Held with no answer for too long: its owner died. Take it over.
+            Some(c) if c.created_at <= now - IDEMPOTENCY_STALE_SECS as i64 => {
+                // A body that does not parse is refused by `start` without a lease; the
+                // account only scopes the takeover's lock.
+                let account = parse_body::<StartRequest>(body)
+                    .map(|r| r.account_id)
+                    .unwrap_or_default();
+                let stale_before = now - IDEMPOTENCY_STALE_SECS as i64;
+                if let Some(ended) = st
+                    .repo
+                    .take_over_idempotency_key(key, &hash, &owner, &account, stale_before, now)
+                    .await?
+                {
+                    tracing::warn!(
+                        idempotency_key = key,
+                        held_since = c.created_at,
+                        leases_ended = ended,
+                        "took over an Idempotency-Key whose first request never answered \
+                         (its replica died mid-start); ended the lease it had taken, if any"
+                    );
+                    st.metrics
+                        .idempotency_takeovers
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return answer_claimed(st, headers, body, claim)
+                        .await
+                        .map(|r| (r, false));
+                }
+            }
+            // Held by a request still being answered (here or on another replica), or released
+            // or expired in between: look again shortly.
+            Some(_) | None => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(ApiError::IdempotencyConflict(
+                "the first request with this Idempotency-Key is still being answered; retry".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// The associated data sealing a key's stored answer.
+fn idempotency_aad(key: &str) -> String {
+    format!("idempotency-key:{key}")
+}
+
+/// Answers a start whose key `claim.owner` owns: the start, then its answer stored sealed (or,
+/// on a refusal, the claim released).
+async fn answer_claimed(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    claim: Claim<'_>,
+) -> Result<StartResponse, ApiError> {
+    let r = start(st, headers, body, Some(claim)).await;
+    match &r {
+        Ok(resp) => {
+            let stored = serde_json::to_vec(resp)
+                .map_err(|e| ApiError::Internal(e.to_string()))
+                .and_then(|json| {
+                    st.master
+                        .seal(&json, &idempotency_aad(claim.key))
+                        .map_err(|e| ApiError::Internal(e.to_string()))
+                });
+            match stored {
+                Ok(sealed) => {
+                    if !st
+                        .repo
+                        .store_idempotent_response(claim.key, claim.owner, &sealed)
+                        .await?
+                    {
+                        tracing::warn!(
+                            idempotency_key = claim.key,
+                            "a retry took this Idempotency-Key over before the answer was stored"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "storing an idempotent answer"),
+            }
+        }
+        Err(_) => {
+            if let Err(e) = st
+                .repo
+                .release_idempotency_key(claim.key, claim.owner)
+                .await
+            {
+                tracing::warn!(error = %e, "releasing an Idempotency-Key after a refusal");
+            }
+        }
+    }
+    r
+}
+
+async fn start(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    claim: Option<Claim<'_>>,
+) -> Result<StartResponse, ApiError> {
     let snap = st.snapshot().await?;
     require_api_key(&snap, headers)?;
     let req: StartRequest = parse_body(body)?;
@@ -256,12 +459,27 @@ async fn start(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<StartR
         expires_at: lease_expires_at as i64,
         ended_at: None,
         end_reason: None,
+        idempotency_key: claim.map(|c| c.key.to_owned()),
     };
     if !st
         .repo
-        .insert_session_if_under_limit(&row, max_streams, now_i)
+        .insert_session_if_under_limit(&row, max_streams, now_i, claim.map(|c| c.owner))
         .await?
     {
+        // Under a key, the insert also fails when a retry took the key over (this request was
+        // taken for dead): that retry answers the start.
+        if let Some(c) = claim {
+            let owned = st
+                .repo
+                .idempotency_key(c.key, now_i)
+                .await?
+                .is_some_and(|k| k.owner == c.owner);
+            if !owned {
+                return Err(ApiError::IdempotencyConflict(
+                    "a retry of this start took its Idempotency-Key over; its answer stands".into(),
+                ));
+            }
+        }
         return Err(ApiError::ConcurrentLimit(max_streams));
     }
     match decision.miss {
@@ -541,11 +759,13 @@ async fn priority(st: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
         })
         .map(|c| c.appliance.clone())
         .collect();
-    Ok(if up.is_empty() {
+    let order = if up.is_empty() {
         steering.ranked.into_iter().map(|c| c.appliance).collect()
     } else {
         up
-    })
+    };
+    // QoE (issue 16): appliances this session played badly from move behind healthy ones.
+    super::qoe::steer(st, id, order).await
 }
 
 /// HLS content-steering manifest.

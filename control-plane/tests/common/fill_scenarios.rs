@@ -616,3 +616,111 @@ pub async fn removals_name_another_copy(env: &Env) {
     assert_eq!(po.titles.len(), 3, "{po:?}");
     assert!(po.removals.is_empty());
 }
+
+/// A heartbeat with 100 GB of drives holding nothing, carrying QoE reports: `(sid, title,
+/// starvation events)`, each played at 3000 kbps with 9000 kbps measured throughput.
+async fn beat_qoe(env: &Env, id: &str, reports: &[(&str, &str, u64)]) {
+    let now_ms = env.state.now() * 1000;
+    let qoe: Vec<Value> = reports
+        .iter()
+        .map(|(sid, title, starved)| {
+            json!({"sid": sid, "cid": title, "title": title, "first_ms": now_ms - 60_000,
+                "last_ms": now_ms, "requests": 20, "bytes": 5_000_000, "startup_ms": 600,
+                "starvation_events": starved, "media_ms": 60_000, "avg_bitrate_kbps": 3000,
+                "buffer_ms": 4_000, "min_buffer_ms": 0, "avg_throughput_kbps": 9000,
+                "switches": 1})
+        })
+        .collect();
+    let body = json!({"health": "ok", "load": 0.1, "titles": [], "held": [], "qoe": qoe,
+        "drives": [{"path": "/cache/0", "state": "ok", "used_bytes": 0, "capacity_bytes": 100u64 << 30}]});
+    let (s, _, v) = env
+        .call(
+            Method::POST,
+            &format!("/v1/appliances/{id}/heartbeat"),
+            &[("authorization", &cred(id)), ("outpost-appliance", id)],
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// Item 4's second signal: low QoE of a title on a cluster's appliances makes it urgent there
+/// with one copy more than its demand asks for, explained in the plan's reason, bounded (a
+/// title with too few or mostly good reports is not urgent) and lapsing with the window.
+pub async fn low_qoe_feeds_urgency(env: &Env) {
+    let mut bad = config();
+    bad.fill.qoe_bad_share = 1.5;
+    let e = bad.fill.validate().unwrap_err().to_string();
+    assert!(e.contains("fill.qoe_bad_share"), "{e}");
+
+    // Two days on nothing is a new release; the forecast gives hd-only one copy (10 views).
+    env.clock.advance(2 * 86_400);
+    import_forecast(env).await;
+    beat(env, "akl-1", &[], None).await;
+    beat(env, "akl-2", &[], None).await;
+    let has = |p: &FillPlan, t: &str| p.titles.iter().any(|x| x.title == t);
+    let p1 = plan(env, "akl-1").await;
+    let p2 = plan(env, "akl-2").await;
+    assert!(
+        has(&p1, "hd-only") != has(&p2, "hd-only"),
+        "one copy: {p1:?} {p2:?}"
+    );
+    let (holder, other) = if has(&p1, "hd-only") {
+        ("akl-1", "akl-2")
+    } else {
+        ("akl-2", "akl-1")
+    };
+    assert!(p1.titles.iter().chain(&p2.titles).all(|t| !t.urgent));
+
+    // The holder's players of hd-only starve (2 of 3 reports); clear-title plays well (1 of 3
+    // starved: below the share); enc-title starves but on 2 reports only (too few).
+    env.clock.advance(30);
+    beat_qoe(
+        env,
+        holder,
+        &[
+            ("h1", "hd-only", 2),
+            ("h2", "hd-only", 1),
+            ("h3", "hd-only", 0),
+            ("c1", "clear-title", 1),
+            ("c2", "clear-title", 0),
+            ("c3", "clear-title", 0),
+            ("e1", "enc-title", 4),
+            ("e2", "enc-title", 4),
+        ],
+    )
+    .await;
+    beat(env, other, &[], None).await;
+    env.state.fill_plans.clear().await;
+    let p = plan(env, other).await;
+    let t = p
+        .titles
+        .iter()
+        .find(|t| t.title == "hd-only")
+        .unwrap_or_else(|| panic!("low QoE adds a second copy: {p:?}"));
+    assert!(t.urgent, "{t:?}");
+    assert!(
+        t.reason.starts_with(
+            "urgent (low QoE on this cluster: 2 of 3 recent sessions starved or played above their throughput; one extra copy); rank 1,"
+        ),
+        "{}",
+        t.reason
+    );
+    assert!(t.reason.contains("2 of 2 copies"), "{}", t.reason);
+    for other_title in ["clear-title", "enc-title"] {
+        let x = p.titles.iter().find(|t| t.title == other_title);
+        assert!(x.is_none_or(|x| !x.urgent), "{x:?}");
+    }
+    let ph = plan(env, holder).await;
+    assert!(has(&ph, "hd-only"), "the holder keeps its copy: {ph:?}");
+
+    // Ten minutes later the reports are out of the window: back to one copy, on the holder.
+    env.clock.advance(700);
+    beat(env, holder, &[], None).await;
+    beat(env, other, &[], None).await;
+    env.state.fill_plans.clear().await;
+    let p = plan(env, other).await;
+    assert!(!has(&p, "hd-only"), "{p:?}");
+    assert!(p.titles.iter().all(|t| !t.urgent), "{p:?}");
+    assert!(has(&plan(env, holder).await, "hd-only"));
+}

@@ -3,7 +3,10 @@
 //! `tests/data`, driven through `app(state)` with `oneshot` (no sockets), on a manual clock.
 #![allow(dead_code)]
 
+pub mod bgp_scenarios;
 pub mod fill_scenarios;
+// QoE (issue 16)
+pub mod qoe_scenarios;
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};

@@ -1057,3 +1057,101 @@ pub async fn fleet_view(env: &Env) {
     let silent = list.iter().find(|a| a["id"] == "syd-1").unwrap();
     assert_eq!(silent["online"], false, "{silent}");
 }
+
+/// A start whose first request died after claiming its `Idempotency-Key` and taking the lease
+/// (a replica killed mid-start): once the claim is stale the retry takes it over, ends the
+/// orphaned lease and answers; the dead owner can neither take a lease nor store an answer
+/// under the key any more; later retries get the stored answer; one live lease throughout.
+pub async fn stale_idempotency_claim_is_taken_over(env: &Env) {
+    use control_plane::db::SessionRow;
+    use control_plane::steering::StoredDecision;
+    env.fleet_up().await;
+    let body = json!({"account_id": "acct-premium", "device_class": "browser", "title": "clear-title", "client_ip": "10.1.2.3"});
+    let hash = control_plane::crypto::digest(&body.to_string());
+    let now = T0 as i64;
+    assert!(env
+        .repo
+        .claim_idempotency_key("k-dead", &hash, "dead-owner", now, now + 86_400)
+        .await
+        .unwrap());
+    let orphan = |id: &str| SessionRow {
+        id: id.into(),
+        account_id: "acct-premium".into(),
+        title: "clear-title".into(),
+        device_class: "browser".into(),
+        client_ip: "10.1.2.3".into(),
+        country: "NZ".into(),
+        tier: protocol::catalog::Tier::Sd,
+        renditions: vec![],
+        key_ids: vec![],
+        steering: StoredDecision {
+            ranked: vec![],
+            reason: "test".into(),
+            miss: None,
+        },
+        license_sha256: "0".repeat(64),
+        created_at: now,
+        expires_at: now + 600,
+        ended_at: None,
+        end_reason: None,
+        idempotency_key: Some("k-dead".into()),
+    };
+    assert!(env
+        .repo
+        .insert_session_if_under_limit(&orphan("orphan-1"), 4, now, Some("dead-owner"))
+        .await
+        .unwrap());
+    assert_eq!(env.repo.live_leases("acct-premium", now).await.unwrap(), 1);
+
+    // Stale: the retry takes the key over.
+    env.clock
+        .advance(control_plane::routes::playback::IDEMPOTENCY_STALE_SECS + 1);
+    let now = now + control_plane::routes::playback::IDEMPOTENCY_STALE_SECS as i64 + 1;
+    let headers = [
+        ("authorization", format!("Bearer {API_KEY}")),
+        ("idempotency-key", "k-dead".to_owned()),
+    ];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let post = |body: Value| env.call(Method::POST, "/v1/playback/sessions", &headers, Some(body));
+    let (s, _, first) = post(body.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let sid = first["session_id"].as_str().unwrap().to_owned();
+    assert_ne!(sid, "orphan-1");
+    let orphan_row = env.repo.session("orphan-1").await.unwrap().unwrap();
+    assert_eq!(
+        orphan_row.end_reason.as_deref(),
+        Some("idempotency_takeover")
+    );
+    assert_eq!(env.repo.live_leases("acct-premium", now).await.unwrap(), 1);
+    let new_row = env.repo.session(&sid).await.unwrap().unwrap();
+    assert_eq!(new_row.idempotency_key.as_deref(), Some("k-dead"));
+
+    // The dead owner, were it only slow, can no longer take a lease or store an answer.
+    assert!(!env
+        .repo
+        .insert_session_if_under_limit(&orphan("orphan-2"), 4, now, Some("dead-owner"))
+        .await
+        .unwrap());
+    assert!(!env
+        .repo
+        .store_idempotent_response("k-dead", "dead-owner", "sealed")
+        .await
+        .unwrap());
+
+    // A later retry: the stored answer; another body: a conflict.
+    let (s, _, again) = post(body.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{again}");
+    assert_eq!(again["session_id"], first["session_id"]);
+    let mut other = body.clone();
+    other["account_id"] = json!("acct-standard");
+    let (s, _, v) = post(other).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(env.repo.live_leases("acct-premium", now).await.unwrap(), 1);
+    let (_, _, metrics) = env.call(Method::GET, "/metrics", &[], None).await;
+    assert!(
+        metrics
+            .as_str()
+            .is_some_and(|m| m.contains("outpost_cp_idempotency_takeovers_total 1")),
+        "{metrics}"
+    );
+}
