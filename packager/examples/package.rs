@@ -21,6 +21,9 @@ fn main() {
         },
         segment_duration_ms: 6000,
         inputs: args[2..].iter().map(PathBuf::from).collect(),
+        audio: Vec::new(),
+        text: Vec::new(),
+        thumbnails: None,
         encryption: None,
     };
     match packager::package(&opts, None) {

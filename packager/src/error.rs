@@ -56,6 +56,18 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A text track (WebVTT) is malformed or does not fit the title.
+    #[error("{file}: line {line}, {cue}: {reason}")]
+    Text {
+        /// The text file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Which cue: `cue 3 ("intro")`, or `header`.
+        cue: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The renditions cannot be packaged together (keyframes not aligned, ids clash, ...).
     #[error("ladder: {0}")]
     Ladder(String),

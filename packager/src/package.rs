@@ -23,6 +23,8 @@ use crate::encrypt::{self, EncryptOptions, Subsample, TrackCrypto};
 use crate::error::{Error, Result};
 use crate::manifest::{self, dash, hls, RenditionView, SegRef};
 use crate::segment;
+use crate::text::{self, TextFormat, TextInput, WebVtt};
+use crate::thumbs::{self, ImageView, ThumbnailInput};
 
 /// Size of the copy buffer of each writer (see [`HashedFile`]).
 const COPY_BUFFER: usize = 128 * 1024;
@@ -42,8 +44,99 @@ pub struct Options {
     pub segment_duration_ms: u64,
     /// Input MP4 files.
     pub inputs: Vec<PathBuf>,
+    /// Further audio inputs with a language and a role (`--audio LANG:ROLE:PATH`); their audio
+    /// tracks become renditions alongside those of `inputs`.
+    pub audio: Vec<AudioInput>,
+    /// Text tracks (`--text LANG:ROLE:PATH`, WebVTT or IMSC1/TTML), segmented along the video.
+    pub text: Vec<TextInput>,
+    /// Thumbnails (`--thumbnails`): JPEG tile grids copied into `thumbnails/`.
+    pub thumbnails: Option<ThumbnailInput>,
     /// Common Encryption with these keys; `None` writes clear output.
     pub encryption: Option<EncryptOptions>,
+}
+
+/// The role of an audio rendition (DASH `Role`, HLS `CHARACTERISTICS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AudioRole {
+    /// The programme's main audio.
+    #[default]
+    Main,
+    /// A commentary track.
+    Commentary,
+    /// Audio description for blind and partially sighted viewers.
+    Description,
+}
+
+impl AudioRole {
+    /// `main`, `commentary` or `description`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AudioRole::Main => "main",
+            AudioRole::Commentary => "commentary",
+            AudioRole::Description => "description",
+        }
+    }
+
+    /// Parses `main`, `commentary` or `description`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "main" => Some(AudioRole::Main),
+            "commentary" => Some(AudioRole::Commentary),
+            "description" => Some(AudioRole::Description),
+            _ => None,
+        }
+    }
+}
+
+/// One `--audio LANG:ROLE:PATH` input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioInput {
+    /// Language (BCP 47 / ISO 639); `None` takes the input's `elng` or `mdhd` language.
+    pub language: Option<String>,
+    /// Role of every audio track of the file.
+    pub role: AudioRole,
+    /// The MP4 file; its video tracks, if any, are ignored.
+    pub path: PathBuf,
+}
+
+impl AudioInput {
+    /// Parses `LANG:ROLE:PATH` (`LANG` may be empty or `-` to read it from the file).
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Options(format!(
+                "--audio {spec:?}: {why} (expected LANG:ROLE:PATH, role main|commentary|description)"
+            ))
+        };
+        let mut parts = spec.splitn(3, ':');
+        let (lang, role, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(l), Some(r), Some(p)) if !p.is_empty() => (l, r, p),
+            _ => return Err(bad("missing a part")),
+        };
+        let role = AudioRole::parse(role).ok_or_else(|| bad(&format!("unknown role {role:?}")))?;
+        let language = match lang {
+            "" | "-" => None,
+            l if is_language_tag(l) => Some(l.to_string()),
+            l => {
+                return Err(bad(&format!(
+                    "language {l:?} is not a BCP 47 tag such as en or pt-BR"
+                )))
+            }
+        };
+        Ok(AudioInput {
+            language,
+            role,
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+/// A plausible BCP 47 tag: 2-8 letter primary subtag, then 1-8 alphanumeric subtags.
+pub fn is_language_tag(s: &str) -> bool {
+    let mut parts = s.split('-');
+    let first = parts.next().unwrap_or_default();
+    (2..=8).contains(&first.len())
+        && first.chars().all(|c| c.is_ascii_alphabetic())
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Progress callback: `(bytes of sample data copied, total)`. Called from worker threads.
@@ -71,8 +164,18 @@ pub fn keys_needed(inputs: &[PathBuf]) -> Result<(bool, Vec<Tier>)> {
     Ok(encrypt::keys_needed(&tracks))
 }
 
-/// Packages `opts.inputs` into `opts.out_dir/<title>/` and returns the catalog entry written.
+/// Packages `opts.inputs` into `opts.out_dir/<title>/` and returns the catalog entry written
+/// ([`package_with_warnings`] without the warnings).
 pub fn package(opts: &Options, progress: Option<Progress<'_>>) -> Result<CatalogEntry> {
+    package_with_warnings(opts, progress).map(|(entry, _)| entry)
+}
+
+/// [`package`], also returning warnings about the output (e.g. a segment much longer than the
+/// requested duration because the video renditions share few keyframes).
+pub fn package_with_warnings(
+    opts: &Options,
+    progress: Option<Progress<'_>>,
+) -> Result<(CatalogEntry, Vec<String>)> {
     if !catalog::is_valid_segment(&opts.title) {
         return Err(Error::Options(format!(
             "--title {:?} must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'",
@@ -85,7 +188,7 @@ pub fn package(opts: &Options, progress: Option<Progress<'_>>) -> Result<Catalog
             MAX_SEGMENT_MS / 1000
         )));
     }
-    if opts.inputs.is_empty() {
+    if opts.inputs.is_empty() && opts.audio.is_empty() {
         return Err(Error::Options("no input files".into()));
     }
     if let Some(e) = &opts.encryption {
@@ -100,7 +203,27 @@ pub fn package(opts: &Options, progress: Option<Progress<'_>>) -> Result<Catalog
             final_dir.display()
         )));
     }
-    let planned = plan(opts)?;
+    let (planned, mut warnings) = plan(opts)?;
+    let texts = plan_texts(opts, &planned)?;
+    let images = match &opts.thumbnails {
+        Some(t) => {
+            let title_ms = planned
+                .iter()
+                .map(|p| (p.view.seconds() * 1000.0).round() as u64)
+                .max()
+                .unwrap_or(0);
+            let (view, warning) = thumbs::plan(t, title_ms)?;
+            if planned.iter().any(|p| p.id == view.id) {
+                return Err(Error::Options(format!(
+                    "--thumbnails: rendition id {:?} is already used by an input: rename that file",
+                    view.id
+                )));
+            }
+            warnings.extend(warning);
+            Some(view)
+        }
+        None => None,
+    };
 
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
     let tmp = opts
@@ -110,14 +233,149 @@ pub fn package(opts: &Options, progress: Option<Progress<'_>>) -> Result<Catalog
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result = write_title(opts, &planned, &tmp, progress).and_then(|entry| {
-        std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
-        Ok(entry)
-    });
+    let result =
+        write_title(opts, &planned, &texts, images.as_ref(), &tmp, progress).and_then(|entry| {
+            std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+            Ok(entry)
+        });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    result
+    result.map(|entry| (entry, warnings))
+}
+
+/// A text track ready to be written.
+struct PlannedText {
+    view: manifest::TextView,
+    /// The cues as WebVTT (HLS segments and the sidecar; converted from TTML input).
+    vtt: WebVtt,
+    /// Segment boundaries, milliseconds.
+    bounds: Vec<u64>,
+    /// The DASH MP4 track (`wvtt`, or `stpp` for TTML input).
+    mp4: text::mp4::TextMp4,
+}
+
+/// Reads and checks every `--text` input against the title (cue times within its duration)
+/// and lines its segments up with the first video rendition's (else the first rendition's).
+fn plan_texts(opts: &Options, planned: &[Planned]) -> Result<Vec<PlannedText>> {
+    if opts.text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reference = planned
+        .iter()
+        .find(|p| p.view.kind == TrackKind::Video)
+        .or(planned.first())
+        .ok_or_else(|| Error::Options("text tracks need a video or audio rendition".into()))?;
+    let rv = &reference.view;
+    let duration_ms = planned
+        .iter()
+        .map(|p| (p.view.seconds() * 1000.0).ceil() as u64)
+        .max()
+        .unwrap_or(0);
+    let ts = i128::from(rv.timescale);
+    let bounds: Vec<u64> = rv
+        .segments
+        .iter()
+        .map(|s| u64::try_from((i128::from(s.start) * 1000 + ts / 2) / ts).unwrap_or(0))
+        .collect();
+    let durations: Vec<f64> = rv
+        .segments
+        .iter()
+        .map(|s| s.duration as f64 / f64::from(rv.timescale))
+        .collect();
+    let mut out: Vec<PlannedText> = Vec::new();
+    for t in &opts.text {
+        let ids = rendition_ids(&t.path, &[])?;
+        let id = ids.into_iter().next().unwrap_or_default();
+        if planned.iter().any(|p| p.id == id) || out.iter().any(|o| o.view.id == id) {
+            return Err(Error::Options(format!(
+                "--text {}: rendition id {id:?} (the file stem) is already used: rename the file",
+                t.path.display()
+            )));
+        }
+        let bytes = std::fs::read(&t.path).map_err(|e| Error::io(&t.path, e))?;
+        let body = String::from_utf8(bytes).map_err(|e| Error::Text {
+            file: t.path.clone(),
+            line: 0,
+            cue: "header".into(),
+            reason: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+        })?;
+        let (vtt, ttml) = match t.format {
+            TextFormat::WebVtt => (text::parse_webvtt(&t.path, &body, duration_ms)?, None),
+            TextFormat::Ttml => {
+                let doc = text::ttml::parse(&t.path, &body, duration_ms)?;
+                (doc.to_webvtt(), Some(doc))
+            }
+        };
+        let language = match (&t.language, ttml.as_ref().and_then(|d| d.language.clone())) {
+            (Some(l), _) => l.clone(),
+            (None, Some(l)) if is_language_tag(&l) => l,
+            (None, Some(l)) => {
+                return Err(Error::Text {
+                    file: t.path.clone(),
+                    line: 1,
+                    cue: "document".into(),
+                    reason: format!(
+                        "xml:lang=\"{l}\" on <tt> is not a BCP 47 tag such as en or pt-BR: give LANG in --text"
+                    ),
+                })
+            }
+            (None, None) => {
+                return Err(Error::Text {
+                    file: t.path.clone(),
+                    line: 1,
+                    cue: "document".into(),
+                    reason: "no language: <tt> has no xml:lang; give LANG in --text LANG:ROLE:PATH"
+                        .into(),
+                })
+            }
+        };
+        let segs = text::segments(&vtt, &bounds);
+        let src = match &ttml {
+            Some(d) => text::mp4::TextSource::Ttml(d),
+            None => text::mp4::TextSource::WebVtt(&vtt),
+        };
+        let mp4 = text::mp4::build(src, &language, &bounds, duration_ms, opts.mode)?;
+        let (file, init_range, index_range) = match &mp4.sidx {
+            Some(sidx) => (
+                format!("{id}.mp4"),
+                Some((0, mp4.init.len() as u64)),
+                Some((mp4.init.len() as u64, sidx.len() as u64)),
+            ),
+            None => ("init.mp4".to_string(), None, None),
+        };
+        let view = manifest::TextView {
+            id: id.clone(),
+            language,
+            role: t.role,
+            segments: (0..segs.len())
+                .map(|k| (text_segment_file(k), durations[k]))
+                .collect(),
+            sizes: segs.iter().map(|s| s.len() as u64).collect(),
+            whole_file: format!("{id}.vtt"),
+            mp4: manifest::TextMp4View {
+                codecs: src.codecs().to_string(),
+                mode: opts.mode,
+                file,
+                init_range,
+                index_range,
+                segments: mp4.segments.clone(),
+                sizes: mp4.fragments.iter().map(|f| f.len() as u64).collect(),
+            },
+        };
+        out.push(PlannedText {
+            view,
+            vtt,
+            bounds: bounds.clone(),
+            mp4,
+        });
+    }
+    Ok(out)
+}
+
+/// Text segment file name (`00001.vtt`, numbers from 1).
+fn text_segment_file(k: usize) -> String {
+    format!("{:05}.vtt", k + 1)
 }
 
 fn rendition_ids(path: &Path, tracks: &[Track]) -> Result<Vec<String>> {
@@ -126,7 +384,7 @@ fn rendition_ids(path: &Path, tracks: &[Track]) -> Result<Vec<String>> {
         .and_then(|s| s.to_str())
         .unwrap_or_default()
         .to_string();
-    let ids: Vec<String> = if tracks.len() == 1 {
+    let ids: Vec<String> = if tracks.len() <= 1 {
         vec![stem.clone()]
     } else {
         let mut counts = [0usize; 2];
@@ -135,7 +393,7 @@ fn rendition_ids(path: &Path, tracks: &[Track]) -> Result<Vec<String>> {
             .map(|t| {
                 let (k, name) = match t.kind {
                     TrackKind::Video => (0, "video"),
-                    TrackKind::Audio => (1, "audio"),
+                    TrackKind::Audio | TrackKind::Text | TrackKind::Image => (1, "audio"),
                 };
                 counts[k] += 1;
                 let same = tracks.iter().filter(|o| o.kind == t.kind).count();
@@ -158,7 +416,7 @@ fn rendition_ids(path: &Path, tracks: &[Track]) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-fn plan(opts: &Options) -> Result<Vec<Planned>> {
+fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
     let mut tracks: Vec<(String, Track)> = Vec::new();
     for input in &opts.inputs {
         let ts = bmff::parse_file(input)?;
@@ -174,11 +432,39 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
             tracks.push((id, t));
         }
     }
+    for a in &opts.audio {
+        let ts: Vec<Track> = bmff::parse_file(&a.path)?
+            .into_iter()
+            .filter(|t| t.kind == TrackKind::Audio)
+            .collect();
+        if ts.is_empty() {
+            return Err(Error::Options(format!(
+                "--audio {}: the file has no audio track",
+                a.path.display()
+            )));
+        }
+        let ids = rendition_ids(&a.path, &ts)?;
+        for (id, mut t) in ids.into_iter().zip(ts) {
+            if let Some((_, other)) = tracks.iter().find(|(i, _)| *i == id) {
+                return Err(Error::Options(format!(
+                    "rendition id {id:?} comes from both {} and {}: rename one file",
+                    other.file.display(),
+                    a.path.display()
+                )));
+            }
+            if let Some(l) = &a.language {
+                t.language = l.clone();
+            }
+            t.role = a.role;
+            tracks.push((id, t));
+        }
+    }
     // Video first (stable), as the catalog lists them.
     tracks.sort_by_key(|(_, t)| t.kind == TrackKind::Audio);
     let refs: Vec<&Track> = tracks.iter().map(|(_, t)| t).collect();
     let names: Vec<String> = tracks.iter().map(|(i, _)| i.clone()).collect();
-    let segments = segment::plan(&refs, &names, opts.segment_duration_ms)?;
+    let (segments, warnings) =
+        segment::plan_with_warnings(&refs, &names, opts.segment_duration_ms)?;
 
     let mut out = Vec::with_capacity(tracks.len());
     // Pick every track's key before any sample is read, so a missing key fails fast.
@@ -240,6 +526,7 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
                             start: f.segment.start,
                             duration: f.segment.duration,
                             size: f.size(),
+                            iframe_len: iframe_len(&track, f),
                         };
                         off += f.size();
                         r
@@ -258,6 +545,7 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
                         start: f.segment.start,
                         duration: f.segment.duration,
                         size: f.size(),
+                        iframe_len: iframe_len(&track, f),
                     })
                     .collect();
                 (None, "init.mp4".to_string(), None, None, refs)
@@ -283,6 +571,7 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
             sample_rate: track.entry.sample_rate,
             channels: track.entry.channels,
             language: track.language.clone(),
+            role: track.role,
             timescale: track.timescale,
             mode: opts.mode,
             init_file,
@@ -292,7 +581,7 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
             duration,
             edit_offset: match track.kind {
                 TrackKind::Video => 0,
-                TrackKind::Audio => track.edit_shift,
+                TrackKind::Audio | TrackKind::Text | TrackKind::Image => track.edit_shift,
             },
             protection: crypto.as_ref().map(|(tc, _)| manifest::Protection {
                 scheme: if tc.cbcs.is_some() { "cbcs" } else { "cenc" },
@@ -310,7 +599,7 @@ fn plan(opts: &Options) -> Result<Vec<Planned>> {
             crypto,
         });
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
 /// The subsample map of every sample of `track` (empty maps, whole-sample encryption, for
@@ -322,7 +611,7 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
     }
     let src = File::open(&track.file).map_err(|e| Error::io(&track.file, e))?;
     let mut maps = Vec::with_capacity(track.samples.len());
-    let mut vp9 = encrypt::vp9::Vp9State::default();
+    let mut frames = encrypt::FrameMaps::new(track, tc)?;
     // cbcs keeps H.264/HEVC slice headers clear: parse them with the track's parameter sets.
     let mut headers: Option<Box<dyn encrypt::nal::SliceHeaders>> = match tc.nal {
         Some(fmt) if tc.cbcs.is_some() => {
@@ -370,7 +659,7 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
                 };
                 encrypt::nal::map_with(s.size as usize, fmt, &mut policy, &mut peek)
             }
-            None => encrypt::vp9::map_with(s.size as usize, &mut vp9, &mut peek),
+            None => frames.map_with(s.size as usize, &mut peek),
         };
         if let Some(e) = io_error {
             return Err(Error::io(&track.file, e));
@@ -384,6 +673,18 @@ fn subsample_maps(track: &Track, tc: &TrackCrypto) -> Result<Vec<Vec<Subsample>>
         maps.push(m);
     }
     Ok(maps)
+}
+
+/// The bytes of a video fragment up to the end of its first sample, when that sample is a sync
+/// sample (every video fragment starts with one): `moof`, `mdat` header, the I-frame.
+fn iframe_len(track: &Track, f: &Fragment) -> Option<u64> {
+    if track.kind != TrackKind::Video {
+        return None;
+    }
+    let first = track.samples.get(f.segment.samples.start)?;
+    first
+        .sync
+        .then(|| f.header.len() as u64 + u64::from(first.size))
 }
 
 /// Media segment file name in segmented mode (`$Number%05d$.m4s`, numbers from 1).
@@ -574,6 +875,8 @@ fn write_text(root: &Path, rel: &str, text: &str) -> Result<FileEntry> {
 fn write_title(
     opts: &Options,
     planned: &[Planned],
+    texts: &[PlannedText],
+    images: Option<&ImageView>,
     root: &Path,
     progress: Option<Progress<'_>>,
 ) -> Result<CatalogEntry> {
@@ -620,21 +923,129 @@ fn write_title(
     // Playlists and the MPD.
     let views: Vec<RenditionView> = planned.iter().map(|p| p.view.clone()).collect();
     let target = hls::target_duration(&views);
+    // Text tracks: the segments, the whole file (DASH) and the media playlist.
+    let text_views: Vec<manifest::TextView> = texts.iter().map(|t| t.view.clone()).collect();
+    let mut text_renditions = Vec::new();
+    for t in texts {
+        let v = &t.view;
+        let dir = root.join(&v.id);
+        std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut fs = Vec::new();
+        for (k, seg) in text::segments(&t.vtt, &t.bounds).iter().enumerate() {
+            fs.push(write_text(
+                root,
+                &format!("{}/{}", v.id, text_segment_file(k)),
+                seg,
+            )?);
+        }
+        fs.push(write_text(
+            root,
+            &format!("{}/{}", v.id, v.whole_file),
+            &text::whole_file(&t.vtt),
+        )?);
+        fs.push(write_text(
+            root,
+            &format!("{}/{}", v.id, hls::MEDIA_PLAYLIST),
+            &hls::text_playlist(v, target),
+        )?);
+        // The MP4 track (DASH): one file with sidx on demand, init + segments otherwise.
+        match &t.mp4.sidx {
+            Some(sidx) => {
+                let mut f = HashedFile::create(root, &format!("{}/{}", v.id, v.mp4.file))?;
+                f.write(&t.mp4.init)?;
+                f.write(sidx)?;
+                for frag in &t.mp4.fragments {
+                    f.write(frag)?;
+                }
+                fs.push(f.finish()?);
+            }
+            None => {
+                let mut f = HashedFile::create(root, &format!("{}/{}", v.id, v.mp4.file))?;
+                f.write(&t.mp4.init)?;
+                fs.push(f.finish()?);
+                for (k, frag) in t.mp4.fragments.iter().enumerate() {
+                    let mut f = HashedFile::create(root, &format!("{}/{}", v.id, segment_file(k)))?;
+                    f.write(frag)?;
+                    fs.push(f.finish()?);
+                }
+            }
+        }
+        text_renditions.push(Rendition {
+            id: v.id.clone(),
+            kind: TrackKind::Text,
+            codec: v.mp4.codecs.clone(),
+            bandwidth: v.bandwidth(),
+            average_bandwidth: v.average_bandwidth(),
+            width: None,
+            height: None,
+            frame_rate: None,
+            sample_rate: None,
+            channels: None,
+            language: Some(v.language.clone()),
+            tier: None,
+            key_id: None,
+            role: Some(v.role.as_str().to_string()),
+            files: fs.iter().map(|f| f.path.clone()).collect(),
+        });
+        files.extend(fs);
+    }
+    // Thumbnails: the grid images, copied unchanged, and the image media playlist.
+    let mut image_renditions = Vec::new();
+    if let Some(im) = images {
+        let dir = root.join(&im.id);
+        std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut fs = Vec::new();
+        for (k, src) in im.sources.iter().enumerate() {
+            let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
+            let mut f = HashedFile::create(root, &format!("{}/{}", im.id, ImageView::file(k)))?;
+            f.write(&bytes)?;
+            fs.push(f.finish()?);
+        }
+        fs.push(write_text(
+            root,
+            &format!("{}/{}", im.id, hls::MEDIA_PLAYLIST),
+            &hls::image_playlist(im),
+        )?);
+        let bandwidth = im.bandwidth();
+        image_renditions.push(Rendition {
+            id: im.id.clone(),
+            kind: TrackKind::Image,
+            codec: "jpeg".into(),
+            bandwidth,
+            average_bandwidth: bandwidth,
+            width: Some(im.width),
+            height: Some(im.height),
+            frame_rate: None,
+            sample_rate: None,
+            channels: None,
+            language: None,
+            tier: None,
+            key_id: None,
+            role: None,
+            files: fs.iter().map(|f| f.path.clone()).collect(),
+        });
+        files.extend(fs);
+    }
     for (k, v) in views.iter().enumerate() {
         let e = write_text(root, &v.playlist_path(), &hls::media_playlist(v, target))?;
         rendition_files[k].push(e.path.clone());
         files.push(e);
+        if let Some(text) = hls::iframe_playlist(v, target) {
+            let e = write_text(root, &v.iframe_playlist_path(), &text)?;
+            rendition_files[k].push(e.path.clone());
+            files.push(e);
+        }
     }
     files.push(write_text(
         root,
         catalog::HLS_MASTER,
-        &hls::master_playlist(&views, target),
+        &hls::master_playlist_with_media(&views, &text_views, images, target),
     )?);
     let min_buffer = opts.segment_duration_ms as f64 / 1000.0;
     files.push(write_text(
         root,
         catalog::DASH_MANIFEST,
-        &dash::mpd(&views, min_buffer),
+        &dash::mpd_with_media(&views, &text_views, images, min_buffer),
     )?);
 
     let renditions = views
@@ -658,9 +1069,12 @@ fn write_title(
                 language: (!video).then(|| v.language.clone()),
                 tier: video.then(|| Tier::from_height(v.height)),
                 key_id: p.crypto.as_ref().map(|(tc, _)| tc.kid_hex()),
+                role: (!video).then(|| v.role.as_str().to_string()),
                 files: fs,
             }
         })
+        .chain(text_renditions)
+        .chain(image_renditions)
         .collect();
     let duration_ms = views
         .iter()

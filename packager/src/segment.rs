@@ -33,7 +33,7 @@ pub fn output_pts(track: &Track, i: usize) -> i64 {
     let s = &track.samples[i];
     match track.kind {
         TrackKind::Video => track.pts(s),
-        TrackKind::Audio => s.cts(),
+        TrackKind::Audio | TrackKind::Text | TrackKind::Image => s.cts(),
     }
 }
 
@@ -46,24 +46,52 @@ fn fmt_secs(ticks: i64, ts: u32) -> String {
     format!("{:.3} s", ticks as f64 / f64::from(ts))
 }
 
-/// Segments every track. `names[i]` names `tracks[i]` in errors; `target_ms` is the target
-/// segment duration. Fails, before anything is written, when a video rendition lacks a keyframe
-/// at a boundary of the reference (the first video track).
+/// Longest segment accepted when renditions share few keyframes, milliseconds (the longest
+/// accepted `--segment-duration`).
+pub const MAX_SHARED_SEGMENT_MS: u64 = 60_000;
+
+/// Segments every track ([`plan_with_warnings`] without the warnings).
 pub fn plan(
     tracks: &[&Track],
     names: &[String],
     target_ms: u64,
 ) -> Result<Vec<Vec<Segment>>, Error> {
+    plan_with_warnings(tracks, names, target_ms).map(|(segs, _)| segs)
+}
+
+/// Segments every track. `names[i]` names `tracks[i]` in errors; `target_ms` is the target
+/// segment duration. Boundaries are cut only at keyframes every video rendition shares (a ladder
+/// whose GOPs differ in length shares one only every few GOPs); when the longest segment then
+/// exceeds the target by more than 50%, a warning names it. Fails, before anything is written,
+/// when the renditions do not share their first keyframe, or share so few that a segment would
+/// last more than [`MAX_SHARED_SEGMENT_MS`].
+///
+/// Segments are cut at shared keyframes only, rather than refusing the ladder, because players
+/// switch renditions only at segment boundaries: a boundary where one rendition has no
+/// keyframe would make that rendition's segment undecodable.
+pub fn plan_with_warnings(
+    tracks: &[&Track],
+    names: &[String],
+    target_ms: u64,
+) -> Result<(Vec<Vec<Segment>>, Vec<String>), Error> {
     if target_ms == 0 {
         return Err(Error::Options("segment duration must be positive".into()));
     }
     if tracks.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
+    let mut warnings = Vec::new();
     let reference = tracks.iter().position(|t| t.kind == TrackKind::Video);
     // Boundaries as (ticks, timescale) of the reference track's presentation times.
     let (bounds, bts): (Vec<i64>, u32) = match reference {
-        Some(r) => (video_boundaries(tracks[r], target_ms), tracks[r].timescale),
+        Some(r) => {
+            let shared = shared_keyframes(tracks, r);
+            let bounds = video_boundaries(tracks[r], shared, target_ms);
+            if let Some(w) = longest_overrun(tracks, names, r, &bounds, target_ms)? {
+                warnings.push(w);
+            }
+            (bounds, tracks[r].timescale)
+        }
         None => {
             let a = tracks[0];
             let target = i64::try_from(target_ms * u64::from(a.timescale) / 1000)
@@ -89,11 +117,98 @@ pub fn plan(
                 let r = reference.unwrap_or(0);
                 aligned_starts(t, &bounds, bts, &names[k], &names[r])?
             }
-            TrackKind::Audio => audio_starts(t, &bounds, bts),
+            TrackKind::Audio | TrackKind::Text | TrackKind::Image => audio_starts(t, &bounds, bts),
         };
         out.push(to_segments(t, &starts));
     }
-    Ok(out)
+    Ok((out, warnings))
+}
+
+/// Presentation times of the reference's keyframes at which every other video track has a
+/// keyframe too (within half a frame); the reference's first keyframe is always kept, so a
+/// ladder that does not share it fails in [`aligned_starts`] naming the rendition.
+fn shared_keyframes(tracks: &[&Track], r: usize) -> Vec<i64> {
+    let reference = tracks[r];
+    let bts = i128::from(reference.timescale);
+    let others: Vec<(Vec<i64>, i128, i128)> = tracks
+        .iter()
+        .enumerate()
+        .filter(|(k, t)| *k != r && t.kind == TrackKind::Video)
+        .map(|(_, t)| {
+            let mut keys: Vec<i64> = keyframes(t).iter().map(|k| k.1).collect();
+            keys.sort_unstable();
+            let ts = i128::from(t.timescale);
+            let half = (i128::from(t.typical_duration().max(1)) * bts / 2).max(1);
+            (keys, ts, half)
+        })
+        .collect();
+    let mut keys: Vec<i64> = keyframes(reference).iter().map(|k| k.1).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let first = keys.first().copied();
+    keys.retain(|&p| {
+        Some(p) == first
+            || others.iter().all(|(ok, ts, half)| {
+                let want = i128::from(p) * ts;
+                let at = ok.partition_point(|&q| i128::from(q) * bts < want);
+                [at.saturating_sub(1), at]
+                    .into_iter()
+                    .filter_map(|i| ok.get(i))
+                    .any(|&q| (i128::from(q) * bts - want).abs() < *half)
+            })
+    });
+    keys
+}
+
+/// The warning for a segment longer than 1.5x the target (the longest one), or an error when it
+/// exceeds [`MAX_SHARED_SEGMENT_MS`].
+fn longest_overrun(
+    tracks: &[&Track],
+    names: &[String],
+    r: usize,
+    bounds: &[i64],
+    target_ms: u64,
+) -> Result<Option<String>, Error> {
+    let t = tracks[r];
+    let ts = i128::from(t.timescale);
+    let end = t.end_pts();
+    let Some((n, start, stop)) = bounds
+        .iter()
+        .enumerate()
+        .map(|(n, &b)| (n, b, bounds.get(n + 1).copied().unwrap_or(end)))
+        .max_by_key(|&(n, b, e)| (e - b, std::cmp::Reverse(n)))
+    else {
+        return Ok(None);
+    };
+    let len_ms = i128::from(stop - start) * 1000 / ts;
+    let videos = tracks.iter().filter(|t| t.kind == TrackKind::Video).count();
+    let why = if videos > 1 {
+        "the video renditions share a keyframe only every few GOPs and segments are cut only at shared keyframes"
+    } else {
+        "segments are cut only at keyframes"
+    };
+    let what = format!(
+        "segment {} ({} to {} of {}) lasts {}, {why}",
+        n + 1,
+        fmt_secs(start, t.timescale),
+        fmt_secs(stop, t.timescale),
+        names[r],
+        fmt_secs(stop - start, t.timescale),
+    );
+    // (A single rendition with sparse keyframes keeps its long segments, as before.)
+    if videos > 1 && len_ms > i128::from(MAX_SHARED_SEGMENT_MS) {
+        return Err(Error::Ladder(format!(
+            "{what}; longer than {} s: encode every rendition with the same GOP length (aligned, closed GOPs)",
+            MAX_SHARED_SEGMENT_MS / 1000
+        )));
+    }
+    if len_ms * 2 > i128::from(target_ms) * 3 {
+        return Ok(Some(format!(
+            "{what}: more than 50% over the requested {:.3} s (encode every rendition with the same GOP length, a divisor of the segment duration)",
+            target_ms as f64 / 1000.0
+        )));
+    }
+    Ok(None)
 }
 
 /// Keyframe indices of `t` (decode order) and their presentation times.
@@ -104,13 +219,10 @@ fn keyframes(t: &Track) -> Vec<(usize, i64)> {
         .collect()
 }
 
-/// Picks boundaries on the reference's keyframes: for each n, the keyframe nearest
+/// Picks boundaries among `keys` (sorted presentation times of keyframes of `t`): for each n, the keyframe nearest
 /// `first + n * target`, always moving forward; a final remainder that would be shorter than a
 /// tenth of the target is merged into the previous segment.
-fn video_boundaries(t: &Track, target_ms: u64) -> Vec<i64> {
-    let mut keys: Vec<i64> = keyframes(t).iter().map(|k| k.1).collect();
-    keys.sort_unstable();
-    keys.dedup();
+fn video_boundaries(t: &Track, keys: Vec<i64>, target_ms: u64) -> Vec<i64> {
     let ts = i64::from(t.timescale);
     let target = (i64::try_from(target_ms).unwrap_or(i64::MAX / ts) * ts / 1000).max(1);
     let first = keys[0];
@@ -236,7 +348,7 @@ fn to_segments(t: &Track, starts: &[usize]) -> Vec<Segment> {
             .map(|i| output_pts(t, i) + i64::from(t.samples[i].duration))
             .max()
             .unwrap_or(0),
-        TrackKind::Audio => {
+        TrackKind::Audio | TrackKind::Text | TrackKind::Image => {
             t.end_dts() as i64 + i64::from(t.samples.last().map_or(0, |s| s.cts_offset))
         }
     };
@@ -254,6 +366,7 @@ mod tests {
 
     fn video(gop: usize, frames: usize, ts: u32, dur: u32) -> Track {
         Track {
+            role: Default::default(),
             file: "v.mp4".into(),
             track_id: 1,
             kind: TrackKind::Video,
@@ -307,19 +420,56 @@ mod tests {
     }
 
     #[test]
+    fn misaligned_ladder_is_cut_at_shared_keyframes_with_a_warning() {
+        // GOPs of 1.92 s and 1.6 s coincide every 9.6 s.
+        let a = video(48, 300, 12800, 512);
+        let b = video(40, 300, 90000, 3600);
+        let (p, w) = plan_with_warnings(&[&a, &b], &["a".into(), "b".into()], 6000).unwrap();
+        assert_eq!(
+            p[0].iter().map(|s| s.start).collect::<Vec<_>>(),
+            [0, 122880]
+        );
+        assert_eq!(
+            p[1].iter().map(|s| s.start).collect::<Vec<_>>(),
+            [0, 864000]
+        );
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("segment 1 (0.000 s to 9.600 s of a) lasts 9.600 s"),
+            "{w:?}"
+        );
+        // Same GOP in another timescale: every keyframe is shared, no warning.
+        let c = video(48, 300, 90000, 3600);
+        let (p, w) = plan_with_warnings(&[&a, &c], &["a".into(), "c".into()], 6000).unwrap();
+        assert_eq!(p[1][1].start, 5 * 90000 + 68400);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
     fn misaligned_rendition_is_named_with_the_time() {
+        // b has no keyframe at 0, where a starts segment 1.
         let a = video(48, 300, 12800, 512);
         let mut b = video(40, 300, 90000, 3600);
         b.file = "mis.mp4".into();
+        b.samples[0].sync = false;
         let err = plan(&[&a, &b], &["a".into(), "mis".into()], 6000)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("mis") && err.contains("5.760 s"), "{err}");
-        assert!(err.contains("4.800 s and 6.400 s"), "{err}");
-        // Same GOP in another timescale is fine.
-        let c = video(48, 300, 90000, 3600);
-        let p = plan(&[&a, &c], &["a".into(), "c".into()], 6000).unwrap();
-        assert_eq!(p[1][1].start, 5 * 90000 + 68400);
+        assert!(
+            err.contains("mis") && err.contains("no keyframe at 0.000 s"),
+            "{err}"
+        );
+        assert!(err.contains("1.600 s"), "{err}");
+        // GOPs of 48 and 47 frames coincide every 90.24 s: a segment over 60 s is refused.
+        let long_a = video(48, 48 * 47 * 2, 12800, 512);
+        let long_b = video(47, 48 * 47 * 2, 12800, 512);
+        let err = plan(&[&long_a, &long_b], &["a".into(), "b".into()], 6000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lasts 90.240 s") && err.contains("60 s"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -61,12 +61,27 @@ pub struct EsdsInfo {
     pub audio_object_type: u8,
     /// `avgBitrate` from the DecoderConfigDescriptor (0 when unknown).
     pub avg_bitrate: u32,
+    /// `channelConfiguration` from the AudioSpecificConfig (0 = defined in the stream).
+    pub channel_config: u8,
 }
 
 impl EsdsInfo {
     /// `mp4a.40.N`.
     pub fn codec(&self) -> String {
         format!("mp4a.{:02x}.{}", self.object_type, self.audio_object_type)
+    }
+
+    /// Channel count of the `channelConfiguration` (ISO/IEC 14496-3 table 1.19; 1-6 are
+    /// 1.0, 2.0, 3.0, 4.0, 5.0, 5.1, 7 is 7.1), `None` when the config does not say.
+    pub fn channels(&self) -> Option<u16> {
+        match self.channel_config {
+            1..=6 => Some(u16::from(self.channel_config)),
+            7 => Some(8),
+            11 => Some(7),
+            12 | 14 => Some(8),
+            13 => Some(24),
+            _ => None,
+        }
     }
 }
 
@@ -128,19 +143,38 @@ pub fn parse_esds(r: &mut Reader<'_>) -> Result<EsdsInfo, Error> {
         )));
     }
     let mut dsi = descriptor(&mut dc, 0x05)?;
-    let b0 = dsi.u8()?;
-    let mut aot = b0 >> 3;
+    let asc = dsi.bytes(dsi.remaining())?;
+    // Bit reader over the AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1).
+    let mut pos = 0usize;
+    let mut bits = |n: usize| -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            let byte = *asc.get(pos / 8)?;
+            v = (v << 1) | u32::from((byte >> (7 - pos % 8)) & 1);
+            pos += 1;
+        }
+        Some(v)
+    };
+    let short = || dsi.invalid("AudioSpecificConfig too short");
+    let mut aot = bits(5).ok_or_else(short)? as u8;
     if aot == 31 {
-        let b1 = dsi.u8()?;
-        aot = 32 + (((b0 & 0x07) << 3) | (b1 >> 5));
+        aot = 32 + bits(6).ok_or_else(short)? as u8;
     }
     if aot == 0 {
         return Err(dsi.invalid("audioObjectType 0 is not valid"));
     }
+    // samplingFrequencyIndex (0xf: an explicit 24-bit rate), then channelConfiguration.
+    let channel_config = match bits(4) {
+        Some(0xf) => bits(24).and_then(|_| bits(4)),
+        Some(_) => bits(4),
+        None => None,
+    }
+    .unwrap_or(0) as u8;
     Ok(EsdsInfo {
         object_type,
         audio_object_type: aot,
         avg_bitrate,
+        channel_config,
     })
 }
 

@@ -372,6 +372,22 @@ fn parse_trak(trak: Reader<'_>, movie_ts: u32, file_len: u64) -> Result<Option<T
             .map(|i| (((lang >> (10 - 5 * i)) & 0x1f) as u8 + 0x60) as char)
             .collect()
     };
+    // An extended language tag (`elng`, BCP 47) overrides the packed ISO 639-2 code.
+    let language = match child(&mdia, b"elng")? {
+        Some(mut elng) => {
+            elng.full_header()?;
+            let rest = elng.bytes(elng.remaining())?;
+            let tag: String = String::from_utf8_lossy(rest)
+                .trim_end_matches('\0')
+                .to_string();
+            if crate::package::is_language_tag(&tag) {
+                tag
+            } else {
+                return Err(elng.invalid(format!("extended language {tag:?} is not a BCP 47 tag")));
+            }
+        }
+        None => language,
+    };
     let minf = need(&mdia, b"minf")?;
     let stbl = need(&minf, b"stbl")?;
     let entry = parse_stsd(need(&stbl, b"stsd")?, kind)?;
@@ -389,6 +405,7 @@ fn parse_trak(trak: Reader<'_>, movie_ts: u32, file_len: u64) -> Result<Option<T
         kind,
         timescale,
         language,
+        role: Default::default(),
         entry,
         edit_shift,
         samples,
@@ -541,7 +558,7 @@ fn parse_stsd(mut stsd: Reader<'_>, kind: TrackKind) -> Result<SampleEntry, Erro
                 return Err(e.invalid("video sample entry with zero width or height"));
             }
         }
-        TrackKind::Audio => {
+        TrackKind::Audio | TrackKind::Text | TrackKind::Image => {
             let version = e.u16()?;
             e.skip(6)?;
             entry.channels = e.u16()?;
@@ -557,7 +574,13 @@ fn parse_stsd(mut stsd: Reader<'_>, kind: TrackKind) -> Result<SampleEntry, Erro
                 let (k, mut c) = kid?;
                 match &k {
                     b"esds" if &fourcc == b"mp4a" => {
-                        codec = Some(codec::parse_esds(&mut c)?.codec())
+                        let info = codec::parse_esds(&mut c)?;
+                        // The AudioSpecificConfig's channel configuration is authoritative
+                        // (the sample entry's channelcount is often a template 2).
+                        if let Some(n) = info.channels() {
+                            entry.channels = n;
+                        }
+                        codec = Some(info.codec())
                     }
                     b"dOps" if &fourcc == b"Opus" => {
                         let d = codec::parse_dops(&mut c)?;

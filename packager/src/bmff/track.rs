@@ -66,6 +66,8 @@ pub struct Track {
     pub timescale: u32,
     /// ISO 639-2/T language from `mdhd` (`und` when unset).
     pub language: String,
+    /// Role (audio; `main` unless given with `--audio`).
+    pub role: crate::package::AudioRole,
     /// Sample description.
     pub entry: SampleEntry,
     /// Media time of the presentation start (first non-empty edit's `media_time`), minus any

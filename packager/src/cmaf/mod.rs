@@ -12,6 +12,7 @@
 //! manifest text.
 
 pub mod boxes;
+pub mod text;
 
 use crate::bmff::{Track, TrackKind};
 use crate::encrypt::{self, Subsample, TrackCrypto};
@@ -137,12 +138,12 @@ pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCryp
     b.u32(0);
     match track.kind {
         TrackKind::Video => b.fourcc(b"vide"),
-        TrackKind::Audio => b.fourcc(b"soun"),
+        TrackKind::Audio | TrackKind::Text | TrackKind::Image => b.fourcc(b"soun"),
     }
     b.zeros(12);
     b.bytes(match track.kind {
         TrackKind::Video => b"Outpost video\0",
-        TrackKind::Audio => b"Outpost audio\0",
+        TrackKind::Audio | TrackKind::Text | TrackKind::Image => b"Outpost audio\0",
     });
     b.close();
     b.open(b"minf");
@@ -152,7 +153,7 @@ pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCryp
             b.zeros(8);
             b.close();
         }
-        TrackKind::Audio => {
+        TrackKind::Audio | TrackKind::Text | TrackKind::Image => {
             b.open_full(b"smhd", 0, 0);
             b.zeros(4);
             b.close();
@@ -177,31 +178,7 @@ pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCryp
         None => b.bytes(&track.entry.raw),
     }
     b.close();
-    for kind in [b"stts", b"stsc", b"stco"] {
-        b.open_full(kind, 0, 0);
-        b.u32(0);
-        b.close();
-    }
-    b.open_full(b"stsz", 0, 0);
-    b.u32(0);
-    b.u32(0);
-    b.close();
-    b.close(); // stbl
-    b.close(); // minf
-    b.close(); // mdia
-    b.close(); // trak
-    b.open(b"mvex");
-    b.open_full(b"mehd", 1, 0);
-    b.u64(movie_dur);
-    b.close();
-    b.open_full(b"trex", 0, 0);
-    b.u32(OUT_TRACK_ID);
-    b.u32(1);
-    b.u32(0);
-    b.u32(0);
-    b.u32(0);
-    b.close();
-    b.close(); // mvex
+    finish_fragmented_trak(&mut b, movie_dur, 0);
     if let Some(c) = crypto {
         if c.title_kids.is_empty() {
             b.bytes(&encrypt::pssh(&[c.kid]));
@@ -372,6 +349,37 @@ pub fn sidx(track: &Track, fragments: &[Fragment]) -> Result<Vec<u8>, Error> {
     Ok(b.finish())
 }
 
+/// Closes a fragmented track's `stbl` with its empty sample tables (`stts`, `stsc`, `stco`,
+/// `stsz`: the samples are in the fragments), closes `minf`, `mdia` and `trak`, and writes `mvex`
+/// (`mehd` with the movie's `duration`, `trex` with `default_sample_flags`).
+pub(crate) fn finish_fragmented_trak(b: &mut BoxBuf, duration: u64, default_sample_flags: u32) {
+    for kind in [b"stts", b"stsc", b"stco"] {
+        b.open_full(kind, 0, 0);
+        b.u32(0);
+        b.close();
+    }
+    b.open_full(b"stsz", 0, 0);
+    b.u32(0);
+    b.u32(0);
+    b.close();
+    b.close(); // stbl
+    b.close(); // minf
+    b.close(); // mdia
+    b.close(); // trak
+    b.open(b"mvex");
+    b.open_full(b"mehd", 1, 0);
+    b.u64(duration);
+    b.close();
+    b.open_full(b"trex", 0, 0);
+    b.u32(OUT_TRACK_ID);
+    b.u32(1);
+    b.u32(0);
+    b.u32(0);
+    b.u32(default_sample_flags);
+    b.close();
+    b.close(); // mvex
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +396,7 @@ mod tests {
         Track {
             file: "t.mp4".into(),
             track_id: 7,
+            role: Default::default(),
             kind,
             timescale: 12800,
             language: "eng".into(),

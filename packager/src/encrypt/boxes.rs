@@ -21,7 +21,7 @@ pub fn protect_sample_entry(raw: &[u8], kind: TrackKind, tc: &TrackCrypto) -> Ve
     let original: [u8; 4] = raw[4..8].try_into().unwrap_or(*b"    ");
     out[4..8].copy_from_slice(match kind {
         TrackKind::Video => b"encv",
-        TrackKind::Audio => b"enca",
+        TrackKind::Audio | TrackKind::Text | TrackKind::Image => b"enca",
     });
     let mut b = BoxBuf::new();
     b.open(b"sinf");
@@ -165,6 +165,7 @@ mod tests {
             cbcs: None,
             nal: None,
             vp9: false,
+            av1: false,
             title_kids: Vec::new(),
         };
         let p = protect_sample_entry(&raw, TrackKind::Audio, &tc);

@@ -33,6 +33,8 @@ pub struct TrackCrypto {
     pub nal: Option<NalFormat>,
     /// VP9 (`vp09`): subsample encryption per frame ([`super::vp9::map_with`]).
     pub vp9: bool,
+    /// AV1 (`av01`): subsample encryption of tile data ([`super::av1::map_with`]).
+    pub av1: bool,
     /// Every key id of the title, listed in each init segment's `pssh`, so one licence request
     /// asks for all of them and the licence server answers with those the session may have.
     pub title_kids: Vec<[u8; 16]>,
@@ -110,7 +112,7 @@ impl TrackCrypto {
 
     /// Whether samples are split into subsamples (video) rather than encrypted whole (audio).
     pub fn subsamples(&self) -> bool {
-        self.nal.is_some() || self.vp9
+        self.nal.is_some() || self.vp9 || self.av1
     }
 
     /// The per-sample IV size: 8 for `cenc`, 0 for `cbcs` (constant IV in `tenc`).
@@ -314,6 +316,7 @@ pub(crate) mod tests {
             }),
             title_kids: Vec::new(),
             vp9: false,
+            av1: false,
             nal: Some(NalFormat {
                 length_size: 4,
                 hevc: false,

@@ -21,9 +21,11 @@
 //! Here: key selection per track ([`track_crypto`], [`keys_needed`], [`generate_keys`],
 //! [`check_keys`]). [`cipher`]: the cipher ([`TrackCrypto`], [`RunCipher`]). [`nal`]: the one
 //! walker building subsample maps of H.264/HEVC samples, per scheme, over the parameter-set
-//! syntax of [`h264`] and [`hevc`]; [`vp9`]: VP9 frames; [`subsample`]: the map entries.
+//! syntax of [`h264`] and [`hevc`]; [`vp9`]: VP9 frames; [`av1`]: AV1 OBUs ([`FrameMaps`] picks
+//! one of these two per track); [`subsample`]: the map entries.
 //! [`boxes`]: the boxes encryption adds. All pure: no file I/O (the caller reads the samples).
 
+pub mod av1;
 pub mod boxes;
 pub mod cipher;
 pub mod h264;
@@ -82,9 +84,9 @@ fn nal_format(track: &Track) -> Result<Option<NalFormat>> {
                 hevc: true,
             }))
         }
-        b"vp09" => Ok(None),
+        b"vp09" | b"av01" => Ok(None),
         f => Err(unsupported(&format!(
-            "{} samples (only H.264, HEVC, VP9 and audio are encrypted so far)",
+            "{} samples (only H.264, HEVC, VP9, AV1 and audio are encrypted so far)",
             String::from_utf8_lossy(f)
         ))),
     }
@@ -105,7 +107,7 @@ pub fn track_crypto(opts: &EncryptOptions, id: &str, track: &Track) -> Result<Tr
             nal_format(track)?,
             Some(Tier::from_height(track.entry.height)),
         ),
-        TrackKind::Audio => (None, None),
+        TrackKind::Audio | TrackKind::Text | TrackKind::Image => (None, None),
     };
     let key = opts
         .keys
@@ -117,7 +119,7 @@ pub fn track_crypto(opts: &EncryptOptions, id: &str, track: &Track) -> Result<Tr
                 "field keys: no key with track_type {:?} and tier {} for rendition {id}",
                 match track.kind {
                     TrackKind::Video => "video",
-                    TrackKind::Audio => "audio",
+                    TrackKind::Audio | TrackKind::Text | TrackKind::Image => "audio",
                 },
                 tier.map_or("null".to_string(), |t| t.to_string())
             ))
@@ -138,7 +140,7 @@ pub fn track_crypto(opts: &EncryptOptions, id: &str, track: &Track) -> Result<Tr
             iv: d[..16].try_into().unwrap_or([0; 16]),
             pattern: match track.kind {
                 TrackKind::Video => CBCS_VIDEO_PATTERN,
-                TrackKind::Audio => (0, 0),
+                TrackKind::Audio | TrackKind::Text | TrackKind::Image => (0, 0),
             },
         }
     });
@@ -149,8 +151,49 @@ pub fn track_crypto(opts: &EncryptOptions, id: &str, track: &Track) -> Result<Tr
         cbcs,
         nal,
         vp9: track.kind == TrackKind::Video && &track.entry.fourcc == b"vp09",
+        av1: track.kind == TrackKind::Video && &track.entry.fourcc == b"av01",
         title_kids: Vec::new(),
     })
+}
+
+/// The per-track state of the subsample mappers of codecs without NAL framing (VP9, AV1).
+#[derive(Debug, Clone)]
+pub enum FrameMaps {
+    /// VP9 frames ([`vp9::map_with`]).
+    Vp9(vp9::Vp9State),
+    /// AV1 OBUs ([`av1::map_with`]); `cbcs` or `cenc` rules.
+    Av1(Box<av1::Av1State>, bool),
+}
+
+impl FrameMaps {
+    /// The mapper of `track` encrypted by `tc` (AV1 reads the `av1C` sequence header).
+    pub fn new(track: &Track, tc: &TrackCrypto) -> Result<Self> {
+        if !tc.av1 {
+            return Ok(FrameMaps::Vp9(vp9::Vp9State::default()));
+        }
+        let st =
+            av1::Av1State::from_av1c(config_payload(&track.entry.raw, b"av1C")).map_err(|e| {
+                Error::Invalid {
+                    file: track.file.clone(),
+                    box_path: "moov/trak/mdia/minf/stbl/stsd/av01/av1C".into(),
+                    offset: 0,
+                    reason: e.0,
+                }
+            })?;
+        Ok(FrameMaps::Av1(Box::new(st), tc.cbcs.is_some()))
+    }
+
+    /// The subsample map of the next sample of the track (`size` bytes read through `peek`).
+    pub fn map_with(
+        &mut self,
+        size: usize,
+        peek: &mut subsample::Peek<'_>,
+    ) -> std::result::Result<Vec<Subsample>, subsample::MapError> {
+        match self {
+            FrameMaps::Vp9(st) => vp9::map_with(size, st, peek),
+            FrameMaps::Av1(st, cbcs) => av1::map_with(size, st, *cbcs, peek),
+        }
+    }
 }
 
 /// Checks the keys file against the wanted scheme and its own rules.
@@ -173,7 +216,7 @@ pub fn keys_needed<'a>(tracks: impl IntoIterator<Item = &'a Track>) -> (bool, Ve
     let mut tiers = Vec::new();
     for t in tracks {
         match t.kind {
-            TrackKind::Audio => audio = true,
+            TrackKind::Audio | TrackKind::Text | TrackKind::Image => audio = true,
             TrackKind::Video => {
                 let tier = Tier::from_height(t.entry.height);
                 if !tiers.contains(&tier) {
@@ -224,6 +267,7 @@ mod tests {
         let track = |kind, height| Track {
             file: "in.mp4".into(),
             track_id: 1,
+            role: Default::default(),
             kind,
             timescale: 1000,
             language: "und".into(),

@@ -94,12 +94,10 @@ pub trait SliceHeaders {
     fn slice_header_len(&self, nal: &[u8]) -> Result<usize, MapError> {
         let hl = self.nal_header_len();
         let bits = self.slice_header_bits(nal)?;
-        let (_, at) = unescape(nal.get(hl..).unwrap_or_default());
         // RBSP bytes after the NAL header holding the header (the last one perhaps partly);
         // at least one.
         let bytes = bits.saturating_sub(8 * hl).div_ceil(8).max(1);
-        let last = *at
-            .get(bytes - 1)
+        let last = stored_index(nal.get(hl..).unwrap_or_default(), bytes - 1)
             .ok_or_else(|| MapError("slice header runs past the end of the NAL unit".into()))?;
         Ok(hl + last + 1)
     }
@@ -395,6 +393,25 @@ pub(crate) fn unescape(nal: &[u8]) -> (Vec<u8>, Vec<usize>) {
     (out, at)
 }
 
+/// The stored index of RBSP byte `rbsp` of `nal` (what [`unescape`]'s second list holds at
+/// `rbsp`), found without allocating: the `cbcs` map asks it once per slice.
+pub(crate) fn stored_index(nal: &[u8], rbsp: usize) -> Option<usize> {
+    let mut zeros = 0;
+    let mut n = 0;
+    for (i, &b) in nal.iter().enumerate() {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        if n == rbsp {
+            return Some(i);
+        }
+        n += 1;
+    }
+    None
+}
+
 /// A big-endian bit reader over header bytes; `what` names the structure in errors (`H.264
 /// SPS`, `HEVC slice header`, `VP9 uncompressed header`).
 pub struct Bits<'a> {
@@ -669,6 +686,11 @@ mod tests {
         let (r, at) = unescape(&[0x11, 0, 0, 3, 1, 0, 0, 3, 0, 0x22]);
         assert_eq!(r, [0x11, 0, 0, 1, 0, 0, 0, 0x22]);
         assert_eq!(at, [0, 1, 2, 4, 5, 6, 8, 9]);
+        let nal = [0x11, 0, 0, 3, 1, 0, 0, 3, 0, 0x22];
+        for (k, want) in at.iter().enumerate() {
+            assert_eq!(stored_index(&nal, k), Some(*want));
+        }
+        assert_eq!(stored_index(&nal, at.len()), None);
     }
 
     #[test]

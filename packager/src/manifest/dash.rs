@@ -2,14 +2,17 @@
 //! self-initialising file per Representation (`BaseURL`, `SegmentBase@indexRange`,
 //! `Initialization@range`); segmented mode uses `isoff-live` with a per-Representation
 //! `SegmentTemplate` + `SegmentTimeline`. One AdaptationSet per video codec family and one per
-//! audio codec/language; every URL is relative.
+//! audio codec/language/role (with `Role`, and `Accessibility` for audio description); every URL is relative.
 
 use std::fmt::Write as _;
 
 use protocol::catalog::{PackagingMode, TrackKind};
 
 use super::bandwidth::dash_bandwidth;
-use super::{frame_rate_decimal, gcd, RenditionView};
+use super::{frame_rate_decimal, gcd, RenditionView, TextView};
+use crate::package::AudioRole;
+use crate::text::TextRole;
+use crate::thumbs::ImageView;
 
 /// `PT<seconds>S` with millisecond precision.
 pub fn iso_duration(secs: f64) -> String {
@@ -26,6 +29,31 @@ fn xml_escape(s: &str) -> String {
 /// Renders the MPD. `min_buffer_time` (seconds) is both `@minBufferTime` and the bucket size of
 /// every `@bandwidth`.
 pub fn mpd(renditions: &[RenditionView], min_buffer_time: f64) -> String {
+    mpd_with_text(renditions, &[], min_buffer_time)
+}
+
+/// [`mpd`] with text renditions: one AdaptationSet per text track, text in MP4
+/// (`contentType="text"`, `application/mp4`, codecs `wvtt` or `stpp.ttml.im1t`, addressed like
+/// video: `SegmentBase` on demand, `SegmentTemplate` + `SegmentTimeline` segmented), with
+/// `lang`, `Role` (`subtitle`, `caption`, `forced-subtitle`) and, for captions,
+/// `Accessibility`.
+pub fn mpd_with_text(
+    renditions: &[RenditionView],
+    texts: &[TextView],
+    min_buffer_time: f64,
+) -> String {
+    mpd_with_media(renditions, texts, None, min_buffer_time)
+}
+
+/// [`mpd_with_text`] with thumbnails: an image AdaptationSet (`contentType="image"`,
+/// `image/jpeg`, a SegmentTemplate of one grid image per `cols * rows * interval`, the DASH-IF
+/// `thumbnail_tile` EssentialProperty `COLSxROWS`).
+pub fn mpd_with_media(
+    renditions: &[RenditionView],
+    texts: &[TextView],
+    images: Option<&ImageView>,
+    min_buffer_time: f64,
+) -> String {
     let mode = renditions
         .first()
         .map_or(PackagingMode::OnDemand, |r| r.mode);
@@ -49,22 +77,22 @@ pub fn mpd(renditions: &[RenditionView], min_buffer_time: f64) -> String {
     );
     let _ = writeln!(s, r#"  <Period id="0" start="PT0S">"#);
     // Group into adaptation sets, keeping input order.
-    let mut sets: Vec<(TrackKind, String, String, Vec<&RenditionView>)> = Vec::new();
+    type Set<'a> = (TrackKind, String, String, AudioRole, Vec<&'a RenditionView>);
+    let mut sets: Vec<Set<'_>> = Vec::new();
     for r in renditions {
         let lang = if r.kind == TrackKind::Audio {
             r.language.clone()
         } else {
             String::new()
         };
-        match sets
-            .iter_mut()
-            .find(|(k, f, l, _)| *k == r.kind && *f == r.family && *l == lang)
-        {
-            Some(set) => set.3.push(r),
-            None => sets.push((r.kind, r.family.clone(), lang, vec![r])),
+        match sets.iter_mut().find(|(k, f, l, role, _)| {
+            *k == r.kind && *f == r.family && *l == lang && *role == r.role
+        }) {
+            Some(set) => set.4.push(r),
+            None => sets.push((r.kind, r.family.clone(), lang, r.role, vec![r])),
         }
     }
-    for (id, (kind, _, lang, reps)) in sets.iter().enumerate() {
+    for (id, (kind, _, lang, role, reps)) in sets.iter().enumerate() {
         let align = match mode {
             PackagingMode::OnDemand => r#" subsegmentAlignment="true" subsegmentStartsWithSAP="1""#,
             PackagingMode::Segmented => r#" segmentAlignment="true" startWithSAP="1""#,
@@ -84,17 +112,88 @@ pub fn mpd(renditions: &[RenditionView], min_buffer_time: f64) -> String {
                     r#"    <AdaptationSet id="{id}" contentType="video" mimeType="video/mp4"{align}{par_attr} maxWidth="{max_w}" maxHeight="{max_h}">"#
                 );
             }
-            TrackKind::Audio => {
+            TrackKind::Audio | TrackKind::Text | TrackKind::Image => {
                 let _ = writeln!(
                     s,
                     r#"    <AdaptationSet id="{id}" contentType="audio" mimeType="audio/mp4" lang="{}"{align}>"#,
                     xml_escape(lang)
                 );
+                let _ = writeln!(
+                    s,
+                    r#"      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="{}"/>"#,
+                    role.as_str()
+                );
+                if *role == AudioRole::Description {
+                    // TV-Anytime AudioPurposeCS 1: audio description for the visually impaired.
+                    let _ = writeln!(
+                        s,
+                        r#"      <Accessibility schemeIdUri="urn:tva:metadata:cs:AudioPurposeCS:2007" value="1"/>"#
+                    );
+                }
             }
         }
         for r in reps {
             representation(&mut s, r, min_buffer_time);
         }
+        let _ = writeln!(s, "    </AdaptationSet>");
+    }
+    for (k, t) in texts.iter().enumerate() {
+        let id = sets.len() + k;
+        let m = &t.mp4;
+        let align = match m.mode {
+            PackagingMode::OnDemand => r#" subsegmentAlignment="true" subsegmentStartsWithSAP="1""#,
+            PackagingMode::Segmented => r#" segmentAlignment="true" startWithSAP="1""#,
+        };
+        let _ = writeln!(
+            s,
+            r#"    <AdaptationSet id="{id}" contentType="text" mimeType="application/mp4" codecs="{}" lang="{}"{align}>"#,
+            xml_escape(&m.codecs),
+            xml_escape(&t.language)
+        );
+        let role = match t.role {
+            TextRole::Subtitle => "subtitle",
+            TextRole::Caption => "caption",
+            TextRole::Forced => "forced-subtitle",
+        };
+        let _ = writeln!(
+            s,
+            r#"      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="{role}"/>"#
+        );
+        if t.role == TextRole::Caption {
+            let _ = writeln!(
+                s,
+                r#"      <Accessibility schemeIdUri="urn:mpeg:dash:role:2011" value="caption"/>"#
+            );
+        }
+        text_representation(&mut s, t);
+        let _ = writeln!(s, "    </AdaptationSet>");
+    }
+    if let Some(im) = images {
+        let id = sets.len() + texts.len();
+        let _ = writeln!(
+            s,
+            r#"    <AdaptationSet id="{id}" contentType="image" mimeType="image/jpeg">"#
+        );
+        let _ = writeln!(
+            s,
+            r#"      <SegmentTemplate media="{}/$Number%05d$.jpg" timescale="1000" duration="{}" startNumber="1"/>"#,
+            xml_escape(&im.id),
+            im.image_ms()
+        );
+        let _ = writeln!(
+            s,
+            r#"      <Representation id="{}" bandwidth="{}" width="{}" height="{}">"#,
+            xml_escape(&im.id),
+            im.bandwidth(),
+            im.width,
+            im.height
+        );
+        let _ = writeln!(
+            s,
+            r#"        <EssentialProperty schemeIdUri="http://dashif.org/thumbnail_tile" value="{}x{}"/>"#,
+            im.cols, im.rows
+        );
+        let _ = writeln!(s, "      </Representation>");
         let _ = writeln!(s, "    </AdaptationSet>");
     }
     let _ = writeln!(s, "  </Period>");
@@ -173,7 +272,7 @@ fn representation(s: &mut String, r: &RenditionView, mbt: f64) {
                 u64::from(r.sar.1) / g
             );
         }
-        TrackKind::Audio => {
+        TrackKind::Audio | TrackKind::Text | TrackKind::Image => {
             let _ = writeln!(
                 s,
                 r#"      <Representation id="{id}" bandwidth="{bw}" codecs="{}" audioSamplingRate="{}">"#,
@@ -245,6 +344,70 @@ fn representation(s: &mut String, r: &RenditionView, mbt: f64) {
                 };
                 let _ = writeln!(s, r#"            <S{t} d="{}"{r_attr}/>"#, seg.duration);
                 expected_t = Some(seg.start + ((rep as u64 + 1) * seg.duration) as i64);
+                i += rep + 1;
+            }
+            let _ = writeln!(s, "          </SegmentTimeline>");
+            let _ = writeln!(s, "        </SegmentTemplate>");
+        }
+    }
+    let _ = writeln!(s, "      </Representation>");
+}
+
+/// The Representation of a text track's MP4 (timescale 1000).
+fn text_representation(s: &mut String, t: &TextView) {
+    let m = &t.mp4;
+    let id = xml_escape(&t.id);
+    let _ = writeln!(
+        s,
+        r#"      <Representation id="{id}" bandwidth="{}">"#,
+        m.bandwidth()
+    );
+    match m.mode {
+        PackagingMode::OnDemand => {
+            let (io, il) = m.index_range.unwrap_or((0, 0));
+            let (no, nl) = m.init_range.unwrap_or((0, 0));
+            let _ = writeln!(s, "        <BaseURL>{id}/{}</BaseURL>", xml_escape(&m.file));
+            let _ = writeln!(
+                s,
+                r#"        <SegmentBase timescale="1000" indexRange="{}-{}" indexRangeExact="true">"#,
+                io,
+                io + il - 1
+            );
+            let _ = writeln!(
+                s,
+                r#"          <Initialization range="{}-{}"/>"#,
+                no,
+                no + nl - 1
+            );
+            let _ = writeln!(s, "        </SegmentBase>");
+        }
+        PackagingMode::Segmented => {
+            let _ = writeln!(
+                s,
+                r#"        <SegmentTemplate timescale="1000" initialization="{id}/{}" media="{id}/$Number%05d$.m4s" startNumber="1">"#,
+                xml_escape(&m.file)
+            );
+            let _ = writeln!(s, "          <SegmentTimeline>");
+            let mut i = 0;
+            let mut expected_t = None;
+            while i < m.segments.len() {
+                let (start, dur) = m.segments[i];
+                let mut rep = 0;
+                while i + rep + 1 < m.segments.len() && m.segments[i + rep + 1].1 == dur {
+                    rep += 1;
+                }
+                let t_attr = if expected_t == Some(start) {
+                    String::new()
+                } else {
+                    format!(r#" t="{start}""#)
+                };
+                let r_attr = if rep > 0 {
+                    format!(r#" r="{rep}""#)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(s, r#"            <S{t_attr} d="{dur}"{r_attr}/>"#);
+                expected_t = Some(start + (rep as u64 + 1) * dur);
                 i += rep + 1;
             }
             let _ = writeln!(s, "          </SegmentTimeline>");

@@ -25,6 +25,9 @@ pub struct SegRef {
     pub duration: u64,
     /// Bytes (`moof` + `mdat`).
     pub size: u64,
+    /// Video: bytes from the segment's start through its first (sync) sample, `moof`, `mdat`
+    /// header and the sample: the byte range of its I-frame in the I-frame playlist.
+    pub iframe_len: Option<u64>,
 }
 
 /// Everything the manifests need about one rendition.
@@ -52,6 +55,8 @@ pub struct RenditionView {
     pub channels: u16,
     /// ISO 639-2 language (`und` when unknown).
     pub language: String,
+    /// Role (audio).
+    pub role: crate::package::AudioRole,
     /// Media timescale.
     pub timescale: u32,
     /// Packaging mode.
@@ -71,6 +76,80 @@ pub struct RenditionView {
     pub edit_offset: i64,
     /// Common Encryption of the rendition: scheme (`cenc`/`cbcs`) and key id.
     pub protection: Option<Protection>,
+}
+
+/// A text rendition as the manifests see it: segmented WebVTT for HLS, text in MP4 for DASH.
+#[derive(Debug, Clone)]
+pub struct TextView {
+    /// Rendition id, also its directory.
+    pub id: String,
+    /// BCP 47 language.
+    pub language: String,
+    /// Role.
+    pub role: crate::text::TextRole,
+    /// Segment files (relative to the rendition directory) with their durations in seconds:
+    /// the video segments' durations, so the text playlist lines up with video.
+    pub segments: Vec<(String, f64)>,
+    /// Segment sizes, bytes.
+    pub sizes: Vec<u64>,
+    /// The whole track as one WebVTT file (relative to the rendition directory): a sidecar
+    /// for download and players without MP4 text; the MPD names the MP4 track instead.
+    pub whole_file: String,
+    /// The MP4 track (DASH).
+    pub mp4: TextMp4View,
+}
+
+/// The MP4 form of a text rendition (`wvtt` or `stpp`), DASH's text track.
+#[derive(Debug, Clone)]
+pub struct TextMp4View {
+    /// `wvtt` or `stpp.ttml.im1t`.
+    pub codecs: String,
+    /// On-demand (one file with `sidx`) or segmented (`init.mp4` + `$Number%05d$.m4s`).
+    pub mode: PackagingMode,
+    /// The init file (segmented) or the whole file (on demand), relative to the rendition
+    /// directory.
+    pub file: String,
+    /// On demand: byte range `(offset, length)` of the init segment.
+    pub init_range: Option<(u64, u64)>,
+    /// On demand: byte range `(offset, length)` of the `sidx`.
+    pub index_range: Option<(u64, u64)>,
+    /// `(start, duration)` of each segment, milliseconds (timescale 1000).
+    pub segments: Vec<(u64, u64)>,
+    /// Size of each segment's fragment, bytes.
+    pub sizes: Vec<u64>,
+}
+
+impl TextMp4View {
+    /// Peak bit rate over segments, bits per second (at least 1).
+    pub fn bandwidth(&self) -> u64 {
+        self.segments
+            .iter()
+            .zip(&self.sizes)
+            .map(|((_, d), n)| (*n * 8 * 1000).div_ceil((*d).max(1)))
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+}
+
+impl TextView {
+    /// Peak bit rate over segments, bits per second (at least 1).
+    pub fn bandwidth(&self) -> u64 {
+        self.segments
+            .iter()
+            .zip(&self.sizes)
+            .map(|((_, d), n)| (*n as f64 * 8.0 / d.max(0.001)).ceil() as u64)
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Average bit rate, bits per second (at least 1).
+    pub fn average_bandwidth(&self) -> u64 {
+        let secs: f64 = self.segments.iter().map(|(_, d)| d).sum();
+        let bytes: u64 = self.sizes.iter().sum();
+        ((bytes as f64 * 8.0 / secs.max(0.001)).ceil() as u64).max(1)
+    }
 }
 
 /// How a rendition is encrypted, for the manifests (never a key).
