@@ -17,8 +17,33 @@ pub struct Cli {
     #[arg(long, global = true, env = "OUTPOST_LOG", default_value = "info")]
     pub log: String,
 
+    /// Log line format on stderr: `text` (human) or `json` (one object per line, for the journal
+    /// and log shippers). Default: the config file's `log_format` key, else `text`.
+    #[arg(
+        long,
+        global = true,
+        env = "OUTPOST_LOG_FORMAT",
+        value_name = "text|json"
+    )]
+    pub log_format: Option<LogFormat>,
+
+    /// Exit when process PID (the parent that started this one, e.g. `outpost demo`) dies:
+    /// sets PR_SET_PDEATHSIG to SIGTERM. Internal.
+    #[arg(long, global = true, hide = true, value_name = "PID")]
+    pub exit_with_parent: Option<i32>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (`--log-format`, config key `log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`).
+    Json,
 }
 
 /// The subcommands.

@@ -1,7 +1,10 @@
 // Outpost demo player page. Plays a session's steered manifest with Shaka Player (DASH) or
 // hls.js (HLS) and shows which appliance served each segment (the `Outpost-Appliance` response
 // header, exposed by the appliances through CORS), rendition switches, buffer level and the
-// session's lease and licence state. `window.outpostDemo` exposes the live state for tests.
+// session's lease and licence state. The person picks the audio language and the subtitles
+// (or off; an English forced track for signs shows whenever subtitles are off and the audio is
+// English) through each player's own track API, and hovering the timeline shows a thumbnail
+// from the title's image track. `window.outpostDemo` exposes the live state for tests.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -15,6 +18,9 @@ const state = {
   errors: [],
   heartbeatTimer: null,
   ended: false,
+  textChoice: 'off', // 'off' (forced signs only) or a subtitle language
+  textVisible: false,
+  thumbs: null,      // hls.js: the parsed HLS image playlist
 };
 window.outpostDemo = state;
 // `?swap=0` turns the grant refresh off (the negative control of the grant-expiry test).
@@ -168,7 +174,13 @@ async function play() {
   $('license').textContent = s.license ? 'requested on first encrypted segment' : 'clear content (no licence needed)';
   $('stop').disabled = false;
   const video = $('video');
+  state.textChoice = 'off';
+  state.textVisible = false;
+  state.thumbs = null;
+  state.lastThumbnail = null;
+  $('subtitles').value = 'off';
   if (kind === 'shaka') await playShaka(video, s); else playHls(video, s);
+  $('timeline').disabled = false;
   video.loop = loop;
   // Playback over: give the stream back (a member's plan counts concurrent streams).
   video.addEventListener('ended', () => { state.ended = true; endLease(); }, { once: true });
@@ -202,6 +214,10 @@ async function playShaka(video, s) {
       bufferSecs ? { bufferingGoal: bufferSecs, rebufferingGoal: 1, bufferBehind: bufferSecs } : {},
     ),
     manifest: { retryParameters: { maxAttempts: 4, baseDelay: 200 } },
+    // The page shows the forced track itself (applyText), the same way for both players.
+    accessibility: { handleForcedSubtitlesAutomatically: false },
+    // QoE: CMCD in query mode (no CORS preflight); sid is the control plane's session id.
+    cmcd: { enabled: true, useHeaders: false, sessionId: s.session_id, contentId: $('title').value },
   });
   const net = player.getNetworkingEngine();
   net.registerRequestFilter((type, req) => {
@@ -235,8 +251,11 @@ async function playShaka(video, s) {
   };
   player.addEventListener('variantchanged', onVariant);
   player.addEventListener('adaptation', onVariant);
+  player.addEventListener('trackschanged', refreshTrackMenus);
   await player.load(s.manifests.dash);
   onVariant();
+  refreshTrackMenus();
+  applyText();
 }
 
 function playHls(video, s) {
@@ -253,6 +272,8 @@ function playHls(video, s) {
     loader: GrantLoader,
     ...(bufferSecs ? { maxBufferLength: bufferSecs, maxMaxBufferLength: bufferSecs, backBufferLength: bufferSecs } : {}),
     enableWorker: false,
+    // QoE: CMCD in query mode (no CORS preflight); sid is the control plane's session id.
+    cmcd: { useHeaders: false, sessionId: s.session_id, contentId: $('title').value },
     emeEnabled: !!lic,
     drmSystems: lic ? { 'org.w3.clearkey': { licenseUrl: lic.url } } : {},
     licenseXhrSetup: lic ? (xhr) => { xhr.setRequestHeader('Authorization', `Bearer ${s.token}`); } : undefined,
@@ -271,12 +292,229 @@ function playHls(video, s) {
     const uri = level && level.url && level.url[0];
     recordSwitch(uri ? fileOf(uri).split('/')[0] : `level ${data.level}`);
   });
+  hls.on(Hls.Events.MANIFEST_PARSED, () => { refreshTrackMenus(); applyText(); });
+  hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, refreshTrackMenus);
+  hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, () => { reconcileText(); refreshTrackMenus(); });
+  hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, () => { refreshTrackMenus(); applyText(); });
+  hls.on(Hls.Events.SUBTITLE_TRACK_SWITCH, refreshTrackMenus);
   hls.on(Hls.Events.ERROR, (_e, data) => {
     if (data.fatal) showError(new Error(`hls.js ${data.type}: ${data.details}`));
   });
   hls.loadSource(s.manifests.hls);
   hls.attachMedia(video);
 }
+
+// ---- Audio language and subtitles, through each player's own API. ----
+
+// Language tags compared by their primary subtag, two letters ('en', 'eng' and 'en-GB' match).
+const langKey = (l) => String(l || '').toLowerCase().split('-')[0].slice(0, 2);
+
+function audioLanguages() {
+  const p = state.player;
+  if (!p) return [];
+  if (state.kind === 'shaka') return [...new Set(p.getAudioTracks().map((t) => t.language))];
+  return [...new Set((p.audioTracks || []).map((t) => t.lang))];
+}
+
+function activeAudio() {
+  const p = state.player;
+  if (!p) return null;
+  if (state.kind === 'shaka') {
+    const v = p.getVariantTracks().find((t) => t.active);
+    return v ? v.language : null;
+  }
+  const t = (p.audioTracks || [])[p.audioTrack];
+  return t ? t.lang : null;
+}
+
+// Every text track as {lang, forced, select()}; forced tracks are never offered in the menu.
+function textTracks() {
+  const p = state.player;
+  if (!p) return [];
+  if (state.kind === 'shaka') {
+    return p.getTextTracks().map((t) => ({ lang: t.language, forced: !!t.forced, active: t.active, raw: t }));
+  }
+  return (p.subtitleTracks || []).map((t, i) => ({ lang: t.lang, forced: !!t.forced, active: p.subtitleTrack === i, index: i }));
+}
+
+// What is on screen: the active text track and whether it is shown.
+function activeText() {
+  const p = state.player;
+  if (!p) return null;
+  const t = textTracks().find((x) => x.active);
+  // Shaka Player 5 has no visibility getter: selectTextTrack(null) hides text, so the page
+  // remembers whether it last selected a track.
+  const visible = state.kind === 'shaka' ? state.textVisible : p.subtitleTrack >= 0 && p.subtitleDisplay;
+  return t && visible ? { lang: t.lang, forced: t.forced } : null;
+}
+
+function selectAudio(lang) {
+  const p = state.player;
+  if (!p) return;
+  if (state.kind === 'shaka') {
+    const t = p.getAudioTracks().find((a) => a.language === lang);
+    if (t) p.selectAudioTrack(t);
+  } else {
+    const i = p.audioTracks.findIndex((t) => t.lang === lang);
+    if (i >= 0) p.audioTrack = i;
+  }
+  // Forced signs follow the audio language.
+  applyText();
+  refreshTrackMenus();
+}
+
+// Shows the chosen subtitles; with subtitles off, the forced track in the audio language if
+// there is one (signs and foreign dialogue a viewer needs without asking for subtitles).
+function wantedText() {
+  const all = textTracks();
+  return state.textChoice === 'off'
+    ? all.find((t) => t.forced && langKey(t.lang) === langKey(activeAudio()))
+    : all.find((t) => !t.forced && t.lang === state.textChoice);
+}
+
+// Re-applies the choice when what is shown differs from it: the players pick their own tracks
+// while loading (hls.js only knows its audio track once the audio playlist is in), so the page
+// checks again on track events and twice a second.
+function reconcileText() {
+  const p = state.player;
+  if (!p) return;
+  const want = wantedText();
+  const now = textTracks().find((t) => t.active);
+  const shown = activeText();
+  const ok = want ? !!(shown && now && now.lang === want.lang && now.forced === want.forced) : !shown;
+  if (!ok) applyText();
+}
+
+function applyText() {
+  const p = state.player;
+  if (!p) return;
+  const pick = wantedText();
+  if (state.kind === 'shaka') {
+    // Shaka Player 5: selecting a track shows it, selecting null hides text.
+    p.selectTextTrack(pick ? pick.raw : null);
+    state.textVisible = !!pick;
+  } else {
+    p.subtitleDisplay = !!pick;
+    p.subtitleTrack = pick ? pick.index : -1;
+  }
+}
+
+function refreshTrackMenus() {
+  const audio = $('audio');
+  const langs = audioLanguages();
+  if ([...audio.options].map((o) => o.value).join() !== langs.join()) {
+    audio.textContent = '';
+    for (const l of langs) audio.add(new Option(l, l));
+  }
+  const now = activeAudio();
+  if (now) audio.value = now;
+  audio.disabled = langs.length === 0;
+  const subs = $('subtitles');
+  const offered = [...new Set(textTracks().filter((t) => !t.forced).map((t) => t.lang))];
+  if ([...subs.options].slice(1).map((o) => o.value).join() !== offered.join()) {
+    while (subs.options.length > 1) subs.remove(1);
+    for (const l of offered) subs.add(new Option(l, l));
+  }
+  subs.value = state.textChoice;
+  subs.disabled = offered.length === 0;
+  const t = activeText();
+  $('tracks-now').textContent = `${now || '–'} / ${t ? `${t.lang}${t.forced ? ' (forced)' : ''}` : 'off'}`;
+}
+
+$('audio').onchange = (e) => selectAudio(e.target.value);
+$('subtitles').onchange = (e) => {
+  state.textChoice = e.target.value;
+  applyText();
+  refreshTrackMenus();
+};
+Object.assign(state, { audioLanguages, activeAudio, activeText, textTracks });
+
+// ---- Thumbnails on the timeline. ----
+// Shaka Player reads the image track of both DASH and HLS itself (getThumbnails). hls.js has no
+// thumbnail API, so for it this page reads the session's HLS master playlist once: the
+// EXT-X-IMAGE-STREAM-INF names the image playlist, whose EXT-X-TILES give each grid image's
+// thumbnail size, layout and per-thumbnail duration. Either way the tile URL carries the
+// appliance's newest grant (the same refresh as for segments).
+
+function resolve(uri, base) { return new URL(uri, base).toString(); }
+
+async function hlsImageTrack() {
+  if (state.thumbs) return state.thumbs;
+  const masterUrl = freshUrl(state.session.manifests.hls);
+  const master = await (await fetch(masterUrl)).text();
+  const inf = master.split('\n').find((l) => l.startsWith('#EXT-X-IMAGE-STREAM-INF:'));
+  const m = inf && inf.match(/URI="([^"]+)"/);
+  if (!m) return (state.thumbs = { tiles: [] });
+  const listUrl = resolve(m[1], masterUrl);
+  const lines = (await (await fetch(freshUrl(listUrl))).text()).split('\n').map((l) => l.trim());
+  const tiles = [];
+  let start = 0; let tile = null; let dur = 0;
+  for (const l of lines) {
+    if (l.startsWith('#EXT-X-TILES:')) {
+      const res = l.match(/RESOLUTION=(\d+)x(\d+)/); const lay = l.match(/LAYOUT=(\d+)x(\d+)/);
+      const d = l.match(/DURATION=([\d.]+)/);
+      tile = { w: +res[1], h: +res[2], cols: +lay[1], rows: +lay[2], each: +d[1] };
+    } else if (l.startsWith('#EXTINF:')) {
+      dur = parseFloat(l.slice(8));
+    } else if (l && !l.startsWith('#') && tile) {
+      tiles.push({ ...tile, start, dur, uri: resolve(l, listUrl) });
+      start += dur;
+    }
+  }
+  return (state.thumbs = { tiles });
+}
+
+// The thumbnail for `time` seconds: {url, x, y, width, height, start, duration} or null.
+async function thumbnailAt(time) {
+  const p = state.player;
+  if (!p || !state.session) return null;
+  if (state.kind === 'shaka') {
+    const img = p.getImageTracks()[0];
+    if (!img) return null;
+    const t = await p.getThumbnails(img.id, time);
+    if (!t) return null;
+    return { url: freshUrl(t.uris[0]), x: t.positionX, y: t.positionY, width: t.width, height: t.height,
+      start: t.startTime, duration: t.duration };
+  }
+  const { tiles } = await hlsImageTrack();
+  const g = tiles.find((x) => time >= x.start && time < x.start + x.dur) || tiles[tiles.length - 1];
+  if (!g) return null;
+  const i = Math.min(Math.floor((time - g.start) / g.each), g.cols * g.rows - 1);
+  return { url: freshUrl(g.uri), x: (i % g.cols) * g.w, y: Math.floor(i / g.cols) * g.h, width: g.w, height: g.h,
+    start: g.start + i * g.each, duration: g.each };
+}
+state.thumbnailAt = thumbnailAt;
+
+function timelineTime(e) {
+  const r = $('timeline').getBoundingClientRect();
+  const f = Math.min(1, Math.max(0, (e.clientX - r.left) / r.width));
+  const d = $('video').duration;
+  return { f, time: Number.isFinite(d) ? f * d : 0 };
+}
+
+async function showThumbnail(e) {
+  const { f, time } = timelineTime(e);
+  try {
+    const t = await thumbnailAt(time);
+    if (!t) return;
+    state.lastThumbnail = { ...t, time };
+    const box = $('thumb');
+    const img = $('thumb-img');
+    img.style.width = `${t.width}px`;
+    img.style.height = `${t.height}px`;
+    img.style.backgroundImage = `url("${t.url}")`;
+    img.style.backgroundPosition = `-${t.x}px -${t.y}px`;
+    $('thumb-time').textContent = `${time.toFixed(1)} s`;
+    box.style.left = `${f * 100}%`;
+    box.hidden = false;
+  } catch (err) { showError(err); }
+}
+$('timeline').addEventListener('mousemove', showThumbnail);
+$('timeline').addEventListener('mouseleave', () => { $('thumb').hidden = true; });
+$('timeline').addEventListener('input', (e) => {
+  const v = $('video');
+  if (Number.isFinite(v.duration)) v.currentTime = (e.target.value / 1000) * v.duration;
+});
 
 async function endLease() {
   const s = state.session;
@@ -321,7 +559,29 @@ setInterval(() => {
   state.bufferAhead = ahead;
   $('buffer').textContent = `${ahead.toFixed(1)} s`;
   $('position').textContent = `${v.currentTime.toFixed(1)} / ${Number.isFinite(v.duration) ? v.duration.toFixed(1) : '–'} s`;
+  const tl = $('timeline');
+  if (Number.isFinite(v.duration) && document.activeElement !== tl) tl.value = Math.round((v.currentTime / v.duration) * 1000);
+  if (state.player) { reconcileText(); refreshTrackMenus(); }
 }, 500);
+
+// QoE: this session as the appliances reported it (CMCD folded per appliance, GET /v1/qoe).
+async function refreshQoe() {
+  const s = state.session;
+  if (!s) return;
+  try {
+    const res = await fetch('/v1/qoe');
+    if (!res.ok) { $('qoe').textContent = `GET /v1/qoe: ${res.status}`; return; }
+    const rows = (await res.json()).sessions.filter((r) => r.session.sid === s.session_id);
+    state.qoe = rows;
+    $('qoe').textContent = rows.length ? rows.map((r) => {
+      const q = r.session;
+      return [r.appliance_id, q.startup_ms == null ? null : `startup ${q.startup_ms} ms`,
+        `${q.starvation_events} stalls`, q.avg_bitrate_kbps == null ? null : `${q.avg_bitrate_kbps} kb/s`,
+        q.buffer_ms == null ? null : `buffer ${(q.buffer_ms / 1000).toFixed(1)} s`].filter(Boolean).join(' · ');
+    }).join('; ') : 'waiting for the next appliance heartbeat';
+  } catch (_) { /* next tick */ }
+}
+setInterval(refreshQoe, 3000);
 
 $('play').onclick = () => play().catch(showError);
 $('stop').onclick = () => stopSession().catch(showError);

@@ -34,6 +34,7 @@ async function poll() {
     while (s.length && s[0].t < now - HISTORY_SECS) s.shift();
   }
   render(fleet);
+  renderBgp(fleet);
   draw(now);
 }
 
@@ -74,6 +75,31 @@ function render(fleet) {
   }
 }
 
+// BGP (issue 14): per site, the routes steered, whether its appliances agree, and each
+// appliance's sessions (state, routes, last error).
+function renderBgp(fleet) {
+  const body = document.querySelector('#bgp tbody');
+  if (!body) return;
+  body.textContent = '';
+  const byId = Object.fromEntries(fleet.appliances.map((a) => [a.id, a]));
+  for (const s of fleet.bgp_sites || []) {
+    const tr = body.insertRow();
+    tr.dataset.cluster = s.cluster;
+    const sessions = s.appliances.map((id) => {
+      const b = (byId[id] || {}).bgp;
+      if (!b) return `${id}: –`;
+      return `${id}: ` + b.sessions.map((x) => `${x.peer} ${x.state} (${x.routes} routes${x.last_error ? `, ${x.last_error}` : ''})`).join('; ');
+    });
+    const cells = [s.cluster, s.appliances.join(', '), s.routes,
+      s.inconsistent ? `INCONSISTENT: only some hear ${s.partial.join(', ')}` : 'consistent', sessions.join(' · ')];
+    cells.forEach((v, i) => {
+      const td = tr.insertCell();
+      td.textContent = v;
+      if (i === 3) td.className = s.inconsistent ? 'state-error' : 'state-ok';
+    });
+  }
+}
+
 function draw(now) {
   const c = document.getElementById('chart');
   const g = c.getContext('2d');
@@ -105,6 +131,37 @@ function draw(now) {
   });
 }
 
-const tick = () => poll().catch((e) => { document.querySelector('.hint').textContent = e.message; });
+// QoE (issue 16): per cluster, then its appliances: sessions, startup p50/p95, the share of
+// sessions that rebuffered, media-time-weighted average bitrate.
+async function pollQoe() {
+  const res = await fetch('/v1/qoe');
+  if (!res.ok) throw new Error(`GET /v1/qoe: ${res.status}`);
+  const q = await res.json();
+  fleetState.qoe = q;
+  const body = document.querySelector('#qoe tbody');
+  body.textContent = '';
+  const ms = (v) => (v == null ? '–' : `${v} ms`);
+  const row = (label, g, cls) => {
+    const tr = body.insertRow();
+    tr.dataset.id = g.id;
+    tr.className = cls;
+    [label, g.sessions, ms(g.startup_p50_ms), ms(g.startup_p95_ms),
+      `${(g.rebuffer_ratio * 100).toFixed(0)}% (${g.starved_sessions})`,
+      g.avg_bitrate_kbps == null ? '–' : `${g.avg_bitrate_kbps} kb/s`,
+    ].forEach((v) => { tr.insertCell().textContent = v; });
+  };
+  const clusterOf = {};
+  for (const s of q.sessions) clusterOf[s.appliance_id] = s.cluster_id;
+  for (const c of q.clusters) {
+    row(c.id, c, 'qoe-cluster');
+    for (const a of q.appliances.filter((x) => clusterOf[x.id] === c.id)) row(`  ${a.id}`, a, 'qoe-appliance');
+  }
+  if (!q.clusters.length) row('no sessions reported', { id: '', sessions: 0, starved_sessions: 0, rebuffer_ratio: 0 }, '');
+}
+
+const tick = () => {
+  poll().catch((e) => { document.querySelector('.hint').textContent = e.message; });
+  pollQoe().catch((e) => { document.getElementById('qoe-hint').textContent = e.message; });
+};
 tick();
 setInterval(tick, 2000);

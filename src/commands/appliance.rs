@@ -23,7 +23,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// TOML configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Appliance id, sent in every response's `Outpost-Appliance` header (default: the
     /// hostname, else the listen address).
@@ -68,6 +68,9 @@ pub struct Args {
     /// Log one request in this many to the access log (0: none; default 100).
     #[arg(long, value_name = "N")]
     access_log_every: Option<u64>,
+    // QoE (issue 16): CMCD / CMSD / JSON access log.
+    #[command(flatten)]
+    qoe: QoeArgs,
     /// TLS listen address (needs --tls-cert and --tls-key).
     #[arg(long, value_name = "ADDR")]
     tls_listen: Option<SocketAddr>,
@@ -145,7 +148,148 @@ pub struct Args {
     /// Allow a plain-http S3 endpoint.
     #[arg(long)]
     s3_allow_http: bool,
+    // ---- `outpost appliance check` (src/commands/check.rs) ----
+    #[command(subcommand)]
+    command: Option<Command>,
+    // --- BGP (issue 14) ---
+    /// Accept BGP sessions on this address (e.g. 127.0.0.1:1179); needs --bgp-asn,
+    /// --bgp-router-id and at least one --bgp-peer.
+    #[arg(long, value_name = "ADDR")]
+    bgp_listen: Option<SocketAddr>,
+    /// This appliance's AS number (4-octet allowed).
+    #[arg(long, value_name = "N")]
+    bgp_asn: Option<u32>,
+    /// BGP identifier (an IPv4 address unique among the router's neighbours).
+    #[arg(long, value_name = "IP")]
+    bgp_router_id: Option<std::net::Ipv4Addr>,
+    /// A BGP neighbour: ip[:port],asn[,passive] (repeat for several; without `passive` the
+    /// appliance also connects out to it, port default 179).
+    #[arg(long = "bgp-peer", value_name = "PEER")]
+    bgp_peers: Vec<String>,
+    /// Proposed hold time, seconds (0, or at least 3; default 90).
+    #[arg(long, value_name = "S")]
+    bgp_hold_time: Option<u16>,
+    /// Seconds without any established BGP session before the appliance reports itself
+    /// unsteerable for BGP-fed prefixes (default 300).
+    #[arg(long, value_name = "S")]
+    bgp_grace_secs: Option<u64>,
+    // --- end BGP ---
 }
+
+/// `outpost appliance` subcommands (the default serves).
+#[derive(Debug, Clone, clap::Subcommand)]
+enum Command {
+    /// Validate the configuration and probe this host (io_uring, cachestat, kernel TLS, cache
+    /// drives, file-descriptor limit, clock sync, public keys, control plane), like `nginx -t`:
+    /// one line per item, `ok`/`warning`/`error` with the fix; exits 1 on any error.
+    Check,
+}
+
+/// The appliance's settings as `run` resolves them from flags and `--config` (also what
+/// `outpost appliance check` probes).
+pub(crate) struct Resolved {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub cluster: String,
+    pub keys_dir: PathBuf,
+    pub cache_dirs: Vec<PathBuf>,
+    pub backend: BackendChoice,
+    pub threads: usize,
+    pub id: String,
+    pub max_connections: usize,
+    pub agent: Option<AgentConfig>,
+    /// The BGP speaker's settings, when peers are configured.
+    pub bgp: Option<appliance::bgp::BgpConfig>,
+    args: Args,
+    file: Config,
+}
+
+/// Reads `--config` and the flags and checks them: the same rules for `run` and `check`.
+pub(crate) fn resolve(args: Args) -> anyhow::Result<Resolved> {
+    let file: Config = match &args.config {
+        Some(p) => crate::config::load_toml(p)?,
+        None => Config::default(),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let admin_listen = args
+        .admin_listen
+        .or(file.admin_listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
+    let Some(cluster) = args.cluster.clone().or(file.cluster.clone()) else {
+        bail!("--cluster (config key `cluster`) is required: the cluster id grants must name");
+    };
+    let Some(keys_dir) = args.public_keys.clone().or(file.public_keys.clone()) else {
+        bail!("--public-keys (config key `public_keys`) is required: a directory of <kid>.pub.pem");
+    };
+    let cache_dirs = if args.cache_dirs.is_empty() {
+        file.cache_dirs.clone()
+    } else {
+        args.cache_dirs.clone()
+    };
+    if cache_dirs.is_empty() {
+        bail!("at least one --cache-dir (config key `cache_dirs`) is required");
+    }
+    let backend: BackendChoice = args
+        .backend
+        .clone()
+        .or(file.backend.clone())
+        .unwrap_or_else(|| "auto".into())
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--backend (config key `backend`): {e}"))?;
+    let threads = args
+        .threads
+        .or(file.threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        bail!("--threads (config key `threads`) must be at least 1");
+    }
+    let id = args
+        .id
+        .clone()
+        .or(file.id.clone())
+        .or_else(hostname)
+        .unwrap_or_else(|| listen.to_string());
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(100_000);
+    let agent = agent_config(&args, &file, &id, listen, &keys_dir, max_connections)?;
+    let bgp = bgp_config(&args, &file)?;
+    Ok(Resolved {
+        listen,
+        admin_listen,
+        cluster,
+        keys_dir,
+        cache_dirs,
+        backend,
+        threads,
+        id,
+        max_connections,
+        agent,
+        bgp,
+        args,
+        file,
+    })
+}
+
+impl Args {
+    /// `--config`, if given.
+    pub(crate) fn config_path(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+}
+
+/// Dispatches `outpost appliance [check]`.
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(Command::Check) => super::check::appliance(args),
+        None => run(args),
+    }
+}
+// ---- end of `check` block ----
 
 /// The configuration file: the same keys as the flags.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -166,6 +310,14 @@ struct Config {
     idle_timeout_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
     access_log_every: Option<u64>,
+    // QoE (issue 16): the same keys as `QoeArgs`' flags.
+    access_log: Option<String>,
+    access_log_sample: Option<f64>,
+    access_log_max_bytes: Option<u64>,
+    access_log_keep: Option<u32>,
+    cmsd_overload: Option<u64>,
+    cmsd_max_bitrate_kbps: Option<u64>,
+    no_qoe: Option<bool>,
     tls_listen: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -191,7 +343,62 @@ struct Config {
     s3_access_key_id: Option<String>,
     /// S3 secret access key (else AWS_SECRET_ACCESS_KEY).
     s3_secret_access_key: Option<String>,
+    /// Log line format, `text` or `json` (read in main.rs before logging starts; the
+    /// `--log-format` flag wins).
+    #[allow(dead_code)]
+    log_format: Option<crate::cli::LogFormat>,
+    // --- BGP (issue 14) ---
+    bgp_listen: Option<SocketAddr>,
+    bgp_asn: Option<u32>,
+    bgp_router_id: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    bgp_peers: Vec<String>,
+    bgp_hold_time: Option<u16>,
+    bgp_grace_secs: Option<u64>,
+    // --- end BGP ---
 }
+
+// --- BGP (issue 14) ---
+/// The BGP speaker's settings (`None` when neither flags nor file configure a peer).
+fn bgp_config(args: &Args, file: &Config) -> anyhow::Result<Option<appliance::bgp::BgpConfig>> {
+    let peers = if args.bgp_peers.is_empty() {
+        &file.bgp_peers
+    } else {
+        &args.bgp_peers
+    };
+    let listen = args.bgp_listen.or(file.bgp_listen);
+    let asn = args.bgp_asn.or(file.bgp_asn);
+    if peers.is_empty() {
+        if listen.is_some() || asn.is_some() {
+            bail!("--bgp-listen/--bgp-asn need at least one --bgp-peer (config key `bgp_peers`)");
+        }
+        return Ok(None);
+    }
+    let Some(asn) = asn else {
+        bail!("--bgp-peer needs --bgp-asn (config key `bgp_asn`)");
+    };
+    let Some(router_id) = args.bgp_router_id.or(file.bgp_router_id) else {
+        bail!("--bgp-peer needs --bgp-router-id (config key `bgp_router_id`)");
+    };
+    let peers = peers
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<Vec<appliance::bgp::PeerConfig>, String>>()
+        .map_err(|e| anyhow::anyhow!("--bgp-peer (config key `bgp_peers`): {e}"))?;
+    let cfg = appliance::bgp::BgpConfig {
+        listen,
+        asn,
+        router_id,
+        peers,
+        hold_time: args.bgp_hold_time.or(file.bgp_hold_time).unwrap_or(90),
+        grace: Duration::from_secs(args.bgp_grace_secs.or(file.bgp_grace_secs).unwrap_or(300)),
+        connect_retry: Duration::from_secs(5),
+    };
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("{e} (flags --bgp-*, config keys bgp_*)"))?;
+    Ok(Some(cfg))
+}
+// --- end BGP ---
 
 /// Builds the fleet agent's settings from flags and file (`None` without `--control-plane`).
 fn agent_config(
@@ -293,6 +500,7 @@ fn agent_config(
             s3,
             removal,
         },
+        bgp: None,
     }))
 }
 
@@ -341,67 +549,26 @@ fn hostname() -> Option<String> {
 
 /// Runs the appliance until SIGTERM/SIGINT has drained it.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let file: Config = match &args.config {
-        Some(p) => crate::config::load_toml(p)?,
-        None => Config::default(),
-    };
-    let (agent_args, agent_file) = (args.clone(), file.clone());
-    let listen = args
-        .listen
-        .or(file.listen)
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
-    let admin_listen = args
-        .admin_listen
-        .or(file.admin_listen)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
-    let Some(cluster) = args.cluster.or(file.cluster) else {
-        bail!("--cluster (config key `cluster`) is required: the cluster id grants must name");
-    };
-    let Some(keys_dir) = args.public_keys.or(file.public_keys) else {
-        bail!("--public-keys (config key `public_keys`) is required: a directory of <kid>.pub.pem");
-    };
-    let cache_dirs = if args.cache_dirs.is_empty() {
-        file.cache_dirs
-    } else {
-        args.cache_dirs
-    };
-    if cache_dirs.is_empty() {
-        bail!("at least one --cache-dir (config key `cache_dirs`) is required");
-    }
-    let backend: BackendChoice = args
-        .backend
-        .or(file.backend)
-        .unwrap_or_else(|| "auto".into())
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--backend (config key `backend`): {e}"))?;
-    let threads = args
-        .threads
-        .or(file.threads)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 {
-        bail!("--threads (config key `threads`) must be at least 1");
-    }
-    let id = args
-        .id
-        .or(file.id)
-        .or_else(hostname)
-        .unwrap_or_else(|| listen.to_string());
+    let Resolved {
+        listen,
+        admin_listen,
+        cluster,
+        keys_dir,
+        cache_dirs,
+        backend,
+        threads,
+        id,
+        max_connections,
+        agent: mut agent_cfg,
+        bgp: bgp_cfg,
+        args,
+        file,
+    } = resolve(args)?;
+    // QoE: the flags merged with the file's keys.
+    let qoe_args = args.qoe.merged(&file);
     let secs = |flag: Option<u64>, key: Option<u64>, default: u64| {
         Duration::from_secs(flag.or(key).unwrap_or(default))
     };
-
-    let max_connections = args
-        .max_connections
-        .or(file.max_connections)
-        .unwrap_or(100_000);
-    let mut agent_cfg = agent_config(
-        &agent_args,
-        &agent_file,
-        &id,
-        listen,
-        &keys_dir,
-        max_connections,
-    )?;
     if let Some(a) = &agent_cfg {
         // The key directory is the agent's key cache: refresh it, or start with what it holds.
         match agent::bootstrap_keys(a) {
@@ -429,7 +596,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .context("--cache-dir")?,
     );
-    let svc = Arc::new(Service::new(
+    // QoE: built before `id` moves into the service config.
+    let qoe = qoe_from_args(&qoe_args, &id)?;
+    let mut svc = Service::new(
         ServiceConfig {
             id,
             access_log_every: args
@@ -440,7 +609,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Verifier::new(ring, cluster),
         store,
         Arc::new(Metrics::default()),
-    ));
+    );
+    if let Some(q) = qoe {
+        svc = svc.with_qoe(Arc::new(q));
+    }
+    let svc = Arc::new(svc);
     let tls = match (
         args.tls_listen.or(file.tls_listen),
         args.tls_cert.or(file.tls_cert),
@@ -486,6 +659,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         handle_signals: true,
         tls,
     };
+    // --- BGP (issue 14) ---
+    let bgp = match bgp_cfg {
+        Some(c) => {
+            let b = appliance::bgp::Bgp::start(c).context("--bgp-listen")?;
+            svc.metrics().set_bgp(b.shared().clone());
+            if let Some(a) = b.local_addr() {
+                println!("bgp listening on {a}");
+            }
+            Some(b)
+        }
+        None => None,
+    };
+    if let (Some(a), Some(b)) = (agent_cfg.as_mut(), bgp.as_ref()) {
+        a.bgp = Some(b.shared().clone());
+    }
+    // --- end BGP ---
     let running = server::start(cfg, svc.clone(), Some(reload))?;
     let agent = match agent_cfg.take() {
         Some(mut a) => {
@@ -512,8 +701,90 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(a) = agent {
         a.stop();
     }
+    drop(bgp);
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// QoE (issue 16): the flags of `crate::qoe` in the appliance.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QoeArgs {
+    /// JSON-lines access log with each request's CMCD: a file path, or `-` for stdout.
+    #[arg(long, value_name = "PATH|-")]
+    access_log: Option<String>,
+    /// Fraction of requests written to --access-log, 0.0 to 1.0 (default 1.0).
+    #[arg(long, value_name = "FRACTION")]
+    access_log_sample: Option<f64>,
+    /// Rotate --access-log before it exceeds this many bytes (default 100 MiB; 0: never).
+    #[arg(long, value_name = "BYTES")]
+    access_log_max_bytes: Option<u64>,
+    /// Rotated access logs kept (default 5).
+    #[arg(long, value_name = "N")]
+    access_log_keep: Option<u32>,
+    /// CMSD: the appliance is overloaded (sends `mb`) at or above this many connections.
+    #[arg(long, value_name = "CONNECTIONS")]
+    cmsd_overload: Option<u64>,
+    /// CMSD: the max suggested bitrate (`mb`) sent while overloaded, kbps.
+    #[arg(long, value_name = "KBPS")]
+    cmsd_max_bitrate_kbps: Option<u64>,
+    /// Turn QoE off: no CMCD parsing, CMSD headers or session summaries.
+    #[arg(long)]
+    no_qoe: bool,
+}
+
+impl QoeArgs {
+    /// The flags, each falling back to the configuration file's key of the same name.
+    fn merged(&self, file: &Config) -> QoeArgs {
+        QoeArgs {
+            access_log: self.access_log.clone().or(file.access_log.clone()),
+            access_log_sample: self.access_log_sample.or(file.access_log_sample),
+            access_log_max_bytes: self.access_log_max_bytes.or(file.access_log_max_bytes),
+            access_log_keep: self.access_log_keep.or(file.access_log_keep),
+            cmsd_overload: self.cmsd_overload.or(file.cmsd_overload),
+            cmsd_max_bitrate_kbps: self.cmsd_max_bitrate_kbps.or(file.cmsd_max_bitrate_kbps),
+            no_qoe: self.no_qoe || file.no_qoe == Some(true),
+        }
+    }
+}
+
+/// QoE (issue 16): the CMCD / CMSD / access-log state from the flags, unless `--no-qoe`.
+fn qoe_from_args(args: &QoeArgs, id: &str) -> anyhow::Result<Option<appliance::qoe::Qoe>> {
+    use appliance::qoe::access_log::{AccessLog, Target};
+    if args.no_qoe {
+        if args.access_log.is_some() {
+            bail!("--access-log needs QoE: drop --no-qoe");
+        }
+        return Ok(None);
+    }
+    let sample = args.access_log_sample.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample) {
+        bail!("--access-log-sample {sample}: must be between 0.0 and 1.0");
+    }
+    if args.cmsd_overload.is_some() && args.cmsd_max_bitrate_kbps.is_none() {
+        bail!("--cmsd-overload needs --cmsd-max-bitrate-kbps (the mb value to send)");
+    }
+    let log = match args.access_log.as_deref() {
+        None => None,
+        Some("-") => Some(AccessLog::start(Target::Stdout).context("--access-log")?),
+        Some(p) => Some(
+            AccessLog::start(Target::File {
+                path: PathBuf::from(p),
+                max_bytes: args.access_log_max_bytes.unwrap_or(100 << 20),
+                keep: args.access_log_keep.unwrap_or(5),
+            })
+            .context("--access-log")?,
+        ),
+    };
+    Ok(Some(appliance::qoe::Qoe::new(
+        appliance::qoe::QoeConfig {
+            name: id.to_owned(),
+            overload_connections: args.cmsd_overload,
+            max_bitrate_kbps: args.cmsd_max_bitrate_kbps,
+            access_log_sample: sample,
+            sessions: appliance::qoe::DEFAULT_SESSIONS,
+        },
+        log,
+    )))
 }
 
 #[cfg(test)]

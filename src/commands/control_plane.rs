@@ -143,6 +143,18 @@ pub struct FillFlags {
     /// Titles with a content miss this recently are urgent, seconds.
     #[arg(long, global = true)]
     pub fill_miss_urgent_secs: Option<u64>,
+    /// Titles with low QoE on a cluster this recently are urgent there (+1 copy), seconds; 0 = off.
+    #[arg(long, global = true)]
+    pub fill_qoe_urgent_secs: Option<u64>,
+    /// Fewest QoE reports of a title before its QoE counts.
+    #[arg(long, global = true)]
+    pub fill_qoe_min_sessions: Option<u32>,
+    /// Share of bad QoE reports (starved, or throughput below bitrate) that makes a title urgent.
+    #[arg(long, global = true)]
+    pub fill_qoe_bad_share: Option<f64>,
+    /// Most titles per cluster urgent for low QoE at once.
+    #[arg(long, global = true)]
+    pub fill_qoe_max_titles: Option<usize>,
     /// Most source appliances listed per source cluster.
     #[arg(long, global = true)]
     pub fill_sources_per_cluster: Option<usize>,
@@ -155,6 +167,10 @@ pub struct FillFlags {
 enum Command {
     /// Serve the API (the default).
     Serve,
+    /// Validate the configuration and probe this host (data directory, database, master key,
+    /// listen address, file-descriptor limit, clock sync), like `nginx -t`: one line per item,
+    /// `ok`/`warning`/`error` with the fix; exits 1 on any error.
+    Check,
     /// Import files: a policy (TOML or JSON: plans, accounts, device_classes, geo, windows,
     /// sites, clusters, appliances, api_keys; example: control-plane/tests/data/policy.toml), a
     /// packager `catalog.json` (its sibling `manifest.mpd` and `master.m3u8` are read too), a
@@ -219,6 +235,10 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         fill_capacity_fraction => capacity_fraction,
         fill_new_release_secs => new_release_secs,
         fill_miss_urgent_secs => miss_urgent_secs,
+        fill_qoe_urgent_secs => qoe_urgent_secs,
+        fill_qoe_min_sessions => qoe_min_sessions,
+        fill_qoe_bad_share => qoe_bad_share,
+        fill_qoe_max_titles => qoe_max_titles,
         fill_sources_per_cluster => sources_per_cluster
     );
     if args.fill.fill_origin_removals {
@@ -257,6 +277,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(Command::Check) = &args.command {
+        return super::check::control_plane(config(&args));
+    }
     let cfg = config(&args)?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match &args.command {
@@ -272,6 +295,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Check) => unreachable!("handled above"),
         Some(Command::Import { files }) => {
             let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
             for imported in rt.block_on(control_plane::import_files(&cfg, &paths))? {

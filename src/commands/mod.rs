@@ -1,6 +1,7 @@
 //! One module per subcommand; each has an `Args` struct and a `run` function.
 
 pub mod appliance;
+pub mod check;
 pub mod control_plane;
 pub mod demo;
 pub mod grant;
@@ -15,7 +16,7 @@ use crate::cli::Command;
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Package(a) => package::run(a),
-        Command::Appliance(a) => appliance::run(a),
+        Command::Appliance(a) => appliance::main(a),
         Command::ControlPlane(a) => control_plane::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Keys(a) => keys::run(a),

@@ -45,15 +45,54 @@ pub struct Args {
         conflicts_with = "keys"
     )]
     pub keys_out: Option<PathBuf>,
+    /// A further audio input with its language and role: `LANG:ROLE:PATH`, role main,
+    /// commentary or description (audio description); LANG `-` reads the file's `elng`/`mdhd`
+    /// language. Repeatable; the rendition id is the file stem.
+    #[arg(
+        long = "audio",
+        value_name = "LANG:ROLE:PATH",
+        allow_hyphen_values = true
+    )]
+    pub audio: Vec<String>,
+    /// A text track: `LANG:ROLE:PATH`, role subtitle, caption or forced, PATH a WebVTT (`.vtt`)
+    /// or IMSC1/TTML (`.ttml`, `.xml`) file; `LANG` empty or `-` takes TTML's `xml:lang`
+    /// (refused, naming line and cue, when cues overlap, do not parse or end past the title).
+    /// Repeatable; the rendition id is the file stem.
+    #[arg(
+        long = "text",
+        value_name = "LANG:ROLE:PATH",
+        allow_hyphen_values = true
+    )]
+    pub text: Vec<String>,
+    /// Thumbnails: JPEG tile grids, a directory (its `*.jpg` by name) or a pattern such as
+    /// `tiles/%03d.jpg` (numbers from 0 or 1). Each image holds --thumbnail-grid thumbnails
+    /// taken every --thumbnail-interval; copied into `thumbnails/` (DASH image AdaptationSet,
+    /// HLS image playlist).
+    #[arg(
+        long,
+        value_name = "DIR_OR_PATTERN",
+        requires_all = ["thumbnail_interval", "thumbnail_grid"]
+    )]
+    pub thumbnails: Option<PathBuf>,
+    /// Seconds between two thumbnails of --thumbnails.
+    #[arg(long, value_name = "SECONDS", requires = "thumbnails")]
+    pub thumbnail_interval: Option<String>,
+    /// Layout of each --thumbnails image: `COLSxROWS`, e.g. 5x5.
+    #[arg(long, value_name = "COLSxROWS", requires = "thumbnails")]
+    pub thumbnail_grid: Option<String>,
     /// Input MP4 files (progressive or fragmented), one rendition per track; the rendition id is
     /// the file stem.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "audio", value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
 }
 
 /// Parses a decimal number of seconds into milliseconds (no float rounding surprises).
 fn parse_seconds(s: &str) -> anyhow::Result<u64> {
-    let bad = || anyhow::anyhow!("--segment-duration {s:?}: expected seconds such as 6 or 2.5");
+    parse_seconds_flag("--segment-duration", s)
+}
+
+fn parse_seconds_flag(flag: &str, s: &str) -> anyhow::Result<u64> {
+    let bad = || anyhow::anyhow!("{flag} {s:?}: expected seconds such as 6 or 2.5");
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     if int.is_empty() && frac.is_empty() || frac.len() > 3 {
         return Err(bad());
@@ -131,7 +170,8 @@ fn encryption(
             out.display()
         );
     }
-    let (audio, tiers) = packager::package::keys_needed(&args.inputs)?;
+    let (mut audio, tiers) = packager::package::keys_needed(&args.inputs)?;
+    audio |= !args.audio.is_empty();
     let mut rng = random16;
     let keys = packager::encrypt::generate_keys(&args.title, scheme, audio, &tiers, &mut rng);
     Ok((
@@ -149,6 +189,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => (None, None),
     };
+    let audio = args
+        .audio
+        .iter()
+        .map(|a| packager::AudioInput::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = args
+        .text
+        .iter()
+        .map(|t| packager::TextInput::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let thumbnails = match (
+        &args.thumbnails,
+        &args.thumbnail_interval,
+        &args.thumbnail_grid,
+    ) {
+        (Some(source), Some(interval), Some(grid)) => {
+            let (cols, rows) = packager::thumbs::parse_grid(grid)?;
+            Some(packager::ThumbnailInput {
+                source: source.clone(),
+                interval_ms: parse_seconds_flag("--thumbnail-interval", interval)?,
+                cols,
+                rows,
+            })
+        }
+        _ => None,
+    };
     let opts = packager::Options {
         title: args.title.clone(),
         out_dir: args.out.clone(),
@@ -159,6 +225,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         segment_duration_ms: parse_seconds(&args.segment_duration)?,
         inputs: args.inputs,
+        audio,
+        text,
+        thumbnails,
         encryption,
     };
     let tty = std::io::stderr().is_terminal();
@@ -182,11 +251,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         let _ = e.flush();
     };
-    let result = packager::package(&opts, if tty { Some(&bar) } else { None });
+    let result =
+        packager::package::package_with_warnings(&opts, if tty { Some(&bar) } else { None });
     if tty {
         eprintln!();
     }
-    let entry = result.with_context(|| format!("packaging {}", opts.title))?;
+    let (entry, warnings) = result.with_context(|| format!("packaging {}", opts.title))?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     if let (Some(path), Some(e)) = (&keys_out, &opts.encryption) {
         if let Err(err) = write_keys_file(path, &e.keys) {
             // Without its keys the title is useless: remove it rather than leave it unplayable.

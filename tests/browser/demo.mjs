@@ -1,6 +1,6 @@
 // Drives the `outpost demo` pages in headless Debian Chromium and prints one JSON result.
 //
-//   node demo.mjs --url http://127.0.0.1:PORT --scenario play|failover|refusals|expiry
+//   node demo.mjs --url http://127.0.0.1:PORT --scenario play|failover|refusals|expiry|tracks
 //                 [--player shaka|hls] [--title ID] [--device ID] [--shots DIR] [--no-swap]
 //
 // play:      plays the title to the end, forcing one rendition switch through the player API.
@@ -9,6 +9,10 @@
 // refusals:  what a user sees for refused session starts (concurrent_limit, tier limits).
 // expiry:    plays in a loop past several grant lifetimes; with --no-swap the page does not
 //            refresh grants (the negative control).
+// tracks:    on a looping title: the forced track with subtitles off, switching the audio
+//            language and the subtitles (fr, en, off) through the page's menus, what the player
+//            API and `video.textTracks` report after each, and the thumbnail the page shows when
+//            hovering the timeline at --thumb-at seconds (its tile fetched again: status, type).
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -92,6 +96,53 @@ const snapshot = (page) => page.evaluate(() => {
     errorText: document.getElementById('error').textContent,
   };
 });
+
+// What the page's player reports about tracks, and every showing text track's cues.
+const trackState = (page) => page.evaluate(() => {
+  const s = window.outpostDemo;
+  const v = document.getElementById('video');
+  const showing = [...v.textTracks].filter((t) => t.mode === 'showing').map((t) => ({
+    label: t.label, language: t.language, kind: t.kind,
+    cues: [...(t.cues || [])].map((c) => ({ start: c.startTime, end: c.endTime, text: c.text })),
+    active: [...(t.activeCues || [])].map((c) => ({ start: c.startTime, end: c.endTime, text: c.text })),
+  }));
+  return {
+    currentTime: v.currentTime, paused: v.paused, audioLanguages: s.audioLanguages(), audio: s.activeAudio(),
+    text: s.activeText(), menuAudio: document.getElementById('audio').value,
+    menuSubtitles: [...document.getElementById('subtitles').options].map((o) => o.value), showing,
+    errors: s.errors,
+  };
+});
+
+// Waits until `pred(trackState)` holds (checked in Node), returning the state; on timeout the
+// last state goes into the error.
+async function waitTracks(page, pred, what, timeout = 15000) {
+  const until = Date.now() + timeout;
+  let st;
+  for (;;) {
+    st = await trackState(page);
+    if (pred(st)) return st;
+    if (st.errors.length || Date.now() > until) throw new Error(`${what}: ${JSON.stringify(st)}`);
+    await sleep(150);
+  }
+}
+
+const showingText = (st) => st.showing.flatMap((t) => t.cues.map((c) => c.text)).join('\n');
+
+// Playback goes on: the position moves by `secs` (looping titles wrap, so count the movement).
+async function keepsPlaying(page, secs) {
+  let last = (await trackState(page)).currentTime;
+  let moved = 0;
+  const until = Date.now() + 15000;
+  while (moved < secs) {
+    if (Date.now() > until) throw new Error(`playback stopped after ${moved.toFixed(2)} s`);
+    await sleep(200);
+    const now = (await trackState(page)).currentTime;
+    moved += now >= last ? now - last : now;
+    last = now;
+  }
+  return moved;
+}
 
 try {
   context = await chromium.launchPersistentContext(userDataDir, {
@@ -190,6 +241,55 @@ try {
       if (s.errors.length) break;
       await sleep(1000);
     }
+    Object.assign(result, await snapshot(page));
+  } else if (scenario === 'tracks') {
+    await openPlayer(page, '?loop=1');
+    await start(page);
+    await waitPlaying(page, 0.3);
+    // Subtitles off and English audio: the English forced track (signs) shows by itself.
+    result.initial = await waitTracks(page, (st) => showingText(st).includes('[Sign:'), 'forced track');
+    // Audio: pick French from the page's menu; the player reports it and playback continues.
+    await page.selectOption('#audio', 'fr');
+    result.french = await waitTracks(page, (st) => st.audio && st.audio.startsWith('fr'), 'audio fr');
+    result.movedAfterFrench = await keepsPlaying(page, 1.5);
+    result.frenchLater = await trackState(page);
+    // Subtitles in French, then English, then off again (the forced track follows the audio:
+    // none for French).
+    for (const lang of ['fr', 'en']) {
+      await page.selectOption('#subtitles', lang);
+      const marker = lang === 'fr' ? 'sous-titres' : 'English subtitles';
+      result[`subs_${lang}`] = await waitTracks(page, (st) => st.text && st.text.lang === lang && !st.text.forced
+        && showingText(st).includes(marker), `subtitles ${lang}`);
+      // Cues at the right times: sample activeCues against the position a few times.
+      const samples = [];
+      for (let i = 0; i < 6; i++) {
+        await sleep(400);
+        const st = await trackState(page);
+        samples.push({ t: st.currentTime, active: st.showing.flatMap((x) => x.active) });
+      }
+      result[`samples_${lang}`] = samples;
+    }
+    await page.selectOption('#subtitles', 'off');
+    result.offFrench = await waitTracks(page, (st) => st.text === null, 'subtitles off with French audio');
+    await page.selectOption('#audio', 'en');
+    result.offEnglish = await waitTracks(page, (st) => st.audio && st.audio.startsWith('en') && st.text && st.text.forced,
+      'forced track back with English audio');
+    // Thumbnails: hover the timeline where --thumb-at seconds are.
+    const at = Number(arg('thumb-at', '7'));
+    const box = await page.locator('#timeline').boundingBox();
+    const duration = await page.evaluate(() => document.getElementById('video').duration);
+    await page.mouse.move(box.x + (at / duration) * box.width, box.y + box.height / 2);
+    await page.waitForFunction(() => window.outpostDemo.lastThumbnail, null, { timeout: 10000 });
+    result.thumbnail = await page.evaluate(async () => {
+      const t = window.outpostDemo.lastThumbnail;
+      const res = await fetch(t.url);
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      return { ...t, status: res.status, contentType: res.headers.get('content-type'),
+        appliance: res.headers.get('outpost-appliance'), bytes: bytes.length,
+        jpeg: bytes[0] === 0xff && bytes[1] === 0xd8,
+        shown: !document.getElementById('thumb').hidden };
+    });
+    if (shots) await page.screenshot({ path: join(shots, `tracks-${player}-${title}.png`), fullPage: true });
     Object.assign(result, await snapshot(page));
   } else {
     throw new Error(`unknown scenario ${scenario}`);

@@ -1,7 +1,10 @@
 //! End to end: `outpost demo` from a fresh data directory, driven in headless Chromium by
 //! `tests/browser/demo.mjs` (playwright-core): playback of each fixture title with Shaka Player
-//! (DASH) and hls.js (HLS) with a forced rendition switch, failover when the serving appliance
-//! is stopped, refusals as a user sees them, and a clean shutdown on Ctrl-C.
+//! (DASH) and hls.js (HLS) with a forced rendition switch, audio language and subtitle choices,
+//! the forced track, timeline thumbnails, I-frame playlists in the session's HLS manifest,
+//! failover when the serving appliance is stopped, refusals as a user sees them, and a clean
+//! shutdown on Ctrl-C; and a data directory from an earlier run re-packaged when its inputs
+//! changed.
 //!
 //! Screenshots of both pages are written to `target/demo-artifacts/`.
 
@@ -21,13 +24,14 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 struct Demo {
     proc: Listening,
     url: String,
-    _data: tempfile::TempDir,
+    data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
     appliance_ports: Vec<u16>,
 }
 
 impl Demo {
     fn data(&self) -> &Path {
-        self._data.path()
+        &self.data
     }
 }
 
@@ -89,7 +93,15 @@ fn start_demo(extra: &[&str]) -> Demo {
 
 /// Starts `outpost demo` from a fresh data directory and returns once it prints its URL.
 fn launch_demo(extra: &[&str]) -> Demo {
-    let data = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = launch_demo_in(tmp.path(), extra, Stdio::inherit());
+    demo._tmp = Some(tmp);
+    demo
+}
+
+/// Starts `outpost demo` on the data directory `data` (kept: a later run may reuse it), its
+/// standard error into `stderr`, and returns once it prints its URL.
+fn launch_demo_in(data: &Path, extra: &[&str], stderr: Stdio) -> Demo {
     let port = free_ports(1);
     let base = free_ports(4);
     let started = try_spawn_listening(
@@ -97,14 +109,14 @@ fn launch_demo(extra: &[&str]) -> Demo {
             .args([
                 "demo",
                 "--data-dir",
-                data.path().to_str().unwrap(),
+                data.to_str().unwrap(),
                 "--port",
                 &port.to_string(),
                 "--appliance-base-port",
                 &base.to_string(),
             ])
             .args(extra)
-            .stderr(Stdio::inherit()),
+            .stderr(stderr),
         Duration::from_secs(300),
     );
     let proc = match started {
@@ -113,7 +125,7 @@ fn launch_demo(extra: &[&str]) -> Demo {
             // Keep the appliances' logs (the data directory is about to be deleted).
             let keep = artifacts().join("failed-start-logs");
             let _ = std::fs::create_dir_all(&keep);
-            if let Ok(logs) = std::fs::read_dir(data.path().join("logs")) {
+            if let Ok(logs) = std::fs::read_dir(data.join("logs")) {
                 for l in logs.flatten() {
                     let _ = std::fs::copy(l.path(), keep.join(l.file_name()));
                 }
@@ -127,7 +139,8 @@ fn launch_demo(extra: &[&str]) -> Demo {
     Demo {
         url: proc.addr.clone(),
         proc,
-        _data: data,
+        data: data.to_owned(),
+        _tmp: None,
         appliance_ports: (0..4).map(|i| base + i).collect(),
     }
 }
@@ -189,6 +202,280 @@ fn assert_clean_playback(r: &Value) {
     assert!(r["segments"].as_array().unwrap().len() >= 4, "{r}");
 }
 
+/// `(start, end, text)` of each cue of a WebVTT fixture in the demo's H.264 ladder.
+fn vtt_cues(name: &str) -> Vec<(f64, f64, String)> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/media/ladder-h264")
+            .join(name),
+    )
+    .unwrap();
+    let secs = |t: &str| -> f64 {
+        t.trim()
+            .split(':')
+            .fold(0.0, |acc, p| acc * 60.0 + p.parse::<f64>().unwrap())
+    };
+    let mut cues = Vec::new();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if let Some((a, b)) = l.split_once("-->") {
+            cues.push((secs(a), secs(b), lines.next().unwrap().to_owned()));
+        }
+    }
+    assert!(!cues.is_empty(), "{name} has no cues");
+    cues
+}
+
+/// Every cue the page shows is one of `expected`, within the fixture's times (0.25 s of slack:
+/// the players map cue times through the segments' timestamps). DASH carries text as WebVTT in
+/// MP4, which splits a cue at each segment boundary: a player shows the pieces as separate cues
+/// (joined here when adjacent), and after a track switch mid-cue it loads only the segments from
+/// the playhead on, so a cue may be shown from a segment boundary inside it: a shown cue must lie
+/// inside its fixture cue, not cover all of it.
+fn assert_cues_match(what: &str, showing: &Value, expected: &[(f64, f64, String)]) -> usize {
+    let mut n = 0;
+    for track in showing.as_array().unwrap() {
+        let mut pieces: Vec<(f64, f64, &str)> = track["cues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let t = c["text"].as_str().unwrap();
+                (c["start"].as_f64().unwrap(), c["end"].as_f64().unwrap(), t)
+            })
+            .collect();
+        pieces.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut joined: Vec<(f64, f64, &str)> = Vec::new();
+        for p in pieces {
+            match joined.last_mut() {
+                Some(l) if l.2 == p.2 && (p.0 - l.1).abs() < 0.05 => l.1 = l.1.max(p.1),
+                _ => joined.push(p),
+            }
+        }
+        for (start, end, text) in joined {
+            let want = expected
+                .iter()
+                .find(|e| e.2 == text)
+                .unwrap_or_else(|| panic!("{what}: cue {text:?} is not in the fixture: {showing}"));
+            assert!(
+                start >= want.0 - 0.25 && end <= want.1 + 0.25 && end - start > 0.05,
+                "{what}: {text:?} at {start}..{end}, the fixture says {}..{}",
+                want.0,
+                want.1
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+fn check_tracks(player: &str, r: &Value, appliance_ports: &[u16]) {
+    assert!(r["failure"].is_null(), "{player} tracks: {r}");
+    assert_eq!(
+        r["errors"],
+        Value::Array(vec![]),
+        "{player} player errors: {r}"
+    );
+    assert_eq!(
+        r["consoleErrors"],
+        Value::Array(vec![]),
+        "{player} page errors: {r}"
+    );
+    let forced = vtt_cues("forced-en.vtt");
+    let en = vtt_cues("subs-en.vtt");
+    let fr = vtt_cues("subs-fr.vtt");
+
+    // Start: English audio, subtitles off, the forced track (signs) showing on its own.
+    let initial = &r["initial"];
+    let langs = initial["audioLanguages"].to_string();
+    assert!(
+        langs.contains("\"en") && langs.contains("\"fr"),
+        "{player}: {initial}"
+    );
+    assert!(
+        initial["audio"].as_str().unwrap().starts_with("en"),
+        "{player}: {initial}"
+    );
+    assert_eq!(initial["text"]["forced"], true, "{player}: {initial}");
+    assert!(
+        assert_cues_match(&format!("{player} forced"), &initial["showing"], &forced) >= 1,
+        "{player}: {initial}"
+    );
+    // The menu offers the two subtitle languages, never the forced track.
+    assert_eq!(
+        initial["menuSubtitles"],
+        serde_json::json!(["off", "en", "fr"]),
+        "{player}: {initial}"
+    );
+
+    // French audio from the menu: the player reports it, playback goes on.
+    for st in [&r["french"], &r["frenchLater"]] {
+        assert!(
+            st["audio"].as_str().unwrap().starts_with("fr"),
+            "{player}: {st}"
+        );
+        assert_eq!(st["paused"], false, "{player}: {st}");
+    }
+    assert!(
+        r["movedAfterFrench"].as_f64().unwrap() >= 1.5,
+        "{player}: {r}"
+    );
+
+    // Subtitles in each language, with their own cues at the fixture's times; sampled active
+    // cues cover the position they were sampled at.
+    for (lang, cues) in [("fr", &fr), ("en", &en)] {
+        let st = &r[format!("subs_{lang}").as_str()];
+        assert_eq!(st["text"]["lang"], lang, "{player}: {st}");
+        assert!(
+            assert_cues_match(&format!("{player} {lang}"), &st["showing"], cues) >= 1,
+            "{player} {lang}: {st}"
+        );
+        let samples = r[format!("samples_{lang}").as_str()].as_array().unwrap();
+        let mut active_seen = 0;
+        for s in samples {
+            let t = s["t"].as_f64().unwrap();
+            for c in s["active"].as_array().unwrap() {
+                let text = c["text"].as_str().unwrap();
+                let want = cues
+                    .iter()
+                    .find(|e| e.2 == text)
+                    .unwrap_or_else(|| panic!("{player} {lang}: active {text:?} at {t}"));
+                assert!(
+                    want.0 - 0.3 <= t && t <= want.1 + 0.3,
+                    "{player} {lang}: {text:?} active at {t}, the fixture says {}..{}",
+                    want.0,
+                    want.1
+                );
+                active_seen += 1;
+            }
+        }
+        assert!(
+            active_seen >= 1,
+            "{player} {lang}: no cue was active while sampling: {samples:?}"
+        );
+    }
+    // Off with French audio: nothing (no French forced track); back to English: the signs.
+    assert!(
+        r["offFrench"]["text"].is_null(),
+        "{player}: {}",
+        r["offFrench"]
+    );
+    assert_eq!(r["offEnglish"]["text"]["forced"], true, "{player}: {r}");
+
+    // The thumbnail for 7 s: the 4th of the 3x2 grid of 160x90 (every 2 s), a tile fetched
+    // from an appliance with a grant, a JPEG.
+    let th = &r["thumbnail"];
+    assert_eq!(th["status"], 200, "{player}: {th}");
+    assert_eq!(th["contentType"], "image/jpeg", "{player}: {th}");
+    assert_eq!(th["jpeg"], true, "{player}: {th}");
+    assert_eq!(th["shown"], true, "{player}: {th}");
+    assert!(th["appliance"].is_string(), "{player}: {th}");
+    assert_eq!(
+        (&th["x"], &th["y"], &th["width"], &th["height"]),
+        (
+            &Value::from(0),
+            &Value::from(90),
+            &Value::from(160),
+            &Value::from(90)
+        ),
+        "{player}: {th}"
+    );
+    let url = th["url"].as_str().unwrap();
+    assert!(
+        url.contains("/g/") && url.contains("/demo-h264/"),
+        "{player}: {url}"
+    );
+    assert!(
+        appliance_ports
+            .iter()
+            .any(|p| url.starts_with(&format!("http://127.0.0.1:{p}/"))),
+        "{player}: tile not from an appliance: {url}"
+    );
+}
+
+/// `curl -sf` with optional extra arguments; the body.
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl").arg("-sf").args(args).output().unwrap();
+    assert!(out.status.success(), "curl {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn check_iframe_playlists(demo: &Demo) {
+    let s: Value = serde_json::from_str(&curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"title":"demo-h264","device":"desktop-browser","member":"demo-member"}"#,
+        &format!("{}/demo/api/sessions", demo.url),
+    ]))
+    .unwrap();
+    let master_url = s["manifests"]["hls"].as_str().unwrap();
+    let master = curl(&[master_url]);
+    let iframes: Vec<&str> = master
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-I-FRAME-STREAM-INF:"))
+        .collect();
+    let renditions = s["renditions"].as_array().unwrap();
+    let videos = renditions
+        .iter()
+        .filter(|r| r.as_str().unwrap().starts_with("video-"))
+        .count();
+    // With content steering the master lists every rendition once per pathway (appliance).
+    let pathways: std::collections::BTreeSet<&str> = master
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+        .filter_map(|l| l.split("PATHWAY-ID=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(!pathways.is_empty(), "{master}");
+    for p in &pathways {
+        let n = iframes
+            .iter()
+            .filter(|l| l.contains(&format!("PATHWAY-ID=\"{p}\"")))
+            .count();
+        assert_eq!(
+            n, videos,
+            "one I-frame playlist per video rendition on {p}: {master}"
+        );
+    }
+    // The session also lists the subtitles and the image track.
+    for want in ["TYPE=SUBTITLES", "FORCED=YES", "#EXT-X-IMAGE-STREAM-INF"] {
+        assert!(master.contains(want), "no {want} in {master}");
+    }
+    let uri = iframes[0]
+        .split("URI=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let url = if uri.starts_with("http") {
+        uri.to_owned()
+    } else {
+        format!("{}/{uri}", master_url.rsplit_once('/').unwrap().0)
+    };
+    let playlist = curl(&[&url]);
+    assert!(
+        playlist.contains("#EXT-X-I-FRAMES-ONLY"),
+        "{url}: {playlist}"
+    );
+    assert!(playlist.contains("#EXT-X-BYTERANGE"), "{url}: {playlist}");
+    let token = s["token"].as_str().unwrap();
+    let _ = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "DELETE",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ])
+        .arg(format!(
+            "{}/v1/playback/sessions/{}",
+            demo.url,
+            s["session_id"].as_str().unwrap()
+        ))
+        .status();
+}
+
 #[test]
 #[ignore = "needs chromium and the npm packages of tests/browser: run ./scripts/test"]
 fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
@@ -247,6 +534,28 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
         for a in appliances_of(&r) {
             assert!(ranking.contains(&a.as_str()), "{a} not in {ranking:?}");
         }
+    }
+
+    // The session's HLS manifest lists the I-frame playlists (trick play), one per video
+    // rendition, and they are served through the appliances with the session's grants.
+    check_iframe_playlists(&demo);
+
+    // Audio language, subtitles, the forced track and thumbnails, with both players.
+    for player in ["shaka", "hls"] {
+        let r = scenario(
+            &demo,
+            &[
+                "--scenario",
+                "tracks",
+                "--player",
+                player,
+                "--title",
+                "demo-h264",
+                "--thumb-at",
+                "7",
+            ],
+        );
+        check_tracks(player, &r, &demo.appliance_ports);
     }
 
     // Failover: stop the appliance serving segments; playback continues from another one.
@@ -457,4 +766,121 @@ fn the_demo_starts_twenty_times_in_a_row_under_cpu_load() {
         "20 demo starts under load: median {:.1} s, slowest {:.1} s",
         times[10], times[19]
     );
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(files_containing(&p, needle));
+        } else if std::fs::read(&p)
+            .map(|b| b.windows(needle.len()).any(|w| w == needle))
+            .unwrap_or(false)
+        {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// Starts the demo on `data` with the fixtures in `fixtures`, waits for its URL, stops it with
+/// Ctrl-C, and returns what it wrote to standard error.
+fn run_demo_once(data: &Path, fixtures: &Path) -> String {
+    let log = data.with_extension("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let demo = launch_demo_in(
+        data,
+        &[
+            "--fixtures",
+            fixtures.to_str().unwrap(),
+            "--no-browser-assets",
+        ],
+        Stdio::from(file),
+    );
+    drop(demo);
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// A data directory from an earlier run is reused: unchanged titles start without packaging,
+/// and a title whose inputs changed (or that an older demo packaged without a stamp, such as
+/// the one-audio titles before the catalogue grew) is packaged again, and every appliance
+/// (origin, exchange, the ISP cluster) ends up with the new version, not the old copy.
+#[test]
+#[ignore = "starts the whole demo three times: run ./scripts/test"]
+fn a_reused_data_dir_is_packaged_again_when_the_inputs_changed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let fixtures = root.path().join("media");
+    let data = root.path().join("data");
+    for ladder in ["ladder-h264", "ladder-vp9"] {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/media")
+            .join(ladder);
+        std::fs::create_dir_all(fixtures.join(ladder)).unwrap();
+        for f in std::fs::read_dir(&from).unwrap().flatten() {
+            std::fs::copy(f.path(), fixtures.join(ladder).join(f.file_name())).unwrap();
+        }
+    }
+
+    let first = run_demo_once(&data, &fixtures);
+    assert!(
+        first.contains("demo: packaging demo-h264") && first.contains("demo: packaging demo-vp9"),
+        "{first}"
+    );
+    let second = run_demo_once(&data, &fixtures);
+    assert!(
+        !second.contains("demo: packaging"),
+        "unchanged inputs were packaged again: {second}"
+    );
+
+    // A changed subtitle file (demo-vp9) and a title without a stamp (demo-h264, as an older
+    // demo left it).
+    let vtt = fixtures.join("ladder-vp9/subs-fr.vtt");
+    let text = std::fs::read_to_string(&vtt).unwrap();
+    std::fs::write(&vtt, text.replace("Fin de la mire", "La mire est finie")).unwrap();
+    std::fs::remove_file(data.join("titles/demo-h264.stamp")).unwrap();
+    let old_h264_catalog = std::fs::read(data.join("titles/demo-h264/catalog.json")).unwrap();
+    let third = run_demo_once(&data, &fixtures);
+    for id in ["demo-h264", "demo-vp9"] {
+        assert!(
+            third.contains(&format!("demo: {id} was packaged from other inputs"))
+                && third.contains(&format!("demo: packaging {id}")),
+            "{id} was not packaged again: {third}"
+        );
+    }
+    // Fresh content keys and files for demo-h264.
+    assert_ne!(
+        std::fs::read(data.join("titles/demo-h264/catalog.json")).unwrap(),
+        old_h264_catalog
+    );
+    // The new subtitles everywhere: the packaged title and each of the four appliances (the
+    // demo printed its URL only once the ISP cluster held every title again).
+    assert!(!files_containing(&data.join("titles/demo-vp9"), b"La mire est finie").is_empty());
+    let appliances: Vec<PathBuf> = std::fs::read_dir(data.join("appliances"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(appliances.len(), 4, "{appliances:?}");
+    for a in &appliances {
+        assert!(
+            !files_containing(a, b"La mire est finie").is_empty(),
+            "{} does not hold the new demo-vp9",
+            a.display()
+        );
+        let old: Vec<PathBuf> = files_containing(a, b"Fin de la mire")
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("/demo-vp9/"))
+            .collect();
+        assert!(
+            old.is_empty(),
+            "{} still holds the old text: {old:?}",
+            a.display()
+        );
+    }
 }

@@ -79,7 +79,7 @@ fn kids(entry: &CatalogEntry, video: impl Fn(u32) -> bool) -> BTreeSet<String> {
         .renditions
         .iter()
         .filter(|r| match r.kind {
-            TrackKind::Audio => true,
+            TrackKind::Audio | TrackKind::Text | TrackKind::Image => true,
             TrackKind::Video => video(r.height.unwrap()),
         })
         .map(|r| r.key_id.clone().unwrap())

@@ -2,7 +2,7 @@
 //! origin through the exchange; the demo only watches the control plane's fleet tables until
 //! every title is held in the embedded cluster and no appliance has a title pending.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -36,6 +36,15 @@ pub async fn wait_until_placed(
         .filter(|a| a.kind == Kind::Embedded)
         .map(|a| a.id.as_str())
         .collect();
+    let origin: Vec<&str> = topo
+        .appliances
+        .iter()
+        .filter(|a| a.kind == Kind::Origin)
+        .map(|a| a.id.as_str())
+        .collect();
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let mut last = String::new();
     loop {
         let rows = state
@@ -45,12 +54,37 @@ pub async fn wait_until_placed(
             .context("reading the fleet tables")?;
         let mut missing = Vec::new();
         let mut pending = 0u64;
+        // A data directory from an earlier run leaves that run's reports in the fleet tables:
+        // only a heartbeat from this run counts, and a copy only when it is origin's version
+        // (a title packaged again has a new catalog).
+        let fresh = |a: &control_plane::db::rows::ApplianceRow| {
+            a.last_heartbeat.is_some_and(|t| t >= started_at)
+        };
+        let origin_versions: BTreeMap<&str, &str> = rows
+            .appliances
+            .iter()
+            .filter(|a| fresh(a) && origin.contains(&a.id.as_str()))
+            .flat_map(|a| a.held.iter().flatten())
+            .map(|h| (h.title.as_str(), h.catalog_sha256.as_str()))
+            .collect();
         for a in &rows.appliances {
+            if !fresh(a) {
+                missing.push(format!("a first heartbeat from {}", a.id));
+                continue;
+            }
             pending += a.fill_status.as_ref().map_or(0, |f| f.titles_pending);
             if !embedded.contains(&a.id.as_str()) {
                 continue;
             }
-            let have: BTreeSet<&str> = a.held.iter().flatten().map(|h| h.title.as_str()).collect();
+            let have: BTreeSet<&str> = a
+                .held
+                .iter()
+                .flatten()
+                .filter(|h| {
+                    origin_versions.get(h.title.as_str()) == Some(&h.catalog_sha256.as_str())
+                })
+                .map(|h| h.title.as_str())
+                .collect();
             for t in want.difference(&have) {
                 missing.push(format!("{t} on {}", a.id));
             }

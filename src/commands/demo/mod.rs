@@ -136,7 +136,7 @@ impl Dirs {
 async fn run_async(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let dirs = Dirs::new(&args.data_dir)?;
-    assets::ensure_titles(&fixtures_dir(args.fixtures.as_deref())?, &dirs.titles)?;
+    let repackaged = assets::ensure_titles(&fixtures_dir(args.fixtures.as_deref())?, &dirs.titles)?;
     let modules = if args.no_browser_assets {
         None
     } else {
@@ -216,6 +216,15 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     for a in &topo.appliances {
         for d in &a.cache_dirs {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            // A title packaged again (changed inputs) must not be served from an earlier run's
+            // copy: drop it, so origin gets the new one and fill brings it to the others.
+            for id in &repackaged {
+                let stale = d.join(id);
+                if stale.exists() {
+                    std::fs::remove_dir_all(&stale)
+                        .with_context(|| format!("removing the stale {}", stale.display()))?;
+                }
+            }
         }
         if a.kind == topology::Kind::Origin {
             for t in &assets::TITLES {

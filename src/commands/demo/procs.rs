@@ -1,9 +1,16 @@
 //! Child processes of the demo (the appliances): started from this same binary, logged to a file
 //! each, stopped with SIGTERM (the appliance drains) and, after a deadline, SIGKILL.
+//!
+//! A demo killed outright (SIGKILL: no chance to stop its children) leaves no orphans: each
+//! child gets `--exit-with-parent <demo pid>`, which sets `PR_SET_PDEATHSIG` in the child (see
+//! `main.rs`). The kernel sends that signal when the *thread* that forked the child exits, so
+//! every child is forked by one launcher thread that lives as long as the demo process
+//! ([`spawn`]), never by a tokio blocking-pool thread that may retire while the child runs.
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -53,14 +60,15 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        cmd.arg("--exit-with-parent")
+            .arg(std::process::id().to_string())
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.name))?;
+            .stderr(log);
+        let child = spawn(cmd).with_context(|| format!("starting {}", self.name))?;
         self.child = Some(child);
         Ok(())
     }
@@ -108,6 +116,35 @@ impl Proc {
         }
         let _ = c.wait();
     }
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Forks `cmd` from the launcher thread (started on first use, never stopped), so that the
+/// child's parent-death signal fires only when the demo process itself dies.
+fn spawn(cmd: Command) -> std::io::Result<Child> {
+    static LAUNCHER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let launcher = LAUNCHER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("outpost-demo-launcher".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("starting the demo's launcher thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let sent = launcher
+        .lock()
+        .map_err(|_| std::io::Error::other("launcher lock poisoned"))?
+        .send((cmd, reply_tx));
+    sent.map_err(|_| std::io::Error::other("the launcher thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the launcher thread is gone"))?
 }
 
 impl Drop for Proc {

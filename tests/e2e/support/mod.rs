@@ -7,6 +7,7 @@
 
 pub mod cenc_decrypt;
 pub mod cli;
+pub mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
