@@ -457,7 +457,7 @@ fn the_retrying_client_takes_one_lease_per_start_through_lost_answers_and_a_kill
 
     // A replica killed under load: 100 parallel starts on the family plan (3 streams) over
     // A and B, A killed (SIGKILL) while they run, then 20 more: every start is answered, a
-    // session or `concurrent_limit`, never "no replica"; exactly 3 sessions.
+    // session or `concurrent_limit`, never "no replica"; exactly 3 live leases.
     let both = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
     let both: Vec<&str> = both.iter().map(String::as_str).collect();
     let client = Arc::new(PlaybackClient::new(&both, key).unwrap());
@@ -509,10 +509,26 @@ fn the_retrying_client_takes_one_lease_per_start_through_lost_answers_and_a_kill
         stats.transport_failures >= 1 && stats.retries >= stats.transport_failures,
         "the killed replica was tried and every failure retried: {stats:?}"
     );
+    // Exactly 3 live leases. A start that A had taken a lease for when it was killed leaves
+    // that lease behind; the retry on B takes the key over and ends it (migration 0007), so
+    // any other row is one of those, never a second live lease for one start.
     assert_eq!(
-        pg.query("SELECT count(*) FROM sessions WHERE account_id = 'acct-family'")
-            .trim(),
-        "3"
+        pg.query(
+            "SELECT count(*) FROM sessions WHERE account_id = 'acct-family' AND ended_at IS NULL"
+        )
+        .trim(),
+        "3",
+        "live leases"
     );
+    let others = pg.query(
+        "SELECT coalesce(end_reason, 'live') FROM sessions WHERE account_id = 'acct-family' \
+         AND (ended_at IS NOT NULL OR end_reason IS NOT NULL)",
+    );
+    for reason in others.lines() {
+        assert_eq!(
+            reason, "idempotency_takeover",
+            "a family row that is not live was ended by a takeover"
+        );
+    }
     assert!(b.terminate().success());
 }
