@@ -51,6 +51,10 @@ pub struct Options {
     pub text: Vec<TextInput>,
     /// Thumbnails (`--thumbnails`): JPEG tile grids copied into `thumbnails/`.
     pub thumbnails: Option<ThumbnailInput>,
+    /// Keyframe-only video inputs (`--trick-play`), in the ladder's codec: trick play
+    /// renditions, segmented along the video (a DASH trick mode AdaptationSet, an HLS I-frame
+    /// playlist), never offered for normal playback.
+    pub trick_play: Vec<PathBuf>,
     /// Common Encryption with these keys; `None` writes clear output.
     pub encryption: Option<EncryptOptions>,
 }
@@ -209,6 +213,7 @@ pub fn package_with_warnings(
         Some(t) => {
             let title_ms = planned
                 .iter()
+                .filter(|p| !p.view.trick)
                 .map(|p| (p.view.seconds() * 1000.0).round() as u64)
                 .max()
                 .unwrap_or(0);
@@ -263,12 +268,13 @@ fn plan_texts(opts: &Options, planned: &[Planned]) -> Result<Vec<PlannedText>> {
     }
     let reference = planned
         .iter()
-        .find(|p| p.view.kind == TrackKind::Video)
+        .find(|p| p.view.kind == TrackKind::Video && !p.view.trick)
         .or(planned.first())
         .ok_or_else(|| Error::Options("text tracks need a video or audio rendition".into()))?;
     let rv = &reference.view;
     let duration_ms = planned
         .iter()
+        .filter(|p| !p.view.trick)
         .map(|p| (p.view.seconds() * 1000.0).ceil() as u64)
         .max()
         .unwrap_or(0);
@@ -416,6 +422,95 @@ fn rendition_ids(path: &Path, tracks: &[Track]) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// Reads and checks every `--trick-play` input: its video tracks (each a rendition, ids from
+/// the file stem like any input), every sample a sync sample, the codec (sample entry type) of
+/// one of the ladder's video renditions, an id no other rendition uses. `ladder` holds the
+/// title's other renditions.
+fn trick_tracks(opts: &Options, ladder: &[(String, Track)]) -> Result<Vec<(String, Track)>> {
+    let mut out: Vec<(String, Track)> = Vec::new();
+    for path in &opts.trick_play {
+        let ts: Vec<Track> = bmff::parse_file(path)?
+            .into_iter()
+            .filter(|t| t.kind == TrackKind::Video)
+            .collect();
+        if ts.is_empty() {
+            return Err(Error::TrickPlay {
+                file: path.clone(),
+                reason: "the file has no video track".into(),
+            });
+        }
+        let ids = rendition_ids(path, &ts)?;
+        for (id, t) in ids.into_iter().zip(ts) {
+            if let Some(other) = ladder
+                .iter()
+                .chain(out.iter())
+                .find(|(i, _)| *i == id)
+                .map(|(_, o)| o)
+            {
+                return Err(Error::Options(format!(
+                    "rendition id {id:?} comes from both {} and {}: rename one file",
+                    other.file.display(),
+                    path.display()
+                )));
+            }
+            check_trick(&t, ladder)?;
+            out.push((id, t));
+        }
+    }
+    Ok(out)
+}
+
+/// A trick play track holds only sync samples, in the codec of one of the ladder's video
+/// renditions (the same sample entry type, so it joins that AdaptationSet's trick mode set and
+/// plays in the same decoder).
+fn check_trick(t: &Track, ladder: &[(String, Track)]) -> Result<()> {
+    let bad = |reason: String| Error::TrickPlay {
+        file: t.file.clone(),
+        reason,
+    };
+    if t.samples.is_empty() {
+        return Err(bad("the video track has no samples".into()));
+    }
+    let videos: Vec<&Track> = ladder
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v.kind == TrackKind::Video)
+        .collect();
+    if videos.is_empty() {
+        return Err(bad(
+            "the title has no video rendition for it to serve (give the ladder as inputs)".into(),
+        ));
+    }
+    if !videos.iter().any(|v| v.entry.fourcc == t.entry.fourcc) {
+        let mut ladder_codecs: Vec<String> = Vec::new();
+        for v in &videos {
+            let c = format!(
+                "{} ({})",
+                bmff::reader::fourcc_str(&v.entry.fourcc),
+                v.entry.codec
+            );
+            if !ladder_codecs.contains(&c) {
+                ladder_codecs.push(c);
+            }
+        }
+        return Err(bad(format!(
+            "its codec {} ({}) is not the video ladder's: {}. Encode it with the ladder's codec",
+            bmff::reader::fourcc_str(&t.entry.fourcc),
+            t.entry.codec,
+            ladder_codecs.join(", ")
+        )));
+    }
+    if let Some(i) = t.samples.iter().position(|s| !s.sync) {
+        return Err(bad(format!(
+            "sample {} of {} (decode order, from 1, at {:.3} s) is not a sync sample: a trick play rendition holds keyframes only (encode it with every frame a keyframe, e.g. ffmpeg -g 1)",
+            i + 1,
+            t.samples.len(),
+            t.samples[i].dts as f64 / f64::from(t.timescale.max(1))
+        )));
+    }
+    Ok(())
+}
+
 fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
     let mut tracks: Vec<(String, Track)> = Vec::new();
     for input in &opts.inputs {
@@ -461,10 +556,34 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
     }
     // Video first (stable), as the catalog lists them.
     tracks.sort_by_key(|(_, t)| t.kind == TrackKind::Audio);
+    let tricks = trick_tracks(opts, &tracks)?;
     let refs: Vec<&Track> = tracks.iter().map(|(_, t)| t).collect();
     let names: Vec<String> = tracks.iter().map(|(i, _)| i.clone()).collect();
-    let (segments, warnings) =
+    let (mut segments, warnings) =
         segment::plan_with_warnings(&refs, &names, opts.segment_duration_ms)?;
+    // Trick play renditions follow the reference video's segments; they go after the ladder's
+    // video renditions, before audio.
+    let mut trick = vec![false; tracks.len()];
+    if !tricks.is_empty() {
+        let r = tracks
+            .iter()
+            .position(|(_, t)| t.kind == TrackKind::Video)
+            .ok_or_else(|| Error::Options("--trick-play needs a video input".into()))?;
+        let at = tracks
+            .iter()
+            .position(|(_, t)| t.kind != TrackKind::Video)
+            .unwrap_or(tracks.len());
+        let mut planned_tricks = Vec::with_capacity(tricks.len());
+        for (id, t) in tricks {
+            let segs = segment::plan_trick(&t, &id, &tracks[r].1, &tracks[r].0, &segments[r])?;
+            planned_tricks.push((id, t, segs));
+        }
+        for (k, (id, t, segs)) in planned_tricks.into_iter().enumerate() {
+            tracks.insert(at + k, (id, t));
+            segments.insert(at + k, segs);
+            trick.insert(at + k, true);
+        }
+    }
 
     let mut out = Vec::with_capacity(tracks.len());
     // Pick every track's key before any sample is read, so a missing key fails fast.
@@ -492,7 +611,9 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
             })
         })
         .collect();
-    for (((id, track), segs), tc) in tracks.into_iter().zip(segments).zip(cryptos) {
+    for ((((id, track), segs), tc), trick) in
+        tracks.into_iter().zip(segments).zip(cryptos).zip(trick)
+    {
         let duration: u64 = segs.iter().map(|s| s.duration).sum();
         let crypto = match tc {
             Some(tc) => {
@@ -572,6 +693,7 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
             channels: track.entry.channels,
             language: track.language.clone(),
             role: track.role,
+            trick,
             timescale: track.timescale,
             mode: opts.mode,
             init_file,
@@ -1027,9 +1149,12 @@ fn write_title(
         files.extend(fs);
     }
     for (k, v) in views.iter().enumerate() {
-        let e = write_text(root, &v.playlist_path(), &hls::media_playlist(v, target))?;
-        rendition_files[k].push(e.path.clone());
-        files.push(e);
+        // A trick play rendition is only ever an I-frame variant: no media playlist.
+        if !v.trick {
+            let e = write_text(root, &v.playlist_path(), &hls::media_playlist(v, target))?;
+            rendition_files[k].push(e.path.clone());
+            files.push(e);
+        }
         if let Some(text) = hls::iframe_playlist(v, target) {
             let e = write_text(root, &v.iframe_playlist_path(), &text)?;
             rendition_files[k].push(e.path.clone());
@@ -1069,7 +1194,11 @@ fn write_title(
                 language: (!video).then(|| v.language.clone()),
                 tier: video.then(|| Tier::from_height(v.height)),
                 key_id: p.crypto.as_ref().map(|(tc, _)| tc.kid_hex()),
-                role: (!video).then(|| v.role.as_str().to_string()),
+                role: if v.trick {
+                    Some(catalog::TRICK_ROLE.to_string())
+                } else {
+                    (!video).then(|| v.role.as_str().to_string())
+                },
                 files: fs,
             }
         })
@@ -1078,6 +1207,7 @@ fn write_title(
         .collect();
     let duration_ms = views
         .iter()
+        .filter(|v| !v.trick)
         .map(|v| (v.seconds() * 1000.0).round() as u64)
         .max()
         .unwrap_or(0);

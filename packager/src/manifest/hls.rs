@@ -6,6 +6,8 @@
 //! `BANDWIDTH`/`AVERAGE-BANDWIDTH` of a variant add the worst audio rendition of its group.
 //! Each video rendition also gets an I-frame playlist (`iframes.m3u8`, trick play) whose byte
 //! ranges cover each segment's `moof`, `mdat` header and leading sync sample in the same files.
+//! A keyframe-only trick play rendition is listed only that way (`EXT-X-I-FRAME-STREAM-INF`),
+//! never as an `EXT-X-STREAM-INF` variant, and has no media playlist.
 
 use std::fmt::Write as _;
 
@@ -304,9 +306,10 @@ fn master_lines(renditions: &[RenditionView], texts: &[TextView], target: u64) -
             t.id, t.language, t.id
         );
     }
+    // Trick play renditions are never variants: they appear below as I-frame variants only.
     let video: Vec<&RenditionView> = renditions
         .iter()
-        .filter(|r| r.kind == TrackKind::Video)
+        .filter(|r| r.kind == TrackKind::Video && !r.trick)
         .collect();
     if video.is_empty() {
         // Audio-only title: each audio rendition is a variant.
@@ -372,8 +375,9 @@ fn master_lines(renditions: &[RenditionView], texts: &[TextView], target: u64) -
             let _ = writeln!(s, "{}", v.playlist_path());
         }
     }
-    // Trick play: one I-frame playlist per video rendition.
-    for v in &video {
+    // Trick play: one I-frame playlist per video rendition, the ladder's and then the
+    // keyframe-only trick play renditions'.
+    for v in renditions.iter().filter(|r| r.kind == TrackKind::Video) {
         let Some(stats) = v.iframe_stats() else {
             continue;
         };

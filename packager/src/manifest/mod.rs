@@ -57,6 +57,9 @@ pub struct RenditionView {
     pub language: String,
     /// Role (audio).
     pub role: crate::package::AudioRole,
+    /// A keyframe-only trick play rendition (video): a DASH trick mode AdaptationSet and an
+    /// HLS I-frame playlist only, never a normal variant.
+    pub trick: bool,
     /// Media timescale.
     pub timescale: u32,
     /// Packaging mode.
