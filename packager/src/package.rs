@@ -21,7 +21,7 @@ use crate::bmff::{self, Track};
 use crate::cmaf::{self, Fragment};
 use crate::encrypt::{self, EncryptOptions, Subsample, TrackCrypto};
 use crate::error::{Error, Result};
-use crate::manifest::{self, dash, hls, RenditionView, SegRef};
+use crate::manifest::{self, dash, hls, IFrameRef, RenditionView, SegRef};
 use crate::segment;
 use crate::text::{self, TextFormat, TextInput, WebVtt};
 use crate::thumbs::{self, ImageView, ThumbnailInput};
@@ -153,6 +153,9 @@ struct Planned {
     init: Vec<u8>,
     sidx: Option<Vec<u8>>,
     fragments: Vec<Fragment>,
+    /// The fragments of each segment: one each, but one per frame (CMAF chunks) for a trick
+    /// play rendition.
+    groups: Vec<std::ops::Range<usize>>,
     view: RenditionView,
     /// Encryption of this track and the subsample map of each of its samples.
     crypto: Option<(TrackCrypto, Vec<Vec<Subsample>>)>,
@@ -623,33 +626,83 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
             None => None,
         };
         let init = cmaf::init_segment_with(&track, duration, crypto.as_ref().map(|c| &c.0));
+        // One fragment per segment; a trick play rendition gets one per frame (CMAF chunks,
+        // every one starting with its sync sample), so its I-frame playlist can name each.
         let mut fragments = Vec::with_capacity(segs.len());
-        for (k, s) in segs.iter().enumerate() {
-            fragments.push(cmaf::fragment_with(
-                &track,
-                s,
-                (k + 1) as u32,
-                crypto.as_ref().map(|(t, m)| (t, m.as_slice())),
-            )?);
+        let mut groups = Vec::with_capacity(segs.len());
+        for s in &segs {
+            let first = fragments.len();
+            let pieces = if trick {
+                segment::chunks(&track, s)
+            } else {
+                vec![s.clone()]
+            };
+            for piece in &pieces {
+                let sequence = u32::try_from(fragments.len() + 1)
+                    .map_err(|_| Error::Ladder("too many fragments in one track".into()))?;
+                fragments.push(cmaf::fragment_with(
+                    &track,
+                    piece,
+                    sequence,
+                    crypto.as_ref().map(|(t, m)| (t, m.as_slice())),
+                )?);
+            }
+            groups.push(first..fragments.len());
         }
+        // Each segment as (bytes, I-frames at offsets from the segment's start).
+        let seg_bytes: Vec<(u64, Vec<IFrameRef>)> = groups
+            .iter()
+            .map(|g| {
+                let mut off = 0;
+                let frames = fragments[g.clone()]
+                    .iter()
+                    .map(|f| {
+                        let r = IFrameRef {
+                            offset: off,
+                            len: f.size(),
+                            duration: f.segment.duration,
+                        };
+                        off += f.size();
+                        r
+                    })
+                    .collect();
+                (off, if trick { frames } else { Vec::new() })
+            })
+            .collect();
+        let seg_ref = |k: usize, file: String, at: Option<u64>| {
+            let (size, frames) = &seg_bytes[k];
+            SegRef {
+                file,
+                range: at.map(|o| (o, *size)),
+                start: segs[k].start,
+                duration: segs[k].duration,
+                size: *size,
+                iframe_len: iframe_len(&track, &fragments[groups[k].start]),
+                iframes: frames
+                    .iter()
+                    .map(|f| IFrameRef {
+                        offset: f.offset + at.unwrap_or(0),
+                        ..f.clone()
+                    })
+                    .collect(),
+            }
+        };
         let (sidx, init_file, init_range, index_range, seg_refs) = match opts.mode {
             PackagingMode::OnDemand => {
-                let sidx = cmaf::sidx(&track, &fragments)?;
+                let sizes: Vec<(u64, u64)> = seg_bytes
+                    .iter()
+                    .zip(&segs)
+                    .map(|((n, _), s)| (*n, s.duration))
+                    .collect();
+                let earliest = segs.first().map_or(0, |s| s.start);
+                let sidx = cmaf::sidx_of(&track, &sizes, earliest)?;
                 let file = format!("{id}.mp4");
                 let init_len = init.len() as u64;
                 let mut off = init_len + sidx.len() as u64;
-                let refs = fragments
-                    .iter()
-                    .map(|f| {
-                        let r = SegRef {
-                            file: file.clone(),
-                            range: Some((off, f.size())),
-                            start: f.segment.start,
-                            duration: f.segment.duration,
-                            size: f.size(),
-                            iframe_len: iframe_len(&track, f),
-                        };
-                        off += f.size();
+                let refs = (0..segs.len())
+                    .map(|k| {
+                        let r = seg_ref(k, file.clone(), Some(off));
+                        off += r.size;
                         r
                     })
                     .collect();
@@ -657,17 +710,8 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
                 (Some(sidx), file, Some((0, init_len)), Some(idx), refs)
             }
             PackagingMode::Segmented => {
-                let refs = fragments
-                    .iter()
-                    .enumerate()
-                    .map(|(k, f)| SegRef {
-                        file: segment_file(k),
-                        range: None,
-                        start: f.segment.start,
-                        duration: f.segment.duration,
-                        size: f.size(),
-                        iframe_len: iframe_len(&track, f),
-                    })
+                let refs = (0..segs.len())
+                    .map(|k| seg_ref(k, segment_file(k), None))
                     .collect();
                 (None, "init.mp4".to_string(), None, None, refs)
             }
@@ -717,6 +761,7 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
             init,
             sidx,
             fragments,
+            groups,
             view,
             crypto,
         });
@@ -978,9 +1023,11 @@ fn write_rendition(
             let mut init = HashedFile::create(root, &format!("{}/{}", p.id, p.view.init_file))?;
             init.write(&p.init)?;
             files.push(init.finish()?);
-            for (k, f) in p.fragments.iter().enumerate() {
+            for (k, g) in p.groups.iter().enumerate() {
                 let mut out = HashedFile::create(root, &format!("{}/{}", p.id, segment_file(k)))?;
-                write_fragment(&mut out, &src, p, f, done, total, progress)?;
+                for f in &p.fragments[g.clone()] {
+                    write_fragment(&mut out, &src, p, f, done, total, progress)?;
+                }
                 files.push(out.finish()?);
             }
         }

@@ -402,6 +402,29 @@ pub fn plan_trick(
     Ok(to_segments(t, &starts))
 }
 
+/// `seg` of `t` cut into one-sample pieces (the CMAF chunks of a trick play rendition, one
+/// frame each, so an I-frame playlist can name every frame): each piece starts at its sample's
+/// presentation time and lasts until the next piece's start (the last one until the segment's
+/// end), so the pieces' durations sum to the segment's.
+pub fn chunks(t: &Track, seg: &Segment) -> Vec<Segment> {
+    let starts: Vec<i64> = seg.samples.clone().map(|i| output_pts(t, i)).collect();
+    let end = seg.start + i64::try_from(seg.duration).unwrap_or(i64::MAX);
+    seg.samples
+        .clone()
+        .enumerate()
+        .map(|(k, i)| {
+            let start = if k == 0 { seg.start } else { starts[k] };
+            let next = starts.get(k + 1).copied().unwrap_or(end);
+            Segment {
+                samples: i..i + 1,
+                base_dts: t.samples[i].dts,
+                start,
+                duration: u64::try_from(next - start).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
 fn audio_starts(t: &Track, bounds: &[i64], bts: u32) -> Vec<usize> {
     // Presentation times (after the edit list) are what must line up with video.
     let pts: Vec<i64> = t.samples.iter().map(|s| t.pts(s)).collect();
@@ -600,6 +623,24 @@ mod tests {
         let segs = plan(&[&v], &names, 2000).unwrap();
         let ts = plan_trick(&t, "t", &v, "v", &segs[0]).unwrap();
         assert_eq!(ts.last().unwrap().samples, 11..12);
+    }
+
+    #[test]
+    fn chunks_split_a_segment_per_frame() {
+        let v = video(48, 300, 12800, 512);
+        let t = trick(12, 1000, 1000);
+        let segs = plan(&[&v], &["v".into()], 6000).unwrap();
+        let ts = plan_trick(&t, "t", &v, "v", &segs[0]).unwrap();
+        for s in &ts {
+            let c = chunks(&t, s);
+            assert_eq!(c.len(), s.samples.len());
+            assert_eq!(c[0].start, s.start);
+            assert_eq!(c.iter().map(|c| c.duration).sum::<u64>(), s.duration);
+            for (k, piece) in c.iter().enumerate() {
+                assert_eq!(piece.samples, s.samples.start + k..s.samples.start + k + 1);
+                assert_eq!(piece.base_dts, t.samples[s.samples.start + k].dts);
+            }
+        }
     }
 
     #[test]

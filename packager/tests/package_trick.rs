@@ -45,6 +45,18 @@ fn sample_bytes(t: &Track) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `(length, offset)` of every `#EXT-X-BYTERANGE` of a playlist.
+fn byte_ranges(playlist: &str) -> Vec<(usize, usize)> {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-BYTERANGE:"))
+        .map(|r| {
+            let (len, off) = r.split_once('@').unwrap();
+            (len.parse().unwrap(), off.parse().unwrap())
+        })
+        .collect()
+}
+
 /// The `<AdaptationSet ...>` ... `</AdaptationSet>` block holding `needle`.
 fn adaptation_set<'a>(mpd: &'a str, needle: &str) -> &'a str {
     let at = mpd
@@ -80,7 +92,7 @@ fn trick_rendition_is_a_trick_mode_adaptation_set_on_demand() {
         trick,
         r#"    <AdaptationSet id="1" contentType="video" mimeType="video/mp4" subsegmentAlignment="true" subsegmentStartsWithSAP="1" par="16:9" maxWidth="256" maxHeight="144">
       <EssentialProperty schemeIdUri="http://dashif.org/guidelines/trickmode" value="0"/>
-      <Representation id="trick-144p" bandwidth="25024" codecs="avc1.64100b" width="256" height="144" frameRate="1" sar="1:1" maxPlayoutRate="25" codingDependency="false">
+      <Representation id="trick-144p" bandwidth="25600" codecs="avc1.64100b" width="256" height="144" frameRate="1" sar="1:1" maxPlayoutRate="25" codingDependency="false">
         <BaseURL>trick-144p/trick-144p.mp4</BaseURL>
         <SegmentBase timescale="16384" indexRange="722-797" indexRangeExact="true">
           <Initialization range="0-721"/>
@@ -118,8 +130,27 @@ fn trick_rendition_is_a_trick_mode_adaptation_set_on_demand() {
         "{master}"
     );
     assert!(!root.join("trick-144p/index.m3u8").exists());
+    // Its I-frame playlist names every frame (one CMAF chunk each), not one per segment like
+    // the ladder's: 12 entries of 1 s, each the byte range of one whole moof + mdat.
     let ipl = std::fs::read_to_string(root.join("trick-144p/iframes.m3u8")).unwrap();
     assert!(ipl.contains("#EXT-X-I-FRAMES-ONLY"), "{ipl}");
+    let file = std::fs::read(root.join("trick-144p/trick-144p.mp4")).unwrap();
+    let ranges = byte_ranges(&ipl);
+    assert_eq!(ranges.len(), 12, "{ipl}");
+    assert_eq!(ipl.matches("#EXTINF:1.00000,").count(), 12, "{ipl}");
+    for (k, &(len, off)) in ranges.iter().enumerate() {
+        assert_eq!(&file[off + 4..off + 8], b"moof", "{k}");
+        let end = off + len;
+        assert!(
+            end == file.len() || &file[end + 4..end + 8] == b"moof",
+            "{k}"
+        );
+        if let Some(&(_, next)) = ranges.get(k + 1) {
+            assert_eq!(end, next, "the chunks follow each other");
+        }
+    }
+    let ladder_ipl = std::fs::read_to_string(root.join("video-240p/iframes.m3u8")).unwrap();
+    assert_eq!(byte_ranges(&ladder_ipl).len(), 3, "{ladder_ipl}");
 
     // The catalog: a video rendition with the trick role and its tier, every file listed.
     let r = entry
@@ -198,6 +229,29 @@ fn trick_rendition_segmented_lines_up_with_the_ladder() {
     assert!(trick.contains(r#"<S t="0" d="65536" r="2"/>"#), "{trick}");
     let video = adaptation_set(&mpd, r#"<Representation id="video-240p""#);
     assert!(video.contains(r#"<S t="0" d="49152" r="1"/>"#), "{video}");
+    // Each segment file holds one chunk per frame (4 moofs), named one by one in the I-frame
+    // playlist by ranges within the segment file.
+    let seg2 = std::fs::read(root.join("trick-144p/00002.m4s")).unwrap();
+    assert_eq!(seg2.windows(4).filter(|w| w == b"moof").count(), 4);
+    let ipl = std::fs::read_to_string(root.join("trick-144p/iframes.m3u8")).unwrap();
+    assert_eq!(ipl.matches("\n00002.m4s\n").count(), 4, "{ipl}");
+    let ranges = byte_ranges(&ipl);
+    assert_eq!(ranges.len(), 12, "{ipl}");
+    assert_eq!(ranges[4].1, 0, "{ipl}");
+    assert_eq!(ranges[4..8].iter().map(|r| r.0).sum::<usize>(), seg2.len());
+    // init + the segments in order read back as the input's samples, all sync samples.
+    let mut whole = std::fs::read(root.join("trick-144p/init.mp4")).unwrap();
+    for k in 1..=3 {
+        whole.extend(std::fs::read(root.join(format!("trick-144p/{k:05}.m4s"))).unwrap());
+    }
+    let joined = out.path().join("joined.mp4");
+    std::fs::write(&joined, whole).unwrap();
+    let output = parse_file(&joined).unwrap().remove(0);
+    let input = parse_file(&media("trick/trick-144p.mp4"))
+        .unwrap()
+        .remove(0);
+    assert_eq!(sample_bytes(&input), sample_bytes(&output));
+    assert!(output.samples.iter().all(|s| s.sync));
     let r = entry
         .renditions
         .iter()
