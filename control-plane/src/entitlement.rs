@@ -31,7 +31,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use protocol::catalog::{CatalogEntry, Tier, TrackKind};
+use protocol::catalog::{CatalogEntry, Rendition, Tier, TrackKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -210,9 +210,11 @@ pub fn decide(
 
     // 6. Effective tier = min(plan, window, device) and a rendition within it.
     let tier = plan_tier.min(window_tier).min(device.max_tier);
-    let has_video = title.renditions.iter().any(|r| r.kind == TrackKind::Video);
+    // A trick play rendition alone plays nothing: the tier must leave a normal video rendition.
+    let playable = |r: &&Rendition| r.kind == TrackKind::Video && !r.is_trick();
+    let has_video = title.renditions.iter().any(|r| playable(&r));
     let mut allowed: Vec<_> = title.renditions_within(tier).collect();
-    if has_video && !allowed.iter().any(|r| r.kind == TrackKind::Video) {
+    if has_video && !allowed.iter().any(playable) {
         return Err(Refusal::TierUnavailable(format!(
             "no rendition at or below {tier} (plan {plan_tier}, window {window_tier}, device {})",
             device.max_tier
@@ -239,9 +241,7 @@ pub fn decide(
             .map(|k| k.kid.as_str())
             .collect();
         allowed.retain(|r| r.key_id.as_deref().is_none_or(|k| licensable.contains(k)));
-        if licensable.is_empty()
-            || (has_video && !allowed.iter().any(|r| r.kind == TrackKind::Video))
-        {
+        if licensable.is_empty() || (has_video && !allowed.iter().any(playable)) {
             return Err(Refusal::DrmUnsupported(format!(
                 "the licence policy yields no usable key at tier {tier}"
             )));
@@ -276,6 +276,10 @@ mod tests {
     const KID_AUDIO: &str = "44444444444444444444444444444444";
 
     fn snapshot() -> Snapshot {
+        Snapshot::build(rows())
+    }
+
+    fn rows() -> SnapshotRows {
         let plan = |id: &str, max_tier, max_streams| PlanRow {
             id: id.into(),
             max_tier,
@@ -310,7 +314,7 @@ mod tests {
             };
             (name.to_owned(), text.to_owned())
         };
-        Snapshot::build(SnapshotRows {
+        SnapshotRows {
             plans: vec![
                 plan("basic", Tier::Sd, 1),
                 plan("standard", Tier::Hd, 2),
@@ -350,7 +354,7 @@ mod tests {
                 key(KID_AUDIO, None, TrackKind::Audio),
             ],
             ..SnapshotRows::default()
-        })
+        }
     }
 
     fn account(id: &str, plan: &str, status: AccountStatus) -> AccountRow {
@@ -438,6 +442,88 @@ mod tests {
             };
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    /// `base`'s catalog (a title of `tests/data`) renamed `title`, with keyframe-only trick play
+    /// renditions of the given heights (`trick-<height>`).
+    fn with_tricks(base: &str, title: &str, heights: &[u32]) -> (String, String) {
+        let text = match base {
+            "clear-title" => include_str!("../tests/data/clear-title/catalog.json"),
+            _ => include_str!("../tests/data/hd-only/catalog.json"),
+        };
+        let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+        v["title"] = title.into();
+        for h in heights {
+            let id = format!("trick-{h}");
+            let file = format!("{id}/{id}.mp4");
+            v["renditions"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({
+                    "id": id, "kind": "video", "codec": "avc1.64000d", "bandwidth": 90000,
+                    "average_bandwidth": 80000, "width": h * 16 / 9, "height": h, "frame_rate": "1",
+                    "tier": Tier::from_height(*h), "role": protocol::catalog::TRICK_ROLE,
+                    "files": [file],
+                }));
+            v["files"].as_array_mut().unwrap().push(serde_json::json!({
+                "path": file, "size": 1000, "sha256": "0".repeat(64),
+            }));
+        }
+        (title.to_owned(), v.to_string())
+    }
+
+    #[test]
+    fn trick_renditions_follow_the_tier_and_never_stand_in_for_video() {
+        let mut rows = rows();
+        rows.titles
+            .push(with_tricks("clear-title", "trick-title", &[180, 720]));
+        rows.titles.push(with_tricks("hd-only", "hd-trick", &[180]));
+        for (title, country, tier) in [
+            ("trick-title", "NZ", Tier::Uhd),
+            ("trick-title", "AU", Tier::Sd),
+            ("hd-trick", "NZ", Tier::Uhd),
+        ] {
+            rows.windows.push(WindowRow {
+                title: title.into(),
+                country: country.into(),
+                starts_at: 0,
+                ends_at: i64::MAX,
+                max_tier: tier,
+            });
+        }
+        let snap = Snapshot::build(rows);
+        let decide_for = |plan: &str, device: &str, title: &str, ip: &str| {
+            let req = StartRequest {
+                account_id: "a".into(),
+                device_class: device.into(),
+                title: title.into(),
+                client_ip: ip.into(),
+            };
+            decide(&snap, &account("a", plan, AccountStatus::Active), &req, NOW)
+                .map(|e| e.renditions)
+                .map_err(|r| ApiError::from(r).code())
+        };
+        // An SD session gets the SD trick rendition, never the HD one.
+        assert_eq!(
+            decide_for("premium", "phone", "trick-title", "127.0.0.1"),
+            Ok(["v360", "a128", "trick-180"].map(String::from).to_vec())
+        );
+        assert_eq!(
+            decide_for("premium", "browser", "trick-title", "192.0.2.5"),
+            Ok(["v360", "a128", "trick-180"].map(String::from).to_vec())
+        );
+        // HD: both.
+        assert_eq!(
+            decide_for("standard", "browser", "trick-title", "127.0.0.1"),
+            Ok(["v360", "v720", "a128", "trick-180", "trick-720"]
+                .map(String::from)
+                .to_vec())
+        );
+        // An SD trick rendition is no SD video: an HD-only title stays unavailable at SD.
+        assert_eq!(
+            decide_for("basic", "browser", "hd-trick", "127.0.0.1"),
+            Err("tier_unavailable")
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn main() {
         audio: Vec::new(),
         text: Vec::new(),
         thumbnails: None,
+        trick_play: Vec::new(),
         encryption: None,
     };
     match packager::package(&opts, None) {

@@ -71,6 +71,16 @@ pub enum Error {
     /// The renditions cannot be packaged together (keyframes not aligned, ids clash, ...).
     #[error("ladder: {0}")]
     Ladder(String),
+    /// A `--trick-play` input cannot be a trick play rendition: a sample that is not a sync
+    /// sample, a codec other than the ladder's, timing that cannot line up with the video's
+    /// segments.
+    #[error("{file}: not usable for trick play: {reason}")]
+    TrickPlay {
+        /// The input file.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The options are unusable (bad title, bad segment duration, no inputs, ...).
     #[error("{0}")]
     Options(String),

@@ -21,7 +21,7 @@ use crate::bmff::{self, Track};
 use crate::cmaf::{self, Fragment};
 use crate::encrypt::{self, EncryptOptions, Subsample, TrackCrypto};
 use crate::error::{Error, Result};
-use crate::manifest::{self, dash, hls, RenditionView, SegRef};
+use crate::manifest::{self, dash, hls, IFrameRef, RenditionView, SegRef};
 use crate::segment;
 use crate::text::{self, TextFormat, TextInput, WebVtt};
 use crate::thumbs::{self, ImageView, ThumbnailInput};
@@ -51,6 +51,10 @@ pub struct Options {
     pub text: Vec<TextInput>,
     /// Thumbnails (`--thumbnails`): JPEG tile grids copied into `thumbnails/`.
     pub thumbnails: Option<ThumbnailInput>,
+    /// Keyframe-only video inputs (`--trick-play`), in the ladder's codec: trick play
+    /// renditions, segmented along the video (a DASH trick mode AdaptationSet, an HLS I-frame
+    /// playlist), never offered for normal playback.
+    pub trick_play: Vec<PathBuf>,
     /// Common Encryption with these keys; `None` writes clear output.
     pub encryption: Option<EncryptOptions>,
 }
@@ -149,6 +153,9 @@ struct Planned {
     init: Vec<u8>,
     sidx: Option<Vec<u8>>,
     fragments: Vec<Fragment>,
+    /// The fragments of each segment: one each, but one per frame (CMAF chunks) for a trick
+    /// play rendition.
+    groups: Vec<std::ops::Range<usize>>,
     view: RenditionView,
     /// Encryption of this track and the subsample map of each of its samples.
     crypto: Option<(TrackCrypto, Vec<Vec<Subsample>>)>,
@@ -209,6 +216,7 @@ pub fn package_with_warnings(
         Some(t) => {
             let title_ms = planned
                 .iter()
+                .filter(|p| !p.view.trick)
                 .map(|p| (p.view.seconds() * 1000.0).round() as u64)
                 .max()
                 .unwrap_or(0);
@@ -263,12 +271,13 @@ fn plan_texts(opts: &Options, planned: &[Planned]) -> Result<Vec<PlannedText>> {
     }
     let reference = planned
         .iter()
-        .find(|p| p.view.kind == TrackKind::Video)
+        .find(|p| p.view.kind == TrackKind::Video && !p.view.trick)
         .or(planned.first())
         .ok_or_else(|| Error::Options("text tracks need a video or audio rendition".into()))?;
     let rv = &reference.view;
     let duration_ms = planned
         .iter()
+        .filter(|p| !p.view.trick)
         .map(|p| (p.view.seconds() * 1000.0).ceil() as u64)
         .max()
         .unwrap_or(0);
@@ -416,6 +425,95 @@ fn rendition_ids(path: &Path, tracks: &[Track]) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// Reads and checks every `--trick-play` input: its video tracks (each a rendition, ids from
+/// the file stem like any input), every sample a sync sample, the codec (sample entry type) of
+/// one of the ladder's video renditions, an id no other rendition uses. `ladder` holds the
+/// title's other renditions.
+fn trick_tracks(opts: &Options, ladder: &[(String, Track)]) -> Result<Vec<(String, Track)>> {
+    let mut out: Vec<(String, Track)> = Vec::new();
+    for path in &opts.trick_play {
+        let ts: Vec<Track> = bmff::parse_file(path)?
+            .into_iter()
+            .filter(|t| t.kind == TrackKind::Video)
+            .collect();
+        if ts.is_empty() {
+            return Err(Error::TrickPlay {
+                file: path.clone(),
+                reason: "the file has no video track".into(),
+            });
+        }
+        let ids = rendition_ids(path, &ts)?;
+        for (id, t) in ids.into_iter().zip(ts) {
+            if let Some(other) = ladder
+                .iter()
+                .chain(out.iter())
+                .find(|(i, _)| *i == id)
+                .map(|(_, o)| o)
+            {
+                return Err(Error::Options(format!(
+                    "rendition id {id:?} comes from both {} and {}: rename one file",
+                    other.file.display(),
+                    path.display()
+                )));
+            }
+            check_trick(&t, ladder)?;
+            out.push((id, t));
+        }
+    }
+    Ok(out)
+}
+
+/// A trick play track holds only sync samples, in the codec of one of the ladder's video
+/// renditions (the same sample entry type, so it joins that AdaptationSet's trick mode set and
+/// plays in the same decoder).
+fn check_trick(t: &Track, ladder: &[(String, Track)]) -> Result<()> {
+    let bad = |reason: String| Error::TrickPlay {
+        file: t.file.clone(),
+        reason,
+    };
+    if t.samples.is_empty() {
+        return Err(bad("the video track has no samples".into()));
+    }
+    let videos: Vec<&Track> = ladder
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v.kind == TrackKind::Video)
+        .collect();
+    if videos.is_empty() {
+        return Err(bad(
+            "the title has no video rendition for it to serve (give the ladder as inputs)".into(),
+        ));
+    }
+    if !videos.iter().any(|v| v.entry.fourcc == t.entry.fourcc) {
+        let mut ladder_codecs: Vec<String> = Vec::new();
+        for v in &videos {
+            let c = format!(
+                "{} ({})",
+                bmff::reader::fourcc_str(&v.entry.fourcc),
+                v.entry.codec
+            );
+            if !ladder_codecs.contains(&c) {
+                ladder_codecs.push(c);
+            }
+        }
+        return Err(bad(format!(
+            "its codec {} ({}) is not the video ladder's: {}. Encode it with the ladder's codec",
+            bmff::reader::fourcc_str(&t.entry.fourcc),
+            t.entry.codec,
+            ladder_codecs.join(", ")
+        )));
+    }
+    if let Some(i) = t.samples.iter().position(|s| !s.sync) {
+        return Err(bad(format!(
+            "sample {} of {} (decode order, from 1, at {:.3} s) is not a sync sample: a trick play rendition holds keyframes only (encode it with every frame a keyframe, e.g. ffmpeg -g 1)",
+            i + 1,
+            t.samples.len(),
+            t.samples[i].dts as f64 / f64::from(t.timescale.max(1))
+        )));
+    }
+    Ok(())
+}
+
 fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
     let mut tracks: Vec<(String, Track)> = Vec::new();
     for input in &opts.inputs {
@@ -461,10 +559,34 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
     }
     // Video first (stable), as the catalog lists them.
     tracks.sort_by_key(|(_, t)| t.kind == TrackKind::Audio);
+    let tricks = trick_tracks(opts, &tracks)?;
     let refs: Vec<&Track> = tracks.iter().map(|(_, t)| t).collect();
     let names: Vec<String> = tracks.iter().map(|(i, _)| i.clone()).collect();
-    let (segments, warnings) =
+    let (mut segments, warnings) =
         segment::plan_with_warnings(&refs, &names, opts.segment_duration_ms)?;
+    // Trick play renditions follow the reference video's segments; they go after the ladder's
+    // video renditions, before audio.
+    let mut trick = vec![false; tracks.len()];
+    if !tricks.is_empty() {
+        let r = tracks
+            .iter()
+            .position(|(_, t)| t.kind == TrackKind::Video)
+            .ok_or_else(|| Error::Options("--trick-play needs a video input".into()))?;
+        let at = tracks
+            .iter()
+            .position(|(_, t)| t.kind != TrackKind::Video)
+            .unwrap_or(tracks.len());
+        let mut planned_tricks = Vec::with_capacity(tricks.len());
+        for (id, t) in tricks {
+            let segs = segment::plan_trick(&t, &id, &tracks[r].1, &tracks[r].0, &segments[r])?;
+            planned_tricks.push((id, t, segs));
+        }
+        for (k, (id, t, segs)) in planned_tricks.into_iter().enumerate() {
+            tracks.insert(at + k, (id, t));
+            segments.insert(at + k, segs);
+            trick.insert(at + k, true);
+        }
+    }
 
     let mut out = Vec::with_capacity(tracks.len());
     // Pick every track's key before any sample is read, so a missing key fails fast.
@@ -492,7 +614,9 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
             })
         })
         .collect();
-    for (((id, track), segs), tc) in tracks.into_iter().zip(segments).zip(cryptos) {
+    for ((((id, track), segs), tc), trick) in
+        tracks.into_iter().zip(segments).zip(cryptos).zip(trick)
+    {
         let duration: u64 = segs.iter().map(|s| s.duration).sum();
         let crypto = match tc {
             Some(tc) => {
@@ -502,33 +626,83 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
             None => None,
         };
         let init = cmaf::init_segment_with(&track, duration, crypto.as_ref().map(|c| &c.0));
+        // One fragment per segment; a trick play rendition gets one per frame (CMAF chunks,
+        // every one starting with its sync sample), so its I-frame playlist can name each.
         let mut fragments = Vec::with_capacity(segs.len());
-        for (k, s) in segs.iter().enumerate() {
-            fragments.push(cmaf::fragment_with(
-                &track,
-                s,
-                (k + 1) as u32,
-                crypto.as_ref().map(|(t, m)| (t, m.as_slice())),
-            )?);
+        let mut groups = Vec::with_capacity(segs.len());
+        for s in &segs {
+            let first = fragments.len();
+            let pieces = if trick {
+                segment::chunks(&track, s)
+            } else {
+                vec![s.clone()]
+            };
+            for piece in &pieces {
+                let sequence = u32::try_from(fragments.len() + 1)
+                    .map_err(|_| Error::Ladder("too many fragments in one track".into()))?;
+                fragments.push(cmaf::fragment_with(
+                    &track,
+                    piece,
+                    sequence,
+                    crypto.as_ref().map(|(t, m)| (t, m.as_slice())),
+                )?);
+            }
+            groups.push(first..fragments.len());
         }
+        // Each segment as (bytes, I-frames at offsets from the segment's start).
+        let seg_bytes: Vec<(u64, Vec<IFrameRef>)> = groups
+            .iter()
+            .map(|g| {
+                let mut off = 0;
+                let frames = fragments[g.clone()]
+                    .iter()
+                    .map(|f| {
+                        let r = IFrameRef {
+                            offset: off,
+                            len: f.size(),
+                            duration: f.segment.duration,
+                        };
+                        off += f.size();
+                        r
+                    })
+                    .collect();
+                (off, if trick { frames } else { Vec::new() })
+            })
+            .collect();
+        let seg_ref = |k: usize, file: String, at: Option<u64>| {
+            let (size, frames) = &seg_bytes[k];
+            SegRef {
+                file,
+                range: at.map(|o| (o, *size)),
+                start: segs[k].start,
+                duration: segs[k].duration,
+                size: *size,
+                iframe_len: iframe_len(&track, &fragments[groups[k].start]),
+                iframes: frames
+                    .iter()
+                    .map(|f| IFrameRef {
+                        offset: f.offset + at.unwrap_or(0),
+                        ..f.clone()
+                    })
+                    .collect(),
+            }
+        };
         let (sidx, init_file, init_range, index_range, seg_refs) = match opts.mode {
             PackagingMode::OnDemand => {
-                let sidx = cmaf::sidx(&track, &fragments)?;
+                let sizes: Vec<(u64, u64)> = seg_bytes
+                    .iter()
+                    .zip(&segs)
+                    .map(|((n, _), s)| (*n, s.duration))
+                    .collect();
+                let earliest = segs.first().map_or(0, |s| s.start);
+                let sidx = cmaf::sidx_of(&track, &sizes, earliest)?;
                 let file = format!("{id}.mp4");
                 let init_len = init.len() as u64;
                 let mut off = init_len + sidx.len() as u64;
-                let refs = fragments
-                    .iter()
-                    .map(|f| {
-                        let r = SegRef {
-                            file: file.clone(),
-                            range: Some((off, f.size())),
-                            start: f.segment.start,
-                            duration: f.segment.duration,
-                            size: f.size(),
-                            iframe_len: iframe_len(&track, f),
-                        };
-                        off += f.size();
+                let refs = (0..segs.len())
+                    .map(|k| {
+                        let r = seg_ref(k, file.clone(), Some(off));
+                        off += r.size;
                         r
                     })
                     .collect();
@@ -536,17 +710,8 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
                 (Some(sidx), file, Some((0, init_len)), Some(idx), refs)
             }
             PackagingMode::Segmented => {
-                let refs = fragments
-                    .iter()
-                    .enumerate()
-                    .map(|(k, f)| SegRef {
-                        file: segment_file(k),
-                        range: None,
-                        start: f.segment.start,
-                        duration: f.segment.duration,
-                        size: f.size(),
-                        iframe_len: iframe_len(&track, f),
-                    })
+                let refs = (0..segs.len())
+                    .map(|k| seg_ref(k, segment_file(k), None))
                     .collect();
                 (None, "init.mp4".to_string(), None, None, refs)
             }
@@ -572,6 +737,7 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
             channels: track.entry.channels,
             language: track.language.clone(),
             role: track.role,
+            trick,
             timescale: track.timescale,
             mode: opts.mode,
             init_file,
@@ -595,6 +761,7 @@ fn plan(opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
             init,
             sidx,
             fragments,
+            groups,
             view,
             crypto,
         });
@@ -856,9 +1023,11 @@ fn write_rendition(
             let mut init = HashedFile::create(root, &format!("{}/{}", p.id, p.view.init_file))?;
             init.write(&p.init)?;
             files.push(init.finish()?);
-            for (k, f) in p.fragments.iter().enumerate() {
+            for (k, g) in p.groups.iter().enumerate() {
                 let mut out = HashedFile::create(root, &format!("{}/{}", p.id, segment_file(k)))?;
-                write_fragment(&mut out, &src, p, f, done, total, progress)?;
+                for f in &p.fragments[g.clone()] {
+                    write_fragment(&mut out, &src, p, f, done, total, progress)?;
+                }
                 files.push(out.finish()?);
             }
         }
@@ -1027,9 +1196,12 @@ fn write_title(
         files.extend(fs);
     }
     for (k, v) in views.iter().enumerate() {
-        let e = write_text(root, &v.playlist_path(), &hls::media_playlist(v, target))?;
-        rendition_files[k].push(e.path.clone());
-        files.push(e);
+        // A trick play rendition is only ever an I-frame variant: no media playlist.
+        if !v.trick {
+            let e = write_text(root, &v.playlist_path(), &hls::media_playlist(v, target))?;
+            rendition_files[k].push(e.path.clone());
+            files.push(e);
+        }
         if let Some(text) = hls::iframe_playlist(v, target) {
             let e = write_text(root, &v.iframe_playlist_path(), &text)?;
             rendition_files[k].push(e.path.clone());
@@ -1069,7 +1241,11 @@ fn write_title(
                 language: (!video).then(|| v.language.clone()),
                 tier: video.then(|| Tier::from_height(v.height)),
                 key_id: p.crypto.as_ref().map(|(tc, _)| tc.kid_hex()),
-                role: (!video).then(|| v.role.as_str().to_string()),
+                role: if v.trick {
+                    Some(catalog::TRICK_ROLE.to_string())
+                } else {
+                    (!video).then(|| v.role.as_str().to_string())
+                },
                 files: fs,
             }
         })
@@ -1078,6 +1254,7 @@ fn write_title(
         .collect();
     let duration_ms = views
         .iter()
+        .filter(|v| !v.trick)
         .map(|v| (v.seconds() * 1000.0).round() as u64)
         .max()
         .unwrap_or(0);

@@ -309,6 +309,122 @@ fn aligned_starts(
     Ok(starts)
 }
 
+/// Segments a keyframe-only trick play rendition `t` (every sample a sync sample) along the
+/// segments `ref_segments` of the reference video rendition `reference`: one segment per
+/// reference segment, starting at the trick frame nearest the reference segment's start.
+///
+/// A trick rendition usually has a far lower frame rate than the ladder (one frame a second,
+/// say), so its frames rarely fall exactly on the ladder's boundaries: a boundary may move by
+/// less than one trick frame duration. It fails, naming `name`, when it cannot line up: its
+/// first frame or its end more than one of its frames away from the video's, a boundary with no
+/// frame within one frame duration, or frames so sparse that two boundaries would start at the
+/// same frame (fewer frames than segments). Nothing is dropped or invented.
+pub fn plan_trick(
+    t: &Track,
+    name: &str,
+    reference: &Track,
+    ref_name: &str,
+    ref_segments: &[Segment],
+) -> Result<Vec<Segment>, Error> {
+    let bad = |reason: String| Error::TrickPlay {
+        file: t.file.clone(),
+        reason: format!("rendition {name}: {reason}"),
+    };
+    if t.samples.is_empty() || ref_segments.is_empty() {
+        return Err(bad("no samples".into()));
+    }
+    let pts: Vec<i64> = (0..t.samples.len()).map(|i| output_pts(t, i)).collect();
+    if let Some(i) = (1..pts.len()).find(|&i| pts[i] <= pts[i - 1]) {
+        return Err(bad(format!(
+            "sample {} presents at {}, not after sample {} ({}): a keyframe-only rendition presents its frames in decode order",
+            i + 1,
+            fmt_secs(pts[i], t.timescale),
+            i,
+            fmt_secs(pts[i - 1], t.timescale)
+        )));
+    }
+    let frame = i128::from(
+        t.samples
+            .iter()
+            .map(|s| s.duration)
+            .max()
+            .unwrap_or(0)
+            .max(1),
+    );
+    let (ts, bts) = (i128::from(t.timescale), i128::from(reference.timescale));
+    // Distances in units of 1/(ts*bts) s.
+    let dist = |p: i64, b: i64| (i128::from(p) * bts - i128::from(b) * ts).abs();
+    let limit = frame * bts;
+    let frame_s = fmt_secs(i64::try_from(frame).unwrap_or(i64::MAX), t.timescale);
+    if dist(pts[0], ref_segments[0].start) >= limit {
+        return Err(bad(format!(
+            "its first frame presents at {}, the video ({ref_name}) at {}: more than one of its frames ({frame_s}) apart",
+            fmt_secs(pts[0], t.timescale),
+            fmt_secs(ref_segments[0].start, reference.timescale)
+        )));
+    }
+    let (end, ref_end) = (t.end_pts(), reference.end_pts());
+    if dist(end, ref_end) > limit {
+        return Err(bad(format!(
+            "it ends at {}, the video ({ref_name}) at {}: more than one of its frames ({frame_s}) apart (a trick play rendition covers the whole title)",
+            fmt_secs(end, t.timescale),
+            fmt_secs(ref_end, reference.timescale)
+        )));
+    }
+    let mut starts = vec![0usize];
+    for (n, seg) in ref_segments.iter().enumerate().skip(1) {
+        let b = seg.start;
+        let at = pts.partition_point(|&p| i128::from(p) * bts < i128::from(b) * ts);
+        let best = [at.saturating_sub(1), at.min(pts.len() - 1)]
+            .into_iter()
+            .min_by_key(|&i| (dist(pts[i], b), i))
+            .unwrap_or(0);
+        if dist(pts[best], b) >= limit {
+            return Err(bad(format!(
+                "no frame within {frame_s} of {}, where segment {} of the video ({ref_name}) starts; its nearest frame is at {}",
+                fmt_secs(b, reference.timescale),
+                n + 1,
+                fmt_secs(pts[best], t.timescale)
+            )));
+        }
+        let prev = *starts.last().unwrap_or(&0);
+        if best <= prev {
+            return Err(bad(format!(
+                "its frames ({frame_s} apart) are too sparse for the video's segments: segments {n} and {} ({} and {}) would both start at its frame at {}. Encode it with at least one frame per segment, or raise --segment-duration",
+                n + 1,
+                fmt_secs(ref_segments[n - 1].start, reference.timescale),
+                fmt_secs(b, reference.timescale),
+                fmt_secs(pts[prev], t.timescale)
+            )));
+        }
+        starts.push(best);
+    }
+    Ok(to_segments(t, &starts))
+}
+
+/// `seg` of `t` cut into one-sample pieces (the CMAF chunks of a trick play rendition, one
+/// frame each, so an I-frame playlist can name every frame): each piece starts at its sample's
+/// presentation time and lasts until the next piece's start (the last one until the segment's
+/// end), so the pieces' durations sum to the segment's.
+pub fn chunks(t: &Track, seg: &Segment) -> Vec<Segment> {
+    let starts: Vec<i64> = seg.samples.clone().map(|i| output_pts(t, i)).collect();
+    let end = seg.start + i64::try_from(seg.duration).unwrap_or(i64::MAX);
+    seg.samples
+        .clone()
+        .enumerate()
+        .map(|(k, i)| {
+            let start = if k == 0 { seg.start } else { starts[k] };
+            let next = starts.get(k + 1).copied().unwrap_or(end);
+            Segment {
+                samples: i..i + 1,
+                base_dts: t.samples[i].dts,
+                start,
+                duration: u64::try_from(next - start).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
 fn audio_starts(t: &Track, bounds: &[i64], bts: u32) -> Vec<usize> {
     // Presentation times (after the edit list) are what must line up with video.
     let pts: Vec<i64> = t.samples.iter().map(|s| t.pts(s)).collect();
@@ -470,6 +586,91 @@ mod tests {
             err.contains("lasts 90.240 s") && err.contains("60 s"),
             "{err}"
         );
+    }
+
+    /// A keyframe-only track of `frames` frames of `dur` ticks at timescale `ts`.
+    fn trick(frames: usize, ts: u32, dur: u32) -> Track {
+        let mut t = video(1, frames, ts, dur);
+        t.file = "trick.mp4".into();
+        t
+    }
+
+    #[test]
+    fn trick_rendition_follows_the_video_segments() {
+        // Ladder: 25 fps, GOP 1.92 s, 12 s. Trick: 1 fps, 12 frames (timescale 1000).
+        let v = video(48, 300, 12800, 512);
+        let t = trick(12, 1000, 1000);
+        let names = ["v".to_string()];
+        for target in [2000, 6000] {
+            let segs = plan(&[&v], &names, target).unwrap();
+            let ts = plan_trick(&t, "t", &v, "v", &segs[0]).unwrap();
+            assert_eq!(ts.len(), segs[0].len(), "target {target}");
+            assert_eq!(ts.iter().map(|s| s.duration).sum::<u64>(), 12000);
+            for (a, b) in ts.iter().zip(&segs[0]) {
+                // Within one trick frame of the video's boundary.
+                let d = (a.start as f64 / 1000.0 - b.start as f64 / 12800.0).abs();
+                assert!(d < 1.0, "target {target}: {a:?} vs {b:?}");
+            }
+        }
+        // 6 s: boundaries 0 and 5.76 s; the trick frame nearest 5.76 s is the one at 6 s.
+        let segs = plan(&[&v], &names, 6000).unwrap();
+        let ts = plan_trick(&t, "t", &v, "v", &segs[0]).unwrap();
+        assert_eq!(
+            ts.iter().map(|s| s.samples.clone()).collect::<Vec<_>>(),
+            [0..6, 6..12]
+        );
+        // 2 s: 11.52 s is nearest the last frame (11 s), within one frame.
+        let segs = plan(&[&v], &names, 2000).unwrap();
+        let ts = plan_trick(&t, "t", &v, "v", &segs[0]).unwrap();
+        assert_eq!(ts.last().unwrap().samples, 11..12);
+    }
+
+    #[test]
+    fn chunks_split_a_segment_per_frame() {
+        let v = video(48, 300, 12800, 512);
+        let t = trick(12, 1000, 1000);
+        let segs = plan(&[&v], &["v".into()], 6000).unwrap();
+        let ts = plan_trick(&t, "t", &v, "v", &segs[0]).unwrap();
+        for s in &ts {
+            let c = chunks(&t, s);
+            assert_eq!(c.len(), s.samples.len());
+            assert_eq!(c[0].start, s.start);
+            assert_eq!(c.iter().map(|c| c.duration).sum::<u64>(), s.duration);
+            for (k, piece) in c.iter().enumerate() {
+                assert_eq!(piece.samples, s.samples.start + k..s.samples.start + k + 1);
+                assert_eq!(piece.base_dts, t.samples[s.samples.start + k].dts);
+            }
+        }
+    }
+
+    #[test]
+    fn trick_rendition_that_cannot_align_is_refused() {
+        let v = video(48, 300, 12800, 512);
+        let segs = plan(&[&v], &["v".into()], 2000).unwrap();
+        // One frame every 4 s: two 1.92 s segments would start at the same frame.
+        let sparse = trick(3, 1000, 4000);
+        let e = plan_trick(&sparse, "t", &v, "v", &segs[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too sparse") && e.contains("trick.mp4"), "{e}");
+        // Half as long as the video.
+        let short = trick(6, 1000, 1000);
+        let e = plan_trick(&short, "t", &v, "v", &segs[0])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ends at 6.000 s") && e.contains("12.000 s"),
+            "{e}"
+        );
+        // Starting 2 s late.
+        let mut late = trick(12, 1000, 1000);
+        for s in &mut late.samples {
+            s.dts += 2000;
+        }
+        let e = plan_trick(&late, "t", &v, "v", &segs[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("first frame presents at 2.000 s"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn opts(out: &Path, mode: PackagingMode, inputs: Vec<PathBuf>, audio: Vec<AudioI
         audio,
         text: Vec::new(),
         thumbnails: None,
+        trick_play: Vec::new(),
         encryption: None,
     }
 }

@@ -40,6 +40,7 @@ fn opts(out: &Path, mode: PackagingMode, inputs: Vec<PathBuf>) -> Options {
         audio: Vec::new(),
         text: Vec::new(),
         thumbnails: None,
+        trick_play: Vec::new(),
         encryption: None,
     }
 }

@@ -65,6 +65,7 @@ fn opts(out: &Path, mode: PackagingMode, text: Vec<TextInput>) -> Options {
         audio: Vec::new(),
         text,
         thumbnails: None,
+        trick_play: Vec::new(),
         encryption: None,
     }
 }

@@ -28,6 +28,7 @@ fn opts(out: &Path, mode: PackagingMode, thumbnails: ThumbnailInput) -> Options 
         audio: Vec::new(),
         text: Vec::new(),
         thumbnails: Some(thumbnails),
+        trick_play: Vec::new(),
         encryption: None,
     }
 }

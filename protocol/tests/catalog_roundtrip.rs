@@ -44,3 +44,24 @@ fn catalog_fixture_mutations_name_the_field() {
     let e = broken(|v| v["title"] = "../etc".into());
     assert!(e.contains("title"), "{e}");
 }
+
+#[test]
+fn trick_play_role_on_video_only_with_a_normal_ladder() {
+    // A video rendition may carry the trick role; it keeps its tier like any video rendition.
+    let mut v: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    v["renditions"][0]["role"] = protocol::catalog::TRICK_ROLE.into();
+    let entry = CatalogEntry::from_json(&v.to_string()).unwrap();
+    assert!(entry.renditions[0].is_trick());
+    assert!(!entry.renditions[1].is_trick());
+    assert_eq!(entry.renditions[0].tier, Some(Tier::Sd));
+    // Any other role on video is refused, naming the field.
+    let e = broken(|v| v["renditions"][1]["role"] = "main".into());
+    assert!(e.contains("renditions[1].role"), "{e}");
+    // Trick renditions alone (every video rendition a trick one) are refused.
+    let e = broken(|v| {
+        for k in 0..3 {
+            v["renditions"][k]["role"] = "trick".into();
+        }
+    });
+    assert!(e.contains("normal video rendition"), "{e}");
+}

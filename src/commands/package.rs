@@ -80,6 +80,13 @@ pub struct Args {
     /// Layout of each --thumbnails image: `COLSxROWS`, e.g. 5x5.
     #[arg(long, value_name = "COLSxROWS", requires = "thumbnails")]
     pub thumbnail_grid: Option<String>,
+    /// A keyframe-only video MP4 (every sample a sync sample, the ladder's codec, covering the
+    /// whole title) packaged as a trick play rendition: a DASH trick mode AdaptationSet and an
+    /// HLS I-frame playlist, never a normal variant. Its segments start at its frames nearest
+    /// the ladder's segment boundaries (refused when it has fewer frames than segments).
+    /// Repeatable (e.g. one per tier); the rendition id is the file stem.
+    #[arg(long = "trick-play", value_name = "FILE")]
+    pub trick_play: Vec<PathBuf>,
     /// Input MP4 files (progressive or fragmented), one rendition per track; the rendition id is
     /// the file stem.
     #[arg(required_unless_present = "audio", value_name = "INPUT")]
@@ -170,7 +177,9 @@ fn encryption(
             out.display()
         );
     }
-    let (mut audio, tiers) = packager::package::keys_needed(&args.inputs)?;
+    let mut video_inputs = args.inputs.clone();
+    video_inputs.extend(args.trick_play.iter().cloned());
+    let (mut audio, tiers) = packager::package::keys_needed(&video_inputs)?;
     audio |= !args.audio.is_empty();
     let mut rng = random16;
     let keys = packager::encrypt::generate_keys(&args.title, scheme, audio, &tiers, &mut rng);
@@ -228,6 +237,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         audio,
         text,
         thumbnails,
+        trick_play: args.trick_play,
         encryption,
     };
     let tty = std::io::stderr().is_terminal();

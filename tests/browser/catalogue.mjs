@@ -10,6 +10,12 @@
 // --thumbs-only it stops there (Shaka on an HLS master, image playlist named by
 // EXT-X-IMAGE-STREAM-INF).
 //
+// With --trick (a title with a keyframe-only trick play rendition), `trick` reports what the
+// player made of it and stops there: Shaka's variant tracks and, per variant, the trick mode
+// stream the manifest attached (`trickModeVideo`), the variant playing normally, then
+// `player.trickPlay(4)` and the media fetched before and during it (Resource Timing); hls.js's
+// levels and I-frame variants, and the level playing.
+//
 // Page and player are served from memory on the manifest's origin (see play.mjs). Every media
 // request is recorded, so the test can check the switch changed the audio rendition fetched.
 import { chromium } from 'playwright-core';
@@ -29,10 +35,11 @@ const url = opt('url');
 const audioTo = opt('audio-to');
 const thumbTimes = (opt('thumbs', '') || '').split(',').filter((x) => x).map(Number);
 const thumbsOnly = args.includes('--thumbs-only');
+const trick = args.includes('--trick');
 const texts = [];
 args.forEach((a, i) => { if (a === '--text') texts.push(args[i + 1]); });
-if (!['shaka', 'hls'].includes(player) || !url || (!audioTo && !thumbsOnly)) {
-  console.error('usage: node catalogue.mjs --player shaka|hls --url URL --audio-to LANG [--text LANG]...');
+if (!['shaka', 'hls'].includes(player) || !url || (!audioTo && !thumbsOnly && !trick)) {
+  console.error('usage: node catalogue.mjs --player shaka|hls --url URL (--audio-to LANG [--text LANG]... | --trick)');
   process.exit(2);
 }
 const lib = player === 'shaka'
@@ -63,8 +70,12 @@ try {
   await page.route(`${origin}/__player.js`, (r) => r.fulfill({ body: readFileSync(lib), contentType: 'text/javascript' }));
   await page.goto(`${origin}/__player.html`);
   await page.addScriptTag({ url: `${origin}/__player.js` });
-  const result = await page.evaluate(async ({ player, url, audioTo, texts, thumbTimes, thumbsOnly }) => {
-    const out = { errors: [], stalls: [], audio: {}, text: {}, forced: {}, iframes: null, thumbs: null };
+  const result = await page.evaluate(async ({ player, url, audioTo, texts, thumbTimes, thumbsOnly, trick }) => {
+    const out = { errors: [], stalls: [], audio: {}, text: {}, forced: {}, iframes: null, thumbs: null, trick: null };
+    performance.setResourceTimingBufferSize(100000);
+    // Media and playlists fetched so far (path only), in order.
+    const fetched = () => performance.getEntriesByType('resource')
+      .map((e) => new URL(e.name).pathname).filter((u) => !u.includes('__player'));
     const video = document.querySelector('video');
     video.muted = true;
     video.addEventListener('error', () => out.errors.push(`video error ${video.error && video.error.code}: ${video.error && video.error.message}`));
@@ -101,6 +112,30 @@ try {
       p.configure({ abr: { enabled: false }, preferredAudio: [{ language: 'en' }] });
       p.addEventListener('error', (e) => out.errors.push(`shaka ${e.detail && e.detail.code}: ${JSON.stringify(e.detail && e.detail.data).slice(0, 300)}`));
       try { await p.load(url); } catch (e) { out.errors.push(`shaka load ${e.code}: ${JSON.stringify(e.data).slice(0, 300)}`); return out; }
+      if (trick) {
+        const stream = (s) => s && { id: s.originalId, width: s.width, height: s.height, codecs: s.codecs };
+        const activeTrack = () => {
+          const t = p.getVariantTracks().find((v) => v.active);
+          return t && { videoId: t.originalVideoId, width: t.width, height: t.height, videoCodec: t.videoCodec };
+        };
+        out.trick = {
+          tracks: p.getVariantTracks().map((t) => ({ videoId: t.originalVideoId, width: t.width, height: t.height, videoCodec: t.videoCodec })),
+          variants: p.getManifest().variants.map((v) => ({ video: stream(v.video), trickModeVideo: stream(v.video && v.video.trickModeVideo) })),
+        };
+        // Normal playback first: the ladder, never the trick rendition.
+        try { await video.play(); } catch (e) { out.errors.push(`play(): ${e.message}`); }
+        await until(() => video.currentTime > 1, 15000);
+        out.trick.normal = { active: activeTrack(), currentTime: video.currentTime, fetched: fetched() };
+        const before = fetched().length;
+        p.trickPlay(4);
+        const trickFetches = () => fetched().slice(before).filter((u) => u.includes('/trick-'));
+        await until(() => trickFetches().some((u) => !u.endsWith('.m3u8') && !u.endsWith('/init.mp4')) || video.ended, 15000);
+        await sleep(500);
+        out.trick.during = { active: activeTrack(), currentTime: video.currentTime, rate: p.getPlaybackRate(), fetched: fetched().slice(before) };
+        p.cancelTrickPlay();
+        out.trick.after = { active: activeTrack(), rate: p.getPlaybackRate() };
+        return out;
+      }
       if (thumbTimes.length) {
         const images = p.getImageTracks();
         out.imageTracks = images.map((t) => ({ id: t.id, width: t.width, height: t.height, tilesLayout: t.tilesLayout }));
@@ -153,6 +188,14 @@ try {
         h.attachMedia(video);
       });
       out.iframes = (h.iframeVariants || []).map((l) => ({ width: l.width, height: l.height, url: l.url, codecs: l.videoCodec }));
+      if (trick) {
+        const level = (l) => l && { width: l.width, height: l.height, url: new URL(l.url, url).pathname };
+        out.trick = { levels: h.levels.map(level) };
+        try { await video.play(); } catch (e) { out.errors.push(`play(): ${e.message}`); }
+        await until(() => video.currentTime > 1, 15000);
+        out.trick.normal = { level: level(h.levels[h.currentLevel]), currentTime: video.currentTime, fetched: fetched() };
+        return out;
+      }
       out.audio.tracks = h.audioTracks.map((t) => ({ lang: t.lang, name: t.name, default: t.default, channels: t.channels, characteristics: t.characteristics }));
       out.audio.before = h.audioTracks[h.audioTrack] && h.audioTracks[h.audioTrack].lang;
       out.text.tracks = h.subtitleTracks.map((t) => ({ lang: t.lang, name: t.name, forced: t.forced }));
@@ -178,7 +221,7 @@ try {
     }
     out.ended = video.ended;
     return out;
-  }, { player, url, audioTo, texts, thumbTimes, thumbsOnly });
+  }, { player, url, audioTo, texts, thumbTimes, thumbsOnly, trick });
   result.errors.push(...consoleErrors);
   result.requests = requests;
   console.log(JSON.stringify(result));

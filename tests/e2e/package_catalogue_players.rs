@@ -352,3 +352,175 @@ fn package_catalogue_languages_subtitles_and_trick_play_in_chromium() {
         }
     }
 }
+
+/// The path of a fetched URL is media of the trick play rendition (not a playlist, not an init
+/// segment).
+fn is_trick_media(path: &str) -> bool {
+    path.contains("/trick-144p/") && !path.ends_with(".m3u8") && !path.ends_with("/init.mp4")
+}
+
+#[test]
+#[ignore = "needs nginx, node and chromium: run ./scripts/test"]
+fn package_trick_play_rendition_in_chromium() {
+    // The H.264 ladder (240p, 360p, audio) with a keyframe-only trick play rendition made here
+    // from the 240p rung: one frame a second, every frame a keyframe, 256x144.
+    let harness = node_harness("catalogue.mjs");
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    let trick = work.path().join("trick-144p.mp4");
+    let st = tool("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(media("ladder-h264/video-240p.mp4"))
+        .args([
+            "-an",
+            "-vf",
+            "fps=1,scale=256:144,setsar=1",
+            "-c:v",
+            "libx264",
+        ])
+        .args([
+            "-g",
+            "1",
+            "-profile:v",
+            "high",
+            "-pix_fmt",
+            "yuv420p",
+            "-crf",
+            "30",
+        ])
+        .arg(&trick)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg");
+    let trick_flag = trick.display().to_string();
+    let inputs = [
+        media("ladder-h264/video-240p.mp4"),
+        media("ladder-h264/video-360p.mp4"),
+        media("ladder-h264/audio-aac.mp4"),
+    ];
+    for (title, segmented) in [("trick-od", false), ("trick-seg", true)] {
+        let entry = crate::support::package(
+            &root,
+            title,
+            segmented,
+            &["--segment-duration", "2", "--trick-play", &trick_flag],
+            &inputs,
+        );
+        assert!(entry
+            .renditions
+            .iter()
+            .any(|r| r.id == "trick-144p" && r.is_trick()));
+    }
+    let nginx = Nginx::start(&root);
+    for title in ["trick-od", "trick-seg"] {
+        let run = |player: &str, manifest: &str| {
+            let url = nginx.url(&format!("{title}/{manifest}"));
+            let o = tool("node")
+                .arg(&harness)
+                .args(["--player", player, "--url", &url, "--trick"])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "{player} {url}: {}\n{stdout}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            let ctx = format!("{player} {url}: {v}");
+            assert_eq!(v["errors"].as_array().unwrap().len(), 0, "{ctx}");
+            (v, ctx)
+        };
+        let paths = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_string())
+                .collect()
+        };
+
+        // Shaka Player, DASH: the trick mode AdaptationSet is no variant of its own; every
+        // variant carries it as its trick mode video.
+        let (v, ctx) = run("shaka", "manifest.mpd");
+        let t = &v["trick"];
+        let heights: Vec<u64> = t["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["height"].as_u64().unwrap())
+            .collect();
+        assert!(!heights.is_empty() && !heights.contains(&144), "{ctx}");
+        for variant in t["variants"].as_array().unwrap() {
+            assert_ne!(variant["video"]["id"], "trick-144p", "{ctx}");
+            assert_eq!(variant["trickModeVideo"]["id"], "trick-144p", "{ctx}");
+            assert_eq!(variant["trickModeVideo"]["height"], 144, "{ctx}");
+        }
+        // Normal playback plays the ladder and fetches no trick media.
+        let normal = &t["normal"];
+        assert!(
+            [240, 360].contains(&normal["active"]["height"].as_u64().unwrap()),
+            "{ctx}"
+        );
+        assert!(
+            !paths(&normal["fetched"]).iter().any(|p| is_trick_media(p)),
+            "{ctx}"
+        );
+        // trickPlay(4) switches the video to the trick rendition: its media is fetched.
+        let during = paths(&t["during"]["fetched"]);
+        assert!(during.iter().any(|p| is_trick_media(p)), "{ctx}");
+        if title == "trick-seg" {
+            assert!(
+                during
+                    .iter()
+                    .any(|p| p.contains("/trick-144p/") && p.ends_with(".m4s")),
+                "{ctx}"
+            );
+        }
+        assert_eq!(t["during"]["rate"], 4, "{ctx}");
+        assert_eq!(t["after"]["rate"], 1, "{ctx}");
+
+        // hls.js, HLS: the trick rendition is an I-frame variant only, never a level.
+        let (v, ctx) = run("hls", "master.m3u8");
+        let t = &v["trick"];
+        let levels: Vec<u64> = t["levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["height"].as_u64().unwrap())
+            .collect();
+        assert_eq!(levels, vec![240, 360], "{ctx}");
+        let iframes: Vec<(u64, String)> = v["iframes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["height"].as_u64().unwrap(),
+                    f["url"]
+                        .as_str()
+                        .unwrap()
+                        .rsplit('/')
+                        .nth(1)
+                        .unwrap()
+                        .to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            iframes,
+            vec![
+                (240, "video-240p".to_string()),
+                (360, "video-360p".to_string()),
+                (144, "trick-144p".to_string())
+            ],
+            "{ctx}"
+        );
+        assert!(
+            !paths(&t["normal"]["fetched"])
+                .iter()
+                .any(|p| p.contains("/trick-144p/")),
+            "{ctx}"
+        );
+    }
+}

@@ -55,6 +55,8 @@ pub fn session_bitrate(entry: &CatalogEntry, renditions: &[String]) -> u64 {
             r.bandwidth
         };
         match r.kind {
+            // Trick play renditions are fetched only while seeking, at a fraction of the rate.
+            TrackKind::Video if r.is_trick() => {}
             TrackKind::Video => video = video.max(bw),
             TrackKind::Audio => audio = audio.max(bw),
             // Subtitles: a few hundred bit/s, not a session's bit rate.

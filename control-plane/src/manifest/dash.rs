@@ -1,7 +1,9 @@
 //! DASH MPD rewriting (ISO/IEC 23009-1 with DASH-IF content steering).
 //!
 //! Streams the MPD through an XML reader and writer: `Representation`s whose `id` the session may
-//! not play are dropped with their subtree, `AdaptationSet`s left empty are dropped, MPD-level
+//! not play are dropped with their subtree, `AdaptationSet`s left empty are dropped, and so is a
+//! trick mode `AdaptationSet` (DASH-IF `EssentialProperty` trickmode) when none of the sets it
+//! serves was kept before it (the packager writes it after the set it serves), MPD-level
 //! `BaseURL`s are replaced by one `<BaseURL serviceLocation="<appliance>">` per location, and a
 //! `<ContentSteering>` element pointing at the steering server is inserted before them (after
 //! `ProgramInformation`, where the schema puts MPD-level locations). Everything else passes
@@ -14,6 +16,20 @@ use super::{Location, ManifestError};
 
 /// Longest MPD accepted, bytes.
 pub const MAX_MPD: usize = 4 << 20;
+
+/// The DASH-IF trick mode scheme (IOP v4.3 §3.2.9): its value lists the ids of the
+/// AdaptationSets a trick mode AdaptationSet serves.
+pub const TRICKMODE_SCHEME: &str = "http://dashif.org/guidelines/trickmode";
+
+/// The AdaptationSet being buffered: its events, how many Representations it kept, its `id`,
+/// its depth, and the sets it serves when it is a trick mode set.
+struct Buffered {
+    events: Vec<Event<'static>>,
+    kept: usize,
+    id: Option<String>,
+    depth: usize,
+    trick_for: Option<String>,
+}
 
 fn err(e: impl std::fmt::Display) -> ManifestError {
     ManifestError::Dash(e.to_string())
@@ -39,8 +55,9 @@ pub fn rewrite_mpd(
     let mut inserted = false;
     // Depth at which a dropped subtree started (everything deeper is skipped).
     let mut skip_from: Option<usize> = None;
-    // Buffered AdaptationSet: its events and how many Representations it kept.
-    let mut adaptation: Option<(Vec<Event<'static>>, usize)> = None;
+    // Buffered AdaptationSet, and the ids of the sets written so far.
+    let mut adaptation: Option<Buffered> = None;
+    let mut written_sets: Vec<String> = Vec::new();
     let mut kept_total = 0usize;
     let mut pending_ws: Option<Event<'static>> = None;
 
@@ -113,8 +130,8 @@ pub fn rewrite_mpd(
                             .ok_or_else(|| err("a Representation has no id"))?;
                         let id = id.unescape_value().map_err(err)?;
                         if keep(&id) {
-                            if let Some((_, n)) = adaptation.as_mut() {
-                                *n += 1;
+                            if let Some(a) = adaptation.as_mut() {
+                                a.kept += 1;
                             }
                             kept_total += 1;
                         } else {
@@ -125,7 +142,20 @@ pub fn rewrite_mpd(
                         if adaptation.is_some() {
                             return Err(err("nested AdaptationSet"));
                         }
-                        adaptation = Some((Vec::new(), 0));
+                        adaptation = Some(Buffered {
+                            events: Vec::new(),
+                            kept: 0,
+                            id: attribute(e, "id")?,
+                            depth: cur_depth,
+                            trick_for: None,
+                        });
+                    }
+                    if name == b"EssentialProperty" && !drop {
+                        if let Some(a) = adaptation.as_mut().filter(|a| a.depth + 1 == cur_depth) {
+                            if attribute(e, "schemeIdUri")?.as_deref() == Some(TRICKMODE_SCHEME) {
+                                a.trick_for = Some(attribute(e, "value")?.unwrap_or_default());
+                            }
+                        }
                     }
                 }
                 Event::End(e) if cur_depth == 0 && !inserted => {
@@ -163,11 +193,16 @@ pub fn rewrite_mpd(
         flush_ws(&mut pending_ws, &mut adaptation, &mut writer)?;
         emit(ev.into_owned(), &mut adaptation, &mut writer)?;
         if closes_adaptation {
-            if let Some((events, kept)) = adaptation.take() {
-                if kept > 0 {
-                    for e in events {
+            if let Some(a) = adaptation.take() {
+                let serves_a_kept_set = a.trick_for.as_deref().is_none_or(|ids| {
+                    ids.split_ascii_whitespace()
+                        .any(|id| written_sets.iter().any(|w| w == id))
+                });
+                if a.kept > 0 && serves_a_kept_set {
+                    for e in a.events {
                         writer.write_event(e).map_err(err)?;
                     }
+                    written_sets.extend(a.id);
                 }
             }
         }
@@ -184,14 +219,22 @@ pub fn rewrite_mpd(
     String::from_utf8(writer.into_inner()).map_err(err)
 }
 
+/// An attribute's unescaped value.
+fn attribute(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, ManifestError> {
+    match e.try_get_attribute(name).map_err(err)? {
+        Some(a) => Ok(Some(a.unescape_value().map_err(err)?.into_owned())),
+        None => Ok(None),
+    }
+}
+
 fn emit(
     ev: Event<'static>,
-    adaptation: &mut Option<(Vec<Event<'static>>, usize)>,
+    adaptation: &mut Option<Buffered>,
     w: &mut Writer<Vec<u8>>,
 ) -> Result<(), ManifestError> {
     match adaptation {
-        Some((buf, _)) => {
-            buf.push(ev);
+        Some(a) => {
+            a.events.push(ev);
             Ok(())
         }
         None => w.write_event(ev).map_err(err),
@@ -200,7 +243,7 @@ fn emit(
 
 fn flush_ws(
     pending: &mut Option<Event<'static>>,
-    adaptation: &mut Option<(Vec<Event<'static>>, usize)>,
+    adaptation: &mut Option<Buffered>,
     w: &mut Writer<Vec<u8>>,
 ) -> Result<(), ManifestError> {
     if let Some(ws) = pending.take() {
@@ -380,6 +423,51 @@ mod tests {
             r#"<EssentialProperty schemeIdUri="http://dashif.org/thumbnail_tile" value="2x2"/>"#
         ));
         assert_eq!(out.matches("<AdaptationSet ").count(), 6);
+    }
+
+    /// A title with keyframe-only trick play renditions (SD and HD) in a trick mode set serving
+    /// the video set, as the packager writes it.
+    const TRICK_MPD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="PT12.000S" minBufferTime="PT2.000S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" par="16:9" maxWidth="1280" maxHeight="720">
+      <Representation id="video-360p" bandwidth="452853" codecs="avc1.64001e" width="640" height="360" frameRate="25" sar="1:1"/>
+      <Representation id="video-720p" bandwidth="900000" codecs="avc1.64001f" width="1280" height="720" frameRate="25" sar="1:1"/>
+    </AdaptationSet>
+    <AdaptationSet id="1" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" par="16:9" maxWidth="1280" maxHeight="720">
+      <EssentialProperty schemeIdUri="http://dashif.org/guidelines/trickmode" value="0"/>
+      <Representation id="trick-180p" bandwidth="40000" codecs="avc1.64000c" width="320" height="180" frameRate="1" sar="1:1" maxPlayoutRate="25" codingDependency="false"/>
+      <Representation id="trick-720p" bandwidth="200000" codecs="avc1.64001f" width="1280" height="720" frameRate="1" sar="1:1" maxPlayoutRate="25" codingDependency="false"/>
+    </AdaptationSet>
+    <AdaptationSet id="2" contentType="audio" mimeType="audio/mp4" lang="en" segmentAlignment="true" startWithSAP="1">
+      <Representation id="a1" bandwidth="128000" codecs="mp4a.40.2" audioSamplingRate="48000"/>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"#;
+
+    #[test]
+    fn trick_mode_set_follows_the_tier_and_the_set_it_serves() {
+        let l = locs();
+        // SD: the SD trick rendition stays in its trick mode set, with the property; no HD.
+        let sd = |id: &str| ["video-360p", "trick-180p", "a1"].contains(&id);
+        let out = rewrite_mpd(TRICK_MPD, &sd, &l, "http://cp/s").unwrap();
+        assert!(!out.contains("720p"), "{out}");
+        assert!(out.contains(r#"<Representation id="trick-180p""#), "{out}");
+        assert!(out.contains(
+            r#"<EssentialProperty schemeIdUri="http://dashif.org/guidelines/trickmode" value="0"/>"#
+        ));
+        assert_eq!(out.matches("<AdaptationSet ").count(), 3, "{out}");
+        // Every rendition: unchanged but for the locations.
+        let all = |_: &str| true;
+        let out = rewrite_mpd(TRICK_MPD, &all, &l, "http://cp/s").unwrap();
+        assert!(out.contains(r#"<Representation id="trick-720p""#), "{out}");
+        // A trick mode set whose video set is gone goes too: nothing left for it to serve.
+        let no_video = |id: &str| ["trick-180p", "a1"].contains(&id);
+        let out = rewrite_mpd(TRICK_MPD, &no_video, &l, "http://cp/s").unwrap();
+        assert!(!out.contains("trick-180p"), "{out}");
+        assert!(!out.contains("trickmode"), "{out}");
+        assert_eq!(out.matches("<AdaptationSet ").count(), 1, "{out}");
     }
 
     proptest::proptest! {

@@ -410,6 +410,33 @@ video-720p/index.m3u8\n\
     }
 
     #[test]
+    fn trick_play_iframe_variants_follow_the_tier() {
+        // The packager lists keyframe-only trick play renditions as I-frame variants only.
+        let master = "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+#EXT-X-STREAM-INF:BANDWIDTH=500000,CODECS=\"avc1.64001e\",RESOLUTION=640x360\n\
+video-360p/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS=\"avc1.64001f\",RESOLUTION=1280x720\n\
+video-720p/index.m3u8\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=16498,CODECS=\"avc1.64001e\",RESOLUTION=640x360,URI=\"video-360p/iframes.m3u8\"\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=40000,CODECS=\"avc1.64000c\",RESOLUTION=320x180,URI=\"trick-180p/iframes.m3u8\"\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=200000,CODECS=\"avc1.64001f\",RESOLUTION=1280x720,URI=\"trick-720p/iframes.m3u8\"\n";
+        let l = locs();
+        let sd = |r: &str| ["video-360p", "trick-180p"].contains(&r);
+        let out = rewrite_master(master, &sd, &l, "http://cp/steer").unwrap();
+        assert!(!out.contains("720"), "{out}");
+        for loc in &l {
+            assert!(out.contains(&format!(
+                "RESOLUTION=320x180,URI=\"{}trick-180p/iframes.m3u8\",PATHWAY-ID=\"{}\"",
+                loc.base_url, loc.id
+            )));
+        }
+        assert_eq!(
+            out.matches("#EXT-X-I-FRAME-STREAM-INF").count(),
+            2 * l.len()
+        );
+    }
+
+    #[test]
     fn refuses_malformed_playlists() {
         let keep = |_: &str| true;
         let l = locs();

@@ -1,6 +1,6 @@
 //! CMAF writing: the init segment (`ftyp` + `moov` with `mvex`/`trex`), one fragment per segment
-//! (`moof`/`mfhd`/`traf`/`tfhd`/`tfdt` v1/`trun` v1 + the `mdat` header), and the `sidx` of an
-//! on-demand track file. Pure: these functions build header bytes; sample bytes are copied by the
+//! (`moof`/`mfhd`/`traf`/`tfhd`/`tfdt` v1/`trun` v1 + the `mdat` header; a trick play rendition
+//! has one per frame, CMAF chunks), and the `sidx` of an on-demand track file. Pure: these functions build header bytes; sample bytes are copied by the
 //! caller ([`crate::package`](mod@crate::package)) straight from the input, so a per-sample transform (encryption)
 //! slots in there and extra boxes (`senc`, `saiz`, `saio`) slot into [`fragment`].
 //!
@@ -310,34 +310,42 @@ pub fn fragment_with(
 
 /// The `sidx` (version 1) indexing `fragments`, which follow it directly.
 pub fn sidx(track: &Track, fragments: &[Fragment]) -> Result<Vec<u8>, Error> {
-    let count = u16::try_from(fragments.len()).map_err(|_| {
+    let refs: Vec<(u64, u64)> = fragments
+        .iter()
+        .map(|f| (f.size(), f.segment.duration))
+        .collect();
+    let earliest = fragments.first().map_or(0, |f| f.segment.start);
+    sidx_of(track, &refs, earliest)
+}
+
+/// The `sidx` (version 1) of subsegments given as `(bytes, duration)`, which follow it
+/// directly, the first presenting at `earliest`. A subsegment may hold several fragments (the
+/// CMAF chunks of a trick play rendition).
+pub fn sidx_of(track: &Track, refs: &[(u64, u64)], earliest: i64) -> Result<Vec<u8>, Error> {
+    let count = u16::try_from(refs.len()).map_err(|_| {
         Error::Ladder(format!(
             "{}: {} segments do not fit one sidx (65535 at most): raise --segment-duration",
             track.file.display(),
-            fragments.len()
+            refs.len()
         ))
     })?;
     let mut b = BoxBuf::new();
     b.open_full(b"sidx", 1, 0);
     b.u32(OUT_TRACK_ID);
     b.u32(track.timescale);
-    b.u64(
-        fragments
-            .first()
-            .map_or(0, |f| f.segment.start.max(0) as u64),
-    );
+    b.u64(earliest.max(0) as u64);
     b.u64(0);
     b.u16(0);
     b.u16(count);
-    for f in fragments {
-        let size = u32::try_from(f.size())
+    for &(size, duration) in refs {
+        let size = u32::try_from(size)
             .ok()
             .filter(|&s| s < 0x8000_0000)
             .ok_or_else(|| {
                 Error::Ladder(format!("{}: a segment over 2 GiB", track.file.display()))
             })?;
         b.u32(size);
-        b.u32(u32::try_from(f.segment.duration).map_err(|_| {
+        b.u32(u32::try_from(duration).map_err(|_| {
             Error::Ladder(format!(
                 "{}: a segment duration over 32 bits",
                 track.file.display()

@@ -3,6 +3,8 @@
 //! `Initialization@range`); segmented mode uses `isoff-live` with a per-Representation
 //! `SegmentTemplate` + `SegmentTimeline`. One AdaptationSet per video codec family and one per
 //! audio codec/language/role (with `Role`, and `Accessibility` for audio description); every URL is relative.
+//! Trick play renditions get a video AdaptationSet of their own per codec family, marked with
+//! the DASH-IF trick mode `EssentialProperty` naming the normal set it serves.
 
 use std::fmt::Write as _;
 
@@ -61,7 +63,13 @@ pub fn mpd_with_media(
         PackagingMode::OnDemand => "urn:mpeg:dash:profile:isoff-on-demand:2011",
         PackagingMode::Segmented => "urn:mpeg:dash:profile:isoff-live:2011",
     };
-    let duration = renditions.iter().map(|r| r.seconds()).fold(0f64, f64::max);
+    // The title lasts as long as its longest normal track (a trick play rendition may run a
+    // fraction of its frame past the video's end).
+    let duration = renditions
+        .iter()
+        .filter(|r| !r.trick)
+        .map(|r| r.seconds())
+        .fold(0f64, f64::max);
     let mut s = String::new();
     let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let ns = if renditions.iter().any(|r| r.protection.is_some()) {
@@ -76,8 +84,15 @@ pub fn mpd_with_media(
         iso_duration(min_buffer_time)
     );
     let _ = writeln!(s, r#"  <Period id="0" start="PT0S">"#);
-    // Group into adaptation sets, keeping input order.
-    type Set<'a> = (TrackKind, String, String, AudioRole, Vec<&'a RenditionView>);
+    // Group into adaptation sets, keeping input order; trick play renditions in sets of their own.
+    type Set<'a> = (
+        TrackKind,
+        String,
+        String,
+        AudioRole,
+        bool,
+        Vec<&'a RenditionView>,
+    );
     let mut sets: Vec<Set<'_>> = Vec::new();
     for r in renditions {
         let lang = if r.kind == TrackKind::Audio {
@@ -85,18 +100,45 @@ pub fn mpd_with_media(
         } else {
             String::new()
         };
-        match sets.iter_mut().find(|(k, f, l, role, _)| {
-            *k == r.kind && *f == r.family && *l == lang && *role == r.role
+        match sets.iter_mut().find(|(k, f, l, role, trick, _)| {
+            *k == r.kind && *f == r.family && *l == lang && *role == r.role && *trick == r.trick
         }) {
-            Some(set) => set.4.push(r),
-            None => sets.push((r.kind, r.family.clone(), lang, r.role, vec![r])),
+            Some(set) => set.5.push(r),
+            None => sets.push((r.kind, r.family.clone(), lang, r.role, r.trick, vec![r])),
         }
     }
-    for (id, (kind, _, lang, role, reps)) in sets.iter().enumerate() {
-        let align = match mode {
+    for (id, (kind, family, lang, role, trick, reps)) in sets.iter().enumerate() {
+        let mut align = match mode {
             PackagingMode::OnDemand => r#" subsegmentAlignment="true" subsegmentStartsWithSAP="1""#,
             PackagingMode::Segmented => r#" segmentAlignment="true" startWithSAP="1""#,
         };
+        // Trick play: the normal video set of the same codec family it serves (DASH-IF IOP
+        // v4.3 §3.2.9), and how much faster than its own frame rate it may play.
+        let mut trick_for = None;
+        if *trick {
+            let Some((main_id, main)) = sets
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.0 == TrackKind::Video && !s.4 && s.1 == *family)
+            else {
+                // Nothing to serve (the packager refuses this): never offer it as normal video.
+                continue;
+            };
+            let main_fps = main
+                .5
+                .iter()
+                .filter_map(|r| r.frame_rate)
+                .map(|(n, d)| n as f64 / d.max(1) as f64)
+                .fold(0f64, f64::max);
+            trick_for = Some((main_id, main_fps));
+            if !aligned(reps) {
+                // Several trick renditions at different frame rates cut at different frames.
+                align = match mode {
+                    PackagingMode::OnDemand => r#" subsegmentStartsWithSAP="1""#,
+                    PackagingMode::Segmented => r#" startWithSAP="1""#,
+                };
+            }
+        }
         match kind {
             TrackKind::Video => {
                 let pars: Vec<(u64, u64)> = reps.iter().map(|r| par(r)).collect();
@@ -111,6 +153,12 @@ pub fn mpd_with_media(
                     s,
                     r#"    <AdaptationSet id="{id}" contentType="video" mimeType="video/mp4"{align}{par_attr} maxWidth="{max_w}" maxHeight="{max_h}">"#
                 );
+                if let Some((main_id, _)) = trick_for {
+                    let _ = writeln!(
+                        s,
+                        r#"      <EssentialProperty schemeIdUri="{TRICKMODE_SCHEME}" value="{main_id}"/>"#
+                    );
+                }
             }
             TrackKind::Audio | TrackKind::Text | TrackKind::Image => {
                 let _ = writeln!(
@@ -133,7 +181,14 @@ pub fn mpd_with_media(
             }
         }
         for r in reps {
-            representation(&mut s, r, min_buffer_time);
+            let extra = match trick_for {
+                Some((_, main_fps)) => format!(
+                    r#" maxPlayoutRate="{}" codingDependency="false""#,
+                    max_playout_rate(main_fps, r)
+                ),
+                None => String::new(),
+            };
+            representation(&mut s, r, min_buffer_time, &extra);
         }
         let _ = writeln!(s, "    </AdaptationSet>");
     }
@@ -245,7 +300,41 @@ fn par(r: &RenditionView) -> (u64, u64) {
     (w / g, h / g)
 }
 
-fn representation(s: &mut String, r: &RenditionView, mbt: f64) {
+/// The `EssentialProperty` scheme of a trick mode AdaptationSet (DASH-IF IOP v4.3 §3.2.9); its
+/// value is the id of the AdaptationSet it serves. Players that do not know it must skip the
+/// set (an unknown EssentialProperty), so it is never chosen for normal playback.
+pub const TRICKMODE_SCHEME: &str = "http://dashif.org/guidelines/trickmode";
+
+/// `@maxPlayoutRate` of a trick play Representation: the playout rate (a multiple of normal
+/// speed) at which it decodes as many frames a second as the normal video (`main_fps`) does,
+/// the rate "supported with the same decoder profile and level requirements as the normal
+/// playout rate" (ISO/IEC 23009-1 §5.3.5.2): 25 for 1 fps against 25 fps. At least 1.
+fn max_playout_rate(main_fps: f64, r: &RenditionView) -> u64 {
+    match r.frame_rate {
+        Some((n, d)) if n > 0 && main_fps > 0.0 => {
+            ((main_fps * d as f64 / n as f64).round() as u64).max(1)
+        }
+        _ => 1,
+    }
+}
+
+/// Whether every Representation's segments start at the same times (compared exactly across
+/// timescales).
+fn aligned(reps: &[&RenditionView]) -> bool {
+    let Some(first) = reps.first() else {
+        return true;
+    };
+    reps.iter().all(|r| {
+        r.segments.len() == first.segments.len()
+            && r.segments.iter().zip(&first.segments).all(|(a, b)| {
+                i128::from(a.start) * i128::from(first.timescale)
+                    == i128::from(b.start) * i128::from(r.timescale)
+            })
+    })
+}
+
+/// One Representation; `extra` is appended to its attributes (trick play's).
+fn representation(s: &mut String, r: &RenditionView, mbt: f64, extra: &str) {
     let bw = dash_bandwidth(&r.seg_stats(), mbt);
     let id = xml_escape(&r.id);
     match r.kind {
@@ -264,7 +353,7 @@ fn representation(s: &mut String, r: &RenditionView, mbt: f64) {
             let g = gcd(u64::from(r.sar.0), u64::from(r.sar.1)).max(1);
             let _ = writeln!(
                 s,
-                r#"      <Representation id="{id}" bandwidth="{bw}" codecs="{}" width="{}" height="{}"{fr} sar="{}:{}">"#,
+                r#"      <Representation id="{id}" bandwidth="{bw}" codecs="{}" width="{}" height="{}"{fr} sar="{}:{}"{extra}>"#,
                 xml_escape(&r.codec),
                 r.width,
                 r.height,

@@ -6,13 +6,16 @@
 //! `BANDWIDTH`/`AVERAGE-BANDWIDTH` of a variant add the worst audio rendition of its group.
 //! Each video rendition also gets an I-frame playlist (`iframes.m3u8`, trick play) whose byte
 //! ranges cover each segment's `moof`, `mdat` header and leading sync sample in the same files.
+//! A keyframe-only trick play rendition is listed only that way (`EXT-X-I-FRAME-STREAM-INF`),
+//! never as an `EXT-X-STREAM-INF` variant, and has no media playlist; its segments hold one
+//! CMAF chunk per frame, so its I-frame playlist names every frame.
 
 use std::fmt::Write as _;
 
 use protocol::catalog::TrackKind;
 
 use super::bandwidth::{hls_average, hls_peak};
-use super::{frame_rate_decimal, RenditionView, TextView};
+use super::{frame_rate_decimal, IFrameRef, RenditionView, TextView};
 use crate::package::AudioRole;
 use crate::text::TextRole;
 use crate::thumbs::ImageView;
@@ -33,23 +36,28 @@ impl RenditionView {
         format!("{}/{}", self.id, IFRAME_PLAYLIST)
     }
 
-    /// (I-frame bytes, seconds until the next I-frame) per segment, when every segment of
-    /// this rendition starts with a sync sample of known extent.
+    /// (I-frame bytes, seconds until the next I-frame) per I-frame playlist entry, when every
+    /// segment of this rendition starts with a sync sample of known extent.
     fn iframe_stats(&self) -> Option<Vec<(u64, f64)>> {
-        self.segments
-            .iter()
-            .map(|s| {
-                s.iframe_len
-                    .map(|l| (l, s.duration as f64 / f64::from(self.timescale)))
-            })
-            .collect()
+        let ts = f64::from(self.timescale);
+        let mut out = Vec::with_capacity(self.segments.len());
+        for s in &self.segments {
+            let l = s.iframe_len?;
+            if s.iframes.is_empty() {
+                out.push((l, s.duration as f64 / ts));
+            } else {
+                out.extend(s.iframes.iter().map(|f| (f.len, f.duration as f64 / ts)));
+            }
+        }
+        Some(out)
     }
 }
 
 /// The I-frame playlist of a video rendition (RFC 8216 §4.3.3.6, `EXT-X-I-FRAMES-ONLY`): one
 /// entry per segment, the byte range of its `moof`, `mdat` header and first (sync) sample in
 /// the same CMAF file or segment the media playlist uses, its duration the time to the next
-/// entry. `None` for audio.
+/// entry; for a trick play rendition, whose segments hold one CMAF chunk per frame, one entry
+/// per frame (per chunk). `None` for audio.
 pub fn iframe_playlist(r: &RenditionView, target: u64) -> Option<String> {
     if r.kind != TrackKind::Video || r.segments.is_empty() {
         return None;
@@ -73,14 +81,26 @@ pub fn iframe_playlist(r: &RenditionView, target: u64) -> Option<String> {
     }
     for seg in &r.segments {
         let len = seg.iframe_len?;
-        let _ = writeln!(
-            s,
-            "#EXTINF:{:.5},",
-            seg.duration as f64 / f64::from(r.timescale)
-        );
         let off = seg.range.map_or(0, |(o, _)| o);
-        let _ = writeln!(s, "#EXT-X-BYTERANGE:{len}@{off}");
-        let _ = writeln!(s, "{}", seg.file);
+        let single = [IFrameRef {
+            offset: off,
+            len,
+            duration: seg.duration,
+        }];
+        let frames = if seg.iframes.is_empty() {
+            &single[..]
+        } else {
+            &seg.iframes[..]
+        };
+        for f in frames {
+            let _ = writeln!(
+                s,
+                "#EXTINF:{:.5},",
+                f.duration as f64 / f64::from(r.timescale)
+            );
+            let _ = writeln!(s, "#EXT-X-BYTERANGE:{}@{}", f.len, f.offset);
+            let _ = writeln!(s, "{}", seg.file);
+        }
     }
     s.push_str("#EXT-X-ENDLIST\n");
     Some(s)
@@ -304,9 +324,10 @@ fn master_lines(renditions: &[RenditionView], texts: &[TextView], target: u64) -
             t.id, t.language, t.id
         );
     }
+    // Trick play renditions are never variants: they appear below as I-frame variants only.
     let video: Vec<&RenditionView> = renditions
         .iter()
-        .filter(|r| r.kind == TrackKind::Video)
+        .filter(|r| r.kind == TrackKind::Video && !r.trick)
         .collect();
     if video.is_empty() {
         // Audio-only title: each audio rendition is a variant.
@@ -372,8 +393,9 @@ fn master_lines(renditions: &[RenditionView], texts: &[TextView], target: u64) -
             let _ = writeln!(s, "{}", v.playlist_path());
         }
     }
-    // Trick play: one I-frame playlist per video rendition.
-    for v in &video {
+    // Trick play: one I-frame playlist per video rendition, the ladder's and then the
+    // keyframe-only trick play renditions'.
+    for v in renditions.iter().filter(|r| r.kind == TrackKind::Video) {
         let Some(stats) = v.iframe_stats() else {
             continue;
         };

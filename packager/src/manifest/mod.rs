@@ -28,6 +28,22 @@ pub struct SegRef {
     /// Video: bytes from the segment's start through its first (sync) sample, `moof`, `mdat`
     /// header and the sample: the byte range of its I-frame in the I-frame playlist.
     pub iframe_len: Option<u64>,
+    /// A trick play rendition's segment, one CMAF chunk (`moof` + `mdat`) per frame: every
+    /// frame's chunk, so its I-frame playlist names each frame. Empty otherwise (the I-frame
+    /// playlist names [`SegRef::iframe_len`] bytes, the segment's first frame).
+    pub iframes: Vec<IFrameRef>,
+}
+
+/// One I-frame of a segment that holds several: a whole CMAF chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IFrameRef {
+    /// Byte offset in the segment's file (the whole track file on demand, the segment file
+    /// when segmented).
+    pub offset: u64,
+    /// Bytes: `moof`, `mdat` header and the frame.
+    pub len: u64,
+    /// Duration until the next I-frame, media timescale.
+    pub duration: u64,
 }
 
 /// Everything the manifests need about one rendition.
@@ -57,6 +73,9 @@ pub struct RenditionView {
     pub language: String,
     /// Role (audio).
     pub role: crate::package::AudioRole,
+    /// A keyframe-only trick play rendition (video): a DASH trick mode AdaptationSet and an
+    /// HLS I-frame playlist only, never a normal variant.
+    pub trick: bool,
     /// Media timescale.
     pub timescale: u32,
     /// Packaging mode.

@@ -27,6 +27,9 @@ pub const CATALOG_FILE: &str = "catalog.json";
 /// Placeholder the packager writes as the Clear Key licence URL (`dashif:Laurl`) of an encrypted
 /// title's MPD; the control plane replaces it with its licence endpoint in every session's MPD.
 pub const CLEARKEY_LICENSE_URL_PLACEHOLDER: &str = "$OUTPOST_CLEARKEY_LICENSE_URL$";
+/// The `role` of a trick play video rendition: keyframes only, for fast forward and rewind (a
+/// DASH trick mode AdaptationSet, an HLS I-frame playlist), never picked for normal playback.
+pub const TRICK_ROLE: &str = "trick";
 
 /// A catalog entry that does not parse or breaks a rule; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -207,11 +210,20 @@ pub struct Rendition {
     pub key_id: Option<String>,
     /// Role of an audio rendition: `main`, `commentary` or `description` (audio description);
     /// absent means `main` (catalogs written before roles existed). Of a text rendition:
-    /// `subtitle`, `caption` or `forced`.
+    /// `subtitle`, `caption` or `forced`. Of a video rendition: absent, or [`TRICK_ROLE`] for a
+    /// keyframe-only trick play rendition (it has a tier like any video rendition, so a session
+    /// gets only the trick renditions of its tier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// The rendition's files, relative to the title directory (`<id>/...`).
     pub files: Vec<String>,
+}
+
+impl Rendition {
+    /// A keyframe-only trick play video rendition ([`TRICK_ROLE`]): not for normal playback.
+    pub fn is_trick(&self) -> bool {
+        self.kind == TrackKind::Video && self.role.as_deref() == Some(TRICK_ROLE)
+    }
 }
 
 /// Manifest files.
@@ -338,6 +350,12 @@ impl CatalogEntry {
                         format!("must be {} for height {h}", Tier::from_height(h)),
                     ));
                 }
+                if r.role.as_deref().is_some_and(|role| role != TRICK_ROLE) {
+                    return Err(invalid(
+                        format!("{field}.role"),
+                        format!("a video rendition's role is absent or {TRICK_ROLE:?}"),
+                    ));
+                }
             } else if r.tier.is_some() {
                 return Err(invalid(
                     format!("{field}.tier"),
@@ -367,6 +385,17 @@ impl CatalogEntry {
                     return Err(invalid(ff, format!("{f:?} must live under {}/", r.id)));
                 }
             }
+        }
+        if self.renditions.iter().any(Rendition::is_trick)
+            && !self
+                .renditions
+                .iter()
+                .any(|r| r.kind == TrackKind::Video && !r.is_trick())
+        {
+            return Err(invalid(
+                "renditions",
+                "trick play renditions need a normal video rendition",
+            ));
         }
         Ok(())
     }
