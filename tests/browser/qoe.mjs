@@ -7,7 +7,10 @@
 // appliances and the control plane recorded.
 //
 //   node qoe.mjs play --player shaka|dash|hls --url MANIFEST --sid SID --cid CID \
-//        [--seconds 20] [--rate 1] [--cmsd on|off]
+//        [--seconds 20] [--rate 1] [--cmsd on|off] [--until-port PORT --until-segments N]
+//
+// With `--until-port`, playback stops early (before `--seconds`) once N media segments (.m4s)
+// came from 127.0.0.1:PORT with status 200 (`stoppedEarly` in the JSON).
 //   node qoe.mjs fleet --origin http://CONTROL_PLANE --web DIR --expect ROW_LABEL
 //
 // `fleet` loads the repository's fleet page (DIR/fleet.html, fleet.js), its fetches of /v1/fleet
@@ -95,6 +98,8 @@ async function play() {
   const seconds = Number(opt('seconds', '20'));
   const rate = Number(opt('rate', '1'));
   const cmsd = opt('cmsd', 'on') === 'on';
+  const untilPort = opt('until-port');
+  const untilSegments = Number(opt('until-segments', '1'));
   if (!LIBS[player] || !url || !sid || !cid) {
     console.error('usage: node qoe.mjs play --player shaka|dash|hls --url URL --sid SID --cid CID [--seconds N] [--rate R] [--cmsd on|off]');
     process.exit(2);
@@ -126,6 +131,11 @@ async function play() {
         cmsdDynamic = r ? (r.headers()['cmsd-dynamic'] ?? null) : null;
       } catch { /* page closing */ }
       requests.push({ t: Date.now() - t0, url: u, status, cmsd_dynamic: cmsdDynamic });
+      if (untilPort && status === 200) {
+        const from = requests.filter((q) => q.status === 200
+          && q.url.startsWith(`http://127.0.0.1:${untilPort}/`) && q.url.split('?')[0].endsWith('.m4s'));
+        if (from.length >= untilSegments) page.evaluate(() => { window.qoeStop = true; }).catch(() => {});
+      }
     });
     page.on('requestfailed', (req) => {
       if (!req.url().includes('/__qoe')) requests.push({ t: Date.now() - t0, url: req.url(), status: -1, failure: req.failure()?.errorText });
@@ -191,12 +201,13 @@ async function play() {
       const deadline = performance.now() + seconds * 1000;
       await new Promise((resolve) => {
         const tick = () => {
-          if (video.ended || out.errors.length || performance.now() > deadline) { resolve(); return; }
+          if (video.ended || out.errors.length || window.qoeStop || performance.now() > deadline) { resolve(); return; }
           setTimeout(tick, 100);
         };
         tick();
       });
       out.ended = video.ended;
+      out.stoppedEarly = Boolean(window.qoeStop);
       out.currentTime = video.currentTime;
       out.duration = video.duration;
       return out;

@@ -8,15 +8,25 @@
 //! 2. with CMSD `mb` set below the top rendition (admin `PUT /qoe/load-override`), dash.js
 //!    (`streaming.cmsd.abr.applyMb`) and Shaka Player (`cmsd.applyMaximumSuggestedBitrate`) never
 //!    fetch a rendition above it, while without the override both climb to the top one; what
-//!    hls.js (no CMSD support) fetches under the same `mb` is printed.
+//!    hls.js (no CMSD support) fetches under the same `mb` is printed;
+//! 3. with the session's first appliance throttled (a TCP proxy in the test capping what it
+//!    sends to 256 kbit/s; the appliance advertises the proxy's port with `--advertise-port`),
+//!    dash.js and hls.js starve or measure low throughput there; `GET /v1/qoe` and the fleet page
+//!    show it, the control plane ranks the other appliance first in the session's steering
+//!    manifest (`outpost_cp_qoe_steering_moves_total`), and the player moves its segment requests
+//!    there for good, without an error event. Shaka Player 5.2.12 is not in it: it sends neither
+//!    CMCD `bs` nor `mtp` on segment requests, so the control plane cannot tell it starves.
 //!
 //! The title is generated with ffmpeg (40 s, three video rungs + AAC) into a temp dir and
 //! packaged segmented (2 s segments) by the real `outpost package`. The tests need node, Chromium
 //! and ffmpeg, so they are `#[ignore]`d and run by `./scripts/test`; they run one at a time.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -158,10 +168,116 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A test-only bandwidth cap outside the appliance: a TCP proxy on 127.0.0.1 in front of it
+/// (the appliance advertises the proxy's port to the control plane, so the manifests' base URLs
+/// name the proxy). Requests pass as they come; responses flow back at most `rate` bit/s in
+/// total over all its connections, like one slow access link (0: no cap). The data plane itself
+/// is untouched.
+struct Throttle {
+    port: u16,
+    rate_bps: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Throttle {
+    /// Bytes written per pacing step: 2 KiB is 64 ms at 256 kbit/s.
+    const CHUNK: usize = 2048;
+
+    /// Binds the proxy's port; [`Throttle::start`] starts forwarding once the upstream is known.
+    fn bind() -> (TcpListener, u16) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    }
+
+    /// Forwards connections accepted on `listener` to `upstream` (connections made before this
+    /// wait in the listen backlog).
+    fn start(listener: TcpListener, upstream: String) -> Throttle {
+        let port = listener.local_addr().unwrap().port();
+        let rate_bps = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        // When the link is next free: the cap is shared by every connection.
+        let link = Arc::new(Mutex::new(Instant::now()));
+        let (rate, stopping) = (rate_bps.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (Ok(mut c_in), Ok(mut s_out)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                // Requests: as they come.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                    let _ = s_out.shutdown(Shutdown::Write);
+                });
+                // Responses: paced.
+                let (rate, link) = (rate.clone(), link.clone());
+                std::thread::spawn(move || {
+                    let (mut s_in, mut c_out) = (server, client);
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let r = rate.load(Ordering::Relaxed);
+                        let want = if r == 0 { buf.len() } else { Self::CHUNK };
+                        let n = match s_in.read(&mut buf[..want]) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if r > 0 {
+                            let slot = Duration::from_secs_f64(n as f64 * 8.0 / r as f64);
+                            let done = {
+                                let mut next = link.lock().unwrap_or_else(|e| e.into_inner());
+                                // No credit for idle time: the link never bursts above the cap.
+                                *next = (*next).max(Instant::now()) + slot;
+                                *next
+                            };
+                            std::thread::sleep(done.saturating_duration_since(Instant::now()));
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        Throttle {
+            port,
+            rate_bps,
+            stop,
+        }
+    }
+
+    /// Caps responses at `bps` bit/s (0: uncapped).
+    fn cap(&self, bps: u64) {
+        self.rate_bps.store(bps, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Throttle {
+    /// Stops accepting (the accept loop wakes on one last connection); open connections end
+    /// when their peers close them.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
 struct Appliance {
+    id: &'static str,
     _proc: Listening,
     admin: String,
     log: PathBuf,
+    /// The port players reach it on: its own, or its throttle's, which it advertises.
+    public_port: u16,
+    throttle: Option<Throttle>,
 }
 
 impl Appliance {
@@ -194,6 +310,11 @@ struct Stack {
 
 impl Stack {
     fn start(mb_kbps: u64) -> Stack {
+        Stack::start_with(mb_kbps, false)
+    }
+
+    /// With `throttled`, each appliance sits behind a [`Throttle`] (uncapped until told).
+    fn start_with(mb_kbps: u64, throttled: bool) -> Stack {
         let (title_dir, entry) = packaged();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -231,23 +352,34 @@ impl Stack {
             let keys = d.join(format!("{id}-keys"));
             std::fs::create_dir_all(&keys).unwrap();
             let log = d.join(format!("{id}-access.jsonl"));
-            let p = spawn_listening(
-                Command::new(bin())
-                    .args(["appliance", "--id", id, "--cluster", "isp"])
-                    .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-                    .args(["--threads", "1", "--backend", "epoll"])
-                    .args(["--drain-timeout-secs", "1"])
-                    .args(["--public-keys", keys.to_str().unwrap()])
-                    .args(["--cache-dir", cache.to_str().unwrap()])
-                    .args(["--control-plane", &format!("http://{cp_addr}")])
-                    .args(["--credential", &format!("{id}-credential-0123456789")])
-                    .args(["--access-log", log.to_str().unwrap()])
-                    .args(["--cmsd-overload", "100000"])
-                    .args(["--cmsd-max-bitrate-kbps", &mb_kbps.to_string()])
-                    .stderr(Stdio::inherit()),
-            );
+            let proxy = throttled.then(Throttle::bind);
+            let mut cmd = Command::new(bin());
+            cmd.args(["appliance", "--id", id, "--cluster", "isp"])
+                .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+                .args(["--threads", "1", "--backend", "epoll"])
+                .args(["--drain-timeout-secs", "1"])
+                .args(["--public-keys", keys.to_str().unwrap()])
+                .args(["--cache-dir", cache.to_str().unwrap()])
+                .args(["--control-plane", &format!("http://{cp_addr}")])
+                .args(["--credential", &format!("{id}-credential-0123456789")])
+                .args(["--access-log", log.to_str().unwrap()])
+                .args(["--cmsd-overload", "100000"])
+                .args(["--cmsd-max-bitrate-kbps", &mb_kbps.to_string()])
+                .stderr(Stdio::inherit());
+            if let Some((_, port)) = &proxy {
+                // Players and the manifests' base URLs reach it through the throttle.
+                cmd.args(["--advertise-port", &port.to_string()]);
+            }
+            let p = spawn_listening(&mut cmd);
+            let throttle = proxy.map(|(l, _)| Throttle::start(l, p.addr.clone()));
             apps.push(Appliance {
+                id,
                 admin: p.admin().to_owned(),
+                public_port: throttle.as_ref().map_or_else(
+                    || p.addr.rsplit(':').next().unwrap().parse().unwrap(),
+                    |t| t.port,
+                ),
+                throttle,
                 _proc: p,
                 log,
             });
@@ -305,6 +437,46 @@ impl Stack {
         assert_eq!(s, 204, "{e}");
     }
 
+    /// The appliance `id`.
+    fn app(&self, id: &str) -> &Appliance {
+        self.apps
+            .iter()
+            .find(|a| a.id == id)
+            .unwrap_or_else(|| panic!("no appliance {id}"))
+    }
+
+    /// `GET path` on the control plane (the QoE view and metrics are public here): the body.
+    fn get(&self, path: &str) -> String {
+        let (s, b) = http(&self.cp, "GET", path, &[], "");
+        assert_eq!(s, 200, "GET {path}: {b}");
+        b
+    }
+
+    /// The sum of the control plane's Prometheus samples named `name` (any labels).
+    fn metric(&self, name: &str) -> f64 {
+        self.get("/metrics")
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The session's steering manifest (`kind`: dash or hls): its pathway priority.
+    fn pathways(&self, v: &Value, kind: &str) -> Vec<String> {
+        let sid = v["session_id"].as_str().unwrap();
+        let m: Value =
+            serde_json::from_str(&self.get(&format!("/v1/steering/{sid}/{kind}"))).unwrap();
+        m["PATHWAY-PRIORITY"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Bandwidth (bit/s) of video rendition `id`.
     fn bandwidth(&self, id: &str) -> u64 {
         self.entry
@@ -331,10 +503,22 @@ fn harness(args: &[&str]) -> Value {
 }
 
 fn play(player: &str, v: &Value, manifest: &str, seconds: u32, cmsd: bool) -> Value {
+    play_with(player, v, manifest, seconds, cmsd, &[])
+}
+
+/// [`play`] with more `qoe.mjs play` flags.
+fn play_with(
+    player: &str,
+    v: &Value,
+    manifest: &str,
+    seconds: u32,
+    cmsd: bool,
+    extra: &[&str],
+) -> Value {
     let sid = v["session_id"].as_str().unwrap();
     let url = v["manifests"][manifest].as_str().unwrap();
     let secs = seconds.to_string();
-    harness(&[
+    let mut args = vec![
         "play",
         "--player",
         player,
@@ -348,7 +532,9 @@ fn play(player: &str, v: &Value, manifest: &str, seconds: u32, cmsd: bool) -> Va
         &secs,
         "--cmsd",
         if cmsd { "on" } else { "off" },
-    ])
+    ];
+    args.extend_from_slice(extra);
+    harness(&args)
 }
 
 const PLAYERS: [(&str, &str); 3] = [("shaka", "dash"), ("dash", "dash"), ("hls", "hls")];
@@ -543,5 +729,296 @@ fn qoe_players_cmsd_mb_caps_dash_js_and_shaka() {
     eprintln!(
         "CMSD mb={mb} kbps (top rendition {} bit/s): highest rendition fetched per player {seen:?}",
         s.bandwidth("video-540p")
+    );
+}
+
+/// What the throttle lets through from the slow appliance, bit/s: below the lowest video
+/// rendition plus audio, so any rendition starves a player there.
+const CAP_BPS: u64 = 256_000;
+
+/// The non-fatal `Hls.Events.ERROR`s hls.js raises as notices rather than failures when a slow
+/// appliance starves it and steering moves it: `bufferStalledError` (playback waits for data:
+/// the starvation itself) and `aborted` (`ErrorDetails.INTERNAL_ABORTED`: hls.js cancelled the
+/// fragment still loading from the pathway it left). Any other error event fails the test.
+const HLS_NOTICES: [&str; 2] = [
+    "hls.js mediaError bufferStalledError",
+    "hls.js networkError aborted",
+];
+
+/// One line per request of a run, for failure messages: `t ms  where  path` (segments and
+/// steering manifests only).
+fn timeline(r: &Value, s: &Stack) -> String {
+    let mut out = String::new();
+    for q in r["requests"].as_array().into_iter().flatten() {
+        let u = q["url"].as_str().unwrap_or_default();
+        let path = u.split('?').next().unwrap_or_default();
+        let who = s
+            .apps
+            .iter()
+            .find(|a| u.starts_with(&format!("http://127.0.0.1:{}/", a.public_port)))
+            .map_or("cp", |a| a.id);
+        if path.ends_with(".m4s") || path.contains("/v1/steering/") {
+            let tail: String = path.rsplit('/').take(2).collect::<Vec<_>>().join(" < ");
+            out.push_str(&format!(
+                "\n  {:>6} ms {who:6} {} {tail}",
+                q["t"], q["status"]
+            ));
+        }
+    }
+    out
+}
+
+/// A throttled appliance (issue 16): the session's first appliance sits behind a [`Throttle`]
+/// capped at [`CAP_BPS`] (below the lowest rendition plus audio), the other is uncapped. dash.js
+/// (DASH, `ContentSteering`) and hls.js (HLS, `EXT-X-CONTENT-STEERING`) each start a session
+/// from the throttled one, starve or measure low throughput there, and report it with CMCD
+/// (`bs`, `mtp`); the appliance's heartbeat (1 s) carries it to the control plane, which then
+/// ranks the other appliance first in the session's steering manifest (TTL 2 s); the player
+/// reloads it and fetches its later segments from the other appliance, and keeps doing so. The
+/// play stops once 8 segments came from the other appliance (or after 45 s, failing). Checked:
+/// `/v1/qoe` (what the fleet page fetches) shows the bad session on the throttled appliance,
+/// the moves are counted in `outpost_cp_qoe_steering_moves_total`, the real fleet page shows
+/// the throttled appliance's starved sessions, and neither player raised an error event (but
+/// for hls.js's two notices in [`HLS_NOTICES`]).
+///
+/// Shaka Player is left out: 5.2.12 (its CMCD rebuilt on CML) sends neither `bs` nor `mtp` on
+/// segment requests, so nothing it reports can tell the control plane that it starves, and its
+/// session is never moved for QoE.
+#[test]
+#[ignore = "needs node, chromium and ffmpeg: run ./scripts/test"]
+fn qoe_players_throttled_appliance_is_steered_away_from() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let s = Stack::start_with(100_000, true);
+    // The ranking puts one appliance first for the title (rendezvous hash of title and
+    // appliance id): throttle that one.
+    let probe = s.session();
+    s.end(&probe);
+    let ranked: Vec<&str> = probe["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    let (slow, fast) = (s.app(ranked[0]), s.app(ranked[1]));
+    slow.throttle.as_ref().unwrap().cap(CAP_BPS);
+    eprintln!(
+        "throttled {} to {CAP_BPS} bit/s (port {}); {} uncapped (port {})",
+        slow.id, slow.public_port, fast.id, fast.public_port
+    );
+    let moves = "outpost_cp_qoe_steering_moves_total";
+    for (player, manifest) in [("dash", "dash"), ("hls", "hls")] {
+        let t = Instant::now();
+        let v = s.session();
+        let sid = v["session_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            v["appliances"][0]["id"], slow.id,
+            "{player}: the ranking changed: {v}"
+        );
+        let moves_before = s.metric(moves);
+        let until = fast.public_port.to_string();
+        let r = play_with(
+            player,
+            &v,
+            manifest,
+            45,
+            true,
+            &["--until-port", &until, "--until-segments", "8"],
+        );
+        let ctx = format!(
+            "{player} (session {sid}): errors {} warnings {} stalls {} currentTime {}; segments and steering manifests:{}",
+            r["errors"],
+            r["warnings"],
+            r["stalls"],
+            r["currentTime"],
+            timeline(&r, &s)
+        );
+        eprintln!(
+            "{ctx}
+{player}: played in {:?}",
+            t.elapsed()
+        );
+
+        // (c) No error event during the play.
+        assert_eq!(r["errors"], serde_json::json!([]), "{ctx}");
+        let warnings: Vec<&str> = r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.as_str())
+            .filter(|w| !HLS_NOTICES.contains(w))
+            .collect();
+        assert!(
+            warnings.is_empty(),
+            "{player}: non-fatal errors {warnings:?}: {ctx}"
+        );
+
+        // (b) Started on the throttled appliance, then its segments came from the other one and
+        // kept coming from it: only requests in flight at the switch finish on the slow one.
+        let segs = segments(&r);
+        assert_eq!(
+            segs.first().map(|x| x.1),
+            Some(slow.public_port),
+            "{player} did not start on {}: {ctx}",
+            slow.id
+        );
+        let switch = segs
+            .iter()
+            .position(|x| x.1 == fast.public_port)
+            .unwrap_or_else(|| panic!("{player} never fetched from {}: {ctx}", fast.id));
+        let after = &segs[switch..];
+        let back = after.iter().filter(|x| x.1 == slow.public_port).count();
+        assert!(
+            r["stoppedEarly"] == true && back <= 2,
+            "{player}: after moving to {} it fetched {back} segments from {} again (or fewer than 8 from {}): {ctx}",
+            fast.id,
+            slow.id,
+            fast.id
+        );
+        // It reloaded the steering manifest after the move and stayed.
+        let t_switch = segs[switch].0;
+        let reloads = r["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| {
+                q["url"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("/v1/steering/"))
+            })
+            .filter(|q| q["t"].as_u64().is_some_and(|t| t > t_switch))
+            .count();
+        assert!(
+            reloads >= 1,
+            "{player}: no steering reload after the move: {ctx}"
+        );
+        // The control plane counted the move and now ranks the other appliance first.
+        let moved = s.metric(moves) - moves_before;
+        assert!(moved >= 1.0, "{player}: {moves} did not grow: {ctx}");
+        let kind = if manifest == "dash" { "dash" } else { "hls" };
+        let now = s.pathways(&v, kind);
+        assert_eq!(
+            now.first().map(String::as_str),
+            Some(fast.id),
+            "{player}: {now:?}"
+        );
+
+        // (a) The bad QoE on the throttled appliance, as `/v1/qoe` (the fleet page's source)
+        // lists it.
+        let qoe: Value = serde_json::from_str(&s.get("/v1/qoe")).unwrap();
+        let row = qoe["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["session"]["sid"] == sid.as_str() && q["appliance_id"] == slow.id)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{player}: no /v1/qoe report of {sid} from {}: {qoe}",
+                    slow.id
+                )
+            })
+            .clone();
+        let q = &row["session"];
+        let starved = q["starvation_events"].as_u64().unwrap();
+        let slow_tp = match (
+            q["avg_throughput_kbps"].as_u64(),
+            q["avg_bitrate_kbps"].as_u64(),
+        ) {
+            (Some(mtp), Some(br)) => mtp < br,
+            _ => false,
+        };
+        assert!(
+            starved > 0 || slow_tp,
+            "{player}: /v1/qoe shows no starvation nor low throughput on {}: {row}",
+            slow.id
+        );
+        eprintln!(
+            "{player}: moved to {} in {:?} ({moved} moves counted); /v1/qoe on {}: {starved} starvation events, throughput {} kbps for bitrate {} kbps",
+            fast.id,
+            t.elapsed(),
+            slow.id,
+            q["avg_throughput_kbps"],
+            q["avg_bitrate_kbps"]
+        );
+        // What the throttled appliance's access log holds of the session: (ot, br, mtp, bs).
+        let cmcd: Vec<String> = slow
+            .lines(&sid)
+            .iter()
+            .map(|l| {
+                let c = &l["cmcd"];
+                let bs = if c["bs"] == true { " bs" } else { "" };
+                format!("{}/{}/{}{bs}", c["ot"], c["br"], c["mtp"])
+            })
+            .collect();
+        eprintln!(
+            "{player}: CMCD ot/br/mtp at {}: {}",
+            slow.id,
+            cmcd.join(" ")
+        );
+        s.end(&v);
+    }
+
+    // The control plane's counters.
+    assert!(s.metric("outpost_cp_qoe_reports_total") >= 2.0);
+    let qoe: Value = serde_json::from_str(&s.get("/v1/qoe")).unwrap();
+    let group = qoe["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == slow.id)
+        .unwrap_or_else(|| panic!("no aggregate for {}: {qoe}", slow.id))
+        .clone();
+    let (sessions, starved) = (
+        group["sessions"].as_u64().unwrap(),
+        group["starved_sessions"].as_u64().unwrap(),
+    );
+    assert_eq!(sessions, 2, "{group}");
+    // dash.js moves on its first `mtp` (below the bitrate) before it starves there; hls.js sends
+    // its default estimate (500 kbps) as `mtp` on its first six requests, so its average stays
+    // above its bitrate until well after it stalls, and it moves on the `bs` that follows.
+    assert!(
+        starved >= 1,
+        "no starved session on {} (hls.js moved before it reported a stall?): {qoe}",
+        slow.id
+    );
+    assert!(
+        s.metric("outpost_cp_qoe_starved_reports_total") >= 1.0,
+        "no starved report counted"
+    );
+
+    // The fleet page (web/fleet.html in Chromium) shows it for the throttled appliance.
+    let web = crate::support::repo().join("web");
+    let f = harness(&[
+        "fleet",
+        "--origin",
+        &format!("http://{}", s.cp),
+        "--web",
+        web.to_str().unwrap(),
+        "--expect",
+        slow.id,
+    ]);
+    assert_eq!(f["errors"], serde_json::json!([]), "{f}");
+    let cells: Vec<&str> = f["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[0] == slow.id)
+        .unwrap_or_else(|| panic!("fleet page: no row for {}: {f}", slow.id))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let ratio = group["rebuffer_ratio"].as_f64().unwrap();
+    assert_eq!(cells[1], sessions.to_string(), "fleet page row {cells:?}");
+    assert_eq!(
+        cells[4],
+        format!("{:.0}% ({starved})", ratio * 100.0),
+        "fleet page row {cells:?} vs /v1/qoe {group}"
+    );
+    eprintln!(
+        "fleet page row of {}: {cells:?}; test took {:?}",
+        slow.id,
+        started.elapsed()
     );
 }

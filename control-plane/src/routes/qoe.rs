@@ -198,32 +198,51 @@ pub(crate) fn bad(q: &protocol::qoe::SessionQoe) -> Option<BadQoe> {
 }
 
 /// Acting on QoE (issue 16, item 4): moves the appliances this session had bad QoE from behind
-/// the others of its `priority`, when at least one appliance of the list is not bad (otherwise
-/// the order stays: moving cannot help). Returns the new order and the moves with their reason.
+/// the others of its `priority`. Returns the new order and the moves with their reason.
+///
+/// When every appliance of the list played badly, moving elsewhere cannot help, and sending the
+/// session back to an appliance it was already moved off would make it flap: a player's signals
+/// just after a move still describe the appliance it left (CMCD `mtp` is its running throughput
+/// estimate; `bs` flags a starvation that began before the switch), so the appliance it moved to
+/// looks bad at first too. The session then keeps the appliance it went to last (the report
+/// with the latest first request, ties to the earlier in `priority`), the others behind it in
+/// their order.
 pub fn demote_bad(
     priority: Vec<String>,
     reports: &[QoeRow],
 ) -> (Vec<String>, Vec<(String, BadQoe)>) {
-    let verdict = |id: &str| {
-        reports
-            .iter()
-            .find(|r| r.appliance_id == id)
-            .and_then(|r| bad(&r.session))
-    };
+    let report = |id: &str| reports.iter().find(|r| r.appliance_id == id);
+    let verdict = |id: &str| report(id).and_then(|r| bad(&r.session));
     let (mut good, poor): (Vec<String>, Vec<String>) =
         priority.iter().cloned().partition(|a| verdict(a).is_none());
-    if good.is_empty() || poor.is_empty() {
+    if poor.is_empty() {
         return (priority, Vec::new());
     }
-    // Only appliances that were ahead of a good one actually move.
-    let first_good = priority
-        .iter()
-        .position(|a| verdict(a).is_none())
-        .unwrap_or(0);
-    let moves = priority[..first_good]
+    // The first appliance of the new order: the first good one, else the one gone to last.
+    let lead = match priority.iter().position(|a| verdict(a).is_none()) {
+        Some(i) => i,
+        None => {
+            let first_ms = |a: &String| report(a).map_or(0, |r| r.session.first_ms);
+            let mut lead = 0;
+            for (i, a) in priority.iter().enumerate() {
+                if first_ms(a) > first_ms(&priority[lead]) {
+                    lead = i;
+                }
+            }
+            lead
+        }
+    };
+    // Only appliances that were ahead of the lead actually move.
+    let moves = priority[..lead]
         .iter()
         .filter_map(|a| verdict(a).map(|why| (a.clone(), why)))
         .collect();
+    if good.is_empty() {
+        let mut order = priority.clone();
+        let first = order.remove(lead);
+        order.insert(0, first);
+        return (order, moves);
+    }
     good.extend(poor);
     (good, moves)
 }
@@ -305,9 +324,37 @@ mod tests {
         // Already behind a healthy one: same order, no move logged.
         let (order, moves) = demote_bad(ids(&["b1", "a1"]), &[starved.clone(), fine]);
         assert_eq!((order, moves.len()), (ids(&["b1", "a1"]), 0));
-        // All bad: nothing better to move to.
-        let (order, moves) = demote_bad(ids(&["a1", "a2"]), &[starved, slow]);
+        // All bad, reached at the same time: nothing better to move to.
+        let (order, moves) = demote_bad(ids(&["a1", "a2"]), &[starved.clone(), slow.clone()]);
         assert_eq!((order, moves.len()), (ids(&["a1", "a2"]), 0));
+    }
+
+    #[test]
+    fn all_bad_keeps_the_appliance_the_session_moved_to_last() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Moved off a1 (starved) to a2 at t=5 s; the player's throughput estimate from a1
+        // makes a2 look bad too. The session stays on a2 instead of going back to a1.
+        let mut a1 = row("a1", "c1", Some(1), 3, 450, 8000);
+        a1.session.first_ms = 1_000;
+        let mut a2 = row("a2", "c1", Some(1), 0, 450, 2000);
+        a2.session.first_ms = 5_000;
+        a2.session.avg_throughput_kbps = Some(100);
+        let mut a3 = row("a3", "c2", Some(1), 1, 450, 1000);
+        a3.session.first_ms = 2_000;
+        let (order, moves) = demote_bad(ids(&["a1", "a3", "a2"]), &[a1.clone(), a2, a3]);
+        assert_eq!(order, ids(&["a2", "a1", "a3"]));
+        assert_eq!(
+            moves,
+            vec![
+                ("a1".to_string(), BadQoe::Starvation),
+                ("a3".to_string(), BadQoe::Starvation)
+            ]
+        );
+        // Already first: unchanged, no move.
+        let mut a2 = row("a2", "c1", Some(1), 1, 450, 2000);
+        a2.session.first_ms = 5_000;
+        let (order, moves) = demote_bad(ids(&["a2", "a1"]), &[a1, a2]);
+        assert_eq!((order, moves.len()), (ids(&["a2", "a1"]), 0));
     }
 
     #[test]
