@@ -20,7 +20,8 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -193,7 +194,9 @@ pub struct Bird {
     pub addr: SocketAddr,
     /// The sessions it offers.
     pub peers: Vec<Peer>,
-    proc: Arc<Mutex<Proc>>,
+    proc: Mutex<Proc>,
+    /// False once [`Bird::stop`] was called (the demo fell back to policy prefixes, or stops).
+    running: AtomicBool,
 }
 
 impl Bird {
@@ -240,7 +243,8 @@ impl Bird {
             sock,
             addr: SocketAddr::new(IpAddr::V4(ROUTER_IP), port),
             peers,
-            proc: Arc::new(Mutex::new(proc)),
+            proc: Mutex::new(proc),
+            running: AtomicBool::new(true),
         };
         let start = Instant::now();
         loop {
@@ -507,9 +511,72 @@ impl Bird {
         }
     }
 
-    /// The process handle, to stop it with the appliances.
-    pub fn proc(&self) -> Arc<Mutex<Proc>> {
-        self.proc.clone()
+    /// Waits, after appliance `id` was restarted at `since` (Unix seconds), until a heartbeat
+    /// of the new process reports its session with BIRD established and the control plane
+    /// counts its routes for a consistent site again; after `limit`, what is missing. Right after
+    /// the session comes up the appliance may report it before BIRD's routes arrived, and its
+    /// site is then steered by none of them until its next heartbeat.
+    pub async fn wait_until_steered(
+        &self,
+        state: &control_plane::AppState,
+        id: &str,
+        since: u64,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let snap = state.snapshot().await.map_err(|e| e.to_string())?;
+            let fresh = snap
+                .fleet
+                .appliance(id)
+                .and_then(|a| a.last_heartbeat)
+                .is_some_and(|t| t > since);
+            let site = snap
+                .bgp
+                .sites
+                .iter()
+                .find(|s| s.appliances.iter().any(|a| a == id));
+            let why = if !fresh {
+                "no heartbeat since it started".to_owned()
+            } else if self
+                .session(&snap, id)
+                .is_none_or(|s| s.state != "established")
+            {
+                "its session with BIRD is not reported established".to_owned()
+            } else {
+                match site {
+                    None => "the control plane does not count its routes".to_owned(),
+                    Some(s) if s.inconsistent() => format!(
+                        "the appliances of {} hear different routes ({})",
+                        s.cluster,
+                        s.partial.join(", ")
+                    ),
+                    Some(_) => return Ok(()),
+                }
+            };
+            if start.elapsed() > limit {
+                return Err(format!("not within {} s: {why}", limit.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Whether BIRD offers appliance `id` a session.
+    pub fn peers_with(&self, id: &str) -> bool {
+        self.peers.iter().any(|p| p.appliance == id)
+    }
+
+    /// Whether BIRD still runs as the demo's router (not stopped by [`Bird::stop`]).
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Stops BIRD (SIGTERM, then SIGKILL after 5 s); blocks until it exited.
+    pub fn stop(&self) {
+        self.running.store(false, Ordering::SeqCst);
+        if let Ok(mut p) = self.proc.lock() {
+            p.stop(Duration::from_secs(5));
+        }
     }
 }
 

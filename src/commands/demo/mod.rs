@@ -276,6 +276,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         procs.clone(),
         api_secret.clone(),
         modules,
+        bird.clone(),
     );
     let background = tokio::spawn(control_plane::background(state.clone()));
     let router = control_plane::app(state.clone()).merge(web::router(demo));
@@ -310,13 +311,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
                 std::fs::write(&policy, &toml)
                     .with_context(|| format!("writing {}", policy.display()))?;
                 put_policy(&state, admin, toml).await?;
-                let p = b.proc();
-                tokio::task::spawn_blocking(move || {
-                    if let Ok(mut p) = p.lock() {
-                        p.stop(Duration::from_secs(5));
-                    }
-                })
-                .await?;
+                let b = b.clone();
+                tokio::task::spawn_blocking(move || b.stop()).await?;
                 steering = format!("policy prefixes (BIRD's sessions failed: {why})");
                 Ok(())
             }
@@ -356,7 +352,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let served = server.await;
     background.abort();
-    let router = bird.as_ref().map(bird::Bird::proc);
+    let router = bird.clone();
     tokio::task::spawn_blocking(move || {
         for p in &procs {
             if let Ok(mut p) = p.lock() {
@@ -364,8 +360,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             }
         }
         // The router last, so the appliances close their sessions first.
-        if let Some(Ok(mut p)) = router.as_ref().map(|p| p.lock()) {
-            p.stop(Duration::from_secs(5));
+        if let Some(b) = router {
+            b.stop();
         }
     })
     .await?;
@@ -381,7 +377,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
 
 /// Starts BIRD unless `--no-bird` or it is not installed, saying at start which steers: BIRD
 /// and the line for the ready message, or `None` and why policy prefixes steer.
-async fn start_bird(args: &Args, dirs: &Dirs, topo: &Topology) -> (Option<bird::Bird>, String) {
+async fn start_bird(
+    args: &Args,
+    dirs: &Dirs,
+    topo: &Topology,
+) -> (Option<Arc<bird::Bird>>, String) {
     let policy = |why: &str| {
         let line = format!(
             "policy prefixes {} on the embedded cluster ({why})",
@@ -402,7 +402,7 @@ async fn start_bird(args: &Args, dirs: &Dirs, topo: &Topology) -> (Option<bird::
         Ok(b) => {
             eprintln!("demo: steering: {}", b.describe(topo));
             let line = b.summary();
-            (Some(b), line)
+            (Some(Arc::new(b)), line)
         }
         Err(e) => {
             eprintln!("demo: warning: BIRD {version} did not start: {e:#}");
