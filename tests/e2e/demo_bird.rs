@@ -3,7 +3,8 @@
 //! not by policy prefixes. The real binary, a real BIRD 2 and real BGP sessions on loopback,
 //! observed through the control plane's public API (fleet view, metrics, sessions started by the
 //! player page's route) and `birdc`; BIRD's announcements are changed with `birdc` to show that
-//! they, and nothing else, move the sessions.
+//! they, and nothing else, move the sessions. The same data directory then runs `--no-bird`:
+//! policy prefixes steer, and nothing of the BGP run lingers.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::demo_browser::{free_ports, SERIAL};
-use crate::support::cli::{bin, http, spawn_listening};
+use crate::support::cli::{bin, http, spawn_listening, Listening};
 
 /// How long a change in BIRD may take to reach steering: the BGP update, a heartbeat (every 2 s
 /// in the demo), the control plane's snapshot; generous for a loaded 2-core machine.
@@ -107,22 +108,8 @@ fn the_demo_steers_by_what_bird_announces() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let stderr = tmp.path().join("demo.stderr");
-    let port = free_ports(1);
-    let base = free_ports(4);
-    let mut demo = spawn_listening(
-        Command::new(bin())
-            .arg("demo")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--port", &port.to_string(), "--appliances", "2"])
-            .args(["--appliance-base-port", &base.to_string()])
-            .arg("--no-browser-assets")
-            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap())),
-    );
+    let (mut demo, said) = start(&data, &[]);
     let host = demo.addr.trim_start_matches("http://").to_owned();
-    let said = std::fs::read_to_string(&stderr).unwrap();
-    eprintln!("{said}");
 
     // It said at start that BIRD steers, and printed its URL only once BGP steered.
     assert!(
@@ -244,4 +231,51 @@ fn the_demo_steers_by_what_bird_announces() {
         !alive(bird),
         "BIRD {bird} still runs after the demo stopped"
     );
+
+    // The same data directory without BIRD: the policy's loopback prefixes steer, and the BGP
+    // state the appliances reported in the first run is gone from the control plane.
+    let (demo, said) = start(&data, &["--no-bird"]);
+    let host = demo.addr.trim_start_matches("http://").to_owned();
+    assert!(
+        said.contains(
+            "demo: steering: policy prefixes 127.0.0.0/8, ::1/128 on the embedded cluster (--no-bird)"
+        ),
+        "{said}"
+    );
+    let (reason, _) = session(&host);
+    assert!(
+        reason.starts_with("prefix 127.0.0.0/8 -> cluster isp-ams ->"),
+        "{reason}"
+    );
+    wait_for("no BGP state left in the fleet view", || {
+        let fleet = json(&host, "/v1/fleet");
+        fleet["bgp_sites"] == serde_json::json!([])
+            && fleet["appliances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["bgp"].is_null())
+    });
+}
+
+/// Starts `outpost demo` on `data` with two embedded appliances and `extra` flags; returns it
+/// once it printed its URL, with what it wrote to standard error until then.
+fn start(data: &Path, extra: &[&str]) -> (Listening, String) {
+    let stderr = data.with_extension(format!("{}stderr.log", extra.join("")));
+    let port = free_ports(1);
+    let base = free_ports(4);
+    let demo = spawn_listening(
+        Command::new(bin())
+            .arg("demo")
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--port", &port.to_string(), "--appliances", "2"])
+            .args(["--appliance-base-port", &base.to_string()])
+            .arg("--no-browser-assets")
+            .args(extra)
+            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap())),
+    );
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    eprintln!("{said}");
+    (demo, said)
 }
