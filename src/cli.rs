@@ -62,4 +62,8 @@ pub enum Command {
     Keys(commands::keys::Args),
     /// Sign or verify stream grants.
     Grant(commands::grant::Args),
+    /// Internal: replaces this process with PROGRAM ARGS... (after `--exit-with-parent`, so the
+    /// program keeps the parent-death signal: how `outpost demo` runs BIRD).
+    #[command(hide = true)]
+    Exec(commands::exec::Args),
 }

@@ -4,6 +4,7 @@ pub mod appliance;
 pub mod check;
 pub mod control_plane;
 pub mod demo;
+pub mod exec;
 pub mod grant;
 pub mod keys;
 pub mod package;
@@ -21,6 +22,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Keys(a) => keys::run(a),
         Command::Grant(a) => grant::run(a),
+        Command::Exec(a) => exec::run(a),
     }
 }
 

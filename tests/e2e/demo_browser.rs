@@ -19,7 +19,7 @@ use crate::support::cli::{try_spawn_listening, Listening};
 use crate::support::{b64url, unhex};
 
 /// The demo tests run one at a time: each starts a whole CDN and a browser on a 2-core machine.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Demo {
     proc: Listening,
@@ -57,7 +57,7 @@ impl Drop for Demo {
 /// A run of `count` consecutive free ports on 127.0.0.1 (probed by binding), below the
 /// kernel's ephemeral range, so that no other test's `127.0.0.1:0` socket (nor an outgoing
 /// connection) can take one of them between the probe and the demo's own bind.
-fn free_ports(count: u16) -> u16 {
+pub(crate) fn free_ports(count: u16) -> u16 {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())

@@ -1,6 +1,8 @@
-//! `outpost demo` killed outright (SIGKILL: it cannot stop anything itself) leaves no appliance
-//! running: each child asked for a parent-death signal (`--exit-with-parent`), forked from a
-//! thread that lives as long as the demo. The real binary, real processes, observed in /proc.
+//! `outpost demo` killed outright (SIGKILL: it cannot stop anything itself) leaves no appliance,
+//! and no BIRD when BIRD is installed, running: each child asked for a parent-death signal
+//! (`--exit-with-parent`; BIRD through `outpost --exit-with-parent PID exec -- bird ...`, which
+//! keeps it across `execve`), forked from a thread that lives as long as the demo. The real
+//! binary, real processes, observed in /proc.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +29,14 @@ fn children_of(parent: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Whether BIRD is installed where the demo looks for it (PATH, then the sbin directories).
+fn bird_installed() -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(Into::into))
+        .any(|d| d.join("bird").is_file() && d.join("birdc").is_file())
 }
 
 /// Whether `pid` is still a live process (a zombie waiting for its new parent counts as gone).
@@ -64,16 +74,29 @@ fn a_sigkilled_demo_leaves_no_appliance_running() {
     );
     let demo_pid = demo.child.id();
     let children = children_of(demo_pid);
-    // Two embedded appliances and the origin appliance(s): every one a child of the demo.
+    // Two embedded appliances and the origin appliance(s), and BIRD when it is installed: every
+    // one a child of the demo.
     assert!(children.len() >= 2, "demo children: {children:?}");
+    let mut birds = 0;
     for pid in &children {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let program = cmdline.split(' ').next().unwrap_or_default();
+        if program == "bird" || program.ends_with("/bird") {
+            // Started as `outpost --exit-with-parent PID exec -- bird ...`, now BIRD itself.
+            birds += 1;
+            continue;
+        }
         assert!(
             cmdline.contains("--exit-with-parent") && cmdline.contains(" appliance "),
             "{pid}: {cmdline}"
         );
     }
+    assert_eq!(
+        birds,
+        usize::from(bird_installed()),
+        "BIRD children of the demo: {children:?}"
+    );
 
     demo.child.kill().unwrap();
     demo.child.wait().unwrap();
@@ -93,6 +116,6 @@ fn a_sigkilled_demo_leaves_no_appliance_running() {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        panic!("appliances still running 30 s after the demo was SIGKILLed: {left:?}");
+        panic!("children still running 30 s after the demo was SIGKILLed: {left:?}");
     }
 }

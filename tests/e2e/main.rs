@@ -17,6 +17,7 @@ mod clock_skew;
 mod control_plane_cli;
 mod cp_replicas;
 mod cp_restart;
+mod demo_bird;
 mod demo_browser;
 mod demo_orphans;
 mod drive_fault;

@@ -170,5 +170,8 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
         report: &protocol::fleet::BgpReport,
         now: i64,
     ) -> Result<bool, Error>;
+    /// Forgets an appliance's BGP routes and sessions (its heartbeats carry no BGP report any
+    /// more: it runs no BGP speaker); returns whether there was anything to forget.
+    async fn clear_bgp(&self, id: &str) -> Result<bool, Error>;
     // --- end BGP ---
 }

@@ -837,5 +837,23 @@ impl Repository for SqlRepository {
             Ok(digest == report.digest)
         })
     }
+    async fn clear_bgp(&self, id: &str) -> Result<bool, Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            let routes = sqlx::query("DELETE FROM bgp_routes WHERE appliance_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let status = sqlx::query("DELETE FROM bgp_status WHERE appliance_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(routes + status > 0)
+        })
+    }
     // --- end BGP ---
 }

@@ -164,7 +164,14 @@ pub async fn heartbeat(
             }
             !agreed
         }
-        None => false,
+        // No BGP speaker (any more: restarted without one): what it reported before must not
+        // keep steering, nor show as its sessions. Written only when there is something to drop.
+        None => {
+            if st.snapshot().await?.bgp.appliances.contains_key(&id) {
+                st.repo.clear_bgp(&id).await?;
+            }
+            false
+        }
     };
     // --- end BGP ---
     st.telemetry

@@ -222,6 +222,29 @@ pub async fn steering_follows_bgp(env: &Env) {
     )
     .await;
     assert_eq!(ack["bgp_full_table"], true, "{ack}");
+
+    // Sydney restarted without its BGP speaker: its heartbeats carry no BGP report, so what it
+    // reported before steers no more (10.66.0.0/16 falls back to Auckland's policy 10.0.0.0/8)
+    // and the fleet view shows no BGP state for it.
+    assert_eq!(first_cluster(env, "10.66.0.1").await, "ix-syd");
+    env.fleet_up().await;
+    assert_eq!(first_cluster(env, "10.66.0.1").await, "isp-akl");
+    let (s, _, fv) = env
+        .call(Method::GET, "/v1/fleet", &[("authorization", &admin)], None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{fv}");
+    let syd = fv["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "syd-1")
+        .unwrap();
+    assert!(syd["bgp"].is_null(), "{syd}");
+    assert!(
+        !fv["bgp_sites"].to_string().contains("ix-syd"),
+        "{}",
+        fv["bgp_sites"]
+    );
 }
 
 /// No request waits on a rebuild, and a change another replica writes steers within the

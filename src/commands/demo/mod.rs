@@ -8,11 +8,18 @@
 //! from their plans, prints one URL once the titles are placed and runs until Ctrl-C, when it
 //! stops every part.
 //!
+//! Steering: when BIRD is installed (and not `--no-bird`), BIRD runs as the ISP's router and
+//! announces the clients over BGP to the embedded and exchange appliances, the policy carries no
+//! prefixes, and the URL is printed only once the control plane steers from those routes (see
+//! [`bird`]); otherwise the embedded cluster's policy prefixes steer, as they would for an ISP
+//! without BGP.
+//!
 //! It talks to the control plane only through its public router (in-process `oneshot` calls
 //! reaching the same handlers a socket would) and to appliances only through their command line
 //! and admin port, so it exercises the same contracts a deployment does.
 
 mod assets;
+mod bird;
 mod fill;
 mod procs;
 mod topology;
@@ -58,7 +65,15 @@ pub struct Args {
     /// checkout's `fixtures/media`, else the package's /usr/share/outpost/demo/media].
     #[arg(long, value_name = "DIR")]
     pub fixtures: Option<PathBuf>,
+    /// Do not run BIRD even when it is installed: the embedded cluster's policy prefixes steer
+    /// instead of the routes BIRD announces over BGP.
+    #[arg(long)]
+    pub no_bird: bool,
 }
+
+/// How long BIRD's sessions may take to be established and steer before the demo falls back to
+/// policy prefixes.
+const BGP_LIMIT: Duration = Duration::from_secs(20);
 
 /// Where the Debian package installs the demo media (packaging/, `[package.metadata.deb]`).
 const PACKAGED_FIXTURES: &str = "/usr/share/outpost/demo/media";
@@ -172,8 +187,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         },
         ..control_plane::Config::default()
     };
+    // BIRD as the ISP's router, when installed: started before the policy is written, which
+    // leaves the client prefixes to BGP only when BIRD runs.
+    let (bird, mut steering) = start_bird(&args, &dirs, &topo).await;
     let policy = dirs.control_plane.join("demo-policy.toml");
-    std::fs::write(&policy, topo.policy_toml(&api_secret))
+    std::fs::write(&policy, topo.policy_toml(&api_secret, bird.is_none()))
         .with_context(|| format!("writing {}", policy.display()))?;
     let mut imports = vec![policy.clone()];
     for t in &assets::TITLES {
@@ -238,7 +256,11 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         .map(|a| {
             Arc::new(Mutex::new(Proc::new(
                 &a.id,
-                appliance_args(a, &public_url),
+                appliance_args(
+                    a,
+                    &public_url,
+                    bird.as_ref().and_then(|b| b.appliance_flags(&a.id)),
+                ),
                 dirs.logs.join(format!("{}.log", a.id)),
                 [("OUTPOST_APPLIANCE_CREDENTIAL", a.credential.as_str())],
             )))
@@ -252,8 +274,9 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         state.clone(),
         topo.clone(),
         procs.clone(),
-        api_secret,
+        api_secret.clone(),
         modules,
+        bird.clone(),
     );
     let background = tokio::spawn(control_plane::background(state.clone()));
     let router = control_plane::app(state.clone()).merge(web::router(demo));
@@ -269,9 +292,41 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         .await
     });
 
-    // Wait (Ctrl-C still stops) until fill has placed every title in the embedded cluster.
+    // Wait (Ctrl-C still stops) until fill has placed every title in the embedded cluster and,
+    // with BIRD, the control plane steers from its routes (or the demo fell back to policy
+    // prefixes, saying why).
+    let bgp = async {
+        let Some(b) = &bird else {
+            return Ok(());
+        };
+        match b.wait_until_steering(&state, &topo, BGP_LIMIT).await {
+            Ok(()) => {
+                eprintln!("demo: bgp: every session is established and the control plane steers from BIRD's routes");
+                Ok(())
+            }
+            Err(why) => {
+                eprintln!("demo: warning: BIRD's routes do not steer ({why}); stopping BIRD and steering by policy prefixes instead");
+                let admin = config.admin_token.as_ref().map_or("", |t| t.expose());
+                let toml = topo.policy_toml(&api_secret, true);
+                std::fs::write(&policy, &toml)
+                    .with_context(|| format!("writing {}", policy.display()))?;
+                put_policy(&state, admin, toml).await?;
+                let b = b.clone();
+                tokio::task::spawn_blocking(move || b.stop()).await?;
+                steering = format!("policy prefixes (BIRD's sessions failed: {why})");
+                Ok(())
+            }
+        }
+    };
+    let ready = async {
+        tokio::try_join!(
+            bgp,
+            fill::wait_until_placed(&state, &topo, Duration::from_secs(180))
+        )
+        .map(|_| ())
+    };
     let filled = tokio::select! {
-        r = fill::wait_until_placed(&state, &topo, Duration::from_secs(180)) => Some(r),
+        r = ready => Some(r),
         e = first_exit(&procs) => Some(Err(e)),
         () = super::shutdown_signal() => None,
     };
@@ -284,6 +339,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             );
             println!("  open  {public_url}/demo     (player)");
             println!("        {public_url}/fleet    (fleet)");
+            println!("  steer {steering}");
             println!("  data  {}", dirs.root.display());
             println!("  logs  {}", dirs.logs.display());
             println!("Press Ctrl-C to stop.");
@@ -296,11 +352,16 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let served = server.await;
     background.abort();
+    let router = bird.clone();
     tokio::task::spawn_blocking(move || {
         for p in &procs {
             if let Ok(mut p) = p.lock() {
                 p.stop(Duration::from_secs(10));
             }
+        }
+        // The router last, so the appliances close their sessions first.
+        if let Some(b) = router {
+            b.stop();
         }
     })
     .await?;
@@ -311,6 +372,75 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         return Err(e);
     }
     eprintln!("demo: stopped");
+    Ok(())
+}
+
+/// Starts BIRD unless `--no-bird` or it is not installed, saying at start which steers: BIRD
+/// and the line for the ready message, or `None` and why policy prefixes steer.
+async fn start_bird(
+    args: &Args,
+    dirs: &Dirs,
+    topo: &Topology,
+) -> (Option<Arc<bird::Bird>>, String) {
+    let policy = |why: &str| {
+        let line = format!(
+            "policy prefixes {} on the embedded cluster ({why})",
+            topology::LOOPBACK_PREFIXES.join(", ")
+        );
+        eprintln!("demo: steering: {line}");
+        (None, line)
+    };
+    if args.no_bird {
+        return policy("--no-bird");
+    }
+    let installed = match bird::find() {
+        Ok(i) => i,
+        Err(why) => return policy(&why),
+    };
+    let version = installed.version.clone();
+    match bird::Bird::start(installed, dirs, topo).await {
+        Ok(b) => {
+            eprintln!("demo: steering: {}", b.describe(topo));
+            let line = b.summary();
+            (Some(Arc::new(b)), line)
+        }
+        Err(e) => {
+            eprintln!("demo: warning: BIRD {version} did not start: {e:#}");
+            policy(&format!("BIRD {version} did not start"))
+        }
+    }
+}
+
+/// Imports `toml` as the policy through the control plane's admin API (`PUT /v1/admin/policy`),
+/// in-process, as an operator's tool would over a socket.
+async fn put_policy(
+    state: &control_plane::AppState,
+    admin_token: &str,
+    toml: String,
+) -> anyhow::Result<()> {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let req = axum::http::Request::put("/v1/admin/policy")
+        .header(axum::http::header::CONTENT_TYPE, "application/toml")
+        .header(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {admin_token}"),
+        )
+        .body(axum::body::Body::from(toml))
+        .context("building the policy request")?;
+    let resp = match control_plane::app(state.clone()).oneshot(req).await {
+        Ok(r) => r,
+        Err(e) => match e {},
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+        anyhow::bail!(
+            "importing the demo policy with prefixes: {status} {}",
+            body.map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        );
+    }
     Ok(())
 }
 
@@ -333,7 +463,12 @@ async fn first_exit(procs: &[Arc<Mutex<Proc>>]) -> anyhow::Error {
 /// pointed at the control plane (keys, heartbeats, fill plan; the credential goes through the
 /// environment, not the command line), and a fill window that is always open so a newcomer
 /// sees titles arrive at once. Origin holds the packager's output and deletes nothing on a plan.
-fn appliance_args(a: &topology::ApplianceSpec, control_plane: &str) -> Vec<String> {
+/// With BIRD, `bgp` holds the flags of its BGP speaker peering with BIRD.
+fn appliance_args(
+    a: &topology::ApplianceSpec,
+    control_plane: &str,
+    bgp: Option<Vec<String>>,
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "appliance".into(),
         "--id".into(),
@@ -358,5 +493,6 @@ fn appliance_args(a: &topology::ApplianceSpec, control_plane: &str) -> Vec<Strin
         args.push("--cache-dir".into());
         args.push(d.display().to_string());
     }
+    args.extend(bgp.unwrap_or_default());
     args
 }

@@ -15,6 +15,9 @@ pub const MEMBERS: [&str; 2] = [ACCOUNT, "basic-member"];
 pub const API_KEY_ID: &str = "demo-playback-service";
 /// The country the demo maps loopback to.
 pub const COUNTRY: &str = "NL";
+/// The client prefixes of the embedded cluster when the policy steers (no BIRD): loopback, where
+/// every demo client is.
+pub const LOOPBACK_PREFIXES: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 
 /// A cluster kind, as the control plane names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +96,11 @@ impl Topology {
         Topology { appliances: specs }
     }
 
-    /// The policy file (TOML) for this topology.
-    pub fn policy_toml(&self, api_secret: &str) -> String {
+    /// The policy file (TOML) for this topology. With `policy_prefixes`, the embedded cluster's
+    /// appliances carry the loopback client prefixes ([`LOOPBACK_PREFIXES`]) as static policy
+    /// prefixes; without (BIRD announces routes over BGP instead, see `bird.rs`), no appliance
+    /// carries any, so only what the fleet hears over BGP steers.
+    pub fn policy_toml(&self, api_secret: &str, policy_prefixes: bool) -> String {
         let mut t = String::new();
         let _ = writeln!(
             t,
@@ -142,10 +148,10 @@ impl Topology {
         for a in &self.appliances {
             // Loopback is announced by the embedded cluster only, so 127.0.0.0/8 is served by
             // it first; the exchange and origin are reached through the fallbacks.
-            let prefixes = if a.kind == Kind::Embedded {
-                "[\"127.0.0.0/8\", \"::1/128\"]"
+            let prefixes = if policy_prefixes && a.kind == Kind::Embedded {
+                format!("{LOOPBACK_PREFIXES:?}")
             } else {
-                "[]"
+                "[]".to_owned()
             };
             let _ = writeln!(
                 t,

@@ -6,7 +6,8 @@
 //! - `POST /demo/api/sessions`: plays the playback service. A browser never holds the playback
 //!   API key, so this route calls `POST /v1/playback/sessions` with it, for the demo member and
 //!   the browser's own address, exactly as a playback service would;
-//! - `POST /demo/api/appliances/{id}/stop|restore`: stops or restarts an appliance process;
+//! - `POST /demo/api/appliances/{id}/stop|restore`: stops or restarts an appliance process
+//!   (with BIRD, a restore answers once BGP steers to the appliance again);
 //! - `GET /demo/api/config`: titles, device classes and appliances with their process state.
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
 use super::assets::TITLES;
+use super::bird::Bird;
 use super::procs::Proc;
 use super::topology::{Topology, ACCOUNT, MEMBERS};
 
@@ -37,6 +39,7 @@ pub struct DemoState {
     procs: Vec<Arc<Mutex<Proc>>>,
     api_secret: Arc<str>,
     modules: Option<PathBuf>,
+    bird: Option<Arc<Bird>>,
 }
 
 impl DemoState {
@@ -47,6 +50,7 @@ impl DemoState {
         procs: Vec<Arc<Mutex<Proc>>>,
         api_secret: String,
         modules: Option<PathBuf>,
+        bird: Option<Arc<Bird>>,
     ) -> Self {
         DemoState {
             cp,
@@ -54,6 +58,7 @@ impl DemoState {
             procs,
             api_secret: api_secret.into(),
             modules,
+            bird,
         }
     }
 }
@@ -270,6 +275,8 @@ async fn appliance_action(
         );
     };
     let proc = st.procs[i].clone();
+    let restore = action == "restore";
+    let since = crate::commands::unix_now();
     let result = tokio::task::spawn_blocking(move || {
         let mut p = proc.lock().map_err(|_| anyhow::anyhow!("poisoned lock"))?;
         match action.as_str() {
@@ -282,6 +289,20 @@ async fn appliance_action(
         }
     })
     .await;
+    // With BIRD, a restored appliance is back once BGP steers to it again, as a stopped one is
+    // gone once its process exited: a session started from then on may use it.
+    if let (Ok(Ok(())), true, Some(b)) = (&result, restore, &st.bird) {
+        if b.running() && b.peers_with(&id) {
+            if let Err(why) = b
+                .wait_until_steered(&st.cp, &id, since, Duration::from_secs(20))
+                .await
+            {
+                eprintln!(
+                    "demo: warning: {id} restarted, but BGP does not steer to it yet ({why})"
+                );
+            }
+        }
+    }
     match result {
         Ok(Ok(())) => Json(json!({"appliances": appliance_states(&st)})).into_response(),
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, "bad_action", format!("{e:#}")),
