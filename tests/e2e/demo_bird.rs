@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::demo_browser::{free_ports, SERIAL};
 use crate::support::cli::{bin, http, spawn_listening, Listening};
+use crate::support::demo::{free_ports, SERIAL};
 
 /// How long a change in BIRD may take to reach steering: the BGP update, a heartbeat (every 2 s
 /// in the demo), the control plane's snapshot; generous for a loaded 2-core machine.

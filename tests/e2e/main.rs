@@ -1,6 +1,7 @@
 //! The root package's end-to-end tests, in one test binary: the real `outpost` binary with real
 //! files, sockets and clients (curl, ffmpeg, nginx, Shaka Player, dash.js and hls.js in
-//! Chromium). One module per area; [`support`] holds what they share and compiles once.
+//! Chromium; Shaka Player and hls.js in Firefox ESR). One module per area; [`support`] holds
+//! what they share and compiles once.
 //!
 //! Tests that need an external tool or service are `#[ignore]`d with the reason; `./scripts/test`
 //! installs and starts what they need and runs `cargo test --test e2e -- --include-ignored`
@@ -19,6 +20,7 @@ mod cp_replicas;
 mod cp_restart;
 mod demo_bird;
 mod demo_browser;
+mod demo_firefox;
 mod demo_orphans;
 mod drive_fault;
 mod encrypt_av1;

@@ -3,10 +3,13 @@
 //! real `outpost` binary, nginx serving a directory on an ephemeral loopback port (CORS + Range,
 //! optionally proxying one path prefix to another local server), and a W3C Clear Key licence
 //! server on 127.0.0.1 answering from a keys file. [`cli`] runs the binary and the servers it
-//! starts; [`cenc_decrypt`] is an independent Common Encryption decryptor.
+//! starts; [`demo`] starts `outpost demo` for the browser tests; [`firefox`] runs geckodriver
+//! for headless Firefox ESR; [`cenc_decrypt`] is an independent Common Encryption decryptor.
 
 pub mod cenc_decrypt;
 pub mod cli;
+pub mod demo;
+pub mod firefox;
 pub mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};
