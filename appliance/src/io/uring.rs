@@ -6,7 +6,8 @@
 //! vs nginx"):
 //!
 //! - Response heads and file ranges that `cachestat(2)` reports fully resident in the page cache
-//!   (a whole file found resident is trusted for `cache::RESIDENT_MEMO` without asking again)
+//!   (a whole file found resident is trusted for `cache::RESIDENT_MEMO` without asking again;
+//!   a range whose file has no fresh answer asks about its own pages only)
 //!   go out inline from the ring thread with non-blocking `send` / `sendfile` (one system call
 //!   per 2 MiB chunk, like nginx; no io-wq hop, no pipe). On `EAGAIN` the connection waits with
 //!   `POLL_ADD(POLLOUT)`; after `SEND_BUDGET` bytes it yields with a `NOP` so one fast client
@@ -614,19 +615,27 @@ impl Worker {
                 } => {
                     let n = (len as usize).min(MAX_SEND_CHUNK);
                     let fd = file.file.as_fd();
-                    // A file found wholly resident within `RESIDENT_MEMO` is not asked again
-                    // (one `cachestat` per file per interval, not one per response); otherwise
-                    // the whole file is asked first (to remember the answer), then the range.
+                    // A file found wholly resident within `RESIDENT_MEMO` is not asked again.
+                    // Otherwise a response of the whole file asks about the whole file (and
+                    // remembers a yes); a range asks about its own pages only: `cachestat`
+                    // walks every page it is asked about, and asking about a whole 2 MiB file
+                    // to send 64 KiB of it cost 18% of the server's CPU on random ranges over
+                    // 200 files (perf, BENCHMARKS.md), ~30x the range's own check.
+                    let whole_file = offset == 0 && len >= file.size;
                     let resident = *cachestat
                         && (file.resident_memo(now)
-                            || match sys::resident(fd, 0, file.size).and_then(|whole| {
-                                if whole {
-                                    file.note_resident(now);
-                                    Ok(true)
-                                } else {
-                                    sys::resident(fd, offset, n as u64)
-                                }
-                            }) {
+                            || match if whole_file {
+                                sys::resident(fd, 0, file.size).and_then(|whole| {
+                                    if whole {
+                                        file.note_resident(now);
+                                        Ok(true)
+                                    } else {
+                                        sys::resident(fd, offset, n as u64)
+                                    }
+                                })
+                            } else {
+                                sys::resident(fd, offset, n as u64)
+                            } {
                                 Ok(r) => r,
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cachestat failed; every file range now goes through io-wq");
