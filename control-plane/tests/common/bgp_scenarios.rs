@@ -272,6 +272,7 @@ pub async fn replica_change_swaps_in_background(env: &Env, ttl: std::time::Durat
             last_error: None,
             uptime_secs: 0,
             routes: 0,
+            rib_complete: false,
         }],
         full: true,
         announced: vec![],
