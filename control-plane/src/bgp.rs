@@ -199,7 +199,7 @@ pub fn log_rib_changes(
     after: &HashMap<String, ApplianceBgp>,
 ) {
     for (appliance, peer) in rib_completions(before, after) {
-        tracing::info!(%appliance, %peer, "bgp: initial table complete (End-of-RIB); the appliance's routes count for its site");
+        tracing::info!(%appliance, %peer, "bgp: a session's initial table is complete; the appliance's routes count for its site");
     }
 }
 
