@@ -389,7 +389,7 @@ fn steering_follows_what_bird_announces() {
             announce("127.0.0.21", &all4, &all6, 2),
         ],
     );
-    let _apps: Vec<Listening> = [
+    let apps: Vec<Listening> = [
         ("akl-1", "127.0.0.11", "isp-akl"),
         ("akl-2", "127.0.0.12", "isp-akl"),
         ("syd-1", "127.0.0.21", "ix-syd"),
@@ -408,7 +408,7 @@ fn steering_follows_what_bird_announces() {
         "outpost_appliance_bgp_rib_complete{{peer=\"127.0.0.2:{}\"}} 1",
         bird.port
     );
-    for a in &_apps {
+    for a in &apps {
         wait_for("End-of-RIB from BIRD on every appliance", || {
             http(a.admin(), "GET", "/metrics", &[], "")
                 .1
