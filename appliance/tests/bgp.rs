@@ -73,6 +73,7 @@ fn fixture_with(hold_time: u16, grace: Duration) -> Fixture {
         hold_time,
         grace,
         connect_retry: Duration::from_secs(1),
+        rib_settle: Duration::from_millis(300),
     })
     .unwrap();
     Fixture {
@@ -195,6 +196,11 @@ impl TestPeer {
 
     /// OPEN exchange and KEEPALIVEs up to Established; checks the speaker's OPEN.
     fn establish(f: &Fixture, hold: u16) -> TestPeer {
+        TestPeer::establish_with(f, TestPeer::open(hold))
+    }
+
+    /// [`TestPeer::establish`] sending this OPEN.
+    fn establish_with(f: &Fixture, open: Message) -> TestPeer {
         let mut p = TestPeer::connect(f.addr());
         let Some(Message::Open(o)) = p.recv() else {
             panic!("no OPEN")
@@ -207,7 +213,11 @@ impl TestPeer {
             afi: wire::AFI_IPV6,
             safi: wire::SAFI_UNICAST
         }));
-        p.send_msg(&TestPeer::open(hold));
+        // GR-aware only: flags 0, restart time 0, no AFI/SAFI (it understands End-of-RIB).
+        assert!(o
+            .capabilities
+            .contains(&Capability::graceful_restart_aware()));
+        p.send_msg(&open);
         assert_eq!(p.recv(), Some(Message::Keepalive));
         p.send_msg(&Message::Keepalive);
         f.wait_state(State::Established);
@@ -501,4 +511,84 @@ fn without_a_session_for_longer_than_the_grace_period_the_appliance_is_unsteerab
     let mut m = String::new();
     f.bgp.shared().render_metrics(&mut m);
     assert!(m.contains("outpost_appliance_bgp_steerable 0"), "{m}");
+}
+
+fn end_of_rib(afi: u16) -> Message {
+    Message::Update(Update {
+        end_of_rib: Some((afi, wire::SAFI_UNICAST)),
+        ..Default::default()
+    })
+}
+
+fn rib_complete(f: &Fixture) -> bool {
+    f.bgp.shared().sessions()[0].rib_complete
+}
+
+#[test]
+fn initial_table_completes_with_end_of_rib_per_family_or_after_settling() {
+    let f = fixture(90);
+    // A peer that advertises graceful restart sends End-of-RIB: complete once it came for both
+    // negotiated families (IPv4 and IPv6 unicast), however long that takes.
+    let Message::Open(mut open) = TestPeer::open(90) else {
+        unreachable!()
+    };
+    open.capabilities.push(Capability::GracefulRestart {
+        flags: 0,
+        time: 120,
+        families: vec![],
+    });
+    let mut peer = TestPeer::establish_with(&f, Message::Open(open));
+    assert!(!rib_complete(&f));
+    peer.send_msg(&announce(
+        &["198.51.100.0/24", "2001:db8:100::/48"],
+        vec![PEER_AS],
+        None,
+    ));
+    peer.send_msg(&end_of_rib(wire::AFI_IPV4));
+    peer.send_msg(&announce(&["2001:db8:200::/48"], vec![PEER_AS], None));
+    f.wait_routes(3);
+    // Longer than the settle time: still waiting for the IPv6 End-of-RIB.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!rib_complete(&f));
+    assert!(!Reporter::default().build(f.bgp.shared()).sessions[0].rib_complete);
+    peer.send_msg(&end_of_rib(wire::AFI_IPV6));
+    let end = Instant::now() + Duration::from_secs(20);
+    while !rib_complete(&f) {
+        assert!(Instant::now() < end, "End-of-RIB never completed the table");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The markers are neither routes nor errors.
+    assert_eq!(f.bgp.shared().table().len(), 3);
+    let r = Reporter::default().build(f.bgp.shared());
+    assert!(r.sessions[0].rib_complete);
+    assert!(r.sessions[0].last_error.is_none(), "{r:?}");
+    let mut m = String::new();
+    f.bgp.shared().render_metrics(&mut m);
+    assert!(
+        m.contains("outpost_appliance_bgp_rib_complete{peer=\"127.0.0.1:179\"} 1"),
+        "{m}"
+    );
+    // Session down: reset.
+    peer.send_msg(&Message::Notification(wire::Notification {
+        code: 6,
+        subcode: 2,
+        data: vec![],
+    }));
+    f.wait_state(State::Idle);
+    assert!(!rib_complete(&f));
+
+    // A peer without graceful restart sends no End-of-RIB: complete once the settle time
+    // (300 ms in the fixture) passed without a change.
+    let mut peer = TestPeer::establish(&f, 90);
+    peer.send_msg(&announce(&["198.51.100.0/24"], vec![PEER_AS], None));
+    f.wait_routes(1);
+    let end = Instant::now() + Duration::from_secs(20);
+    while !rib_complete(&f) {
+        assert!(Instant::now() < end, "the table never settled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Latched: a later change does not make it incomplete again.
+    peer.send_msg(&announce(&["203.0.113.0/24"], vec![PEER_AS], None));
+    f.wait_routes(2);
+    assert!(rib_complete(&f));
 }

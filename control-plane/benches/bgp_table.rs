@@ -110,6 +110,7 @@ fn main() {
                     last_error: None,
                     uptime_secs: 1,
                     routes: n_routes,
+                    rib_complete: true,
                 }],
                 steerable: true,
                 routes: site_routes[i / per_site].clone(),

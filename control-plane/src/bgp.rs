@@ -2,7 +2,11 @@
 //! steering prefix table.
 //!
 //! Per cluster (= site), only appliances that are *BGP-healthy* count: not administratively
-//! offline, not in error, reporting themselves steerable, with at least one established session.
+//! offline, not in error, reporting themselves steerable, with at least one established session
+//! whose initial table is complete (`rib_complete`: End-of-RIB received, or the appliance's
+//! settle time for a peer without graceful restart). An appliance whose sessions are established
+//! but all still receiving their initial table does not count yet: its partial routes neither
+//! steer nor make its site inconsistent ([`log_rib_changes`] notes when it starts counting).
 //! The cluster is steered by the routes **all** of them hear (the intersection); when their route
 //! sets differ the site is flagged inconsistent. Each steered route keeps its AS-path length and
 //! MED (the worst among the site's appliances), which [`crate::steering::Fleet`] uses to order
@@ -104,7 +108,7 @@ impl BgpView {
         a.admin_state != AdminState::Offline
             && a.health != Some(Health::Error)
             && b.steerable
-            && b.sessions.iter().any(|s| s.state == "established")
+            && b.sessions.iter().any(session_counts)
     }
 
     /// The steering routes of each site (its BGP-healthy appliances and the routes all of them
@@ -159,6 +163,43 @@ impl BgpView {
             });
         }
         out
+    }
+}
+
+/// An established session whose initial table has arrived.
+fn session_counts(s: &BgpSession) -> bool {
+    s.state == "established" && s.rib_complete
+}
+
+/// The sessions (appliance id, peer) whose initial table completed from `before` to `after`:
+/// established but incomplete before, complete now.
+pub fn rib_completions<'a>(
+    before: &HashMap<String, ApplianceBgp>,
+    after: &'a HashMap<String, ApplianceBgp>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut out = Vec::new();
+    for (id, a) in after {
+        let Some(b) = before.get(id) else { continue };
+        for s in a.sessions.iter().filter(|s| session_counts(s)) {
+            if b.sessions
+                .iter()
+                .any(|o| o.peer == s.peer && o.state == "established" && !o.rib_complete)
+            {
+                out.push((id.as_str(), s.peer.as_str()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Logs [`rib_completions`] at info: from now on that appliance's routes count.
+pub fn log_rib_changes(
+    before: &HashMap<String, ApplianceBgp>,
+    after: &HashMap<String, ApplianceBgp>,
+) {
+    for (appliance, peer) in rib_completions(before, after) {
+        tracing::info!(%appliance, %peer, "bgp: a session's initial table is complete; the appliance's routes count for its site");
     }
 }
 
@@ -253,6 +294,81 @@ pub fn render_metrics(v: &BgpView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session(state: &str, rib_complete: bool) -> BgpSession {
+        BgpSession {
+            peer: "192.0.2.1:179".into(),
+            asn: 64500,
+            state: state.into(),
+            last_error: None,
+            uptime_secs: 1,
+            routes: 0,
+            rib_complete,
+        }
+    }
+
+    fn appliance(id: &str) -> Appliance {
+        Appliance {
+            id: id.into(),
+            cluster: "akl".into(),
+            address: "127.0.0.1".into(),
+            port: 8080,
+            admin_state: AdminState::Reported,
+            health: Some(Health::Ok),
+            load: 0.1,
+            last_heartbeat: Some(1),
+            titles: None,
+            prefixes: vec![],
+        }
+    }
+
+    #[test]
+    fn an_appliance_counts_once_its_initial_table_is_complete() {
+        let mut v = BgpView::default();
+        let full: BTreeMap<Prefix, (u32, u32)> = ["10.64.0.0/16", "10.67.0.0/16"]
+            .iter()
+            .map(|p| (p.parse().unwrap(), (3, 0)))
+            .collect();
+        let mut part = full.clone();
+        part.pop_last();
+        for (id, s, routes) in [
+            ("akl-1", session("established", true), full.clone()),
+            ("akl-2", session("established", false), part.clone()),
+        ] {
+            v.appliances.insert(
+                id.into(),
+                ApplianceBgp {
+                    sessions: vec![s],
+                    steerable: true,
+                    routes,
+                },
+            );
+        }
+        let fleet = [appliance("akl-1"), appliance("akl-2")];
+        let e = v.entries(&fleet);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].appliances, vec![0]);
+        assert_eq!(e[0].routes.len(), 2);
+        assert!(!v.sites[0].inconsistent());
+        let before = v.appliances.clone();
+        // End-of-RIB arrives: it counts, and the usual intersection applies.
+        let a2 = v.appliances.get_mut("akl-2").unwrap();
+        a2.sessions = vec![session("established", true)];
+        assert_eq!(
+            rib_completions(&before, &v.appliances),
+            vec![("akl-2", "192.0.2.1:179")]
+        );
+        let e = v.entries(&fleet);
+        assert_eq!(e[0].appliances, vec![0, 1]);
+        assert_eq!(e[0].routes.len(), 1);
+        assert!(v.sites[0].inconsistent());
+        // Missing from the heartbeat (an older appliance): complete.
+        let old: BgpSession = serde_json::from_value(serde_json::json!({
+            "peer": "192.0.2.1:179", "asn": 64500, "state": "established"
+        }))
+        .unwrap();
+        assert!(session_counts(&old));
+    }
 
     fn site(cluster: &str, partial: &[&str]) -> SiteBgp {
         SiteBgp {

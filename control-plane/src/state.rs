@@ -584,6 +584,7 @@ impl AppState {
             _ => Snapshot::build(rows),
         };
         crate::bgp::log_site_changes(&prev.bgp.sites, &snap.bgp.sites);
+        crate::bgp::log_rib_changes(&prev.bgp.appliances, &snap.bgp.appliances);
         drop(prev);
         self.metrics
             .snapshot_bad_rows

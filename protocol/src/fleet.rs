@@ -200,6 +200,16 @@ pub struct BgpSession {
     /// Routes learnt from it.
     #[serde(default)]
     pub routes: usize,
+    /// Established and its initial table has fully arrived (End-of-RIB for every negotiated
+    /// family, or, from a peer without graceful restart, a settle time without changes). The
+    /// control plane does not count an appliance's routes until one of its sessions is.
+    /// Absent (appliances before this field): true, i.e. the old behaviour.
+    #[serde(default = "rib_complete_default")]
+    pub rib_complete: bool,
+}
+
+fn rib_complete_default() -> bool {
+    true
 }
 
 /// One learnt route.

@@ -393,6 +393,7 @@ fn bgp_config(args: &Args, file: &Config) -> anyhow::Result<Option<appliance::bg
         hold_time: args.bgp_hold_time.or(file.bgp_hold_time).unwrap_or(90),
         grace: Duration::from_secs(args.bgp_grace_secs.or(file.bgp_grace_secs).unwrap_or(300)),
         connect_retry: Duration::from_secs(5),
+        rib_settle: Duration::from_secs(5),
     };
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("{e} (flags --bgp-*, config keys bgp_*)"))?;

@@ -389,7 +389,7 @@ fn steering_follows_what_bird_announces() {
             announce("127.0.0.21", &all4, &all6, 2),
         ],
     );
-    let _apps: Vec<Listening> = [
+    let apps: Vec<Listening> = [
         ("akl-1", "127.0.0.11", "isp-akl"),
         ("akl-2", "127.0.0.12", "isp-akl"),
         ("syd-1", "127.0.0.21", "ix-syd"),
@@ -401,6 +401,20 @@ fn steering_follows_what_bird_announces() {
         bird.birdc(&["show", "protocols"])
             .is_some_and(|o| o.matches("Established").count() == 3)
     });
+    // BIRD (graceful restart "aware" by default) advertises the capability and ends its initial
+    // feed with End-of-RIB for IPv4 and IPv6: every appliance's table is complete well before
+    // the 60 s fallback for a GR peer that never sends one.
+    let complete = format!(
+        "outpost_appliance_bgp_rib_complete{{peer=\"127.0.0.2:{}\"}} 1",
+        bird.port
+    );
+    for a in &apps {
+        wait_for("End-of-RIB from BIRD on every appliance", || {
+            http(a.admin(), "GET", "/metrics", &[], "")
+                .1
+                .contains(&complete)
+        });
+    }
     steered(&cp, "10.64.1.1", "isp-akl");
     steered(&cp, "2001:db8:64::10", "isp-akl");
 

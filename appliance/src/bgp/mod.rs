@@ -7,6 +7,19 @@
 //! source address. The session FSM (RFC 4271 §8) is OpenSent → OpenConfirm → Established with hold
 //! and keepalive timers; any error sends the NOTIFICATION [`wire`] chose and drops the session and
 //! its routes. The speaker never announces a route: it sends OPEN, KEEPALIVE and NOTIFICATION only.
+//!
+//! **Initial table.** The OPEN advertises Graceful Restart (RFC 4724 §3) with restart flags 0,
+//! restart time 0 and no AFI/SAFI: the speaker preserves nothing across restarts, it only says it
+//! understands End-of-RIB. Per peer, the session's initial table is *complete*
+//! ([`PeerStatus::rib_complete`], reported to the control plane, which does not count an
+//! appliance's routes before then):
+//! - when the peer advertised Graceful Restart itself (it then sends End-of-RIB markers): once
+//!   End-of-RIB has arrived for every AFI/SAFI negotiated with it (IPv4 and/or IPv6 unicast), or
+//!   as a fallback [`EOR_FALLBACK`] after the last UPDATE if one never comes;
+//! - otherwise (no End-of-RIB to expect): once [`BgpConfig::rib_settle`] has passed since the
+//!   session became established and since the last UPDATE that changed its routes.
+//!
+//! Once complete it stays so until the session goes down; a new session starts incomplete.
 
 pub mod report;
 pub mod wire;
@@ -23,6 +36,16 @@ use wire::{code, Capability, Ctx, Message, Notification, Open, Prefix, WireError
 
 /// Default BGP port.
 pub const PORT: u16 = 179;
+
+/// How long a peer that advertised Graceful Restart may stay quiet without sending the
+/// End-of-RIB markers it owes before its initial table is taken as complete anyway.
+pub const EOR_FALLBACK: Duration = Duration::from_secs(60);
+
+/// The families this speaker negotiates (multiprotocol capability): IPv4 and IPv6 unicast.
+const FAMILIES: [(u16, u8); 2] = [
+    (wire::AFI_IPV4, wire::SAFI_UNICAST),
+    (wire::AFI_IPV6, wire::SAFI_UNICAST),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BgpError {
@@ -97,6 +120,10 @@ pub struct BgpConfig {
     pub grace: Duration,
     /// Wait between active connection attempts.
     pub connect_retry: Duration,
+    /// For a peer that did not advertise Graceful Restart (so sends no End-of-RIB): how long
+    /// after the session came up, and after the last UPDATE that changed its routes, its
+    /// initial table counts as complete.
+    pub rib_settle: Duration,
 }
 
 impl BgpConfig {
@@ -174,6 +201,9 @@ pub struct PeerStatus {
     pub notifications_sent: u64,
     pub notifications_received: u64,
     pub treat_as_withdraw: u64,
+    /// Established and its initial table has arrived (End-of-RIB, or the settle rule for a
+    /// peer without Graceful Restart; see the module documentation).
+    pub rib_complete: bool,
 }
 
 struct Peer {
@@ -187,6 +217,47 @@ struct Peer {
     notifications_sent: u64,
     notifications_received: u64,
     treat_as_withdraw: u64,
+    /// The initial table of the current session (reset when it goes down).
+    rib: Rib,
+}
+
+/// How far the initial table of a peer's current session has come.
+#[derive(Debug, Default)]
+struct Rib {
+    /// The peer advertised Graceful Restart: it sends End-of-RIB markers.
+    gr: bool,
+    /// Negotiated AFI/SAFIs whose End-of-RIB has not arrived yet.
+    awaiting: Vec<(u16, u8)>,
+    /// When the session became established or an UPDATE last changed its routes.
+    last_change: Option<Instant>,
+    complete: bool,
+}
+
+impl Peer {
+    /// Whether the current session's initial table is complete; latches it (and logs) when the
+    /// time rule (settle, or End-of-RIB fallback) is met now.
+    fn rib_complete(&mut self, settle: Duration) -> bool {
+        if self.state != State::Established {
+            return false;
+        }
+        if !self.rib.complete {
+            let Some(t) = self.rib.last_change else {
+                return false;
+            };
+            let quiet = t.elapsed();
+            if self.rib.gr && self.rib.awaiting.is_empty() {
+                // No family negotiated: no End-of-RIB to wait for.
+                self.rib.complete = true;
+            } else if self.rib.gr && quiet >= EOR_FALLBACK {
+                tracing::warn!(peer = %self.cfg.addr, awaiting = ?self.rib.awaiting, "bgp: no End-of-RIB from a graceful-restart peer; taking its initial table as complete");
+                self.rib.complete = true;
+            } else if !self.rib.gr && quiet >= settle {
+                tracing::info!(peer = %self.cfg.addr, routes = self.routes.len(), "bgp: initial table complete (no graceful restart: quiet for the settle time)");
+                self.rib.complete = true;
+            }
+        }
+        self.rib.complete
+    }
 }
 
 /// State shared between the BGP thread and readers (agent, metrics, tests).
@@ -195,6 +266,7 @@ pub struct Shared {
     /// Incremented on every change of the merged table.
     version: std::sync::atomic::AtomicU64,
     grace: Duration,
+    rib_settle: Duration,
     /// When the last established session went down (None while one is up or before any was).
     down_since: Mutex<Option<Instant>>,
     started: Instant,
@@ -202,10 +274,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn sessions(&self) -> Vec<PeerStatus> {
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers
-            .iter()
+            .iter_mut()
             .map(|p| PeerStatus {
+                rib_complete: p.rib_complete(self.rib_settle),
                 peer: SocketAddr::new(p.cfg.addr, p.cfg.port).to_string(),
                 asn: p.cfg.asn,
                 state: p.state,
@@ -310,11 +383,13 @@ impl Bgp {
                         notifications_sent: 0,
                         notifications_received: 0,
                         treat_as_withdraw: 0,
+                        rib: Rib::default(),
                     })
                     .collect(),
             ),
             version: Default::default(),
             grace: cfg.grace,
+            rib_settle: cfg.rib_settle,
             down_since: Mutex::new(None),
             started: Instant::now(),
         });
@@ -506,6 +581,7 @@ async fn session(mut s: TcpStream, i: usize, cfg: &BgpConfig, sh: &Shared) {
         p.busy = false;
         p.last_error = Some(msg);
         p.established_at = None;
+        p.rib = Rib::default();
         let had = !p.routes.is_empty();
         p.routes.clear();
         (had, was_up)
@@ -610,6 +686,8 @@ async fn run_inner(
             },
             Capability::RouteRefresh,
             Capability::FourOctetAs(cfg.asn),
+            // Receive-only: preserves nothing, but understands End-of-RIB.
+            Capability::graceful_restart_aware(),
         ],
     };
     send(s, &Message::Open(open)).await?;
@@ -649,6 +727,12 @@ async fn run_inner(
     let ctx = Ctx {
         four_octet: theirs.four_octet(),
     };
+    let gr = theirs.graceful_restart();
+    let families: Vec<(u16, u8)> = theirs
+        .families()
+        .into_iter()
+        .filter(|f| FAMILIES.contains(f))
+        .collect();
     let hold = theirs.hold_time.min(cfg.hold_time);
     let hold_d = (hold > 0).then(|| Duration::from_secs(u64::from(hold)));
     let keep_d = hold_d.map(|h| (h / 3).max(Duration::from_secs(1)));
@@ -686,9 +770,15 @@ async fn run_inner(
                     p.state = State::Established;
                     p.established_at = Some((SystemTime::now(), Instant::now()));
                     p.last_error = None;
+                    p.rib = Rib {
+                        gr,
+                        awaiting: families.clone(),
+                        last_change: Some(Instant::now()),
+                        complete: false,
+                    };
                 });
                 *sh.down_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                tracing::info!(peer = %peer.addr, asn = peer.asn, hold, "bgp: session established");
+                tracing::info!(peer = %peer.addr, asn = peer.asn, hold, graceful_restart = gr, "bgp: session established");
             }
             Message::Keepalive => {}
             Message::Notification(n) => return Err(End::Received(n)),
@@ -699,6 +789,17 @@ async fn run_inner(
             Message::RouteRefresh { afi, safi } => {
                 // We announce nothing, so there is nothing to resend.
                 tracing::debug!(afi, safi, "bgp: route refresh received (nothing to send)");
+            }
+            Message::Update(u) if u.end_of_rib.is_some() => {
+                let fam = u.end_of_rib.unwrap_or_default();
+                sh.with_peer(i, |p| {
+                    p.rib.awaiting.retain(|f| *f != fam);
+                    tracing::debug!(peer = %peer.addr, afi = fam.0, safi = fam.1, "bgp: End-of-RIB");
+                    if p.rib.awaiting.is_empty() && !p.rib.complete {
+                        p.rib.complete = true;
+                        tracing::info!(peer = %peer.addr, routes = p.routes.len(), "bgp: initial table complete (End-of-RIB)");
+                    }
+                });
             }
             Message::Update(u) => {
                 let taw = u.treat_as_withdraw.clone();
@@ -721,6 +822,9 @@ async fn run_inner(
                     };
                     for a in &u.announced {
                         changed |= p.routes.insert(*a, r.clone()).as_ref() != Some(&r);
+                    }
+                    if changed {
+                        p.rib.last_change = Some(Instant::now());
                     }
                     changed
                 });
@@ -795,6 +899,16 @@ impl Shared {
                 o,
                 "outpost_appliance_bgp_treat_as_withdraw_total{{peer=\"{}\"}} {}",
                 s.peer, s.treat_as_withdraw
+            );
+        }
+        let _ = writeln!(o, "# HELP outpost_appliance_bgp_rib_complete 1 when the peer's session is established and its initial table has arrived (End-of-RIB, or the settle time).");
+        let _ = writeln!(o, "# TYPE outpost_appliance_bgp_rib_complete gauge");
+        for s in &sessions {
+            let _ = writeln!(
+                o,
+                "outpost_appliance_bgp_rib_complete{{peer=\"{}\"}} {}",
+                s.peer,
+                u8::from(s.rib_complete)
             );
         }
         let _ = writeln!(o, "# HELP outpost_appliance_bgp_steerable 0 once no session has been up for longer than the grace period.");

@@ -53,6 +53,7 @@ impl Reporter {
                     _ => 0,
                 },
                 routes: s.routes,
+                rib_complete: s.rib_complete,
             })
             .collect();
         let all: Vec<BgpRoute> = table.iter().map(|(p, r)| to_wire(p, r)).collect();

@@ -1,6 +1,7 @@
 //! The BGP-4 wire format (RFC 4271), receive side first: a frame splitter and parser for OPEN
 //! (with the capabilities of RFC 5492: multiprotocol RFC 4760, route refresh RFC 2918, 4-octet AS
-//! RFC 6793), UPDATE (IPv4 NLRI and MP_REACH/MP_UNREACH for IPv4 and IPv6 unicast), KEEPALIVE,
+//! RFC 6793, graceful restart RFC 4724), UPDATE (IPv4 NLRI and MP_REACH/MP_UNREACH for IPv4 and
+//! IPv6 unicast; End-of-RIB markers, RFC 4724 §2, are recognised as such), KEEPALIVE,
 //! NOTIFICATION and ROUTE-REFRESH, and an encoder for all of them (the speaker sends OPEN,
 //! KEEPALIVE and NOTIFICATION; tests and the fuzz target build UPDATEs with it).
 //!
@@ -111,10 +112,36 @@ impl std::str::FromStr for Prefix {
 /// A capability advertised in OPEN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Capability {
-    Multiprotocol { afi: u16, safi: u8 },
+    Multiprotocol {
+        afi: u16,
+        safi: u8,
+    },
     RouteRefresh,
     FourOctetAs(u32),
-    Other { code: u8, data: Vec<u8> },
+    /// Graceful Restart (code 64, RFC 4724 §3): restart flags (high 4 bits of the first octet),
+    /// restart time (12 bits), and per AFI/SAFI whether forwarding state was preserved. A
+    /// receive-only speaker advertises it with everything 0 and no AFI/SAFI: it only says it
+    /// understands End-of-RIB ("GR-aware").
+    GracefulRestart {
+        flags: u8,
+        time: u16,
+        families: Vec<(u16, u8, u8)>,
+    },
+    Other {
+        code: u8,
+        data: Vec<u8>,
+    },
+}
+
+impl Capability {
+    /// The GR-aware capability of a receive-only speaker (flags 0, time 0, no AFI/SAFI).
+    pub fn graceful_restart_aware() -> Capability {
+        Capability::GracefulRestart {
+            flags: 0,
+            time: 0,
+            families: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +170,29 @@ impl Open {
             .iter()
             .any(|c| matches!(c, Capability::FourOctetAs(_)))
     }
+    /// Whether the sender advertised Graceful Restart, i.e. it sends End-of-RIB markers.
+    pub fn graceful_restart(&self) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::GracefulRestart { .. }))
+    }
+    /// The AFI/SAFIs the sender advertised with the multiprotocol capability; IPv4 unicast
+    /// alone when it advertised none (RFC 4760 §8).
+    pub fn families(&self) -> Vec<(u16, u8)> {
+        let mp: Vec<(u16, u8)> = self
+            .capabilities
+            .iter()
+            .filter_map(|c| match c {
+                Capability::Multiprotocol { afi, safi } => Some((*afi, *safi)),
+                _ => None,
+            })
+            .collect();
+        if mp.is_empty() {
+            vec![(AFI_IPV4, SAFI_UNICAST)]
+        } else {
+            mp
+        }
+    }
 }
 
 /// The attributes of the announced routes that steering uses.
@@ -168,6 +218,9 @@ pub struct Update {
     pub treat_as_withdraw: Option<String>,
     /// Attributes discarded under RFC 7606 "attribute discard".
     pub discarded: Vec<u8>,
+    /// This UPDATE is an End-of-RIB marker (RFC 4724 §2) for this AFI/SAFI: no withdrawn
+    /// routes and no NLRI (IPv4 unicast), or only an empty MP_UNREACH_NLRI (other families).
+    pub end_of_rib: Option<(u16, u8)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,6 +378,15 @@ fn parse_open(b: &[u8]) -> Result<Open, WireError> {
                 },
                 (2, 0) => Capability::RouteRefresh,
                 (65, 4) => Capability::FourOctetAs(u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+                // A malformed GR capability is kept as unknown (it then promises no End-of-RIB).
+                (64, _) if cl >= 2 && (cl - 2) % 4 == 0 => Capability::GracefulRestart {
+                    flags: v[0] >> 4,
+                    time: u16::from_be_bytes([v[0] & 0x0f, v[1]]),
+                    families: v[2..]
+                        .chunks_exact(4)
+                        .map(|f| (u16::from_be_bytes([f[0], f[1]]), f[2], f[3]))
+                        .collect(),
+                },
                 (1 | 2 | 65, _) => {
                     return Err(err(
                         code::OPEN,
@@ -389,6 +451,11 @@ fn parse_update(b: &[u8], ctx: Ctx) -> Result<Update, WireError> {
         return Err(malformed("withdrawn routes length overruns the message"));
     }
     let mut u = Update::default();
+    if b.len() == 4 && b.iter().all(|&x| x == 0) {
+        // The shortest UPDATE: End-of-RIB for IPv4 unicast.
+        u.end_of_rib = Some((AFI_IPV4, SAFI_UNICAST));
+        return Ok(u);
+    }
     parse_nlri(&b[2..2 + wlen], false, &mut u.withdrawn)?;
     let a = 2 + wlen;
     let alen = u16::from_be_bytes([b[a], b[a + 1]]) as usize;
@@ -399,6 +466,20 @@ fn parse_update(b: &[u8], ctx: Ctx) -> Result<Update, WireError> {
     }
     let attrs = &b[a + 2..a + 2 + alen];
     parse_nlri(&b[a + 2 + alen..], false, &mut u.announced)?;
+    // Only an MP_UNREACH_NLRI with no withdrawn routes: End-of-RIB for its AFI/SAFI.
+    if wlen == 0 && a + 2 + alen == b.len() && attrs.len() >= 3 && attrs[1] == 15 {
+        let flags = attrs[0];
+        let (hl, len) = if flags & 0x10 != 0 && attrs.len() >= 4 {
+            (4, u16::from_be_bytes([attrs[2], attrs[3]]) as usize)
+        } else {
+            (3, attrs[2] as usize)
+        };
+        if flags & 0xc0 == 0x80 && len == 3 && attrs.len() == hl + 3 {
+            let v = &attrs[hl..];
+            u.end_of_rib = Some((u16::from_be_bytes([v[0], v[1]]), v[2]));
+            return Ok(u);
+        }
+    }
     let mut withdraw: Option<String> = None;
     let mut seen = [false; 256];
     let mut mp_reach = false;
@@ -663,6 +744,19 @@ pub fn encode(msg: &Message, ctx: Ctx) -> Vec<u8> {
                         caps.extend_from_slice(&[65, 4]);
                         caps.extend_from_slice(&asn.to_be_bytes());
                     }
+                    Capability::GracefulRestart {
+                        flags,
+                        time,
+                        families,
+                    } => {
+                        let ft = (u16::from(*flags & 0x0f) << 12) | (*time & 0x0fff);
+                        caps.extend_from_slice(&[64, 2 + 4 * families.len() as u8]);
+                        caps.extend_from_slice(&ft.to_be_bytes());
+                        for (afi, safi, f) in families {
+                            caps.extend_from_slice(&afi.to_be_bytes());
+                            caps.extend_from_slice(&[*safi, *f]);
+                        }
+                    }
                     Capability::Other { code, data } => {
                         caps.extend_from_slice(&[*code, data.len() as u8]);
                         caps.extend_from_slice(data);
@@ -740,6 +834,12 @@ pub fn encode(msg: &Message, ctx: Ctx) -> Vec<u8> {
                 let mut v = vec![0, 2, SAFI_UNICAST];
                 v.extend_from_slice(&w6);
                 put_attr(&mut attrs, 0x80, 15, &v);
+            } else if let Some((afi, safi)) = u.end_of_rib {
+                // End-of-RIB: nothing else in the UPDATE; IPv4 unicast is the empty UPDATE.
+                if (afi, safi) != (AFI_IPV4, SAFI_UNICAST) && attrs.is_empty() && w4.is_empty() {
+                    let a = afi.to_be_bytes();
+                    put_attr(&mut attrs, 0x80, 15, &[a[0], a[1], safi]);
+                }
             }
             let mut b = Vec::new();
             b.extend_from_slice(&(w4.len() as u16).to_be_bytes());
@@ -790,6 +890,93 @@ mod tests {
         assert_eq!(got.attrs.med, Some(50));
         assert_eq!(got.attrs.communities, vec![0xfde8_0001]);
         assert!(got.treat_as_withdraw.is_none());
+    }
+
+    fn parse_update_body(body: &[u8]) -> Update {
+        let mut m = vec![0xff; 16];
+        m.extend_from_slice(&((HEADER_LEN + body.len()) as u16).to_be_bytes());
+        m.push(2);
+        m.extend_from_slice(body);
+        match parse(&m, Ctx::default()).unwrap().unwrap() {
+            (Message::Update(u), n) if n == m.len() => u,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn end_of_rib_is_recognised_for_ipv4_and_ipv6_unicast() {
+        // IPv4 unicast: the minimum-length UPDATE (RFC 4724 §2), as BIRD sends it.
+        let u = parse_update_body(&[0, 0, 0, 0]);
+        assert_eq!(u.end_of_rib, Some((AFI_IPV4, SAFI_UNICAST)));
+        assert!(u.withdrawn.is_empty() && u.announced.is_empty());
+        assert!(u.treat_as_withdraw.is_none());
+        // IPv6 unicast: only an empty MP_UNREACH_NLRI (flags optional, AFI 2, SAFI 1).
+        let u = parse_update_body(&[0, 0, 0, 6, 0x80, 15, 3, 0, 2, 1]);
+        assert_eq!(u.end_of_rib, Some((AFI_IPV6, SAFI_UNICAST)));
+        assert!(u.withdrawn.is_empty() && u.announced.is_empty());
+        // The same with an extended-length attribute header.
+        let u = parse_update_body(&[0, 0, 0, 7, 0x90, 15, 0, 3, 0, 2, 1]);
+        assert_eq!(u.end_of_rib, Some((AFI_IPV6, SAFI_UNICAST)));
+        // An MP_UNREACH_NLRI that withdraws something is not End-of-RIB.
+        let u = parse_update_body(&[0, 0, 0, 9, 0x80, 15, 6, 0, 2, 1, 16, 0x20, 0x01]);
+        assert_eq!(u.end_of_rib, None);
+        assert_eq!(u.withdrawn, vec![p("2001::/16")]);
+        // Nor is an UPDATE withdrawing an IPv4 prefix.
+        let u = parse_update_body(&[0, 2, 8, 10, 0, 0]);
+        assert_eq!(u.end_of_rib, None);
+        assert_eq!(u.withdrawn, vec![p("10.0.0.0/8")]);
+        // Both markers re-encode to themselves.
+        for fam in [(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)] {
+            let eor = Update {
+                end_of_rib: Some(fam),
+                ..Default::default()
+            };
+            let bytes = encode(&Message::Update(eor.clone()), Ctx::default());
+            let (m, _) = parse(&bytes, Ctx::default()).unwrap().unwrap();
+            assert_eq!(m, Message::Update(eor));
+        }
+        assert_eq!(
+            encode(
+                &Message::Update(Update {
+                    end_of_rib: Some((AFI_IPV4, SAFI_UNICAST)),
+                    ..Default::default()
+                }),
+                Ctx::default()
+            )
+            .len(),
+            23
+        );
+    }
+
+    #[test]
+    fn graceful_restart_capability_round_trips() {
+        let open = Open {
+            version: 4,
+            my_as: 64512,
+            hold_time: 90,
+            router_id: Ipv4Addr::new(192, 0, 2, 1),
+            capabilities: vec![
+                Capability::graceful_restart_aware(),
+                Capability::GracefulRestart {
+                    flags: 0x8,
+                    time: 120,
+                    families: vec![(AFI_IPV6, SAFI_UNICAST, 0x80)],
+                },
+            ],
+        };
+        let bytes = encode(&Message::Open(open.clone()), Ctx::default());
+        // The aware-only capability: code 64, length 2, flags and time 0.
+        assert!(bytes.windows(4).any(|w| w == [64, 2, 0, 0]));
+        assert!(bytes
+            .windows(8)
+            .any(|w| w == [64, 6, 0x80, 120, 0, 2, 1, 0x80]));
+        let (m, _) = parse(&bytes, Ctx::default()).unwrap().unwrap();
+        let Message::Open(got) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(got, open);
+        assert!(got.graceful_restart());
+        assert_eq!(got.families(), vec![(AFI_IPV4, SAFI_UNICAST)]);
     }
 
     #[test]

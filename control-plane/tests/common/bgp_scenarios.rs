@@ -1,6 +1,7 @@
 //! Steering from BGP routes reported in heartbeats (issue 14): tie-breaks (longer prefix,
 //! shorter AS path, lower MED), withdrawal, a site whose appliances hear different routes, a
-//! session going down, and the digest check that asks for a full table.
+//! session whose initial table is still arriving (not counted until End-of-RIB), a session
+//! going down, and the digest check that asks for a full table.
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -24,7 +25,8 @@ fn routes(rs: &[R]) -> Vec<protocol::fleet::BgpRoute> {
 }
 
 /// Sends a heartbeat with a BGP report: `table` is the whole table after the change, sent as
-/// the deltas `announced`/`withdrawn` (or whole when `full`). Returns the ack.
+/// the deltas `announced`/`withdrawn` (or whole when `full`). Returns the ack. The session's
+/// `rib_complete` is left out (an older appliance: counts as complete).
 async fn report(
     env: &Env,
     id: &str,
@@ -34,11 +36,30 @@ async fn report(
     full: bool,
     up: bool,
 ) -> Value {
+    report_rib(env, id, table, announced, withdrawn, full, up, None).await
+}
+
+/// [`report`] with the session's `rib_complete` (`None`: the field left out).
+#[allow(clippy::too_many_arguments)]
+async fn report_rib(
+    env: &Env,
+    id: &str,
+    table: &[R],
+    announced: &[R],
+    withdrawn: &[&str],
+    full: bool,
+    up: bool,
+    rib_complete: Option<bool>,
+) -> Value {
     let digest = protocol::fleet::bgp_digest(&routes(table));
     let cred = format!("{id}-credential-0123456789");
+    let mut session = json!({"peer": "127.0.0.1:179", "asn": 64500, "state": if up { "established" } else { "idle" },
+                      "uptime_secs": 5, "routes": table.len()});
+    if let Some(c) = rib_complete {
+        session["rib_complete"] = json!(c);
+    }
     let bgp = json!({
-        "sessions": [{"peer": "127.0.0.1:179", "asn": 64500, "state": if up { "established" } else { "idle" },
-                      "uptime_secs": 5, "routes": table.len()}],
+        "sessions": [session],
         "full": full,
         "announced": routes(if full { table } else { announced }),
         "withdrawn": withdrawn,
@@ -160,6 +181,46 @@ pub async fn steering_follows_bgp(env: &Env) {
     assert_eq!(first_cluster(env, "10.67.0.1").await, "isp-akl");
     assert_eq!(first_cluster(env, "10.66.0.1").await, "ix-syd");
 
+    // akl-2's session restarts: established, but its initial table is still arriving (no
+    // End-of-RIB yet) and so far holds only 10.64.0.0/16. It does not count yet: the site is
+    // not flagged and keeps being steered by akl-1's routes (10.67.0.0/16 stays in Auckland).
+    let partial: Vec<R> = vec![("10.64.0.0/16", 3, 50)];
+    report_rib(env, "akl-2", &partial, &[], &[], true, true, Some(false)).await;
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    let m = m.as_str().unwrap().to_owned();
+    assert!(
+        m.contains("outpost_cp_bgp_site_inconsistent{cluster=\"isp-akl\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("outpost_cp_bgp_site_routes{cluster=\"isp-akl\"} 2"),
+        "{m}"
+    );
+    assert_eq!(first_cluster(env, "10.67.0.1").await, "isp-akl");
+    // End-of-RIB: its table is complete and the same as akl-1's; the usual rules apply.
+    report_rib(
+        env,
+        "akl-2",
+        &akl_med,
+        &akl_med[1..],
+        &[],
+        false,
+        true,
+        Some(true),
+    )
+    .await;
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    let m = m.as_str().unwrap().to_owned();
+    assert!(
+        m.contains("outpost_cp_bgp_site_inconsistent{cluster=\"isp-akl\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("outpost_cp_bgp_site_routes{cluster=\"isp-akl\"} 2"),
+        "{m}"
+    );
+    assert_eq!(first_cluster(env, "10.67.0.1").await, "isp-akl");
+
     // Inconsistent site: only akl-2 hears 10.66.0.0/16 (with the best path) -> Auckland is not
     // steered by it (Sydney keeps it), and the site is flagged.
     let akl2: Vec<R> = vec![
@@ -272,6 +333,7 @@ pub async fn replica_change_swaps_in_background(env: &Env, ttl: std::time::Durat
             last_error: None,
             uptime_secs: 0,
             routes: 0,
+            rib_complete: false,
         }],
         full: true,
         announced: vec![],
