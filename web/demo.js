@@ -1,17 +1,19 @@
-// Outpost demo player page. Plays a session's steered manifest with Shaka Player (DASH) or
-// hls.js (HLS) and shows which appliance served each segment (the `Outpost-Appliance` response
+// Outpost demo player page. Plays a session's steered manifest with Shaka Player or dash.js
+// (DASH) or hls.js (HLS) and shows which appliance served each segment (the `Outpost-Appliance` response
 // header, exposed by the appliances through CORS), rendition switches, buffer level and the
 // session's lease and licence state. The person picks the audio language and the subtitles
 // (or off; an English forced track for signs shows whenever subtitles are off and the audio is
-// English) through each player's own track API, and hovering the timeline shows a thumbnail
+// English) through each player's own track API (dash.js: the audio language only, and clear
+// titles only; its subtitles stay off, the page leaves them to Shaka Player and hls.js), and
+// hovering the timeline shows a thumbnail
 // from the title's image track. `window.outpostDemo` exposes the live state for tests.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
 const state = {
   session: null,
-  player: null,      // shaka.Player or Hls
-  kind: null,        // 'shaka' | 'hls'
+  player: null,      // shaka.Player, a dash.js MediaPlayer or Hls
+  kind: null,        // 'shaka' | 'dash' | 'hls'
   segments: [],      // {t, file, appliance, bytes}
   servedBy: {},      // appliance id -> segment count
   switches: [],      // rendition ids in switch order
@@ -179,7 +181,9 @@ async function play() {
   state.thumbs = null;
   state.lastThumbnail = null;
   $('subtitles').value = 'off';
-  if (kind === 'shaka') await playShaka(video, s); else playHls(video, s);
+  if (kind === 'shaka') await playShaka(video, s);
+  else if (kind === 'dash') await playDash(video, s);
+  else playHls(video, s);
   $('timeline').disabled = false;
   video.loop = loop;
   // Playback over: give the stream back (a member's plan counts concurrent streams).
@@ -258,6 +262,63 @@ async function playShaka(video, s) {
   applyText();
 }
 
+async function playDash(video, s) {
+  // The session's DASH manifest signals protection per Representation (SD and HD renditions
+  // have their own keys); dash.js 5.2 reads ContentProtection per AdaptationSet only, so it
+  // never asks for a licence. Encrypted titles play with Shaka Player or hls.js.
+  if (s.license) {
+    await endLease();
+    throw new Error('dash.js cannot play this encrypted title (it does not read the per-rendition '
+      + 'Clear Key signalling of the session manifest): pick Shaka Player or hls.js');
+  }
+  const player = dashjs.MediaPlayer().create();
+  state.player = player; state.kind = 'dash';
+  player.updateSettings({
+    streaming: {
+      // QoE: CMCD in query mode (no CORS preflight); sid is the control plane's session id.
+      cmcd: { enabled: true, mode: 'query', sid: s.session_id, cid: $('title').value },
+      // Content steering from the session manifest's <ContentSteering> (dash.js's default).
+      applyContentSteering: true,
+      // dash.js's subtitles stay off: the page offers text choices with the other players.
+      text: { defaultEnabled: false },
+      ...(bufferSecs ? { buffer: { bufferTimeDefault: bufferSecs, bufferTimeAtTopQuality: bufferSecs,
+        bufferTimeAtTopQualityLongForm: bufferSecs, bufferToKeep: bufferSecs } } : {}),
+    },
+  });
+  // The same grant refresh for every manifest and segment request; segments are logged with
+  // the appliance that served them.
+  player.addRequestInterceptor(async (req) => {
+    if (state.swapGrants !== false) req.url = freshUrl(req.url);
+    return req;
+  });
+  player.addResponseInterceptor(async (res) => {
+    const r = res.request && res.request.customData && res.request.customData.request;
+    if (r && r.type === 'MediaSegment' && res.status >= 200 && res.status < 300) {
+      const h = res.headers || {};
+      const who = h['outpost-appliance'] || h['Outpost-Appliance'] || null;
+      recordSegment(res.url || res.request.url, who, res.data ? res.data.byteLength : 0);
+    }
+    return res;
+  });
+  const ev = dashjs.MediaPlayer.events;
+  player.on(ev.ERROR, (e) => showError(new Error(`dash.js ${e.error && e.error.code}: ${e.error && e.error.message}`)));
+  player.on(ev.PLAYBACK_ERROR, (e) => showError(new Error(`dash.js playback: ${e.error && e.error.message}`)));
+  player.on(ev.QUALITY_CHANGE_RENDERED, (e) => {
+    if (e.mediaType === 'video' && e.newRepresentation) recordSwitch(e.newRepresentation.id);
+  });
+  player.on(ev.TRACK_CHANGE_RENDERED, refreshTrackMenus);
+  await new Promise((resolve) => {
+    player.on(ev.STREAM_INITIALIZED, resolve);
+    player.on(ev.ERROR, resolve);
+    player.initialize(video, s.manifests.dash, false);
+    // The audio language of the browser (English otherwise) to start with, as Shaka Player does.
+    player.setInitialMediaSettingsFor('audio', { lang: langKey(navigator.language) || 'en' });
+  });
+  const rep = player.getCurrentRepresentationForType('video');
+  if (rep) recordSwitch(rep.id);
+  refreshTrackMenus();
+}
+
 function playHls(video, s) {
   const lic = s.license;
   // An hls.js loader hook: the same grant refresh for every playlist and fragment request.
@@ -313,6 +374,7 @@ function audioLanguages() {
   const p = state.player;
   if (!p) return [];
   if (state.kind === 'shaka') return [...new Set(p.getAudioTracks().map((t) => t.language))];
+  if (state.kind === 'dash') return [...new Set(p.getTracksFor('audio').map((t) => t.lang))];
   return [...new Set((p.audioTracks || []).map((t) => t.lang))];
 }
 
@@ -322,6 +384,10 @@ function activeAudio() {
   if (state.kind === 'shaka') {
     const v = p.getVariantTracks().find((t) => t.active);
     return v ? v.language : null;
+  }
+  if (state.kind === 'dash') {
+    const t = p.getCurrentTrackFor('audio');
+    return t ? t.lang : null;
   }
   const t = (p.audioTracks || [])[p.audioTrack];
   return t ? t.lang : null;
@@ -334,6 +400,8 @@ function textTracks() {
   if (state.kind === 'shaka') {
     return p.getTextTracks().map((t) => ({ lang: t.language, forced: !!t.forced, active: t.active, raw: t }));
   }
+  // dash.js: no text choices on this page (its subtitles stay off).
+  if (state.kind === 'dash') return [];
   return (p.subtitleTracks || []).map((t, i) => ({ lang: t.lang, forced: !!t.forced, active: p.subtitleTrack === i, index: i }));
 }
 
@@ -354,6 +422,9 @@ function selectAudio(lang) {
   if (state.kind === 'shaka') {
     const t = p.getAudioTracks().find((a) => a.language === lang);
     if (t) p.selectAudioTrack(t);
+  } else if (state.kind === 'dash') {
+    const t = p.getTracksFor('audio').find((a) => a.lang === lang);
+    if (t) p.setCurrentTrack(t);
   } else {
     const i = p.audioTracks.findIndex((t) => t.lang === lang);
     if (i >= 0) p.audioTrack = i;
@@ -393,6 +464,8 @@ function applyText() {
     // Shaka Player 5: selecting a track shows it, selecting null hides text.
     p.selectTextTrack(pick ? pick.raw : null);
     state.textVisible = !!pick;
+  } else if (state.kind === 'dash') {
+    // No text choices with dash.js (textTracks() is empty).
   } else {
     p.subtitleDisplay = !!pick;
     p.subtitleTrack = pick ? pick.index : -1;

@@ -1,7 +1,7 @@
 // Drives the `outpost demo` pages in headless Debian Chromium and prints one JSON result.
 //
 //   node demo.mjs --url http://127.0.0.1:PORT --scenario play|failover|refusals|expiry|tracks
-//                 [--player shaka|hls] [--title ID] [--device ID] [--shots DIR] [--no-swap]
+//                 [--player shaka|dash|hls] [--title ID] [--device ID] [--shots DIR] [--no-swap]
 //
 // play:      plays the title to the end, forcing one rendition switch through the player API.
 // failover:  stops the appliance serving segments mid-playback, plays to the end, then waits for
@@ -69,6 +69,17 @@ async function forceSwitch(page) {
       const active = tracks.find((t) => t.active);
       const other = tracks.filter((t) => t.height !== active.height).sort((a, b) => a.height - b.height)[0];
       p.selectVariantTrack(other, true);
+      return `${active.height}p->${other.height}p`;
+    }
+    if (s.kind === 'dash') {
+      // dash.js 5: ABR off for video, then the lowest other rendition by id, replacing the
+      // buffered segments ahead (forceReplace) so the switch shows before the end.
+      const p = s.player;
+      p.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: false } } } });
+      const active = p.getCurrentRepresentationForType('video');
+      const other = p.getRepresentationsByType('video').filter((r) => r.height !== active.height)
+        .sort((a, b) => a.height - b.height)[0];
+      p.setRepresentationForTypeById('video', other.id, true);
       return `${active.height}p->${other.height}p`;
     }
     const h = s.player;

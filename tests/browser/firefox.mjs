@@ -169,6 +169,17 @@ function forceSwitch() {
     p.selectVariantTrack(other, true);
     return `${active.height}p->${other.height}p`;
   }
+  if (s.kind === 'dash') {
+    // dash.js 5: ABR off for video, then the lowest other rendition by id, replacing the
+    // buffered segments ahead (forceReplace) so the switch shows before the end.
+    const p = s.player;
+    p.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: false } } } });
+    const active = p.getCurrentRepresentationForType('video');
+    const other = p.getRepresentationsByType('video').filter((r) => r.height !== active.height)
+      .sort((a, b) => a.height - b.height)[0];
+    p.setRepresentationForTypeById('video', other.id, true);
+    return `${active.height}p->${other.height}p`;
+  }
   const h = s.player;
   const target = h.currentLevel === 0 ? h.levels.length - 1 : 0;
   h.autoLevelEnabled = false;

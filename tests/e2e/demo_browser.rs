@@ -1,6 +1,6 @@
 //! End to end: `outpost demo` from a fresh data directory, driven in headless Chromium by
 //! `tests/browser/demo.mjs` (playwright-core): playback of each fixture title with Shaka Player
-//! (DASH) and hls.js (HLS) with a forced rendition switch, audio language and subtitle choices,
+//! and dash.js (DASH) and hls.js (HLS) with a forced rendition switch, audio language and subtitle choices,
 //! the forced track, timeline thumbnails, I-frame playlists in the session's HLS manifest,
 //! failover when the serving appliance is stopped, refusals as a user sees them, and a clean
 //! shutdown on Ctrl-C; and a data directory from an earlier run re-packaged when its inputs
@@ -370,12 +370,15 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
         }
     }
 
-    // Each title to the end with a forced rendition switch, with both players: the encrypted
-    // H.264 title plays with Clear Key through the control plane's licence server.
+    // Each title to the end with a forced rendition switch, with each of the page's players:
+    // the encrypted H.264 title plays with Clear Key through the control plane's licence server
+    // (not with dash.js: it does not read the manifest's per-Representation ContentProtection,
+    // so the page offers it for the clear title only).
     for (player, title) in [
         ("shaka", "demo-h264"),
         ("hls", "demo-h264"),
         ("shaka", "demo-vp9"),
+        ("dash", "demo-vp9"),
         ("hls", "demo-vp9"),
     ] {
         let r = scenario(

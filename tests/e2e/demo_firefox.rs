@@ -1,9 +1,9 @@
 //! End to end in a second browser engine: `outpost demo` from a fresh data directory (started
 //! as `demo_browser` starts it), its player page driven in headless Debian Firefox ESR through
 //! W3C WebDriver (geckodriver) by `tests/browser/firefox.mjs`. Both demo titles play to the end
-//! with both of the page's players, Shaka Player (DASH) and hls.js (HLS), each with a forced
-//! rendition switch: the H.264/AAC title encrypted (Clear Key, its licence from the control
-//! plane), the VP9/Opus one clear. For each: the end reached; no player or page error; frames
+//! with Shaka Player (DASH) and hls.js (HLS), the clear one also with dash.js (DASH), each with
+//! a forced rendition switch: the H.264/AAC title encrypted (Clear Key, its licence from the
+//! control plane), the VP9/Opus one clear. For each: the end reached; no player or page error; frames
 //! decoded (the video element's playback quality, a picture in a screenshot of the video element
 //! mid-playback, and for the clear title the same picture drawn by the page into a canvas);
 //! every segment from an appliance of the session's ranked list, as the page logged it and as
@@ -20,10 +20,13 @@ use serde_json::Value;
 use crate::support::demo::{artifacts, browser_dir, start_demo, SERIAL};
 use crate::support::firefox::{Geckodriver, FIREFOX};
 
-const PLAYS: [(&str, &str); 4] = [
+/// dash.js plays the clear title only: it does not read the per-Representation Clear Key
+/// signalling of the session's DASH manifest, and the page says so (web/demo.js).
+const PLAYS: [(&str, &str); 5] = [
     ("shaka", "demo-h264"),
     ("hls", "demo-h264"),
     ("shaka", "demo-vp9"),
+    ("dash", "demo-vp9"),
     ("hls", "demo-vp9"),
 ];
 

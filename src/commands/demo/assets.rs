@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _};
 
-/// The pinned npm manifest and lock for the player libraries (Shaka Player, hls.js).
+/// The pinned npm manifest and lock for the player libraries (Shaka Player, hls.js, dash.js).
 const WEB_PACKAGE_JSON: &str = include_str!("../../../web/package.json");
 const WEB_PACKAGE_LOCK: &str = include_str!("../../../web/package-lock.json");
 
@@ -240,6 +240,12 @@ pub fn ensure_titles(fixtures: &Path, titles_dir: &Path) -> anyhow::Result<Vec<&
     Ok(packaged)
 }
 
+/// The npm packages of the player libraries (web/package.json).
+const PACKAGES: [&str; 3] = ["shaka-player", "hls.js", "dashjs"];
+
+/// dash.js's bundle (player, Clear Key and CMCD included) inside its npm package.
+pub const DASHJS_DIST: &str = "dashjs/dist/modern/umd/dash.all.min.js";
+
 /// Makes sure the player libraries are in `<web_dir>/node_modules`, fetching them with npm on
 /// first use (saying so). Returns the `node_modules` directory.
 pub fn ensure_player_libraries(web_dir: &Path) -> anyhow::Result<PathBuf> {
@@ -247,6 +253,7 @@ pub fn ensure_player_libraries(web_dir: &Path) -> anyhow::Result<PathBuf> {
     let ready = [
         "shaka-player/dist/shaka-player.compiled.js",
         "hls.js/dist/hls.min.js",
+        DASHJS_DIST,
     ]
     .iter()
     .all(|f| modules.join(f).is_file());
@@ -257,11 +264,8 @@ pub fn ensure_player_libraries(web_dir: &Path) -> anyhow::Result<PathBuf> {
     // A source checkout where `scripts/install-deps` already ran `npm ci` in web/ has the same
     // pinned packages: copy them rather than asking npm again.
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/node_modules");
-    if ["shaka-player", "hls.js"]
-        .iter()
-        .all(|p| checkout.join(p).is_dir())
-    {
-        for p in ["shaka-player", "hls.js"] {
+    if PACKAGES.iter().all(|p| checkout.join(p).is_dir()) {
+        for p in PACKAGES {
             copy_tree(&checkout.join(p), &modules.join(p))?;
         }
         return Ok(modules);
@@ -269,7 +273,7 @@ pub fn ensure_player_libraries(web_dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::write(web_dir.join("package.json"), WEB_PACKAGE_JSON)?;
     std::fs::write(web_dir.join("package-lock.json"), WEB_PACKAGE_LOCK)?;
     eprintln!(
-        "demo: fetching Shaka Player and hls.js with npm into {} (first run only)",
+        "demo: fetching Shaka Player, hls.js and dash.js with npm into {} (first run only)",
         modules.display()
     );
     let status = Command::new("npm")

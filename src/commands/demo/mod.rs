@@ -53,8 +53,8 @@ pub struct Args {
     /// Number of appliances in the embedded ISP cluster.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub appliances: u16,
-    /// Do not fetch the player libraries (Shaka Player, hls.js) with npm; the player page then
-    /// cannot play, but every API and the fleet page work.
+    /// Do not fetch the player libraries (Shaka Player, hls.js, dash.js) with npm; the player
+    /// page then cannot play, but every API and the fleet page work.
     #[arg(long)]
     pub no_browser_assets: bool,
     /// Lifetime of the grants in session URLs, seconds; each session heartbeat returns fresh

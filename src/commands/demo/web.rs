@@ -96,12 +96,13 @@ const ASSETS: [(&str, &str, &str); 3] = [
         include_str!("../../../web/outpost.css"),
     ),
 ];
-const LIBRARIES: [(&str, &str); 2] = [
+const LIBRARIES: [(&str, &str); 3] = [
     (
         "shaka-player.compiled.js",
         "shaka-player/dist/shaka-player.compiled.js",
     ),
     ("hls.min.js", "hls.js/dist/hls.min.js"),
+    ("dash.all.min.js", super::assets::DASHJS_DIST),
 ];
 
 fn redirect(to: &'static str) -> Response {
