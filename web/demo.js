@@ -170,6 +170,8 @@ async function play() {
   });
   state.session = s;
   state.ended = false;
+  state.endedBy = null;
+  state.atEndSince = null;
   state.grants = {};
   rememberGrants(s.appliances);
   showSession(s);
@@ -187,7 +189,22 @@ async function play() {
   $('timeline').disabled = false;
   video.loop = loop;
   // Playback over: give the stream back (a member's plan counts concurrent streams).
-  video.addEventListener('ended', () => { state.ended = true; endLease(); }, { once: true });
+  video.addEventListener('ended', () => { state.ended = true; state.endedBy = 'event'; endLease(); }, { once: true });
+  // A player that has played the last frame but never ends the media source leaves the
+  // element waiting at the end without an 'ended' event (seen once with dash.js after a forced
+  // switch replaced buffered segments): at the end and still there 1.5 s later counts as over.
+  const atEnd = () => Number.isFinite(video.duration) && video.currentTime >= video.duration - 0.1;
+  const endWatch = setInterval(() => {
+    if (state.ended || state.session?.session_id !== s.session_id) { clearInterval(endWatch); return; }
+    if (!atEnd()) { state.atEndSince = null; return; }
+    state.atEndSince ??= Date.now();
+    if (Date.now() - state.atEndSince >= 1500) {
+      clearInterval(endWatch);
+      state.ended = true;
+      state.endedBy = 'position';
+      endLease();
+    }
+  }, 250);
   video.addEventListener('playing', () => { state.started = true; });
   video.addEventListener('waiting', () => { if (state.started) state.stalls = (state.stalls || 0) + 1; });
   await video.play().catch(showError);

@@ -98,7 +98,7 @@ const snapshot = (page) => page.evaluate(() => {
   const s = window.outpostDemo;
   const v = document.getElementById('video');
   return {
-    errors: s.errors, ended: s.ended, currentTime: v.currentTime, duration: v.duration,
+    errors: s.errors, ended: s.ended, endedBy: s.endedBy, currentTime: v.currentTime, duration: v.duration,
     segments: s.segments, servedBy: s.servedBy, switches: s.switches,
     renditions: s.session ? s.session.renditions : null, tier: s.session ? s.session.tier : null,
     ranking: s.session ? s.session.appliances.map((a) => a.id) : null,

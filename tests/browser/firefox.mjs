@@ -225,7 +225,7 @@ function snapshot() {
   const license = s.session && s.session.license ? s.session.license.url : null;
   const resources = performance.getEntriesByType('resource');
   return {
-    errors: s.errors, pageErrors: window.firefoxPageErrors || [], ended: s.ended, videoEnded: v.ended,
+    errors: s.errors, pageErrors: window.firefoxPageErrors || [], ended: s.ended, endedBy: s.endedBy, videoEnded: v.ended,
     currentTime: v.currentTime, duration: v.duration, videoWidth: v.videoWidth, videoHeight: v.videoHeight,
     quality: q && { totalVideoFrames: q.totalVideoFrames, droppedVideoFrames: q.droppedVideoFrames,
       corruptedVideoFrames: q.corruptedVideoFrames },
