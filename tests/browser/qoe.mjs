@@ -7,7 +7,7 @@
 // appliances and the control plane recorded.
 //
 //   node qoe.mjs play --player shaka|dash|hls --url MANIFEST --sid SID --cid CID \
-//        [--seconds 20] [--rate 1] [--cmsd on|off] [--until-port PORT --until-segments N]
+//        [--seconds 20] [--rate 1] [--cmsd on|off] [--abr default|buffer] [--until-port PORT --until-segments N]
 //
 // With `--until-port`, playback stops early (before `--seconds`) once N media segments (.m4s)
 // came from 127.0.0.1:PORT with status 200 (`stoppedEarly` in the JSON).
@@ -100,8 +100,10 @@ async function play() {
   const cmsd = opt('cmsd', 'on') === 'on';
   const untilPort = opt('until-port');
   const untilSegments = Number(opt('until-segments', '1'));
+  // dash.js ABR: 'default', or 'buffer' (BOLA and the buffer rules only, throughput rule off).
+  const abr = opt('abr', 'default');
   if (!LIBS[player] || !url || !sid || !cid) {
-    console.error('usage: node qoe.mjs play --player shaka|dash|hls --url URL --sid SID --cid CID [--seconds N] [--rate R] [--cmsd on|off]');
+    console.error('usage: node qoe.mjs play --player shaka|dash|hls --url URL --sid SID --cid CID [--seconds N] [--rate R] [--cmsd on|off] [--abr default|buffer]');
     process.exit(2);
   }
   const html = '<!doctype html><meta charset="utf-8"><title>outpost qoe</title><video width="640" height="360" muted playsinline></video>';
@@ -142,7 +144,7 @@ async function play() {
     });
     await page.goto(`${origin}/__qoe.html`);
     await page.addScriptTag({ url: `${origin}/__qoe.js` });
-    const result = await page.evaluate(async ({ player, url, sid, cid, seconds, rate, cmsd }) => {
+    const result = await page.evaluate(async ({ player, url, sid, cid, seconds, rate, cmsd, abr }) => {
       const out = { errors: [], warnings: [], stalls: 0, started: false };
       const video = document.querySelector('video');
       video.muted = true;
@@ -167,6 +169,9 @@ async function play() {
             cmcd: { enabled: true, mode: 'query', sid, cid },
             cmsd: { enabled: cmsd, abr: { applyMb: cmsd, etpWeightRatio: 0 } },
             buffer: { bufferTimeDefault: 4, bufferTimeAtTopQuality: 4, bufferTimeAtTopQualityLongForm: 4, bufferToKeep: 4 },
+            // 'buffer': the choice follows the buffer (BOLA), not the measured throughput,
+            // which a busy machine's browser lowers (downloads timed through a loaded main thread).
+            ...(abr === 'buffer' ? { abr: { rules: { throughputRule: { active: false }, bolaRule: { active: true } } } } : {}),
           },
         });
         p.on(dashjs.MediaPlayer.events.ERROR, (e) => out.errors.push(`dash.js ${e.error && e.error.code}: ${e.error && e.error.message}`));
@@ -211,7 +216,7 @@ async function play() {
       out.currentTime = video.currentTime;
       out.duration = video.duration;
       return out;
-    }, { player, url, sid, cid, seconds, rate, cmsd });
+    }, { player, url, sid, cid, seconds, rate, cmsd, abr });
     // Let finished requests' handlers run.
     await new Promise((r) => setTimeout(r, 200));
     clearTimeout(watchdog);

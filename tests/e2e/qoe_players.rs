@@ -688,12 +688,21 @@ fn qoe_players_cmsd_mb_caps_dash_js_and_shaka() {
     // Without the override dash.js and Shaka Player climb to the top rendition on loopback;
     // otherwise staying under mb below would prove nothing. How fast they climb depends on
     // the throughput they measure, which a busy 2-core machine lowers, so a player gets up
-    // to three plays to show it.
+    // to three plays to show it, and dash.js chooses by its buffer (BOLA, `--abr buffer`) in
+    // every play of this test: its throughput rule kept it on the lowest rung for three
+    // plays in a row on a loaded CI machine, where the buffer still fills faster than it plays.
+    let abr = |player: &str| -> &'static [&'static str] {
+        if player == "dash" {
+            &["--abr", "buffer"]
+        } else {
+            &[]
+        }
+    };
     for player in ["dash", "shaka"] {
         let mut tops = Vec::new();
         for _ in 0..3 {
             let v = s.session();
-            let free = play(player, &v, "dash", 14, true);
+            let free = play_with(player, &v, "dash", 14, true, abr(player));
             s.end(&v);
             assert_eq!(free["errors"], serde_json::json!([]), "{player}: {free}");
             tops.push(top(&free));
@@ -714,7 +723,7 @@ fn qoe_players_cmsd_mb_caps_dash_js_and_shaka() {
     let mut seen = Vec::new();
     for (player, manifest) in PLAYERS {
         let v = s.session();
-        let r = play(player, &v, manifest, 14, true);
+        let r = play_with(player, &v, manifest, 14, true, abr(player));
         s.end(&v);
         assert_eq!(r["errors"], serde_json::json!([]), "{player}: {r}");
         let with_mb = r["requests"]
