@@ -67,40 +67,15 @@ pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCryp
     b.close();
     let movie_dur = duration * u64::from(MOVIE_TIMESCALE) / u64::from(track.timescale);
     b.open(b"moov");
-    // mvhd v0
-    b.open_full(b"mvhd", 0, 0);
-    b.u32(0);
-    b.u32(0);
-    b.u32(MOVIE_TIMESCALE);
-    b.u32(0);
-    b.u32(0x0001_0000);
-    b.u16(0x0100);
-    b.zeros(10);
-    matrix(&mut b);
-    b.zeros(24);
-    b.u32(OUT_TRACK_ID + 1);
-    b.close();
+    mvhd(&mut b, MOVIE_TIMESCALE, 0x0100);
     b.open(b"trak");
-    b.open_full(b"tkhd", 0, 3);
-    b.u32(0);
-    b.u32(0);
-    b.u32(OUT_TRACK_ID);
-    b.u32(0);
-    b.u32(0);
-    b.zeros(8);
-    b.u16(0);
-    b.u16(0);
-    b.u16(if track.kind == TrackKind::Audio {
+    let (w, h) = display_size(track);
+    let volume = if track.kind == TrackKind::Audio {
         0x0100
     } else {
         0
-    });
-    b.u16(0);
-    matrix(&mut b);
-    let (w, h) = display_size(track);
-    b.u32(w << 16);
-    b.u32(h << 16);
-    b.close();
+    };
+    tkhd(&mut b, volume, w, h);
     if track.kind == TrackKind::Audio && track.edit_shift != 0 {
         // Keep the priming / pre-skip edit: the presentation starts edit_shift into the media.
         b.open(b"edts");
@@ -126,14 +101,7 @@ pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCryp
         b.close();
     }
     b.open(b"mdia");
-    b.open_full(b"mdhd", 0, 0);
-    b.u32(0);
-    b.u32(0);
-    b.u32(track.timescale);
-    b.u32(0);
-    b.u16(pack_language(&track.language));
-    b.u16(0);
-    b.close();
+    mdhd(&mut b, track.timescale, &track.language);
     b.open_full(b"hdlr", 0, 0);
     b.u32(0);
     match track.kind {
@@ -159,13 +127,7 @@ pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCryp
             b.close();
         }
     }
-    b.open(b"dinf");
-    b.open_full(b"dref", 0, 0);
-    b.u32(1);
-    b.open_full(b"url ", 0, 1);
-    b.close();
-    b.close();
-    b.close();
+    dinf(&mut b);
     b.open(b"stbl");
     b.open_full(b"stsd", 0, 0);
     b.u32(1);
@@ -190,10 +152,73 @@ pub fn init_segment_with(track: &Track, duration: u64, crypto: Option<&TrackCryp
     b.finish()
 }
 
+// The header boxes every init segment writes the same way (audio, video and text tracks).
+
+/// The identity transformation matrix of `mvhd` and `tkhd`.
 fn matrix(b: &mut BoxBuf) {
     for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
         b.u32(v);
     }
+}
+
+/// `mvhd` (version 0): no times or duration (fragmented), rate 1.0, `volume` (8.8 fixed
+/// point), the output track's id + 1 as the next track id.
+fn mvhd(b: &mut BoxBuf, timescale: u32, volume: u16) {
+    b.open_full(b"mvhd", 0, 0);
+    b.u32(0);
+    b.u32(0);
+    b.u32(timescale);
+    b.u32(0);
+    b.u32(0x0001_0000);
+    b.u16(volume);
+    b.zeros(10);
+    matrix(b);
+    b.zeros(24);
+    b.u32(OUT_TRACK_ID + 1);
+    b.close();
+}
+
+/// `tkhd` (version 0, enabled and in the movie) of the output track: `volume` (8.8 fixed
+/// point) and the display size in pixels (written 16.16).
+fn tkhd(b: &mut BoxBuf, volume: u16, width: u32, height: u32) {
+    b.open_full(b"tkhd", 0, 3);
+    b.u32(0);
+    b.u32(0);
+    b.u32(OUT_TRACK_ID);
+    b.u32(0);
+    b.u32(0);
+    b.zeros(8);
+    b.u16(0);
+    b.u16(0);
+    b.u16(volume);
+    b.u16(0);
+    matrix(b);
+    b.u32(width << 16);
+    b.u32(height << 16);
+    b.close();
+}
+
+/// `mdhd` (version 0): `timescale`, no duration, `language` packed ([`pack_language`]).
+fn mdhd(b: &mut BoxBuf, timescale: u32, language: &str) {
+    b.open_full(b"mdhd", 0, 0);
+    b.u32(0);
+    b.u32(0);
+    b.u32(timescale);
+    b.u32(0);
+    b.u16(pack_language(language));
+    b.u16(0);
+    b.close();
+}
+
+/// `dinf` with one self-contained `url ` data reference.
+fn dinf(b: &mut BoxBuf) {
+    b.open(b"dinf");
+    b.open_full(b"dref", 0, 0);
+    b.u32(1);
+    b.open_full(b"url ", 0, 1);
+    b.close();
+    b.close();
+    b.close();
 }
 
 /// Display size: coded size stretched horizontally by the pixel aspect ratio.
@@ -208,6 +233,7 @@ pub fn display_size(track: &Track) -> (u32, u32) {
     }
 }
 
+/// ISO 639-2/T packed for `mdhd` (`und` unless `lang` is three lower-case letters).
 fn pack_language(lang: &str) -> u16 {
     let b = lang.as_bytes();
     if b.len() != 3 || !b.iter().all(u8::is_ascii_lowercase) {

@@ -35,16 +35,6 @@ fn cstring(b: &mut BoxBuf, s: &str) {
     b.bytes(&[0]);
 }
 
-/// ISO 639-2/T packed for `mdhd` (`und` unless `lang` is three lower-case letters).
-fn pack_language(lang: &str) -> u16 {
-    let b = lang.as_bytes();
-    if b.len() != 3 || !b.iter().all(u8::is_ascii_lowercase) {
-        return 0x55c4;
-    }
-    b.iter()
-        .fold(0u16, |acc, &c| (acc << 5) | u16::from(c - 0x60))
-}
-
 /// The init segment (`ftyp` + `moov`) of a text track lasting `duration_ms`, language `lang`
 /// (BCP 47, written in `elng`; `mdhd` holds it when it is an ISO 639-2 code, else `und`).
 pub fn init_segment(entry: &TextEntry, lang: &str, duration_ms: u64) -> Vec<u8> {
@@ -61,43 +51,11 @@ pub fn init_segment(entry: &TextEntry, lang: &str, duration_ms: u64) -> Vec<u8> 
     }
     b.close();
     b.open(b"moov");
-    b.open_full(b"mvhd", 0, 0);
-    b.u32(0);
-    b.u32(0);
-    b.u32(TEXT_TIMESCALE);
-    b.u32(0);
-    b.u32(0x0001_0000);
-    b.u16(0);
-    b.zeros(10);
-    matrix(&mut b);
-    b.zeros(24);
-    b.u32(OUT_TRACK_ID + 1);
-    b.close();
+    super::mvhd(&mut b, TEXT_TIMESCALE, 0);
     b.open(b"trak");
-    b.open_full(b"tkhd", 0, 3);
-    b.u32(0);
-    b.u32(0);
-    b.u32(OUT_TRACK_ID);
-    b.u32(0);
-    b.u32(0);
-    b.zeros(8);
-    b.u16(0);
-    b.u16(0);
-    b.u16(0);
-    b.u16(0);
-    matrix(&mut b);
-    b.u32(0);
-    b.u32(0);
-    b.close();
+    super::tkhd(&mut b, 0, 0, 0);
     b.open(b"mdia");
-    b.open_full(b"mdhd", 0, 0);
-    b.u32(0);
-    b.u32(0);
-    b.u32(TEXT_TIMESCALE);
-    b.u32(0);
-    b.u16(pack_language(lang));
-    b.u16(0);
-    b.close();
+    super::mdhd(&mut b, TEXT_TIMESCALE, lang);
     b.open_full(b"hdlr", 0, 0);
     b.u32(0);
     let (handler, name): (&[u8; 4], &[u8]) = match entry {
@@ -117,13 +75,7 @@ pub fn init_segment(entry: &TextEntry, lang: &str, duration_ms: u64) -> Vec<u8> 
         TextEntry::Stpp { .. } => b.open_full(b"sthd", 0, 0),
     }
     b.close();
-    b.open(b"dinf");
-    b.open_full(b"dref", 0, 0);
-    b.u32(1);
-    b.open_full(b"url ", 0, 1);
-    b.close();
-    b.close();
-    b.close();
+    super::dinf(&mut b);
     b.open(b"stbl");
     b.open_full(b"stsd", 0, 0);
     b.u32(1);
@@ -158,12 +110,6 @@ pub fn init_segment(entry: &TextEntry, lang: &str, duration_ms: u64) -> Vec<u8> 
     super::finish_fragmented_trak(&mut b, duration_ms, FLAGS_SYNC);
     b.close(); // moov
     b.finish()
-}
-
-fn matrix(b: &mut BoxBuf) {
-    for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
-        b.u32(v);
-    }
 }
 
 /// One whole fragment (`moof` + `mdat`) holding `samples` (`(duration ms, bytes)`, every one a
