@@ -20,17 +20,15 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use appliance::cache::Store;
-use appliance::conn::Timeouts;
 use appliance::io::count_alloc::Counting;
 use appliance::metrics::Metrics;
 use appliance::qoe::access_log::{AccessLog, Target};
 use appliance::qoe::{Qoe, QoeConfig};
-use appliance::server::{self, BackendChoice, ServerConfig};
-use appliance::service::{Service, ServiceConfig};
-use protocol::grant::{sign, Claims, KeyRing, SigningKey, Verifier};
+use appliance::server::{self, BackendChoice};
+
+mod support;
 
 #[global_allocator]
 static ALLOC: Counting = Counting::new();
@@ -42,45 +40,12 @@ const REQUESTS: u64 = 200;
 
 fn measure(backend: BackendChoice, range: bool, qoe: bool) -> u64 {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("d");
-    std::fs::create_dir_all(root.join("t")).unwrap();
+    let cache = support::Cache::new();
     let body: Vec<u8> = (0..300_000u32).map(|i| (i * 11 + (i >> 8)) as u8).collect();
-    std::fs::write(root.join("t/seg.m4s"), &body).unwrap();
-    let key = SigningKey::from_seed("k", [4; 32]).unwrap();
-    let mut ring = KeyRing::new();
-    ring.insert_pem("k", &key.public_key_pem()).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let grant = sign(
-        &key,
-        &Claims {
-            iss: "test".into(),
-            aud: vec!["c".into()],
-            sub: "s".into(),
-            nbf: None,
-            iat: now - 10,
-            exp: now + 600,
-            prefix: "/t/".into(),
-            renditions: None,
-            client: None,
-            jti: "j".into(),
-            scope: Default::default(),
-        },
-    )
-    .unwrap();
-    let mut svc = Service::new(
-        ServiceConfig {
-            id: "alloc".into(),
-            access_log_every: 0,
-        },
-        Verifier::new(ring, "c"),
-        Arc::new(Store::open(std::slice::from_ref(&root), Some(1 << 30)).unwrap()),
-        Arc::new(Metrics::default()),
-    );
-    let log_path = dir.path().join("access.jsonl");
+    cache.put("seg.m4s", &body);
+    let (ring, grant) = support::grant(4);
+    let mut svc = support::service("alloc", ring, &cache, Arc::new(Metrics::default()));
+    let log_path = cache.dir.path().join("access.jsonl");
     if qoe {
         // One line in 1000: none of the 220 requests below is sampled.
         let log = AccessLog::start(Target::File {
@@ -101,25 +66,8 @@ fn measure(backend: BackendChoice, range: bool, qoe: bool) -> u64 {
         )));
     }
     let svc = Arc::new(svc);
-    let server = server::start(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: None,
-            threads: 1,
-            backend,
-            max_connections: 100,
-            timeouts: Timeouts {
-                header: Duration::from_secs(10),
-                idle: Duration::from_secs(60),
-            },
-            drain_timeout: Duration::from_secs(5),
-            handle_signals: false,
-            tls: None,
-        },
-        svc.clone(),
-        None,
-    )
-    .unwrap();
+    let config = support::server_config(backend, Duration::from_secs(60), Duration::from_secs(5));
+    let server = server::start(config, svc.clone(), None).unwrap();
     let extra = if range {
         "Range: bytes=65536-131071\r\n"
     } else {

@@ -8,38 +8,16 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsFd as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use appliance::cache::Store;
-use appliance::conn::Timeouts;
 use appliance::io::sys;
 use appliance::metrics::Metrics;
-use appliance::server::{self, BackendChoice, ServerConfig};
-use appliance::service::{Service, ServiceConfig};
-use protocol::grant::{sign, Claims, KeyRing, SigningKey, Verifier};
+use appliance::server::{self, BackendChoice};
+
+mod support;
 
 const COLD: usize = 4;
 const COLD_BYTES: usize = 24 << 20;
-
-fn claims() -> Claims {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    Claims {
-        iss: "test".into(),
-        aud: vec!["c".into()],
-        sub: "s".into(),
-        nbf: None,
-        iat: now - 10,
-        exp: now + 600,
-        prefix: "/t/".into(),
-        renditions: None,
-        client: None,
-        jti: "j".into(),
-        scope: Default::default(),
-    }
-}
 
 fn content(seed: usize, len: usize) -> Vec<u8> {
     (0..len)
@@ -71,49 +49,22 @@ fn read_head(s: &mut TcpStream) -> usize {
 #[test]
 fn cold_ranges_are_read_off_the_serving_thread_while_hot_requests_are_answered() {
     // On a disk file system beside the build (a tmpfs page cannot be dropped).
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let root = dir.path().join("d");
-    std::fs::create_dir_all(root.join("t")).unwrap();
+    let cache = support::Cache::new_in(env!("CARGO_TARGET_TMPDIR"));
     let hot = content(99, 300_000);
-    std::fs::write(root.join("t/hot.m4s"), &hot).unwrap();
+    cache.put("hot.m4s", &hot);
     for n in 0..COLD {
-        let mut f = File::create(root.join(format!("t/cold-{n}.m4s"))).unwrap();
-        f.write_all(&content(n, COLD_BYTES)).unwrap();
-        f.sync_all().unwrap();
+        let path = cache.put(&format!("cold-{n}.m4s"), &content(n, COLD_BYTES));
+        File::open(path).unwrap().sync_all().unwrap();
     }
-    let key = SigningKey::from_seed("k", [3; 32]).unwrap();
-    let mut ring = KeyRing::new();
-    ring.insert_pem("k", &key.public_key_pem()).unwrap();
-    let grant = sign(&key, &claims()).unwrap();
+    let (ring, grant) = support::grant(3);
     let metrics = Arc::new(Metrics::default());
-    let svc = Arc::new(Service::new(
-        ServiceConfig {
-            id: "cold".into(),
-            access_log_every: 0,
-        },
-        Verifier::new(ring, "c"),
-        Arc::new(Store::open(std::slice::from_ref(&root), Some(1 << 30)).unwrap()),
-        metrics.clone(),
-    ));
-    let server = server::start(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: None,
-            threads: 1,
-            backend: BackendChoice::Uring,
-            max_connections: 100,
-            timeouts: Timeouts {
-                header: Duration::from_secs(10),
-                idle: Duration::from_secs(30),
-            },
-            drain_timeout: Duration::from_secs(5),
-            handle_signals: false,
-            tls: None,
-        },
-        svc,
-        None,
-    )
-    .expect("io_uring backend starts");
+    let svc = Arc::new(support::service("cold", ring, &cache, metrics.clone()));
+    let config = support::server_config(
+        BackendChoice::Uring,
+        Duration::from_secs(30),
+        Duration::from_secs(5),
+    );
+    let server = server::start(config, svc, None).expect("io_uring backend starts");
     let addr = server.local_addr;
     let connect = || {
         let s = TcpStream::connect(addr).unwrap();
@@ -136,7 +87,7 @@ fn cold_ranges_are_read_off_the_serving_thread_while_hot_requests_are_answered()
 
     // Cold: drop the cold files' pages, then ask for all of them without reading the answers.
     for n in 0..COLD {
-        let f = File::open(root.join(format!("t/cold-{n}.m4s"))).unwrap();
+        let f = File::open(cache.root.join(format!("t/cold-{n}.m4s"))).unwrap();
         sys::drop_cached(f.as_fd()).unwrap();
         assert!(
             !sys::resident(f.as_fd(), 0, COLD_BYTES as u64).unwrap(),

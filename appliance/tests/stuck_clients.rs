@@ -7,14 +7,12 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use appliance::cache::Store;
-use appliance::conn::Timeouts;
 use appliance::metrics::Metrics;
-use appliance::server::{self, BackendChoice, Running, ServerConfig};
-use appliance::service::{Service, ServiceConfig};
-use protocol::grant::{sign, Claims, KeyRing, SigningKey, Verifier};
+use appliance::server::{self, BackendChoice, Running};
+
+mod support;
 
 /// Larger than loopback's socket buffers on both sides together.
 const BIG: usize = 64 << 20;
@@ -26,72 +24,28 @@ fn content(len: usize) -> Vec<u8> {
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _cache: support::Cache,
     server: Option<Running>,
     path: String,
     body: Vec<u8>,
 }
 
 fn start(backend: BackendChoice) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("d");
-    std::fs::create_dir_all(root.join("t")).unwrap();
+    let cache = support::Cache::new();
     let body = content(BIG);
-    std::fs::write(root.join("t/big.m4s"), &body).unwrap();
-    let key = SigningKey::from_seed("k", [9; 32]).unwrap();
-    let mut ring = KeyRing::new();
-    ring.insert_pem("k", &key.public_key_pem()).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let grant = sign(
-        &key,
-        &Claims {
-            iss: "test".into(),
-            aud: vec!["c".into()],
-            sub: "s".into(),
-            nbf: None,
-            iat: now - 10,
-            exp: now + 600,
-            prefix: "/t/".into(),
-            renditions: None,
-            client: None,
-            jti: "j".into(),
-            scope: Default::default(),
-        },
-    )
-    .unwrap();
-    let svc = Arc::new(Service::new(
-        ServiceConfig {
-            id: "stuck".into(),
-            access_log_every: 0,
-        },
-        Verifier::new(ring, "c"),
-        Arc::new(Store::open(std::slice::from_ref(&root), Some(1 << 30)).unwrap()),
+    cache.put("big.m4s", &body);
+    let (ring, grant) = support::grant(9);
+    let svc = Arc::new(support::service(
+        "stuck",
+        ring,
+        &cache,
         Arc::new(Metrics::default()),
     ));
-    let server = server::start(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: None,
-            threads: 1,
-            backend,
-            max_connections: 100,
-            timeouts: Timeouts {
-                header: Duration::from_secs(10),
-                idle: Duration::from_secs(60),
-            },
-            drain_timeout: Duration::from_millis(500),
-            handle_signals: false,
-            tls: None,
-        },
-        svc,
-        None,
-    )
-    .unwrap();
+    let config =
+        support::server_config(backend, Duration::from_secs(60), Duration::from_millis(500));
+    let server = server::start(config, svc, None).unwrap();
     Fixture {
-        _dir: dir,
+        _cache: cache,
         server: Some(server),
         path: format!("/g/{grant}/t/big.m4s"),
         body,
@@ -154,7 +108,7 @@ fn a_slow_small_reader_gets_every_byte(b: BackendChoice) {
         }
     }
     assert!(got == f.body, "body differs");
-    let (_dir, server) = (f._dir, f.server);
+    let (_cache, server) = (f._cache, f.server);
     let server = server.unwrap();
     server.shutdown();
     server.wait().unwrap();

@@ -10,71 +10,28 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use appliance::cache::Store;
-use appliance::conn::Timeouts;
 use appliance::io::sys;
 use appliance::metrics::Metrics;
 use appliance::server::{self, BackendChoice, ServerConfig, ServerError};
-use appliance::service::{Service, ServiceConfig};
-use protocol::grant::{sign, Claims, KeyRing, SigningKey, Verifier};
+
+mod support;
 
 fn config(backend: BackendChoice) -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: None,
-        threads: 1,
-        backend,
-        max_connections: 100,
-        timeouts: Timeouts {
-            header: Duration::from_secs(10),
-            idle: Duration::from_secs(30),
-        },
-        drain_timeout: Duration::from_secs(5),
-        handle_signals: false,
-        tls: None,
-    }
+    support::server_config(backend, Duration::from_secs(30), Duration::from_secs(5))
 }
 
 #[test]
 fn with_io_uring_forbidden_auto_serves_on_epoll_and_io_uring_is_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("d");
-    std::fs::create_dir_all(root.join("t")).unwrap();
+    let cache = support::Cache::new();
     let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + (i >> 9)) as u8).collect();
-    std::fs::write(root.join("t/seg.m4s"), &body).unwrap();
-    let key = SigningKey::from_seed("k", [5; 32]).unwrap();
-    let mut ring = KeyRing::new();
-    ring.insert_pem("k", &key.public_key_pem()).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let grant = sign(
-        &key,
-        &Claims {
-            iss: "test".into(),
-            aud: vec!["c".into()],
-            sub: "s".into(),
-            nbf: None,
-            iat: now - 10,
-            exp: now + 600,
-            prefix: "/t/".into(),
-            renditions: None,
-            client: None,
-            jti: "j".into(),
-            scope: Default::default(),
-        },
-    )
-    .unwrap();
-    let svc = Arc::new(Service::new(
-        ServiceConfig {
-            id: "fallback".into(),
-            access_log_every: 0,
-        },
-        Verifier::new(ring, "c"),
-        Arc::new(Store::open(std::slice::from_ref(&root), Some(1 << 30)).unwrap()),
+    cache.put("seg.m4s", &body);
+    let (ring, grant) = support::grant(5);
+    let svc = Arc::new(support::service(
+        "fallback",
+        ring,
+        &cache,
         Arc::new(Metrics::default()),
     ));
 
