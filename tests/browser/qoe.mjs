@@ -10,7 +10,8 @@
 //        [--seconds 20] [--rate 1] [--cmsd on|off] [--abr default|buffer] [--until-port PORT --until-segments N]
 //
 // With `--until-port`, playback stops early (before `--seconds`) once N media segments (.m4s)
-// came from 127.0.0.1:PORT with status 200 (`stoppedEarly` in the JSON).
+// came from 127.0.0.1:PORT with status 200 and the steering manifest (/v1/steering/) was
+// reloaded after the first of them (`stoppedEarly` in the JSON).
 //   node qoe.mjs fleet --origin http://CONTROL_PLANE --web DIR --expect ROW_LABEL
 //
 // `fleet` loads the repository's fleet page (DIR/fleet.html, fleet.js), its fetches of /v1/fleet
@@ -136,7 +137,12 @@ async function play() {
       if (untilPort && status === 200) {
         const from = requests.filter((q) => q.status === 200
           && q.url.startsWith(`http://127.0.0.1:${untilPort}/`) && q.url.split('?')[0].endsWith('.m4s'));
-        if (from.length >= untilSegments) page.evaluate(() => { window.qoeStop = true; }).catch(() => {});
+        // ... and the steering manifest reloaded after the first of them: a player with an empty
+        // buffer can fetch all N within milliseconds of a move, before any reload shows the move
+        // stands.
+        const reloaded = from.length > 0 && requests.some((q) => q.status === 200
+          && q.url.includes('/v1/steering/') && q.t > from[0].t);
+        if (from.length >= untilSegments && reloaded) page.evaluate(() => { window.qoeStop = true; }).catch(() => {});
       }
     });
     page.on('requestfailed', (req) => {

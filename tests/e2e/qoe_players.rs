@@ -796,7 +796,8 @@ fn timeline(r: &Value, s: &Stack) -> String {
 /// (`bs`, `mtp`); the appliance's heartbeat (1 s) carries it to the control plane, which then
 /// ranks the other appliance first in the session's steering manifest (TTL 2 s); the player
 /// reloads it and fetches its later segments from the other appliance, and keeps doing so. The
-/// play stops once 8 segments came from the other appliance (or after 45 s, failing). Checked:
+/// play stops once 8 segments came from the other appliance and the steering manifest was
+/// reloaded after the first of them (or after 45 s, failing). Checked:
 /// `/v1/qoe` (what the fleet page fetches) shows the bad session on the throttled appliance,
 /// the moves are counted in `outpost_cp_qoe_steering_moves_total`, the real fleet page shows
 /// the throttled appliance's starved sessions, and neither player raised an error event (but
