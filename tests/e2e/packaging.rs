@@ -653,10 +653,10 @@ impl Drop for Installed {
 #[test]
 #[ignore = "needs root, dpkg, cargo-deb and systemd-analyze (./scripts/test runs as root in CI)"]
 fn deb_installs_serves_as_the_outpost_user_and_purges() {
-    if !is_root() {
-        eprintln!("SKIPPED deb_installs_serves_as_the_outpost_user_and_purges: dpkg -i needs root");
-        return;
-    }
+    assert!(
+        is_root(),
+        "this test installs the package with dpkg -i: run it as root (./scripts/test does in CI)"
+    );
     let installed = Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", "outpost"])
         .output()
@@ -799,6 +799,8 @@ fn deb_installs_serves_as_the_outpost_user_and_purges() {
     let exit = guard.appliance.take().unwrap().wait().unwrap();
     assert!(exit.success(), "{exit}");
 
+    installed_demo_plays_from_the_package_files(outpost_bin);
+
     // Purge: binary, conffiles and state go.
     std::fs::remove_dir_all(&site).unwrap();
     run_ok(Command::new("dpkg").args(["--purge", "outpost"]));
@@ -819,6 +821,132 @@ fn deb_installs_serves_as_the_outpost_user_and_purges() {
         "{}",
         String::from_utf8_lossy(&left.stdout)
     );
+}
+
+/// `curl -sf URL` into memory: the body's bytes, or a panic naming the URL and curl's error.
+fn fetch(url: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "-f", "--max-time", "30", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "GET {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `reference` (a playlist line) resolved against the URL of the playlist holding it.
+fn resolve(base: &str, reference: &str) -> String {
+    if reference.starts_with("http://") || reference.starts_with("https://") {
+        return reference.to_owned();
+    }
+    let base = base.split(['?', '#']).next().unwrap();
+    if let Some(abs) = reference.strip_prefix('/') {
+        let origin_end = base[8..].find('/').map_or(base.len(), |i| i + 8);
+        return format!("{}/{abs}", &base[..origin_end]);
+    }
+    format!("{}/{reference}", base.rsplit_once('/').unwrap().0)
+}
+
+/// The installed `outpost demo` on a host without the build checkout: the checkout is hidden
+/// under an empty tmpfs in a private mount namespace, so the demo can only find its media in
+/// /usr/share/outpost/demo/media and its player libraries through the packaged lock file. It
+/// must package both titles, fill its appliances, serve the player libraries and play a session:
+/// the encrypted title's HLS master, a media playlist, its init segment and first segment.
+fn installed_demo_plays_from_the_package_files(outpost_bin: &Path) {
+    let _serial = crate::support::demo::SERIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut wrapper = Command::new("unshare");
+    wrapper
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg("mount -t tmpfs outpost-test \"$0\" && exec \"$@\"")
+        .arg(root())
+        .arg(outpost_bin)
+        .arg("demo");
+    let data = tempfile::tempdir().unwrap();
+    assert!(
+        !data.path().starts_with(root()),
+        "the demo's data directory must not be hidden with the checkout"
+    );
+    // Kept among the demo tests' artifacts: a failed start's appliance logs go there too.
+    let log_path = crate::support::demo::artifacts().join("installed-demo.stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let demo = crate::support::demo::launch_demo_as(
+        wrapper,
+        data.path(),
+        &["--no-bird"],
+        Stdio::from(log),
+    );
+    let log = read(&log_path);
+    for title in [
+        "demo-h264 from /usr/share/outpost/demo/media/ladder-h264",
+        "demo-vp9 from /usr/share/outpost/demo/media/ladder-vp9",
+    ] {
+        assert!(
+            log.contains(&format!("demo: packaging {title}")),
+            "the installed demo did not package {title}:\n{log}"
+        );
+    }
+    let modules = data.path().join("web/node_modules");
+    for lib in ["shaka-player", "hls.js", "dashjs"] {
+        assert!(
+            modules.join(lib).is_dir(),
+            "{lib} not installed from the packaged lock"
+        );
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&fetch(&format!("{}/demo/api/config", demo.url))).unwrap();
+    assert!(config.to_string().contains("demo-h264"), "{config}");
+
+    // A session as the page starts one, once steering has an appliance holding the title.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let session = loop {
+        let addr = demo.url.trim_start_matches("http://");
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/demo/api/sessions",
+            &[("Content-Type", "application/json")],
+            r#"{"title":"demo-h264","device":"desktop-browser"}"#,
+        );
+        if status == 200 || status == 201 {
+            break serde_json::from_str::<serde_json::Value>(&body).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session from the installed demo: {status} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    let master_url = session["manifests"]["hls"].as_str().unwrap().to_owned();
+    let master = String::from_utf8(fetch(&master_url)).unwrap();
+    let variant = master
+        .lines()
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_else(|| panic!("no variant in the master playlist:\n{master}"));
+    let media_url = resolve(&master_url, variant);
+    let media = String::from_utf8(fetch(&media_url)).unwrap();
+    let init = media
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .and_then(|l| l.split('"').next())
+        .unwrap_or_else(|| panic!("no EXT-X-MAP in the media playlist:\n{media}"));
+    let first = media
+        .lines()
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_else(|| panic!("no segment in the media playlist:\n{media}"));
+    let init = fetch(&resolve(&media_url, init));
+    assert_eq!(&init[4..8], b"ftyp", "the init segment is not an MP4");
+    let segment = fetch(&resolve(&media_url, first));
+    assert!(
+        segment.windows(4).any(|w| w == b"moof"),
+        "the first segment has no moof ({} bytes)",
+        segment.len()
+    );
+    drop(demo);
 }
 
 fn free(port: u16) -> bool {

@@ -176,10 +176,13 @@ pub fn spawn_listening(cmd: &mut Command) -> Listening {
 /// the child never blocks on a full pipe. On error the child is killed and reaped.
 pub fn try_spawn_listening(cmd: &mut Command, within: Duration) -> Result<Listening, String> {
     let what = format!("{cmd:?}");
+    // The first argument naming a subcommand: `outpost demo ...`, or a wrapper such as
+    // `unshare ... outpost demo ...`.
     let subcommand = cmd
         .get_args()
-        .next()
-        .map_or_else(String::new, |a| a.to_string_lossy().into_owned());
+        .map(|a| a.to_string_lossy().into_owned())
+        .find(|a| ["appliance", "control-plane", "demo"].contains(&a.as_str()))
+        .unwrap_or_default();
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()

@@ -94,21 +94,27 @@ pub fn launch_demo(extra: &[&str]) -> Demo {
 /// Starts `outpost demo` on the data directory `data` (kept: a later run may reuse it), its
 /// standard error into `stderr`, and returns once it prints its URL.
 pub fn launch_demo_in(data: &Path, extra: &[&str], stderr: Stdio) -> Demo {
+    let mut outpost = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    outpost.arg("demo");
+    launch_demo_as(outpost, data, extra, stderr)
+}
+
+/// [`launch_demo_in`] with `demo` as the command that runs `outpost demo` (the installed binary,
+/// or a wrapper around it); the data directory, ports and `extra` are appended.
+pub fn launch_demo_as(mut demo: Command, data: &Path, extra: &[&str], stderr: Stdio) -> Demo {
     let port = free_ports(1);
     let base = free_ports(4);
     let started = try_spawn_listening(
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args([
-                "demo",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--port",
-                &port.to_string(),
-                "--appliance-base-port",
-                &base.to_string(),
-            ])
-            .args(extra)
-            .stderr(stderr),
+        demo.args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--appliance-base-port",
+            &base.to_string(),
+        ])
+        .args(extra)
+        .stderr(stderr),
         Duration::from_secs(300),
     );
     let proc = match started {
