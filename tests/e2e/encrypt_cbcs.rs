@@ -11,7 +11,7 @@ use protocol::hex::encode as hex;
 use std::path::{Path, PathBuf};
 
 use crate::support::cenc_decrypt::{decrypt, Decrypted};
-use crate::support::{ladder, tool, unhex};
+use crate::support::{ladder, media, tool, unhex};
 use protocol::catalog::{CatalogEntry, TrackKind};
 use protocol::content_keys::ContentKeys;
 
@@ -42,14 +42,16 @@ fn decrypt_all(units: &[Vec<u8>], key: &[u8; 16]) -> Vec<Decrypted> {
     units.iter().map(|u| decrypt(u, key)).collect()
 }
 
-fn package_cbcs(root: &Path, title: &str, segmented: bool, inputs: &[PathBuf]) -> ContentKeys {
-    crate::support::package(
-        root,
-        title,
-        segmented,
-        &["--segment-duration", "2", "--encrypt", "cbcs"],
-        inputs,
-    );
+fn package_cbcs(
+    root: &Path,
+    title: &str,
+    segmented: bool,
+    extra: &[&str],
+    inputs: &[PathBuf],
+) -> ContentKeys {
+    let mut args = vec!["--segment-duration", "2", "--encrypt", "cbcs"];
+    args.extend(extra);
+    crate::support::package(root, title, segmented, &args, inputs);
     let text = std::fs::read_to_string(root.join(format!("{title}.keys.json"))).unwrap();
     ContentKeys::from_json(&text).unwrap()
 }
@@ -62,29 +64,45 @@ fn encrypt_cbcs_round_trip_independent_decryptor() {
         ("vp9", ladder("vp9", false)),
     ] {
         for segmented in [false, true] {
-            round_trip(root.path(), name, &inputs, segmented);
+            round_trip(root.path(), name, &inputs, &[], segmented);
         }
+    }
+    // A keyframe-only trick play rendition is encrypted like the ladder (the SD key) and
+    // decrypts to the clear packaging's samples too.
+    let trick = media("trick/trick-144p.mp4");
+    let trick = ["--trick-play", trick.to_str().unwrap()];
+    for segmented in [false, true] {
+        round_trip(
+            root.path(),
+            "h264-trick",
+            &ladder("h264", false),
+            &trick,
+            segmented,
+        );
     }
 }
 
-/// Packages `inputs` clear and with cbcs and checks every rendition: the decryptor's samples
-/// equal the clear packaging's, the init segments signal cbcs, the manifests too.
-fn round_trip(root: &Path, name: &str, inputs: &[PathBuf], segmented: bool) {
+/// Packages `inputs` (with the packager arguments `extra`, e.g. a trick play rendition) clear
+/// and with cbcs and checks every rendition: the decryptor's samples equal the clear
+/// packaging's, the init segments signal cbcs, the manifests too.
+fn round_trip(root: &Path, name: &str, inputs: &[PathBuf], extra: &[&str], segmented: bool) {
     let clear_title = format!("clear-{name}-{segmented}");
-    let clear: CatalogEntry = crate::support::package(
-        root,
-        &clear_title,
-        segmented,
-        &["--segment-duration", "2"],
-        inputs,
-    );
+    let mut args = vec!["--segment-duration", "2"];
+    args.extend(extra);
+    let clear: CatalogEntry = crate::support::package(root, &clear_title, segmented, &args, inputs);
     let title = format!("cbcs-{name}-{segmented}");
-    let keys = package_cbcs(root, &title, segmented, inputs);
+    let keys = package_cbcs(root, &title, segmented, extra, inputs);
     let entry = CatalogEntry::from_json(
         &std::fs::read_to_string(root.join(&title).join("catalog.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(entry.renditions.len(), inputs.len());
+    let tricks = extra.iter().filter(|a| **a == "--trick-play").count();
+    assert_eq!(entry.renditions.len(), inputs.len() + tricks);
+    assert_eq!(
+        entry.renditions.iter().filter(|r| r.is_trick()).count(),
+        tricks,
+        "{title}: trick play renditions"
+    );
     let enc = entry.encryption.as_ref().expect("catalog encryption");
     assert_eq!(enc.scheme, "cbcs", "{title}: catalog scheme");
     // The catalog lists key ids, never a key; no output file holds a key.
@@ -441,6 +459,7 @@ fn encrypt_hevc_cbcs_slice_headers_match_ffmpeg_and_round_trip() {
                 &dir.path().join("out"),
                 &stem,
                 std::slice::from_ref(src),
+                &[],
                 segmented,
             );
         }

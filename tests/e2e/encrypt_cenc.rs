@@ -21,29 +21,58 @@ fn h264_ladder() -> Vec<PathBuf> {
 }
 
 /// The files ffmpeg reads for one rendition: the on-demand file itself, or in segmented mode one
-/// file per media segment (init + that segment). ffmpeg 5.1 reads every `moof` of a file without
-/// `sidx` at open and then applies the last fragment's `senc` to every packet, so segments are
-/// decrypted one at a time; the packet lists are concatenated for the comparison.
+/// file per movie fragment (init + one `moof` and its `mdat`). ffmpeg 5.1 reads every `moof` of
+/// a file without `sidx` at open and then applies the last fragment's `senc` to every packet, so
+/// fragments are decrypted one at a time (a trick play segment holds a fragment per keyframe);
+/// the packet lists are concatenated for the comparison.
 fn pieces(root: &Path, title: &str, files: &[String]) -> Vec<PathBuf> {
     let media: Vec<&String> = files.iter().filter(|f| !f.ends_with(".m3u8")).collect();
     if media.len() == 1 {
         return vec![root.join(title).join(media[0])];
     }
     let init = std::fs::read(root.join(title).join(media[0])).unwrap();
-    media[1..]
-        .iter()
-        .map(|seg| {
+    let mut out = Vec::new();
+    for seg in &media[1..] {
+        let bytes = std::fs::read(root.join(title).join(seg)).unwrap();
+        for (i, fragment) in fragments(&bytes).into_iter().enumerate() {
             let mut all = init.clone();
-            all.extend(std::fs::read(root.join(title).join(seg)).unwrap());
-            let p = root.join(format!("{title}-{}.mp4", seg.replace('/', "_")));
+            all.extend_from_slice(fragment);
+            let p = root.join(format!("{title}-{}-{i}.mp4", seg.replace('/', "_")));
             std::fs::write(&p, all).unwrap();
-            p
-        })
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A media segment's movie fragments: each top-level `moof` with the boxes after it up to the
+/// next `moof` (its `mdat`); boxes before the first `moof` (`styp`, `sidx`) are left out.
+fn fragments(segment: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at + 8 <= segment.len() {
+        let size = u32::from_be_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+        let size = if size == 1 {
+            u64::from_be_bytes(segment[at + 8..at + 16].try_into().unwrap()) as usize
+        } else {
+            size
+        };
+        assert!(size >= 8 && at + size <= segment.len(), "bad box at {at}");
+        if &segment[at + 4..at + 8] == b"moof" {
+            starts.push(at);
+        }
+        at += size;
+    }
+    assert!(!starts.is_empty(), "a media segment without moof");
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| &segment[s..starts.get(i + 1).copied().unwrap_or(segment.len())])
         .collect()
 }
 
 fn package_encrypted(root: &Path, title: &str, segmented: bool) -> (CatalogEntry, ContentKeys) {
-    package_encrypted_inputs(root, title, segmented, &h264_ladder())
+    package_encrypted_inputs(root, title, segmented, &h264_ladder(), &[])
 }
 
 /// The VP9 fixture ladder (two rungs, Opus audio).
@@ -56,9 +85,11 @@ fn package_encrypted_inputs(
     title: &str,
     segmented: bool,
     inputs: &[PathBuf],
+    extra: &[&str],
 ) -> (CatalogEntry, ContentKeys) {
     let mut args = vec!["--title", title, "--out", root.to_str().unwrap()];
     args.extend(["--segment-duration", "2", "--encrypt", "cenc"]);
+    args.extend(extra);
     if segmented {
         args.push("--segmented");
     }
@@ -210,17 +241,29 @@ fn encrypt_cenc_keys_and_catalog() {
 #[ignore = "needs ffmpeg: run ./scripts/test"]
 fn encrypt_cenc_round_trip_ffmpeg() {
     let root = tempfile::tempdir().unwrap();
-    for (ladder, inputs, segmented) in [
-        ("h264", h264_ladder(), false),
-        ("h264", h264_ladder(), true),
-        ("vp9", vp9_ladder(), false),
-        ("vp9", vp9_ladder(), true),
+    // A keyframe-only trick play rendition beside the H.264 ladder: encrypted with the SD key
+    // and decrypted like every other rendition.
+    let trick = media("trick/trick-144p.mp4");
+    let trick_args = ["--trick-play", trick.to_str().unwrap()];
+    for (ladder, inputs, segmented, extra) in [
+        ("h264", h264_ladder(), false, &[][..]),
+        ("h264", h264_ladder(), true, &[]),
+        ("vp9", vp9_ladder(), false, &[]),
+        ("vp9", vp9_ladder(), true, &[]),
+        ("h264-trick", ladder("h264", false), false, &trick_args[..]),
+        ("h264-trick", ladder("h264", false), true, &trick_args),
     ] {
         let title = format!("cenc-{ladder}-{segmented}");
-        let (entry, keys) = package_encrypted_inputs(root.path(), &title, segmented, &inputs);
-        assert_eq!(entry.renditions.len(), inputs.len());
+        let (entry, keys) =
+            package_encrypted_inputs(root.path(), &title, segmented, &inputs, extra);
+        let sources: Vec<PathBuf> = inputs
+            .iter()
+            .cloned()
+            .chain((!extra.is_empty()).then(|| trick.clone()))
+            .collect();
+        assert_eq!(entry.renditions.len(), sources.len());
         for r in &entry.renditions {
-            let src = inputs
+            let src = sources
                 .iter()
                 .find(|p| p.file_stem().unwrap().to_str() == Some(r.id.as_str()))
                 .unwrap();
@@ -494,7 +537,7 @@ fn encrypt_cenc_round_trip_hevc() {
     for segmented in [false, true] {
         let title = format!("hevc-{segmented}");
         let (entry, keys) =
-            package_encrypted_inputs(&root, &title, segmented, std::slice::from_ref(&src));
+            package_encrypted_inputs(&root, &title, segmented, std::slice::from_ref(&src), &[]);
         let r = &entry.renditions[0];
         assert!(r.codec.starts_with("hvc1."), "{}", r.codec);
         let key = &keys.keys[0].key;
