@@ -1,7 +1,7 @@
 //! Trick play (issue 15): a keyframe-only rendition given with `--trick-play` becomes a DASH
 //! trick mode AdaptationSet (DASH-IF IOP v4.3 §3.2.9) and an HLS I-frame variant, never a normal
 //! variant; inputs that are not keyframe-only, or not in the ladder's codec, are refused before
-//! anything is written. Uses the committed `fixtures/media/trick/trick-144p.mp4` (H.264, one
+//! anything is written. Uses the committed `fixtures/media/ladder-h264/trick-144p.mp4` (H.264, one
 //! keyframe a second, `fixtures/make-media.sh`).
 
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ fn adaptation_set<'a>(mpd: &'a str, needle: &str) -> &'a str {
 fn package_trick(mode: PackagingMode) -> (tempfile::TempDir, CatalogEntry) {
     let out = tempfile::tempdir().unwrap();
     let entry = package(
-        &opts(out.path(), mode, vec![media("trick/trick-144p.mp4")]),
+        &opts(out.path(), mode, vec![media("ladder-h264/trick-144p.mp4")]),
         None,
     )
     .unwrap();
@@ -193,7 +193,7 @@ fn trick_rendition_is_a_trick_mode_adaptation_set_on_demand() {
 
     // The packaged trick rendition: the input's samples unchanged, all sync samples, one
     // segment per ladder segment.
-    let input = parse_file(&media("trick/trick-144p.mp4"))
+    let input = parse_file(&media("ladder-h264/trick-144p.mp4"))
         .unwrap()
         .remove(0);
     let output = parse_file(&root.join("trick-144p/trick-144p.mp4"))
@@ -247,7 +247,7 @@ fn trick_rendition_segmented_lines_up_with_the_ladder() {
     let joined = out.path().join("joined.mp4");
     std::fs::write(&joined, whole).unwrap();
     let output = parse_file(&joined).unwrap().remove(0);
-    let input = parse_file(&media("trick/trick-144p.mp4"))
+    let input = parse_file(&media("ladder-h264/trick-144p.mp4"))
         .unwrap()
         .remove(0);
     assert_eq!(sample_bytes(&input), sample_bytes(&output));
@@ -275,7 +275,7 @@ fn encrypted_trick_rendition_takes_its_tier_key() {
     let mut o = opts(
         out.path(),
         PackagingMode::OnDemand,
-        vec![media("trick/trick-144p.mp4")],
+        vec![media("ladder-h264/trick-144p.mp4")],
     );
     let mut n = 0u8;
     let mut rng = || {
@@ -352,13 +352,13 @@ fn trick_rendition_in_another_codec_or_without_a_ladder_is_refused() {
     let mut o = opts(
         &out,
         PackagingMode::OnDemand,
-        vec![media("trick/trick-144p.mp4")],
+        vec![media("ladder-h264/trick-144p.mp4")],
     );
     o.inputs = vec![media("ladder-h264/audio-aac.mp4")];
     refused(o, &["trick-144p.mp4", "no video rendition"]);
     // The same id as a ladder rendition.
     let clash = tmp.path().join("video-240p.mp4");
-    std::fs::copy(media("trick/trick-144p.mp4"), &clash).unwrap();
+    std::fs::copy(media("ladder-h264/trick-144p.mp4"), &clash).unwrap();
     refused(
         opts(&out, PackagingMode::OnDemand, vec![clash]),
         &["\"video-240p\"", "rename one file"],

@@ -284,6 +284,12 @@ fn check_iframe_playlists(demo: &Demo) {
         .iter()
         .filter(|r| r.as_str().unwrap().starts_with("video-"))
         .count();
+    // The demo titles carry a keyframe-only trick play rendition: an I-frame variant of its own.
+    let tricks = renditions
+        .iter()
+        .filter(|r| r.as_str().unwrap().starts_with("trick-"))
+        .count();
+    assert_eq!(tricks, 1, "the session's renditions: {renditions:?}");
     // With content steering the master lists every rendition once per pathway (appliance).
     let pathways: std::collections::BTreeSet<&str> = master
         .lines()
@@ -297,10 +303,21 @@ fn check_iframe_playlists(demo: &Demo) {
             .filter(|l| l.contains(&format!("PATHWAY-ID=\"{p}\"")))
             .count();
         assert_eq!(
-            n, videos,
-            "one I-frame playlist per video rendition on {p}: {master}"
+            n,
+            videos + tricks,
+            "one I-frame playlist per video and trick rendition on {p}: {master}"
         );
     }
+    assert!(
+        iframes.iter().any(|l| l.contains("trick-144p")),
+        "no I-frame variant of the trick rendition: {master}"
+    );
+    // DASH: the trick rendition is a trick mode AdaptationSet, never a variant of its own.
+    let mpd = curl(&[s["manifests"]["dash"].as_str().unwrap()]);
+    assert!(
+        mpd.contains("http://dashif.org/guidelines/trickmode"),
+        "no trick mode AdaptationSet in the session MPD:\n{mpd}"
+    );
     // The session also lists the subtitles and the image track.
     for want in ["TYPE=SUBTITLES", "FORCED=YES", "#EXT-X-IMAGE-STREAM-INF"] {
         assert!(master.contains(want), "no {want} in {master}");

@@ -69,7 +69,7 @@ fn encrypt_cbcs_round_trip_independent_decryptor() {
     }
     // A keyframe-only trick play rendition is encrypted like the ladder (the SD key) and
     // decrypts to the clear packaging's samples too.
-    let trick = media("trick/trick-144p.mp4");
+    let trick = media("ladder-h264/trick-144p.mp4");
     let trick = ["--trick-play", trick.to_str().unwrap()];
     for segmented in [false, true] {
         round_trip(

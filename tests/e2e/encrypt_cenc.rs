@@ -243,7 +243,7 @@ fn encrypt_cenc_round_trip_ffmpeg() {
     let root = tempfile::tempdir().unwrap();
     // A keyframe-only trick play rendition beside the H.264 ladder: encrypted with the SD key
     // and decrypted like every other rendition.
-    let trick = media("trick/trick-144p.mp4");
+    let trick = media("ladder-h264/trick-144p.mp4");
     let trick_args = ["--trick-play", trick.to_str().unwrap()];
     for (ladder, inputs, segmented, extra) in [
         ("h264", h264_ladder(), false, &[][..]),

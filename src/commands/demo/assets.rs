@@ -30,6 +30,9 @@ pub struct DemoTitle {
     /// JPEG tile grids in the ladder, a `--thumbnails` pattern (`%d` numbers from 1), one
     /// thumbnail every [`THUMBNAIL_INTERVAL`] seconds laid out as [`THUMBNAIL_GRID`].
     pub thumbnails: &'static str,
+    /// A keyframe-only rendition in the ladder, packaged with `--trick-play` (DASH trick mode
+    /// AdaptationSet, HLS I-frame variant) for fast forward and rewind.
+    pub trick: &'static str,
 }
 
 impl DemoTitle {
@@ -68,6 +71,7 @@ pub const TITLES: [DemoTitle; 2] = [
         audio: &[("en", "audio-aac.mp4"), ("fr", "audio-fr-aac.mp4")],
         text: TEXT,
         thumbnails: "thumbs-%d.jpg",
+        trick: "trick-144p.mp4",
     },
     DemoTitle {
         id: "demo-vp9",
@@ -77,6 +81,7 @@ pub const TITLES: [DemoTitle; 2] = [
         audio: &[("en", "audio-opus.mp4"), ("fr", "audio-fr-opus.mp4")],
         text: TEXT,
         thumbnails: "thumbs-%d.jpg",
+        trick: "trick-144p.mp4",
     },
 ];
 
@@ -128,6 +133,9 @@ fn package_args(t: &DemoTitle, ladder: &Path) -> anyhow::Result<(Vec<OsString>, 
         "--thumbnail-grid".into(),
         THUMBNAIL_GRID.into(),
     ]);
+    let trick = file(t.trick)?;
+    args.extend(["--trick-play".into(), trick.clone().into_os_string()]);
+    files.push(trick);
     // The video ladder: every `video-*.mp4`, as positional inputs.
     let mut videos: Vec<PathBuf> = std::fs::read_dir(ladder)
         .with_context(|| format!("reading fixture ladder {}", ladder.display()))?
