@@ -648,8 +648,9 @@ impl Drop for Installed {
 /// The package installed on this host: `dpkg -i`, the installed units verified, the installed
 /// binary's `appliance check` against the packaged config (names what is missing) and against a
 /// site config as the `outpost` user (passes), the appliance started as `outpost` with that
-/// config serving one file, then `dpkg --purge` removes binary, configs and state. Nothing is
-/// left running or installed.
+/// config serving one file, the appliance and the control plane under their units' system call
+/// filter, the installed demo without the build checkout, then `dpkg --purge` removes binary,
+/// configs and state. Nothing is left running or installed.
 #[test]
 #[ignore = "needs root, dpkg, cargo-deb and systemd-analyze (./scripts/test runs as root in CI)"]
 fn deb_installs_serves_as_the_outpost_user_and_purges() {
@@ -799,6 +800,7 @@ fn deb_installs_serves_as_the_outpost_user_and_purges() {
     let exit = guard.appliance.take().unwrap().wait().unwrap();
     assert!(exit.success(), "{exit}");
 
+    under_the_units_system_call_filter(outpost_bin, &site, &keys);
     installed_demo_plays_from_the_package_files(outpost_bin);
 
     // Purge: binary, conffiles and state go.
@@ -823,12 +825,242 @@ fn deb_installs_serves_as_the_outpost_user_and_purges() {
     );
 }
 
-/// `curl -sf URL` into memory: the body's bytes, or a panic naming the URL and curl's error.
-fn fetch(url: &str) -> Vec<u8> {
-    let out = Command::new("curl")
-        .args(["-sS", "-f", "--max-time", "30", url])
-        .output()
+/// The lines a process wrote, collected by a thread, and the first line starting with `prefix`
+/// (its remainder) sent once.
+fn watch_lines(
+    from: impl std::io::Read + Send + 'static,
+    prefix: &'static str,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(rest.to_owned());
+                }
+            }
+            kept.lock().unwrap().push(line);
+        }
+    });
+    (rx, lines)
+}
+
+/// The nice value of each thread of `pid` named `name` (/proc/PID/task/*/stat, field 19).
+fn thread_nice(pid: u32, name: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if head.split_once('(').map(|(_, comm)| comm) == Some(name) {
+            out.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+        }
+    }
+    out
+}
+
+/// The packaged appliance unit's `SystemCallFilter` (with `SystemCallErrorNumber`), applied
+/// with libseccomp by tests/tools/syscall-filter.py as systemd would apply it (no systemd runs
+/// here): the appliance as `outpost`, on its default backend, with a control plane configured
+/// (unreachable), must pick io_uring, serve the file, and its fleet agent's threads must get
+/// their nice 10 (`setpriority`, which `~@resources` alone would refuse).
+fn under_the_units_system_call_filter(outpost_bin: &Path, site: &Path, keys: &Path) {
+    let unit = Path::new("/usr/lib/systemd/system/outpost-appliance.service");
+    // An appliance with a control plane serves complete titles only (catalog.json): package one
+    // with the installed binary.
+    let cache = site.join("cache");
+    run_ok(
+        Command::new(outpost_bin)
+            .args(["package", "--title", "t2", "--out"])
+            .arg(&cache)
+            .arg(root().join("fixtures/media/ladder-h264/video-240p.mp4")),
+    );
+    let catalog: serde_json::Value =
+        serde_json::from_str(&read(&cache.join("t2/catalog.json"))).unwrap();
+    let media = catalog["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|f| f["size"].as_u64().unwrap())
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let want = std::fs::read(cache.join("t2").join(&media)).unwrap();
+    let grant = run_ok(
+        Command::new(outpost_bin)
+            .args([
+                "grant", "sign", "--aud", "akl", "--prefix", "/t2/", "--ttl", "600", "--key",
+            ])
+            .arg(keys.join("k1.key.pem")),
+    );
+    let grant = String::from_utf8(grant.stdout).unwrap().trim().to_owned();
+    let config = site.join("appliance-filtered.toml");
+    let closed = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "cluster = \"akl\"\npublic_keys = {keys:?}\ncache_dirs = [{:?}]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nthreads = 1\ncontrol_plane = \"http://127.0.0.1:{closed}\"\ncredential = \"a-test-credential-0123456789\"\nid = \"akl-1\"\n",
+            site.join("cache"),
+        ),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("chown")
+            .args(["-R", "outpost:outpost"])
+            .arg(site),
+    );
+    let appliance = Filtered::start(
+        unit,
+        outpost_bin,
+        &["appliance", "--config", config.to_str().unwrap()],
+        "appliance listening on ",
+    );
+    let (pid, line) = (appliance.pid, appliance.line.clone());
+    let addr = line.split(' ').next().unwrap().to_owned();
+    let log = appliance.log.clone();
+    appliance.check_then_stop(|| {
+        assert!(line.contains("backend io_uring"), "{line}");
+        // The whole file and a range of it, through the io_uring data path.
+        let url = format!("http://{addr}/g/{grant}/t2/{media}");
+        assert!(fetch(&url, None) == want, "{url}: not the packaged bytes");
+        let range = fetch(&url, Some("1000-70999"));
+        assert!(range == want[1000..71_000], "{url}: the range differs");
+        // The agent's runtime thread starts with the appliance; its nice is set as it starts.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let nice = loop {
+            let nice = thread_nice(pid, "outpost-agent");
+            if !nice.is_empty() || std::time::Instant::now() > deadline {
+                break nice;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert!(
+            !nice.is_empty() && nice.iter().all(|n| *n == 10),
+            "the agent's threads run at nice {nice:?}, not 10:\n{}",
+            log.lock().unwrap().join("\n")
+        );
+    });
+
+    // The control plane under its unit's filter: starts, creates its database and signing key,
+    // and answers.
+    let cp = Filtered::start(
+        Path::new("/usr/lib/systemd/system/outpost-control-plane.service"),
+        outpost_bin,
+        &[
+            "control-plane",
+            "--data-dir",
+            site.join("control-plane").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "control plane listening on http://",
+    );
+    let addr = cp.line.clone();
+    cp.check_then_stop(|| {
+        let (status, body) = http(&addr, "GET", "/v1/keys", &[], "");
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("-----BEGIN PUBLIC KEY-----") || body.contains("\"kid\""),
+            "{body}"
+        );
+    });
+}
+
+/// `outpost` started as the `outpost` user under a packaged unit's system call filter
+/// (tests/tools/syscall-filter.py), its output watched.
+struct Filtered {
+    child: std::process::Child,
+    pid: u32,
+    /// The rest of its first line starting with the prefix it was started with.
+    line: String,
+    /// Its standard error.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Filtered {
+    fn start(unit: &Path, outpost_bin: &Path, args: &[&str], prefix: &'static str) -> Filtered {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=outpost", "--regid=outpost", "--init-groups", "--"])
+            .arg("/usr/bin/python3")
+            .arg(root().join("tests/tools/syscall-filter.py"))
+            .arg(unit)
+            .arg("--")
+            .arg(outpost_bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (listening, _) = watch_lines(child.stdout.take().unwrap(), prefix);
+        let (_, log) = watch_lines(child.stderr.take().unwrap(), "");
+        let Ok(line) = listening.recv_timeout(std::time::Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{args:?} said no {prefix:?} under {}'s filter:\n{}",
+                unit.display(),
+                log.lock().unwrap().join("\n")
+            );
+        };
+        Filtered {
+            pid: child.id(),
+            child,
+            line,
+            log,
+        }
+    }
+
+    /// Runs `checks`, then asserts that no system call was refused (an EPERM in the log), stops
+    /// the process with SIGTERM and asserts a clean exit; the process is stopped even when a
+    /// check fails.
+    fn check_then_stop(mut self, checks: impl FnOnce()) {
+        let log = self.log.clone();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            checks();
+            let log = log.lock().unwrap().join("\n");
+            for refused in ["Operation not permitted", "os error 1)", "falling back"] {
+                assert!(
+                    !log.contains(refused),
+                    "a call refused under the filter ({refused}):\n{log}"
+                );
+            }
+        }));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
         .unwrap();
+        let exit = self.child.wait().unwrap();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+        assert!(exit.success(), "{exit}");
+    }
+}
+
+/// `curl -sf URL` (with `-r RANGE` if given) into memory: the body's bytes, or a panic naming
+/// the URL and curl's error.
+fn fetch(url: &str, range: Option<&str>) -> Vec<u8> {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "-f", "--max-time", "30"]);
+    if let Some(r) = range {
+        curl.args(["-r", r]);
+    }
+    let out = curl.arg(url).output().unwrap();
     assert!(
         out.status.success(),
         "GET {url}: {}",
@@ -898,7 +1130,7 @@ fn installed_demo_plays_from_the_package_files(outpost_bin: &Path) {
         );
     }
     let config: serde_json::Value =
-        serde_json::from_slice(&fetch(&format!("{}/demo/api/config", demo.url))).unwrap();
+        serde_json::from_slice(&fetch(&format!("{}/demo/api/config", demo.url), None)).unwrap();
     assert!(config.to_string().contains("demo-h264"), "{config}");
 
     // A session as the page starts one, once steering has an appliance holding the title.
@@ -922,13 +1154,13 @@ fn installed_demo_plays_from_the_package_files(outpost_bin: &Path) {
         std::thread::sleep(std::time::Duration::from_secs(2));
     };
     let master_url = session["manifests"]["hls"].as_str().unwrap().to_owned();
-    let master = String::from_utf8(fetch(&master_url)).unwrap();
+    let master = String::from_utf8(fetch(&master_url, None)).unwrap();
     let variant = master
         .lines()
         .find(|l| !l.is_empty() && !l.starts_with('#'))
         .unwrap_or_else(|| panic!("no variant in the master playlist:\n{master}"));
     let media_url = resolve(&master_url, variant);
-    let media = String::from_utf8(fetch(&media_url)).unwrap();
+    let media = String::from_utf8(fetch(&media_url, None)).unwrap();
     let init = media
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
@@ -938,9 +1170,9 @@ fn installed_demo_plays_from_the_package_files(outpost_bin: &Path) {
         .lines()
         .find(|l| !l.is_empty() && !l.starts_with('#'))
         .unwrap_or_else(|| panic!("no segment in the media playlist:\n{media}"));
-    let init = fetch(&resolve(&media_url, init));
+    let init = fetch(&resolve(&media_url, init), None);
     assert_eq!(&init[4..8], b"ftyp", "the init segment is not an MP4");
-    let segment = fetch(&resolve(&media_url, first));
+    let segment = fetch(&resolve(&media_url, first), None);
     assert!(
         segment.windows(4).any(|w| w == b"moof"),
         "the first segment has no moof ({} bytes)",
