@@ -803,8 +803,21 @@ fn deb_installs_serves_as_the_outpost_user_and_purges() {
     under_the_units_system_call_filter(outpost_bin, &site, &keys);
     installed_demo_plays_from_the_package_files(outpost_bin);
 
-    // Purge: binary, conffiles and state go.
+    // Remove: the binary and units go, the edited-or-not conffiles stay (Debian policy).
     std::fs::remove_dir_all(&site).unwrap();
+    run_ok(Command::new("dpkg").args(["-r", "outpost"]));
+    for gone in [
+        "/usr/bin/outpost",
+        "/usr/lib/systemd/system/outpost-appliance.service",
+        "/usr/share/outpost/demo/media",
+    ] {
+        assert!(!Path::new(gone).exists(), "{gone} survives dpkg -r");
+    }
+    assert!(
+        Path::new("/etc/outpost/appliance.toml").is_file(),
+        "dpkg -r removed a conffile"
+    );
+    // Purge: conffiles and state go too.
     run_ok(Command::new("dpkg").args(["--purge", "outpost"]));
     for gone in [
         "/usr/bin/outpost",
