@@ -4,7 +4,8 @@
 //! placed at origin reaches the exchange appliance and then the embedded one with no person
 //! copying anything, verified (the embedded appliance fills while origin is stopped, so its only
 //! source is the exchange tier), and the embedded appliance keeps serving with its cached keys
-//! when restarted during a control-plane outage.
+//! when restarted during a control-plane outage. A lost cache drive is steered around and its
+//! files filled again onto the other drive.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -546,4 +547,149 @@ fn an_appliance_killed_mid_fill_resumes_after_a_restart_and_never_serves_a_parti
         "fetched {fetched} of {total} bytes after the restart with {already} on disk: not resumed"
     );
     assert_eq!(parts(&cache), 0, "partial files left behind");
+}
+
+/// The cluster of the first appliance a new session for `fillme` from 127.0.0.1 is steered to
+/// (the session is ended at once, so polling never reaches the plan's stream limit).
+fn first_cluster(cp: &str) -> String {
+    let body = r#"{"account_id":"acct-1","device_class":"browser","title":"fillme","client_ip":"127.0.0.1"}"#;
+    let auth = ("Authorization", "Bearer playback-secret-0123456789");
+    let (s, b) = crate::support::cli::http(
+        cp,
+        "POST",
+        "/v1/playback/sessions",
+        &[auth, ("Content-Type", "application/json")],
+        body,
+    );
+    assert_eq!(s, 201, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let token = format!("Bearer {}", v["token"].as_str().unwrap());
+    let (s, e) = crate::support::cli::http(
+        cp,
+        "DELETE",
+        &format!(
+            "/v1/playback/sessions/{}",
+            v["session_id"].as_str().unwrap()
+        ),
+        &[("Authorization", &token)],
+        "",
+    );
+    assert_eq!(s, 204, "{e}");
+    v["appliances"][0]["cluster"].as_str().unwrap().to_owned()
+}
+
+/// A cache drive of the embedded appliance is lost (its directory renamed away) while it holds
+/// the cluster's only copy of a title: the appliance takes the drive out and stops reporting the
+/// title, steering sends new sessions to the exchange tier meanwhile, the fill plan (which still
+/// places the title there) fills it again onto the healthy drive, byte for byte, and steering
+/// comes back to the embedded cluster. The embedded appliance fills at 0.4 Mbit/s and the lost
+/// drive holds the title's largest file, so the re-fill takes seconds and the steering in
+/// between is observable.
+#[test]
+fn a_lost_drive_is_steered_around_and_its_title_filled_again_on_the_other_drive() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let title = package_title(d);
+    let cpdata = d.join("cp");
+    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+    import(
+        &cpdata,
+        &[&d.join("policy.toml"), &title.join("catalog.json")],
+    );
+    let (_cp, cp_addr) = control_plane(&cpdata, "127.0.0.1:0");
+    let cp_url = format!("http://{cp_addr}");
+    let origin_cache = d.join("origin-1-cache");
+    std::fs::create_dir_all(&origin_cache).unwrap();
+    std::fs::rename(&title, origin_cache.join("fillme")).unwrap();
+    let _origin = appliance("origin-1", "origin", d, &cp_url);
+    let exchange = appliance("ix-1", "ix", d, &cp_url);
+    let second = d.join("isp-1-nvme1");
+    std::fs::create_dir_all(&second).unwrap();
+    let embedded = appliance_with(
+        "isp-1",
+        "isp",
+        d,
+        &cp_url,
+        &[
+            "--cache-dir",
+            second.to_str().unwrap(),
+            "--fill-rate-mbps",
+            "0.4",
+        ],
+    );
+    wait_for("both tiers to hold the title", 120, || {
+        held(&exchange) && held(&embedded)
+    });
+    wait_for("steering to the embedded cluster", 20, || {
+        first_cluster(&cp_addr) == "isp"
+    });
+    let verified = counter(
+        &embedded.admin,
+        "outpost_appliance_fill_files_verified_total",
+    );
+    let entry = protocol::catalog::CatalogEntry::from_json(
+        &std::fs::read_to_string(origin_cache.join("fillme/catalog.json")).unwrap(),
+    )
+    .unwrap();
+
+    // The drive holding the title's largest file goes away (files are placed per file, so the
+    // other drive may hold some of the title: those stay).
+    let largest = entry.files.iter().max_by_key(|f| f.size).unwrap();
+    let (lost, healthy) = if embedded.cache.join("fillme").join(&largest.path).is_file() {
+        (embedded.cache.clone(), second.clone())
+    } else {
+        (second.clone(), embedded.cache.clone())
+    };
+    let lost_files = entry
+        .files
+        .iter()
+        .filter(|f| lost.join("fillme").join(&f.path).is_file())
+        .count() as u64;
+    assert!(lost_files >= 1);
+    std::fs::rename(&lost, d.join("lost-drive")).unwrap();
+    wait_for("the appliance to take the lost drive out", 20, || {
+        let m = metrics(&embedded.admin);
+        m.contains(&format!(
+            "outpost_appliance_drive_healthy{{drive=\"{}\"}} 0",
+            lost.display()
+        )) && m.contains("outpost_appliance_titles_held 0")
+    });
+    // Meanwhile new sessions go to the exchange, which holds the title...
+    let mut seen = Vec::new();
+    wait_for("steering to the exchange tier", 30, || {
+        let c = first_cluster(&cp_addr);
+        seen.push(c.clone());
+        c == "ix"
+    });
+    // ...until the plan, which still places the title on the embedded appliance, has it filled
+    // again on the healthy drive.
+    wait_for("the title filled again on the healthy drive", 120, || {
+        held(&embedded)
+    });
+    for f in &entry.files {
+        let got = std::fs::read(healthy.join("fillme").join(&f.path)).unwrap();
+        let want = std::fs::read(origin_cache.join("fillme").join(&f.path)).unwrap();
+        assert!(got == want, "{} differs after the re-fill", f.path);
+    }
+    assert_eq!(
+        counter(
+            &embedded.admin,
+            "outpost_appliance_fill_files_verified_total"
+        ),
+        verified + lost_files,
+        "every file the lost drive held is filled and verified again, and only those"
+    );
+    wait_for("steering back to the embedded cluster", 30, || {
+        first_cluster(&cp_addr) == "isp"
+    });
+    // And it serves the re-filled title.
+    let g = play_grant(&cpdata, "isp");
+    let v = entry
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(".mp4"))
+        .unwrap();
+    let (st, body) = http(&embedded.addr, &format!("/g/{g}/fillme/{}", v.path), &[]);
+    assert_eq!(st, 200);
+    assert!(body == std::fs::read(origin_cache.join("fillme").join(&v.path)).unwrap());
 }
