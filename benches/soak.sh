@@ -4,6 +4,9 @@
 #
 #   benches/soak.sh                         # MINUTES=3 CONNS=20, the debug binary
 #   MINUTES=240 OUTPOST_BIN=target/release/outpost benches/soak.sh
+#   RATE=1000 STARTS=0.8 MINUTES=30 ...     # paced: RATE requests/s per appliance (0: as fast
+#                                           # as wrk goes), STARTS session starts/s (0: none; at
+#                                           # most 1: each demo member may start 30 a minute)
 #
 # Starts `outpost demo` (control plane in-process, 2 embedded appliances, exchange and origin
 # appliances as child processes; --no-browser-assets) on loopback ports, starts one playback
@@ -14,12 +17,17 @@
 # appliance: requests/s, p99 latency (wrk), errors (non-2xx answers + socket errors), RSS
 # (VmRSS) and open file descriptors (/proc/PID/fd). A leak shows as RSS or fds growing row after
 # row under the same load. Only loopback; the demo (and so every appliance: --exit-with-parent)
-# is stopped by PID at the end.
+# is stopped by PID at the end. With STARTS > 0 a loop beside wrk starts that many playback
+# sessions a second through the demo API (the control plane's entitlement, steering, lease and
+# manifest path) and ends each at once; each row then also shows the starts made, their errors
+# and p99, and the demo process's own RSS and descriptors (the control plane runs inside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MINUTES=${MINUTES:-3}
 CONNS=${CONNS:-20}
+RATE=${RATE:-0}
+STARTS=${STARTS:-0}
 BIN=${OUTPOST_BIN:-target/debug/outpost}
 [ -x "$BIN" ] || cargo build --bin outpost
 command -v wrk >/dev/null || { echo "soak: wrk is missing (scripts/install-deps installs it)" >&2; exit 1; }
@@ -30,7 +38,7 @@ cleanup() {
   if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
     kill -TERM "$demo_pid"; wait "$demo_pid" 2>/dev/null || true
   fi
-  rm -rf "$work"
+  [ -n "${KEEP:-}" ] && cp "$work"/starts "$KEEP" 2>/dev/null; rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -86,6 +94,10 @@ for i in 0 1; do
       fi
     done
     echo "request = function() return reqs[math.random(#reqs)] end"
+    if [ "$RATE" -gt 0 ]; then
+      # Each connection waits CONNS/RATE s between requests: RATE requests/s in all.
+      echo "delay = function() return $(( CONNS * 1000 / RATE )) end"
+    fi
     echo "done = function(summary, latency, requests)"
     echo "  io.stderr:write(string.format('SOAK %.1f %.3f %d\\n', summary.requests / (summary.duration / 1e6), latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))"
     echo "end"
@@ -99,11 +111,59 @@ for i in 0 1; do
   echo "$id $hostport" >>"$work/targets"
 done
 
+# Session starts for 60 s at STARTS a second through the demo API, each ended at once (DELETE
+# with the session's token); one line per start in $1: HTTP status, seconds it took, and the
+# error code of a refusal.
+starts_for_a_minute() {
+  python3 - "$1" "$port" "$STARTS" <<'PY'
+import json, sys, time, urllib.request, urllib.error
+out, port, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
+base = f"http://127.0.0.1:{port}"
+def call(method, path, body=None, headers={}):
+    req = urllib.request.Request(base + path, method=method, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b"{}"
+# The demo's two members in turn: the control plane allows each account 30 starts a minute
+# (`session_starts_per_minute`), so STARTS up to 1 stays inside the policy.
+MEMBERS = ["demo-member", "basic-member"]
+n = 0
+end = time.monotonic() + 60
+with open(out, "w") as f:
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        member = MEMBERS[n % len(MEMBERS)]
+        n += 1
+        code, body = call("POST", "/demo/api/sessions",
+                          json.dumps({"device": "desktop-browser", "title": "demo-vp9",
+                                      "member": member}).encode(),
+                          {"content-type": "application/json"})
+        took = time.monotonic() - t0
+        err = "-"
+        try:
+            v = json.loads(body)
+        except ValueError:
+            v = {}
+        if code in (200, 201):
+            call("DELETE", f"/v1/playback/sessions/{v['session_id']}",
+                 headers={"Authorization": f"Bearer {v['token']}"})
+        else:
+            err = v.get("code", "-")
+        f.write(f"{code} {took:.6f} {err}\n")
+        time.sleep(max(0.0, 1 / rate - (time.monotonic() - t0)))
+PY
+}
+
 printf "%-6s %-10s %10s %10s %7s %9s %5s\n" minute appliance "req/s" "p99 ms" errors "RSS MiB" fds
 for m in $(seq 1 "$MINUTES"); do
   while read -r id hostport; do
     wrk -t1 -c"$CONNS" -d60s -s "$work/$id.lua" "http://$hostport/" >/dev/null 2>"$work/$id.wrk" &
   done <"$work/targets"
+  [ "$STARTS" != 0 ] && starts_for_a_minute "$work/starts" &
   wait $(jobs -p | grep -v "^$demo_pid$") 2>/dev/null || true
   while read -r id hostport; do
     read -r rps p99 errs < <(grep '^SOAK' "$work/$id.wrk" | cut -d' ' -f2-)
@@ -112,5 +172,21 @@ for m in $(seq 1 "$MINUTES"); do
     fds=$(ls "/proc/$pid/fd" | wc -l)
     printf "%-6s %-10s %10s %10s %7s %9s %5s\n" "$m" "$id" "$rps" "$p99" "$errs" "$rss" "$fds"
   done <"$work/targets"
+  if [ "$STARTS" != 0 ]; then
+    # The starts of the minute: per second, p99 of their time, non-2xx; the demo process holds
+    # the control plane.
+    read -r sps sp99 serrs < <(python3 - "$work/starts" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+times = sorted(float(r[1]) * 1000 for r in rows)
+p99 = times[min(len(times) - 1, int(len(times) * 0.99))] if times else 0
+errs = sum(1 for r in rows if r[0] not in ("200", "201"))
+print(f"{len(rows) / 60:.1f} {p99:.3f} {errs}")
+PY
+)
+    rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$demo_pid/status")
+    fds=$(ls "/proc/$demo_pid/fd" | wc -l)
+    printf "%-6s %-10s %10s %10s %7s %9s %5s\n" "$m" "starts/cp" "$sps" "$sp99" "$serrs" "$rss" "$fds"
+  fi
 done
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); binary: $BIN; $CONNS connections per appliance"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); binary: $BIN; $CONNS connections per appliance; RATE=$RATE STARTS=$STARTS"
