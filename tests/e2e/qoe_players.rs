@@ -799,7 +799,8 @@ fn timeline(r: &Value, s: &Stack) -> String {
 /// play stops once 8 segments came from the other appliance and the steering manifest was
 /// reloaded after the first of them (or after 45 s, failing). Checked:
 /// `/v1/qoe` (what the fleet page fetches) shows the bad session on the throttled appliance,
-/// the moves are counted in `outpost_cp_qoe_steering_moves_total`, the real fleet page shows
+/// the move is counted once in `outpost_cp_qoe_steering_moves_total` (however many steering
+/// reloads repeat it), the real fleet page shows
 /// the throttled appliance's starved sessions, and neither player raised an error event (but
 /// for hls.js's two notices in [`HLS_NOTICES`]).
 ///
@@ -914,9 +915,13 @@ fn qoe_players_throttled_appliance_is_steered_away_from() {
             reloads >= 1,
             "{player}: no steering reload after the move: {ctx}"
         );
-        // The control plane counted the move and now ranks the other appliance first.
+        // The control plane counted the one move (not each steering reload repeating it) and
+        // now ranks the other appliance first.
         let moved = s.metric(moves) - moves_before;
-        assert!(moved >= 1.0, "{player}: {moves} did not grow: {ctx}");
+        assert_eq!(
+            moved, 1.0,
+            "{player}: {moves} grew by {moved} for one move ({reloads} steering reloads after it): {ctx}"
+        );
         let kind = if manifest == "dash" { "dash" } else { "hls" };
         let now = s.pathways(&v, kind);
         assert_eq!(

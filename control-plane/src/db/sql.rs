@@ -27,6 +27,7 @@ macro_rules! decode_qoe {
                 appliance_id: r.s("appliance_id")?,
                 cluster_id: r.s("cluster_id")?,
                 reported_at: r.i("reported_at")?,
+                moved_at: r.oi("moved_at")?,
                 session: protocol::qoe::SessionQoe {
                     sid: r.s("sid")?,
                     cid: r.os("cid")?,
@@ -772,6 +773,33 @@ impl Repository for SqlRepository {
                     .await?;
             decode_qoe!(rows)
         })
+    }
+
+    async fn mark_qoe_moved(&self, sid: &str, appliance: &str, now: i64) -> Result<bool, Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            let done = sqlx::query("UPDATE qoe_sessions SET moved_at = $1 WHERE sid = $2 AND appliance_id = $3 AND moved_at IS NULL")
+                .bind(now)
+                .bind(sid)
+                .bind(appliance)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    async fn clear_qoe_moved(&self, sid: &str, appliance: &str) -> Result<(), Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            sqlx::query(
+                "UPDATE qoe_sessions SET moved_at = NULL WHERE sid = $1 AND appliance_id = $2",
+            )
+            .bind(sid)
+            .bind(appliance)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
     // --- BGP (issue 14) ---
     async fn apply_bgp(

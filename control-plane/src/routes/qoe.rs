@@ -247,8 +247,36 @@ pub fn demote_bad(
     (good, moves)
 }
 
-/// [`demote_bad`] for a live session's steering manifest: reads its reports, logs and counts
-/// each move.
+/// Which of `moves` ([`demote_bad`]'s, for `priority`) are new, and which appliances were let
+/// back in front, given what `reports` remember (`moved_at`, set once per session and appliance).
+/// A steering manifest is reloaded every few seconds and repeats the same demotion each time;
+/// only the first response that demotes an appliance moves the session, so only that one is
+/// logged and counted. An appliance of `priority` whose move is remembered but which no longer
+/// moves (its QoE recovered) is forgotten, so demoting it again counts as a new move. This is the
+/// only per-session steering state: one column of the session's report rows.
+pub fn move_changes<'a>(
+    priority: &[String],
+    moves: &'a [(String, BadQoe)],
+    reports: &'a [QoeRow],
+) -> (Vec<&'a (String, BadQoe)>, Vec<&'a str>) {
+    let moved = |id: &str| {
+        reports
+            .iter()
+            .any(|r| r.appliance_id == id && r.moved_at.is_some())
+    };
+    let fresh = moves.iter().filter(|(a, _)| !moved(a)).collect();
+    let lifted = reports
+        .iter()
+        .filter(|r| r.moved_at.is_some())
+        .map(|r| r.appliance_id.as_str())
+        .filter(|a| priority.iter().any(|p| p == a) && !moves.iter().any(|(m, _)| m == a))
+        .collect();
+    (fresh, lifted)
+}
+
+/// [`demote_bad`] for a live session's steering manifest: reads its reports, then logs and
+/// counts each move once ([`move_changes`]; the conditional `mark_qoe_moved` makes concurrent
+/// reloads, on any replica, count it once too). The bookkeeping never fails the manifest.
 pub(crate) async fn steer(
     st: &AppState,
     session: &str,
@@ -261,10 +289,25 @@ pub(crate) async fn steer(
     if reports.is_empty() {
         return Ok(priority);
     }
-    let (order, moves) = demote_bad(priority, &reports);
-    for (appliance, why) in &moves {
-        tracing::info!(session, appliance = %appliance, reason = why.as_str(), "steering: session moved off an appliance for its QoE");
-        st.metrics.record_qoe_move(why.as_str());
+    let (order, moves) = demote_bad(priority.clone(), &reports);
+    let (fresh, lifted) = move_changes(&priority, &moves, &reports);
+    let now = i64::try_from(st.now()).unwrap_or(i64::MAX);
+    for (appliance, why) in fresh {
+        match st.repo.mark_qoe_moved(session, appliance, now).await {
+            Ok(true) => {
+                tracing::info!(session, appliance = %appliance, reason = why.as_str(), "steering: session moved off an appliance for its QoE");
+                st.metrics.record_qoe_move(why.as_str());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(session, appliance = %appliance, error = %e, "steering: could not record a QoE move")
+            }
+        }
+    }
+    for appliance in lifted {
+        if let Err(e) = st.repo.clear_qoe_moved(session, appliance).await {
+            tracing::warn!(session, appliance, error = %e, "steering: could not forget a QoE move");
+        }
     }
     Ok(order)
 }
@@ -286,6 +329,7 @@ mod tests {
             appliance_id: app.into(),
             cluster_id: cluster.into(),
             reported_at: 1,
+            moved_at: None,
             session: SessionQoe {
                 sid: format!("{app}-{startup:?}"),
                 startup_ms: startup,
@@ -355,6 +399,64 @@ mod tests {
         a2.session.first_ms = 5_000;
         let (order, moves) = demote_bad(ids(&["a2", "a1"]), &[a1, a2]);
         assert_eq!((order, moves.len()), (ids(&["a2", "a1"]), 0));
+    }
+
+    #[test]
+    fn a_move_counts_once_however_many_reloads_repeat_it() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let priority = ids(&["a1", "a2", "b1"]);
+        let mut reports = vec![
+            row("a1", "c1", Some(1), 2, 1000, 1000),
+            row("a2", "c1", Some(1), 0, 1000, 1000),
+        ];
+        // One steering reload: demote, count the fresh moves, remember them (as `steer` does
+        // through `mark_qoe_moved`), forget the lifted ones.
+        let mut counted: Vec<(String, BadQoe)> = Vec::new();
+        let reload = |reports: &mut Vec<QoeRow>, counted: &mut Vec<(String, BadQoe)>| {
+            let (order, moves) = demote_bad(priority.clone(), reports);
+            let (fresh, lifted) = move_changes(&priority, &moves, reports);
+            let fresh: Vec<(String, BadQoe)> = fresh.into_iter().cloned().collect();
+            let lifted: Vec<String> = lifted.into_iter().map(str::to_owned).collect();
+            for r in reports.iter_mut() {
+                if fresh.iter().any(|(a, _)| *a == r.appliance_id) {
+                    r.moved_at = Some(7);
+                }
+                if lifted.contains(&r.appliance_id) {
+                    r.moved_at = None;
+                }
+            }
+            counted.extend(fresh);
+            order
+        };
+        // a1 starved: the first reload moves the session to a2; four more repeat it.
+        for _ in 0..5 {
+            assert_eq!(reload(&mut reports, &mut counted), ids(&["a2", "b1", "a1"]));
+        }
+        assert_eq!(counted, vec![("a1".to_string(), BadQoe::Starvation)]);
+        // Then a2 measures throughput below the bitrate: a second, different move, once.
+        reports[1].session.avg_throughput_kbps = Some(500);
+        for _ in 0..3 {
+            assert_eq!(reload(&mut reports, &mut counted), ids(&["b1", "a1", "a2"]));
+        }
+        assert_eq!(
+            counted,
+            vec![
+                ("a1".to_string(), BadQoe::Starvation),
+                ("a2".to_string(), BadQoe::ThroughputBelowBitrate)
+            ]
+        );
+        // a2's throughput recovers: it goes back in front and its move is forgotten, so a
+        // later relapse counts again.
+        reports[1].session.avg_throughput_kbps = Some(5000);
+        assert_eq!(reload(&mut reports, &mut counted), ids(&["a2", "b1", "a1"]));
+        assert_eq!((reports[0].moved_at, reports[1].moved_at), (Some(7), None));
+        reports[1].session.avg_throughput_kbps = Some(500);
+        reload(&mut reports, &mut counted);
+        reload(&mut reports, &mut counted);
+        assert_eq!(counted.len(), 3, "{counted:?}");
+        // An appliance left out of the priority (down) keeps its remembered move.
+        let (_, lifted) = move_changes(&ids(&["b1"]), &[], &reports);
+        assert!(lifted.is_empty());
     }
 
     #[test]

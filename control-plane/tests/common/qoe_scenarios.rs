@@ -169,13 +169,49 @@ pub async fn bad_qoe_moves_the_session(env: &Env) {
     assert_eq!(after[0], before[1], "{after:?}");
     let (_, _, dash) = env.call(Method::GET, &url("dash"), &[], None).await;
     assert_eq!(order(&dash, "SERVICE-LOCATION-PRIORITY"), after);
+    // Reloads repeat the move (HLS and DASH, as often as players reload): counted once.
+    for kind in ["hls", "dash", "hls", "dash", "hls"] {
+        let (_, _, again) = env.call(Method::GET, &url(kind), &[], None).await;
+        assert_eq!(order(&again, "PATHWAY-PRIORITY"), after, "{kind}");
+    }
+    let moves = "outpost_cp_qoe_steering_moves_total{reason=\"starvation\"}";
     let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
     assert_eq!(
-        metric(
-            m.as_str().unwrap(),
-            "outpost_cp_qoe_steering_moves_total{reason=\"starvation\"}"
-        ),
-        2.0,
-        "one move per manifest served (HLS and DASH)"
+        metric(m.as_str().unwrap(), moves),
+        1.0,
+        "one move, however many steering manifests repeat it"
     );
+    let (_, _, v) = env
+        .call(
+            Method::GET,
+            "/v1/qoe",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            None,
+        )
+        .await;
+    let rows = v["sessions"].as_array().unwrap();
+    let row = |app: &str| {
+        rows.iter()
+            .find(|r| r["session"]["sid"] == sid.as_str() && r["appliance_id"] == app)
+            .unwrap_or_else(|| panic!("no row of {app}: {v}"))
+    };
+    assert_eq!(row(&first)["moved_at"], T0, "{v}");
+    assert!(row(&before[1])["moved_at"].is_null(), "{v}");
+    // The appliance it moved to starves it too (later, so it is where the session went last):
+    // a second, different move, to the third appliance, counted once more.
+    let mut later = session(&sid, 900, 1, 3000);
+    later["first_ms"] = json!(T0 * 1000 + 30_000);
+    let (s, e) = beat(env, &before[1], json!([later])).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    for kind in ["dash", "hls", "dash"] {
+        let (_, _, again) = env.call(Method::GET, &url(kind), &[], None).await;
+        let key = if kind == "dash" {
+            "SERVICE-LOCATION-PRIORITY"
+        } else {
+            "PATHWAY-PRIORITY"
+        };
+        assert_eq!(order(&again, key)[0], before[2], "{kind}: {again}");
+    }
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    assert_eq!(metric(m.as_str().unwrap(), moves), 2.0);
 }
