@@ -44,6 +44,8 @@ macro_rules! decode_qoe {
                     min_buffer_ms: ou("min_buffer_ms")?,
                     avg_throughput_kbps: ou("avg_throughput_kbps")?,
                     switches: u("switches")?,
+                    timed_bytes: ou("timed_bytes")?,
+                    timed_us: ou("timed_us")?,
                 },
             });
         }
@@ -719,9 +721,9 @@ impl Repository for SqlRepository {
         on_pool!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
             for q in sessions {
-                sqlx::query("INSERT INTO qoe_sessions (sid, appliance_id, cluster_id, title, cid, first_ms, last_ms, requests, bytes, startup_ms, starvation_events, media_ms, avg_bitrate_kbps, buffer_ms, min_buffer_ms, avg_throughput_kbps, switches, reported_at) \
-                     SELECT $1, id, cluster_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM appliances WHERE id = $17 \
-                     ON CONFLICT (sid, appliance_id) DO UPDATE SET cluster_id = excluded.cluster_id, title = excluded.title, cid = excluded.cid, first_ms = excluded.first_ms, last_ms = excluded.last_ms, requests = excluded.requests, bytes = excluded.bytes, startup_ms = excluded.startup_ms, starvation_events = excluded.starvation_events, media_ms = excluded.media_ms, avg_bitrate_kbps = excluded.avg_bitrate_kbps, buffer_ms = excluded.buffer_ms, min_buffer_ms = excluded.min_buffer_ms, avg_throughput_kbps = excluded.avg_throughput_kbps, switches = excluded.switches, reported_at = excluded.reported_at")
+                sqlx::query("INSERT INTO qoe_sessions (sid, appliance_id, cluster_id, title, cid, first_ms, last_ms, requests, bytes, startup_ms, starvation_events, media_ms, avg_bitrate_kbps, buffer_ms, min_buffer_ms, avg_throughput_kbps, switches, reported_at, timed_bytes, timed_us) \
+                     SELECT $1, id, cluster_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $18, $19 FROM appliances WHERE id = $17 \
+                     ON CONFLICT (sid, appliance_id) DO UPDATE SET cluster_id = excluded.cluster_id, title = excluded.title, cid = excluded.cid, first_ms = excluded.first_ms, last_ms = excluded.last_ms, requests = excluded.requests, bytes = excluded.bytes, startup_ms = excluded.startup_ms, starvation_events = excluded.starvation_events, media_ms = excluded.media_ms, avg_bitrate_kbps = excluded.avg_bitrate_kbps, buffer_ms = excluded.buffer_ms, min_buffer_ms = excluded.min_buffer_ms, avg_throughput_kbps = excluded.avg_throughput_kbps, switches = excluded.switches, reported_at = excluded.reported_at, timed_bytes = excluded.timed_bytes, timed_us = excluded.timed_us")
                     .bind(&q.sid)
                     .bind(&q.title)
                     .bind(&q.cid)
@@ -739,6 +741,8 @@ impl Repository for SqlRepository {
                     .bind(n(q.switches))
                     .bind(now)
                     .bind(appliance)
+                    .bind(on(q.timed_bytes))
+                    .bind(on(q.timed_us))
                     .execute(&mut *tx)
                     .await?;
             }

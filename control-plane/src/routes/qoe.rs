@@ -1,6 +1,7 @@
 //! `GET /v1/qoe`: the per-session quality of experience appliances report with their
 //! heartbeats (folded from their players' CMCD), with per-cluster and per-appliance aggregates:
-//! sessions, startup p50/p95, rebuffer ratio, average bitrate. The heartbeat handler stores the
+//! sessions, startup p50/p95, rebuffer ratio, average bitrate, the throughput players measured
+//! and the rate the appliances sent at. The heartbeat handler stores the
 //! reports ([`record`]).
 
 use axum::extract::State;
@@ -68,6 +69,13 @@ pub struct QoeGroup {
     pub startup_p95_ms: Option<u64>,
     /// Average encoded bitrate weighted by media time, kbps.
     pub avg_bitrate_kbps: Option<u64>,
+    /// The throughput players measured (CMCD `mtp`): the sessions' averages weighted by their
+    /// requests, kbps, over sessions that reported one.
+    pub avg_throughput_kbps: Option<u64>,
+    /// The rate the appliances sent responses of at least 64 KiB at (their bytes over their send
+    /// time, summed over the sessions), kbps. Players measuring far less than this are limited
+    /// past the appliance (the network); both low, by the appliance or its client's link.
+    pub served_kbps: Option<u64>,
 }
 
 /// The answer of `GET /v1/qoe`.
@@ -105,10 +113,22 @@ pub fn aggregate(rows: &[QoeRow], key: impl Fn(&QoeRow) -> &str) -> Vec<QoeGroup
             let mut startups: Vec<u64> = rs.iter().filter_map(|r| r.session.startup_ms).collect();
             startups.sort_unstable();
             let (mut weighted, mut media) = (0u128, 0u128);
+            let (mut mtp_weighted, mut mtp_requests) = (0u128, 0u128);
+            let (mut timed_bytes, mut timed_us) = (0u128, 0u128);
             for r in &rs {
-                if let Some(br) = r.session.avg_bitrate_kbps {
-                    weighted += u128::from(br) * u128::from(r.session.media_ms);
-                    media += u128::from(r.session.media_ms);
+                let q = &r.session;
+                if let Some(br) = q.avg_bitrate_kbps {
+                    weighted += u128::from(br) * u128::from(q.media_ms);
+                    media += u128::from(q.media_ms);
+                }
+                if let Some(mtp) = q.avg_throughput_kbps {
+                    let n = u128::from(q.requests.max(1));
+                    mtp_weighted += u128::from(mtp) * n;
+                    mtp_requests += n;
+                }
+                if let (Some(b), Some(us)) = (q.timed_bytes, q.timed_us) {
+                    timed_bytes += u128::from(b);
+                    timed_us += u128::from(us);
                 }
             }
             QoeGroup {
@@ -123,6 +143,10 @@ pub fn aggregate(rows: &[QoeRow], key: impl Fn(&QoeRow) -> &str) -> Vec<QoeGroup
                 startup_p50_ms: nearest_rank(&startups, 0.5),
                 startup_p95_ms: nearest_rank(&startups, 0.95),
                 avg_bitrate_kbps: (media > 0).then(|| (weighted / media) as u64),
+                avg_throughput_kbps: (mtp_requests > 0)
+                    .then(|| (mtp_weighted / mtp_requests) as u64),
+                // bytes · 8 / (us / 10^6) / 1000
+                served_kbps: (timed_us > 0).then(|| (timed_bytes * 8_000 / timed_us) as u64),
             }
         })
         .collect()
@@ -483,5 +507,25 @@ mod tests {
         );
         assert_eq!(a[1].startup_p95_ms, None);
         assert!(aggregate(&[], |r| r.cluster_id.as_str()).is_empty());
+        // Throughput: players' mtp weighted by requests; the send rate over summed bytes and time.
+        assert_eq!((c[0].avg_throughput_kbps, c[0].served_kbps), (None, None));
+        let mut x = row("x1", "c3", Some(1), 0, 1000, 1000);
+        x.session.requests = 30;
+        x.session.avg_throughput_kbps = Some(400);
+        x.session.timed_bytes = Some(1_000_000);
+        x.session.timed_us = Some(4_000_000);
+        let mut y = row("x2", "c3", Some(1), 0, 1000, 1000);
+        y.session.requests = 10;
+        y.session.avg_throughput_kbps = Some(8_000);
+        y.session.timed_bytes = Some(3_000_000);
+        y.session.timed_us = Some(1_000_000);
+        let z = row("x3", "c3", Some(1), 0, 1000, 1000);
+        let g = &aggregate(&[x, y, z], |r| r.cluster_id.as_str())[0];
+        assert_eq!(
+            g.avg_throughput_kbps,
+            Some(2_300),
+            "(400·30 + 8000·10) / 40"
+        );
+        assert_eq!(g.served_kbps, Some(6_400), "4 MB in 5 s");
     }
 }

@@ -55,7 +55,12 @@ pub async fn qoe_reports_are_stored_listed_and_aggregated(env: &Env) {
     // The same session reported again replaces its row (s2 recovered its bitrate).
     let (s, v) = beat(env, "akl-1", json!([session("s2", 1200, 3, 3000)])).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = beat(env, "akl-2", json!([session("s3", 400, 0, 4000)])).await;
+    // s3 from an appliance that times its responses (0009): sent 4 MB in 2 s.
+    let mut s3 = session("s3", 400, 0, 4000);
+    s3["timed_bytes"] = json!(4_000_000);
+    s3["timed_us"] = json!(2_000_000);
+    s3["avg_throughput_kbps"] = json!(3_000);
+    let (s, v) = beat(env, "akl-2", json!([s3])).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     let (s, _, v) = env.call(Method::GET, "/v1/qoe", &auth, None).await;
@@ -84,6 +89,26 @@ pub async fn qoe_reports_are_stored_listed_and_aggregated(env: &Env) {
     assert_eq!(apps[0]["id"], "akl-1");
     assert_eq!(apps[0]["rebuffer_ratio"], 0.5);
     assert_eq!(apps[1]["rebuffer_ratio"], 0.0);
+    // Throughput: what players measured (mtp, weighted by requests), what the appliance sent at.
+    assert_eq!(
+        c["avg_throughput_kbps"], 7_000,
+        "(9000·20·2 + 3000·20) / 60"
+    );
+    assert_eq!(c["served_kbps"], 16_000);
+    assert_eq!(apps[0]["avg_throughput_kbps"], 9_000);
+    assert_eq!(
+        apps[0]["served_kbps"],
+        Value::Null,
+        "akl-1 reported no timing"
+    );
+    assert_eq!(apps[1]["served_kbps"], 16_000);
+    let s3 = sessions
+        .iter()
+        .find(|r| r["session"]["sid"] == "s3")
+        .unwrap();
+    assert_eq!(s3["session"]["timed_bytes"], 4_000_000);
+    assert_eq!(s3["session"]["timed_us"], 2_000_000);
+    assert!(s2["session"].get("timed_bytes").is_none(), "{s2}");
 
     // Filters: a cluster with no reports, a window after the reports, a limit.
     let (_, _, v) = env
