@@ -132,7 +132,8 @@ function draw(now) {
 }
 
 // QoE (issue 16): per cluster, then its appliances: sessions, startup p50/p95, the share of
-// sessions that rebuffered, media-time-weighted average bitrate.
+// sessions that rebuffered, media-time-weighted average bitrate, the throughput players measured
+// (CMCD mtp) and the rate the appliance sent its large responses at.
 async function pollQoe() {
   const res = await fetch('/v1/qoe');
   if (!res.ok) throw new Error(`GET /v1/qoe: ${res.status}`);
@@ -141,13 +142,14 @@ async function pollQoe() {
   const body = document.querySelector('#qoe tbody');
   body.textContent = '';
   const ms = (v) => (v == null ? '–' : `${v} ms`);
+  const kbps = (v) => (v == null ? '–' : `${v} kb/s`);
   const row = (label, g, cls) => {
     const tr = body.insertRow();
     tr.dataset.id = g.id;
     tr.className = cls;
     [label, g.sessions, ms(g.startup_p50_ms), ms(g.startup_p95_ms),
       `${(g.rebuffer_ratio * 100).toFixed(0)}% (${g.starved_sessions})`,
-      g.avg_bitrate_kbps == null ? '–' : `${g.avg_bitrate_kbps} kb/s`,
+      kbps(g.avg_bitrate_kbps), kbps(g.avg_throughput_kbps), kbps(g.served_kbps),
     ].forEach((v) => { tr.insertCell().textContent = v; });
   };
   const clusterOf = {};

@@ -39,7 +39,7 @@ pub struct Metrics {
     pub qoe_reports: AtomicU64,
     /// ... of which reported starvation.
     pub qoe_starved_reports: AtomicU64,
-    /// Steering moves for bad QoE, by reason.
+    /// Steering moves for bad QoE, by reason (each counted once, `routes::qoe::move_changes`).
     pub qoe_moves: Mutex<BTreeMap<String, u64>>,
     /// HTTP requests.
     pub requests: AtomicU64,
@@ -243,7 +243,7 @@ impl Metrics {
             g(&self.plan_removes)
         );
         // QoE (issue 16): steering moves for bad QoE, by reason (a fixed set of two).
-        let _ = writeln!(s, "# HELP outpost_cp_qoe_steering_moves_total Steering manifests that moved a session off an appliance for its QoE, by reason.\n# TYPE outpost_cp_qoe_steering_moves_total counter");
+        let _ = writeln!(s, "# HELP outpost_cp_qoe_steering_moves_total Sessions moved off an appliance for their QoE by steering, by reason: once per session and appliance, by the first steering manifest that demotes it (its reloads repeating the demotion are not counted).\n# TYPE outpost_cp_qoe_steering_moves_total counter");
         if let Ok(m) = self.qoe_moves.lock() {
             for (r, n) in m.iter() {
                 let _ = writeln!(

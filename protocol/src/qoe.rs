@@ -50,11 +50,29 @@ pub struct SessionQoe {
     pub avg_throughput_kbps: Option<u64>,
     /// Changes of encoded bitrate between successive video (or muxed) requests.
     pub switches: u64,
+    /// Bytes of this session's responses large enough to time (at least 64 KiB: smaller ones
+    /// fit in socket buffers), as the appliance sent them. Absent from older appliances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed_bytes: Option<u64>,
+    /// The time the appliance took to send them, microseconds: from taking each request to
+    /// handing its last byte to the kernel, so a client slower than the socket buffers can
+    /// absorb shows here, a slow link past a buffering hop (a proxy) does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed_us: Option<u64>,
 }
 
 impl SessionQoe {
     /// Whether the session starved at least once.
     pub fn starved(&self) -> bool {
         self.starvation_events > 0
+    }
+
+    /// The rate the appliance sent the timed responses at ([`SessionQoe::timed_bytes`] over
+    /// [`SessionQoe::timed_us`]), kbit/s.
+    pub fn served_kbps(&self) -> Option<u64> {
+        match (self.timed_bytes, self.timed_us) {
+            (Some(b), Some(us)) if us > 0 => Some((u128::from(b) * 8_000 / u128::from(us)) as u64),
+            _ => None,
+        }
     }
 }

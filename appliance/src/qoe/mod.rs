@@ -39,6 +39,12 @@ pub const DEFAULT_SESSIONS: usize = 16_384;
 /// smaller ones fit in socket buffers and would measure memory copies, not the path.
 pub const ETP_MIN_BYTES: u64 = 64 * 1024;
 
+/// Upper bounds of the buckets of players' measured throughput (CMCD `mtp`), bytes per second:
+/// 250 kbit/s to 64 Mbit/s, doubling.
+const MTP_BUCKETS: [u64; 9] = [
+    31_250, 62_500, 125_000, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000,
+];
+
 /// Settings.
 #[derive(Debug, Clone)]
 pub struct QoeConfig {
@@ -98,6 +104,13 @@ pub struct Qoe {
     cmcd_ignored: AtomicU64,
     cmsd_mb: AtomicU64,
     starvations: AtomicU64,
+    /// Requests whose CMCD carried `mtp`, by bucket of [`MTP_BUCKETS`] (the last: above them).
+    mtp_buckets: [AtomicU64; MTP_BUCKETS.len() + 1],
+    /// The sum of their `mtp`, bytes per second.
+    mtp_sum: AtomicU64,
+    /// Bytes of responses of at least [`ETP_MIN_BYTES`], and the microseconds taken to send them.
+    timed_bytes: AtomicU64,
+    timed_us: AtomicU64,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -120,6 +133,10 @@ impl Qoe {
             cmcd_ignored: AtomicU64::new(0),
             cmsd_mb: AtomicU64::new(0),
             starvations: AtomicU64::new(0),
+            mtp_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            mtp_sum: AtomicU64::new(0),
+            timed_bytes: AtomicU64::new(0),
+            timed_us: AtomicU64::new(0),
         }
     }
 
@@ -247,6 +264,17 @@ impl Qoe {
         if p.cmcd.bs {
             self.starvations.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(mtp) = p.cmcd.mtp {
+            // kbit/s to bytes per second.
+            let bps = mtp.saturating_mul(125);
+            let i = MTP_BUCKETS.partition_point(|b| *b < bps);
+            self.mtp_buckets[i].fetch_add(1, Ordering::Relaxed);
+            self.mtp_sum.fetch_add(bps, Ordering::Relaxed);
+        }
+        if bytes >= ETP_MIN_BYTES {
+            self.timed_bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.timed_us.fetch_add(micros, Ordering::Relaxed);
+        }
         if p.cmcd.sid.is_some() {
             self.sessions
                 .lock()
@@ -257,6 +285,7 @@ impl Qoe {
                     start_ms,
                     end_ms,
                     bytes,
+                    send_us: micros,
                 });
         }
         let Some(log) = &self.log else {
@@ -346,6 +375,12 @@ impl Qoe {
             r(&self.cmsd_mb),
         );
         counter(
+            "outpost_appliance_timed_response_bytes_total",
+            "Bytes of responses of at least 64 KiB (smaller ones fit in socket buffers): with \
+             outpost_appliance_timed_response_seconds_total, the rate the appliance sends at.",
+            r(&self.timed_bytes),
+        );
+        counter(
             "outpost_appliance_qoe_sessions_evicted_total",
             "Session summaries evicted to stay within the memory budget.",
             evicted,
@@ -367,6 +402,31 @@ impl Qoe {
                 log.rotations(),
             );
         }
+        let _ = write!(
+            s,
+            "# HELP outpost_appliance_timed_response_seconds_total Time taken to send the responses of at least 64 KiB, from taking the request to handing the last byte to the kernel.\n\
+             # TYPE outpost_appliance_timed_response_seconds_total counter\n\
+             outpost_appliance_timed_response_seconds_total {}\n\
+             # HELP outpost_appliance_cmcd_measured_throughput_bytes_per_second Players' measured throughput (CMCD mtp) on requests that carried it.\n\
+             # TYPE outpost_appliance_cmcd_measured_throughput_bytes_per_second histogram\n",
+            r(&self.timed_us) as f64 / 1e6
+        );
+        let mut cum = 0;
+        for (i, b) in MTP_BUCKETS.iter().enumerate() {
+            cum += r(&self.mtp_buckets[i]);
+            let _ = writeln!(
+                s,
+                "outpost_appliance_cmcd_measured_throughput_bytes_per_second_bucket{{le=\"{b}\"}} {cum}"
+            );
+        }
+        cum += r(&self.mtp_buckets[MTP_BUCKETS.len()]);
+        let _ = write!(
+            s,
+            "outpost_appliance_cmcd_measured_throughput_bytes_per_second_bucket{{le=\"+Inf\"}} {cum}\n\
+             outpost_appliance_cmcd_measured_throughput_bytes_per_second_sum {}\n\
+             outpost_appliance_cmcd_measured_throughput_bytes_per_second_count {cum}\n",
+            r(&self.mtp_sum)
+        );
         let _ = write!(
             s,
             "# HELP outpost_appliance_qoe_sessions Session summaries held.\n\
@@ -437,5 +497,48 @@ mod tests {
         assert_eq!(second[0].requests, 2);
         assert!(q.take_report(t0 + Duration::from_secs(5)).is_empty());
         assert_eq!(q.sessions().len(), 2);
+    }
+
+    #[test]
+    fn metrics_count_measured_throughput_and_the_send_rate_of_large_responses() {
+        let q = Qoe::new(
+            QoeConfig {
+                name: "n".into(),
+                overload_connections: None,
+                max_bitrate_kbps: None,
+                access_log_sample: 0.0,
+                sessions: 8,
+            },
+            None,
+        );
+        let at = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for (mtp, bytes, us) in [(800u64, 100_000u64, 400_000u64), (100_000, 1_000, 10)] {
+            let mut resp = Response {
+                status: Status::Ok,
+                chunks: vec![Chunk::Mem(b"HTTP/1.1 200 OK\r\n\r\n".to_vec())],
+                file: None,
+                keep_alive: true,
+                log_path: None,
+                claims: None,
+            };
+            let query = format!("CMCD=ot%3Dv%2Cmtp%3D{mtp}");
+            let p = q.begin(Some(&query), &[], &mut resp, None, 0, at);
+            q.finish(p, &resp, bytes, us, None);
+        }
+        let m = q.render_metrics();
+        for line in [
+            // 800 kbit/s is 100 000 B/s: the 125 000 bucket; 100 Mbit/s is above them all.
+            "outpost_appliance_cmcd_measured_throughput_bytes_per_second_bucket{le=\"62500\"} 0",
+            "outpost_appliance_cmcd_measured_throughput_bytes_per_second_bucket{le=\"125000\"} 1",
+            "outpost_appliance_cmcd_measured_throughput_bytes_per_second_bucket{le=\"8000000\"} 1",
+            "outpost_appliance_cmcd_measured_throughput_bytes_per_second_bucket{le=\"+Inf\"} 2",
+            "outpost_appliance_cmcd_measured_throughput_bytes_per_second_sum 12600000",
+            "outpost_appliance_cmcd_measured_throughput_bytes_per_second_count 2",
+            // Only the 100 kB response is timed.
+            "outpost_appliance_timed_response_bytes_total 100000",
+            "outpost_appliance_timed_response_seconds_total 0.4",
+        ] {
+            assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
+        }
     }
 }

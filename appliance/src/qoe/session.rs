@@ -25,6 +25,8 @@ pub struct Observed<'a> {
     pub end_ms: u64,
     /// Bytes sent.
     pub bytes: u64,
+    /// From taking the request to handing its last byte to the kernel, microseconds.
+    pub send_us: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -101,6 +103,11 @@ impl SessionTable {
         q.last_ms = q.last_ms.max(o.end_ms);
         q.requests += 1;
         q.bytes += o.bytes;
+        // The appliance's own send rate, over responses large enough to measure it.
+        if o.bytes >= super::ETP_MIN_BYTES {
+            q.timed_bytes = Some(q.timed_bytes.unwrap_or(0) + o.bytes);
+            q.timed_us = Some(q.timed_us.unwrap_or(0) + o.send_us);
+        }
         if let Some(cid) = &c.cid {
             if q.cid.as_deref() != Some(cid.as_str()) {
                 q.cid = Some(cid.as_str().to_owned());
@@ -190,6 +197,7 @@ mod tests {
             start_ms,
             end_ms: start_ms + 100,
             bytes: 1000,
+            send_us: 100_000,
         });
     }
 
@@ -228,6 +236,34 @@ mod tests {
         assert_eq!((q.buffer_ms, q.min_buffer_ms), (Some(6000), Some(0)));
         assert_eq!(q.avg_throughput_kbps, Some(5000));
         assert_eq!((q.first_ms, q.last_ms), (1_000, 10_100));
+        assert_eq!(
+            (q.timed_bytes, q.served_kbps()),
+            (None, None),
+            "all below 64 KiB"
+        );
+    }
+
+    #[test]
+    fn times_only_responses_large_enough_to_measure() {
+        let mut t = SessionTable::new(2);
+        let mut c = Cmcd::default();
+        c.add(r#"sid="s",ot=v,br=1000"#);
+        for (bytes, send_us) in [(1_000, 50_000), (200_000, 800_000), (300_000, 1_200_000)] {
+            t.observe(Observed {
+                cmcd: &c,
+                title: None,
+                start_ms: 1,
+                end_ms: 2,
+                bytes,
+                send_us,
+            });
+        }
+        let q = t.get("s").unwrap();
+        assert_eq!(
+            (q.bytes, q.timed_bytes, q.timed_us),
+            (501_000, Some(500_000), Some(2_000_000))
+        );
+        assert_eq!(q.served_kbps(), Some(2_000), "500 kB in 2 s");
     }
 
     #[test]
@@ -250,6 +286,7 @@ mod tests {
             start_ms: 9,
             end_ms: 9,
             bytes: 1,
+            send_us: 0,
         });
         assert_eq!(t.len(), 2, "no sid: not folded");
     }

@@ -116,6 +116,11 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<super::rows::QoeRow>, Error>;
     /// Every appliance's report of one session (for steering).
     async fn qoe_session(&self, sid: &str) -> Result<Vec<super::rows::QoeRow>, Error>;
+    /// Records that steering moved session `sid` off `appliance` at `now` (migration 0008):
+    /// `true` only for the call that set it, `false` when it was already set (or no report).
+    async fn mark_qoe_moved(&self, sid: &str, appliance: &str, now: i64) -> Result<bool, Error>;
+    /// Forgets that move: steering puts `appliance` in front of the session again.
+    async fn clear_qoe_moved(&self, sid: &str, appliance: &str) -> Result<(), Error>;
 
     // ---- idempotency keys of session starts (migration 0006) ----
     /// Claims `key` for `owner`, a request whose body hashes to `request_sha256` (an expired

@@ -726,6 +726,10 @@ pub struct QoeRow {
     pub cluster_id: String,
     /// When the control plane stored the report, Unix seconds.
     pub reported_at: i64,
+    /// When steering first moved this session off this appliance for its QoE, Unix seconds
+    /// (migration 0008); absent while it has not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_at: Option<i64>,
     /// The summary.
     pub session: protocol::qoe::SessionQoe,
 }

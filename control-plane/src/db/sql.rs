@@ -27,6 +27,7 @@ macro_rules! decode_qoe {
                 appliance_id: r.s("appliance_id")?,
                 cluster_id: r.s("cluster_id")?,
                 reported_at: r.i("reported_at")?,
+                moved_at: r.oi("moved_at")?,
                 session: protocol::qoe::SessionQoe {
                     sid: r.s("sid")?,
                     cid: r.os("cid")?,
@@ -43,6 +44,8 @@ macro_rules! decode_qoe {
                     min_buffer_ms: ou("min_buffer_ms")?,
                     avg_throughput_kbps: ou("avg_throughput_kbps")?,
                     switches: u("switches")?,
+                    timed_bytes: ou("timed_bytes")?,
+                    timed_us: ou("timed_us")?,
                 },
             });
         }
@@ -718,9 +721,9 @@ impl Repository for SqlRepository {
         on_pool!(&self.pool, |pool| {
             let mut tx = pool.begin().await?;
             for q in sessions {
-                sqlx::query("INSERT INTO qoe_sessions (sid, appliance_id, cluster_id, title, cid, first_ms, last_ms, requests, bytes, startup_ms, starvation_events, media_ms, avg_bitrate_kbps, buffer_ms, min_buffer_ms, avg_throughput_kbps, switches, reported_at) \
-                     SELECT $1, id, cluster_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM appliances WHERE id = $17 \
-                     ON CONFLICT (sid, appliance_id) DO UPDATE SET cluster_id = excluded.cluster_id, title = excluded.title, cid = excluded.cid, first_ms = excluded.first_ms, last_ms = excluded.last_ms, requests = excluded.requests, bytes = excluded.bytes, startup_ms = excluded.startup_ms, starvation_events = excluded.starvation_events, media_ms = excluded.media_ms, avg_bitrate_kbps = excluded.avg_bitrate_kbps, buffer_ms = excluded.buffer_ms, min_buffer_ms = excluded.min_buffer_ms, avg_throughput_kbps = excluded.avg_throughput_kbps, switches = excluded.switches, reported_at = excluded.reported_at")
+                sqlx::query("INSERT INTO qoe_sessions (sid, appliance_id, cluster_id, title, cid, first_ms, last_ms, requests, bytes, startup_ms, starvation_events, media_ms, avg_bitrate_kbps, buffer_ms, min_buffer_ms, avg_throughput_kbps, switches, reported_at, timed_bytes, timed_us) \
+                     SELECT $1, id, cluster_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $18, $19 FROM appliances WHERE id = $17 \
+                     ON CONFLICT (sid, appliance_id) DO UPDATE SET cluster_id = excluded.cluster_id, title = excluded.title, cid = excluded.cid, first_ms = excluded.first_ms, last_ms = excluded.last_ms, requests = excluded.requests, bytes = excluded.bytes, startup_ms = excluded.startup_ms, starvation_events = excluded.starvation_events, media_ms = excluded.media_ms, avg_bitrate_kbps = excluded.avg_bitrate_kbps, buffer_ms = excluded.buffer_ms, min_buffer_ms = excluded.min_buffer_ms, avg_throughput_kbps = excluded.avg_throughput_kbps, switches = excluded.switches, reported_at = excluded.reported_at, timed_bytes = excluded.timed_bytes, timed_us = excluded.timed_us")
                     .bind(&q.sid)
                     .bind(&q.title)
                     .bind(&q.cid)
@@ -738,6 +741,8 @@ impl Repository for SqlRepository {
                     .bind(n(q.switches))
                     .bind(now)
                     .bind(appliance)
+                    .bind(on(q.timed_bytes))
+                    .bind(on(q.timed_us))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -772,6 +777,33 @@ impl Repository for SqlRepository {
                     .await?;
             decode_qoe!(rows)
         })
+    }
+
+    async fn mark_qoe_moved(&self, sid: &str, appliance: &str, now: i64) -> Result<bool, Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            let done = sqlx::query("UPDATE qoe_sessions SET moved_at = $1 WHERE sid = $2 AND appliance_id = $3 AND moved_at IS NULL")
+                .bind(now)
+                .bind(sid)
+                .bind(appliance)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    async fn clear_qoe_moved(&self, sid: &str, appliance: &str) -> Result<(), Error> {
+        let _w = self.write_guard().await;
+        on_pool!(&self.pool, |pool| {
+            sqlx::query(
+                "UPDATE qoe_sessions SET moved_at = NULL WHERE sid = $1 AND appliance_id = $2",
+            )
+            .bind(sid)
+            .bind(appliance)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
     // --- BGP (issue 14) ---
     async fn apply_bgp(

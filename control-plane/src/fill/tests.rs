@@ -424,6 +424,8 @@ fn report(title: &str, sid: &str, starved: u64, br: u64, mtp: u64) -> protocol::
         min_buffer_ms: Some(0),
         avg_throughput_kbps: Some(mtp),
         switches: 0,
+        timed_bytes: None,
+        timed_us: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `GET /v1/qoe`: the per-session quality of experience appliances report with their
 //! heartbeats (folded from their players' CMCD), with per-cluster and per-appliance aggregates:
-//! sessions, startup p50/p95, rebuffer ratio, average bitrate. The heartbeat handler stores the
+//! sessions, startup p50/p95, rebuffer ratio, average bitrate, the throughput players measured
+//! and the rate the appliances sent at. The heartbeat handler stores the
 //! reports ([`record`]).
 
 use axum::extract::State;
@@ -68,6 +69,13 @@ pub struct QoeGroup {
     pub startup_p95_ms: Option<u64>,
     /// Average encoded bitrate weighted by media time, kbps.
     pub avg_bitrate_kbps: Option<u64>,
+    /// The throughput players measured (CMCD `mtp`): the sessions' averages weighted by their
+    /// requests, kbps, over sessions that reported one.
+    pub avg_throughput_kbps: Option<u64>,
+    /// The rate the appliances sent responses of at least 64 KiB at (their bytes over their send
+    /// time, summed over the sessions), kbps. Players measuring far less than this are limited
+    /// past the appliance (the network); both low, by the appliance or its client's link.
+    pub served_kbps: Option<u64>,
 }
 
 /// The answer of `GET /v1/qoe`.
@@ -105,10 +113,22 @@ pub fn aggregate(rows: &[QoeRow], key: impl Fn(&QoeRow) -> &str) -> Vec<QoeGroup
             let mut startups: Vec<u64> = rs.iter().filter_map(|r| r.session.startup_ms).collect();
             startups.sort_unstable();
             let (mut weighted, mut media) = (0u128, 0u128);
+            let (mut mtp_weighted, mut mtp_requests) = (0u128, 0u128);
+            let (mut timed_bytes, mut timed_us) = (0u128, 0u128);
             for r in &rs {
-                if let Some(br) = r.session.avg_bitrate_kbps {
-                    weighted += u128::from(br) * u128::from(r.session.media_ms);
-                    media += u128::from(r.session.media_ms);
+                let q = &r.session;
+                if let Some(br) = q.avg_bitrate_kbps {
+                    weighted += u128::from(br) * u128::from(q.media_ms);
+                    media += u128::from(q.media_ms);
+                }
+                if let Some(mtp) = q.avg_throughput_kbps {
+                    let n = u128::from(q.requests.max(1));
+                    mtp_weighted += u128::from(mtp) * n;
+                    mtp_requests += n;
+                }
+                if let (Some(b), Some(us)) = (q.timed_bytes, q.timed_us) {
+                    timed_bytes += u128::from(b);
+                    timed_us += u128::from(us);
                 }
             }
             QoeGroup {
@@ -123,6 +143,10 @@ pub fn aggregate(rows: &[QoeRow], key: impl Fn(&QoeRow) -> &str) -> Vec<QoeGroup
                 startup_p50_ms: nearest_rank(&startups, 0.5),
                 startup_p95_ms: nearest_rank(&startups, 0.95),
                 avg_bitrate_kbps: (media > 0).then(|| (weighted / media) as u64),
+                avg_throughput_kbps: (mtp_requests > 0)
+                    .then(|| (mtp_weighted / mtp_requests) as u64),
+                // bytes · 8 / (us / 10^6) / 1000
+                served_kbps: (timed_us > 0).then(|| (timed_bytes * 8_000 / timed_us) as u64),
             }
         })
         .collect()
@@ -247,8 +271,36 @@ pub fn demote_bad(
     (good, moves)
 }
 
-/// [`demote_bad`] for a live session's steering manifest: reads its reports, logs and counts
-/// each move.
+/// Which of `moves` ([`demote_bad`]'s, for `priority`) are new, and which appliances were let
+/// back in front, given what `reports` remember (`moved_at`, set once per session and appliance).
+/// A steering manifest is reloaded every few seconds and repeats the same demotion each time;
+/// only the first response that demotes an appliance moves the session, so only that one is
+/// logged and counted. An appliance of `priority` whose move is remembered but which no longer
+/// moves (its QoE recovered) is forgotten, so demoting it again counts as a new move. This is the
+/// only per-session steering state: one column of the session's report rows.
+pub fn move_changes<'a>(
+    priority: &[String],
+    moves: &'a [(String, BadQoe)],
+    reports: &'a [QoeRow],
+) -> (Vec<&'a (String, BadQoe)>, Vec<&'a str>) {
+    let moved = |id: &str| {
+        reports
+            .iter()
+            .any(|r| r.appliance_id == id && r.moved_at.is_some())
+    };
+    let fresh = moves.iter().filter(|(a, _)| !moved(a)).collect();
+    let lifted = reports
+        .iter()
+        .filter(|r| r.moved_at.is_some())
+        .map(|r| r.appliance_id.as_str())
+        .filter(|a| priority.iter().any(|p| p == a) && !moves.iter().any(|(m, _)| m == a))
+        .collect();
+    (fresh, lifted)
+}
+
+/// [`demote_bad`] for a live session's steering manifest: reads its reports, then logs and
+/// counts each move once ([`move_changes`]; the conditional `mark_qoe_moved` makes concurrent
+/// reloads, on any replica, count it once too). The bookkeeping never fails the manifest.
 pub(crate) async fn steer(
     st: &AppState,
     session: &str,
@@ -261,10 +313,25 @@ pub(crate) async fn steer(
     if reports.is_empty() {
         return Ok(priority);
     }
-    let (order, moves) = demote_bad(priority, &reports);
-    for (appliance, why) in &moves {
-        tracing::info!(session, appliance = %appliance, reason = why.as_str(), "steering: session moved off an appliance for its QoE");
-        st.metrics.record_qoe_move(why.as_str());
+    let (order, moves) = demote_bad(priority.clone(), &reports);
+    let (fresh, lifted) = move_changes(&priority, &moves, &reports);
+    let now = i64::try_from(st.now()).unwrap_or(i64::MAX);
+    for (appliance, why) in fresh {
+        match st.repo.mark_qoe_moved(session, appliance, now).await {
+            Ok(true) => {
+                tracing::info!(session, appliance = %appliance, reason = why.as_str(), "steering: session moved off an appliance for its QoE");
+                st.metrics.record_qoe_move(why.as_str());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(session, appliance = %appliance, error = %e, "steering: could not record a QoE move")
+            }
+        }
+    }
+    for appliance in lifted {
+        if let Err(e) = st.repo.clear_qoe_moved(session, appliance).await {
+            tracing::warn!(session, appliance, error = %e, "steering: could not forget a QoE move");
+        }
     }
     Ok(order)
 }
@@ -286,6 +353,7 @@ mod tests {
             appliance_id: app.into(),
             cluster_id: cluster.into(),
             reported_at: 1,
+            moved_at: None,
             session: SessionQoe {
                 sid: format!("{app}-{startup:?}"),
                 startup_ms: startup,
@@ -358,6 +426,64 @@ mod tests {
     }
 
     #[test]
+    fn a_move_counts_once_however_many_reloads_repeat_it() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let priority = ids(&["a1", "a2", "b1"]);
+        let mut reports = vec![
+            row("a1", "c1", Some(1), 2, 1000, 1000),
+            row("a2", "c1", Some(1), 0, 1000, 1000),
+        ];
+        // One steering reload: demote, count the fresh moves, remember them (as `steer` does
+        // through `mark_qoe_moved`), forget the lifted ones.
+        let mut counted: Vec<(String, BadQoe)> = Vec::new();
+        let reload = |reports: &mut Vec<QoeRow>, counted: &mut Vec<(String, BadQoe)>| {
+            let (order, moves) = demote_bad(priority.clone(), reports);
+            let (fresh, lifted) = move_changes(&priority, &moves, reports);
+            let fresh: Vec<(String, BadQoe)> = fresh.into_iter().cloned().collect();
+            let lifted: Vec<String> = lifted.into_iter().map(str::to_owned).collect();
+            for r in reports.iter_mut() {
+                if fresh.iter().any(|(a, _)| *a == r.appliance_id) {
+                    r.moved_at = Some(7);
+                }
+                if lifted.contains(&r.appliance_id) {
+                    r.moved_at = None;
+                }
+            }
+            counted.extend(fresh);
+            order
+        };
+        // a1 starved: the first reload moves the session to a2; four more repeat it.
+        for _ in 0..5 {
+            assert_eq!(reload(&mut reports, &mut counted), ids(&["a2", "b1", "a1"]));
+        }
+        assert_eq!(counted, vec![("a1".to_string(), BadQoe::Starvation)]);
+        // Then a2 measures throughput below the bitrate: a second, different move, once.
+        reports[1].session.avg_throughput_kbps = Some(500);
+        for _ in 0..3 {
+            assert_eq!(reload(&mut reports, &mut counted), ids(&["b1", "a1", "a2"]));
+        }
+        assert_eq!(
+            counted,
+            vec![
+                ("a1".to_string(), BadQoe::Starvation),
+                ("a2".to_string(), BadQoe::ThroughputBelowBitrate)
+            ]
+        );
+        // a2's throughput recovers: it goes back in front and its move is forgotten, so a
+        // later relapse counts again.
+        reports[1].session.avg_throughput_kbps = Some(5000);
+        assert_eq!(reload(&mut reports, &mut counted), ids(&["a2", "b1", "a1"]));
+        assert_eq!((reports[0].moved_at, reports[1].moved_at), (Some(7), None));
+        reports[1].session.avg_throughput_kbps = Some(500);
+        reload(&mut reports, &mut counted);
+        reload(&mut reports, &mut counted);
+        assert_eq!(counted.len(), 3, "{counted:?}");
+        // An appliance left out of the priority (down) keeps its remembered move.
+        let (_, lifted) = move_changes(&ids(&["b1"]), &[], &reports);
+        assert!(lifted.is_empty());
+    }
+
+    #[test]
     fn aggregates_per_group() {
         let mut rows: Vec<QoeRow> = (1..=20)
             .map(|i| row("a1", "c1", Some(i * 100), u64::from(i % 5 == 0), 1000, 1000))
@@ -381,5 +507,25 @@ mod tests {
         );
         assert_eq!(a[1].startup_p95_ms, None);
         assert!(aggregate(&[], |r| r.cluster_id.as_str()).is_empty());
+        // Throughput: players' mtp weighted by requests; the send rate over summed bytes and time.
+        assert_eq!((c[0].avg_throughput_kbps, c[0].served_kbps), (None, None));
+        let mut x = row("x1", "c3", Some(1), 0, 1000, 1000);
+        x.session.requests = 30;
+        x.session.avg_throughput_kbps = Some(400);
+        x.session.timed_bytes = Some(1_000_000);
+        x.session.timed_us = Some(4_000_000);
+        let mut y = row("x2", "c3", Some(1), 0, 1000, 1000);
+        y.session.requests = 10;
+        y.session.avg_throughput_kbps = Some(8_000);
+        y.session.timed_bytes = Some(3_000_000);
+        y.session.timed_us = Some(1_000_000);
+        let z = row("x3", "c3", Some(1), 0, 1000, 1000);
+        let g = &aggregate(&[x, y, z], |r| r.cluster_id.as_str())[0];
+        assert_eq!(
+            g.avg_throughput_kbps,
+            Some(2_300),
+            "(400·30 + 8000·10) / 40"
+        );
+        assert_eq!(g.served_kbps, Some(6_400), "4 MB in 5 s");
     }
 }

@@ -55,7 +55,12 @@ pub async fn qoe_reports_are_stored_listed_and_aggregated(env: &Env) {
     // The same session reported again replaces its row (s2 recovered its bitrate).
     let (s, v) = beat(env, "akl-1", json!([session("s2", 1200, 3, 3000)])).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = beat(env, "akl-2", json!([session("s3", 400, 0, 4000)])).await;
+    // s3 from an appliance that times its responses (0009): sent 4 MB in 2 s.
+    let mut s3 = session("s3", 400, 0, 4000);
+    s3["timed_bytes"] = json!(4_000_000);
+    s3["timed_us"] = json!(2_000_000);
+    s3["avg_throughput_kbps"] = json!(3_000);
+    let (s, v) = beat(env, "akl-2", json!([s3])).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
     let (s, _, v) = env.call(Method::GET, "/v1/qoe", &auth, None).await;
@@ -84,6 +89,26 @@ pub async fn qoe_reports_are_stored_listed_and_aggregated(env: &Env) {
     assert_eq!(apps[0]["id"], "akl-1");
     assert_eq!(apps[0]["rebuffer_ratio"], 0.5);
     assert_eq!(apps[1]["rebuffer_ratio"], 0.0);
+    // Throughput: what players measured (mtp, weighted by requests), what the appliance sent at.
+    assert_eq!(
+        c["avg_throughput_kbps"], 7_000,
+        "(9000·20·2 + 3000·20) / 60"
+    );
+    assert_eq!(c["served_kbps"], 16_000);
+    assert_eq!(apps[0]["avg_throughput_kbps"], 9_000);
+    assert_eq!(
+        apps[0]["served_kbps"],
+        Value::Null,
+        "akl-1 reported no timing"
+    );
+    assert_eq!(apps[1]["served_kbps"], 16_000);
+    let s3 = sessions
+        .iter()
+        .find(|r| r["session"]["sid"] == "s3")
+        .unwrap();
+    assert_eq!(s3["session"]["timed_bytes"], 4_000_000);
+    assert_eq!(s3["session"]["timed_us"], 2_000_000);
+    assert!(s2["session"].get("timed_bytes").is_none(), "{s2}");
 
     // Filters: a cluster with no reports, a window after the reports, a limit.
     let (_, _, v) = env
@@ -169,13 +194,49 @@ pub async fn bad_qoe_moves_the_session(env: &Env) {
     assert_eq!(after[0], before[1], "{after:?}");
     let (_, _, dash) = env.call(Method::GET, &url("dash"), &[], None).await;
     assert_eq!(order(&dash, "SERVICE-LOCATION-PRIORITY"), after);
+    // Reloads repeat the move (HLS and DASH, as often as players reload): counted once.
+    for kind in ["hls", "dash", "hls", "dash", "hls"] {
+        let (_, _, again) = env.call(Method::GET, &url(kind), &[], None).await;
+        assert_eq!(order(&again, "PATHWAY-PRIORITY"), after, "{kind}");
+    }
+    let moves = "outpost_cp_qoe_steering_moves_total{reason=\"starvation\"}";
     let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
     assert_eq!(
-        metric(
-            m.as_str().unwrap(),
-            "outpost_cp_qoe_steering_moves_total{reason=\"starvation\"}"
-        ),
-        2.0,
-        "one move per manifest served (HLS and DASH)"
+        metric(m.as_str().unwrap(), moves),
+        1.0,
+        "one move, however many steering manifests repeat it"
     );
+    let (_, _, v) = env
+        .call(
+            Method::GET,
+            "/v1/qoe",
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            None,
+        )
+        .await;
+    let rows = v["sessions"].as_array().unwrap();
+    let row = |app: &str| {
+        rows.iter()
+            .find(|r| r["session"]["sid"] == sid.as_str() && r["appliance_id"] == app)
+            .unwrap_or_else(|| panic!("no row of {app}: {v}"))
+    };
+    assert_eq!(row(&first)["moved_at"], T0, "{v}");
+    assert!(row(&before[1])["moved_at"].is_null(), "{v}");
+    // The appliance it moved to starves it too (later, so it is where the session went last):
+    // a second, different move, to the third appliance, counted once more.
+    let mut later = session(&sid, 900, 1, 3000);
+    later["first_ms"] = json!(T0 * 1000 + 30_000);
+    let (s, e) = beat(env, &before[1], json!([later])).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    for kind in ["dash", "hls", "dash"] {
+        let (_, _, again) = env.call(Method::GET, &url(kind), &[], None).await;
+        let key = if kind == "dash" {
+            "SERVICE-LOCATION-PRIORITY"
+        } else {
+            "PATHWAY-PRIORITY"
+        };
+        assert_eq!(order(&again, key)[0], before[2], "{kind}: {again}");
+    }
+    let (_, _, m) = env.call(Method::GET, "/metrics", &[], None).await;
+    assert_eq!(metric(m.as_str().unwrap(), moves), 2.0);
 }
