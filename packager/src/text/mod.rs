@@ -235,6 +235,19 @@ fn vtt_lines(text: &str) -> Vec<&str> {
     out
 }
 
+/// Whether [`parse_webvtt`] reads `id`, written on the line before a cue's timing, back as that
+/// cue's identifier: one line without "-->", and not a line that opens a NOTE comment or a
+/// STYLE or REGION block (which would swallow the cue).
+pub fn is_cue_identifier(id: &str) -> bool {
+    let note = id.starts_with("NOTE") && (id.len() == 4 || id[4..].starts_with([' ', '\t']));
+    !id.is_empty()
+        && !id.contains("-->")
+        && !id.contains(['\n', '\r'])
+        && !note
+        && id != "STYLE"
+        && id != "REGION"
+}
+
 /// Parses `text` (the contents of `file`) strictly: the `WEBVTT` signature, well-formed cue
 /// timings with the end after the start, cues in start order and not overlapping, and every
 /// cue ending by `duration_ms` (the end of the title). Errors name the file, line and cue.

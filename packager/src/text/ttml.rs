@@ -758,12 +758,10 @@ impl Ttml {
                 .cues
                 .iter()
                 .map(|c| Cue {
-                    // A WebVTT cue identifier is one line without "-->" (an xml:id may be
-                    // anything): one that would not be read back as an identifier is left out.
-                    id: c
-                        .id
-                        .clone()
-                        .filter(|id| !id.contains("-->") && !id.contains(['\n', '\r'])),
+                    // An xml:id may be anything: one that WebVTT would not read back as a cue
+                    // identifier ("-->", a line break, "NOTE ...", which would make the cue a
+                    // comment) is left out.
+                    id: c.id.clone().filter(|id| super::is_cue_identifier(id)),
                     start_ms: c.start_ms,
                     end_ms: c.end_ms,
                     settings: String::new(),
@@ -894,6 +892,34 @@ mod tests {
         assert_eq!(back.cues.len(), 1);
         assert_eq!(back.cues[0].text, t.cues[0].text);
         assert_eq!(back.cues[0].start_ms, 1500);
+    }
+
+    /// An xml:id becomes the WebVTT cue identifier only when WebVTT reads it back as one: "NOTE
+    /// g" (found by the `ttml` fuzz target) would turn the cue into a comment, "STYLE" into a
+    /// style block, "a-->b" into a timing line; those cues keep their times with no identifier.
+    #[test]
+    fn ids_webvtt_would_misread_are_left_out_of_the_conversion() {
+        for (id, kept) in [
+            ("NOTE g", false),
+            ("NOTE", false),
+            ("NOTE\tx", false),
+            ("STYLE", false),
+            ("REGION", false),
+            ("a--&gt;b", false),
+            ("NOTEBOOK", true),
+            ("STYLES", true),
+            ("c1", true),
+        ] {
+            let doc = format!(
+                r#"<tt xmlns="http://www.w3.org/ns/ttml"><body><div><p xml:id="{id}" begin="0.5s" end="2s">Bon</p></div></body></tt>"#
+            );
+            let t = parse(Path::new("a.ttml"), &doc, 10_000).unwrap();
+            let vtt = super::super::whole_file(&t.to_webvtt());
+            let v = super::super::parse_webvtt(Path::new("a.vtt"), &vtt, 10_000).unwrap();
+            assert_eq!(v.cues.len(), 1, "{id}: {vtt}");
+            assert_eq!((v.cues[0].start_ms, v.cues[0].end_ms), (500, 2000), "{id}");
+            assert_eq!(v.cues[0].id.is_some(), kept, "{id}: {vtt}");
+        }
     }
 
     #[test]
