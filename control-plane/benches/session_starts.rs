@@ -47,6 +47,17 @@ fn cpu_secs() -> f64 {
     ticks / 100.0
 }
 
+/// This process's resident set, MiB (VmRSS).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 fn env_usize(k: &str, d: usize) -> usize {
     std::env::var(k)
         .ok()
@@ -155,6 +166,7 @@ async fn run(name: &str, state: AppState, starts: usize, concurrency: usize) {
     for i in 0..200 {
         one(1_000_000 + i).await;
     }
+    let rss0 = rss_mib();
     let t0 = Instant::now();
     let c0 = cpu_secs();
     let mut tasks = Vec::new();
@@ -181,7 +193,7 @@ async fn run(name: &str, state: AppState, starts: usize, concurrency: usize) {
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     println!(
-        "{name:<10} starts={starts} concurrency={concurrency} elapsed={:.2}s starts/s={:.0} cpu/start={:.0}us starts/cpu-s={:.0} p50={:.2}ms p99={:.2}ms max={:.2}ms",
+        "{name:<10} starts={starts} concurrency={concurrency} elapsed={:.2}s starts/s={:.0} cpu/start={:.0}us starts/cpu-s={:.0} p50={:.2}ms p99={:.2}ms max={:.2}ms rss={rss0:.1}->{:.1}MiB",
         elapsed.as_secs_f64(),
         starts as f64 / elapsed.as_secs_f64(),
         cpu * 1e6 / starts as f64,
@@ -189,6 +201,7 @@ async fn run(name: &str, state: AppState, starts: usize, concurrency: usize) {
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
         all.last().unwrap().as_secs_f64() * 1e3,
+        rss_mib(),
     );
 }
 
