@@ -3,8 +3,8 @@
 // header, exposed by the appliances through CORS), rendition switches, buffer level and the
 // session's lease and licence state. The person picks the audio language and the subtitles
 // (or off; an English forced track for signs shows whenever subtitles are off and the audio is
-// English) through each player's own track API (dash.js: the audio language only, and clear
-// titles only; its subtitles stay off, the page leaves them to Shaka Player and hls.js), and
+// English) through each player's own track API (dash.js: the audio language only; its
+// subtitles stay off, the page leaves them to Shaka Player and hls.js), and
 // hovering the timeline shows a thumbnail
 // from the title's image track. `window.outpostDemo` exposes the live state for tests.
 'use strict';
@@ -280,16 +280,28 @@ async function playShaka(video, s) {
 }
 
 async function playDash(video, s) {
-  // The session's DASH manifest signals protection per Representation (SD and HD renditions
-  // have their own keys); dash.js 5.2 reads ContentProtection per AdaptationSet only, so it
-  // never asks for a licence. Encrypted titles play with Shaka Player or hls.js.
-  if (s.license) {
-    await endLease();
-    throw new Error('dash.js cannot play this encrypted title (it does not read the per-rendition '
-      + 'Clear Key signalling of the session manifest): pick Shaka Player or hls.js');
-  }
+  const lic = s.license;
   const player = dashjs.MediaPlayer().create();
   state.player = player; state.kind = 'dash';
+  // Clear Key: the manifest has one ContentProtection per AdaptationSet (one key each; the SD
+  // and HD video sets name each other for switching); licences come from the control plane with
+  // the session token.
+  if (lic) {
+    player.setProtectionData({
+      'org.w3.clearkey': { serverURL: lic.url, httpRequestHeaders: { Authorization: `Bearer ${s.token}` } },
+    });
+    player.registerLicenseResponseFilter((res) => {
+      // Clear Key licences are JSON Web Key sets: record which key ids this session received.
+      try {
+        const d = res.data;
+        const jwks = typeof d === 'string' ? JSON.parse(d)
+          : d instanceof ArrayBuffer || ArrayBuffer.isView(d) ? JSON.parse(new TextDecoder().decode(d)) : d;
+        state.licenseKids = (state.licenseKids || []).concat(jwks.keys.map((k) => k.kid));
+      } catch (_) { /* not JSON */ }
+      $('license').textContent = `granted at ${new Date().toLocaleTimeString()} (${(state.licenseKids || []).length} keys)`;
+      return Promise.resolve();
+    });
+  }
   player.updateSettings({
     streaming: {
       // QoE: CMCD in query mode (no CORS preflight); sid is the control plane's session id.
