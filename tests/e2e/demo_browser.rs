@@ -1,7 +1,7 @@
 //! End to end: `outpost demo` from a fresh data directory, driven in headless Chromium by
 //! `tests/browser/demo.mjs` (playwright-core): playback of each fixture title (one with Clear
 //! Key) with Shaka Player and dash.js (DASH) and hls.js (HLS) with a forced rendition switch,
-//! audio language and subtitle choices,
+//! audio language and subtitle choices with each of them,
 //! the forced track, timeline thumbnails, I-frame playlists in the session's HLS manifest,
 //! failover when the serving appliance is stopped, refusals as a user sees them, and a clean
 //! shutdown on Ctrl-C; and a data directory from an earlier run re-packaged when its inputs
@@ -416,8 +416,8 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
     // rendition, and they are served through the appliances with the session's grants.
     check_iframe_playlists(&demo);
 
-    // Audio language, subtitles, the forced track and thumbnails, with both players.
-    for player in ["shaka", "hls"] {
+    // Audio language, subtitles, the forced track and thumbnails, with each player.
+    for player in ["shaka", "dash", "hls"] {
         let r = scenario(
             &demo,
             &[
