@@ -3,9 +3,7 @@
 // header, exposed by the appliances through CORS), rendition switches, buffer level and the
 // session's lease and licence state. The person picks the audio language and the subtitles
 // (or off; an English forced track for signs shows whenever subtitles are off and the audio is
-// English) through each player's own track API (dash.js: the audio language only, and clear
-// titles only; its subtitles stay off, the page leaves them to Shaka Player and hls.js), and
-// hovering the timeline shows a thumbnail
+// English) through each player's own track API, and hovering the timeline shows a thumbnail
 // from the title's image track. `window.outpostDemo` exposes the live state for tests.
 'use strict';
 
@@ -280,23 +278,36 @@ async function playShaka(video, s) {
 }
 
 async function playDash(video, s) {
-  // The session's DASH manifest signals protection per Representation (SD and HD renditions
-  // have their own keys); dash.js 5.2 reads ContentProtection per AdaptationSet only, so it
-  // never asks for a licence. Encrypted titles play with Shaka Player or hls.js.
-  if (s.license) {
-    await endLease();
-    throw new Error('dash.js cannot play this encrypted title (it does not read the per-rendition '
-      + 'Clear Key signalling of the session manifest): pick Shaka Player or hls.js');
-  }
+  const lic = s.license;
   const player = dashjs.MediaPlayer().create();
   state.player = player; state.kind = 'dash';
+  // Clear Key: the manifest has one ContentProtection per AdaptationSet (one key each; the SD
+  // and HD video sets name each other for switching); licences come from the control plane with
+  // the session token.
+  if (lic) {
+    player.setProtectionData({
+      'org.w3.clearkey': { serverURL: lic.url, httpRequestHeaders: { Authorization: `Bearer ${s.token}` } },
+    });
+    player.registerLicenseResponseFilter((res) => {
+      // Clear Key licences are JSON Web Key sets: record which key ids this session received.
+      try {
+        const d = res.data;
+        const jwks = typeof d === 'string' ? JSON.parse(d)
+          : d instanceof ArrayBuffer || ArrayBuffer.isView(d) ? JSON.parse(new TextDecoder().decode(d)) : d;
+        state.licenseKids = (state.licenseKids || []).concat(jwks.keys.map((k) => k.kid));
+      } catch (_) { /* not JSON */ }
+      $('license').textContent = `granted at ${new Date().toLocaleTimeString()} (${(state.licenseKids || []).length} keys)`;
+      return Promise.resolve();
+    });
+  }
   player.updateSettings({
     streaming: {
       // QoE: CMCD in query mode (no CORS preflight); sid is the control plane's session id.
       cmcd: { enabled: true, mode: 'query', sid: s.session_id, cid: $('title').value },
       // Content steering from the session manifest's <ContentSteering> (dash.js's default).
       applyContentSteering: true,
-      // dash.js's subtitles stay off: the page offers text choices with the other players.
+      // Text starts off; the page picks the track (the forced one, or the chosen subtitles)
+      // once dash.js has added its text tracks (applyText).
       text: { defaultEnabled: false },
       ...(bufferSecs ? { buffer: { bufferTimeDefault: bufferSecs, bufferTimeAtTopQuality: bufferSecs,
         bufferTimeAtTopQualityLongForm: bufferSecs, bufferToKeep: bufferSecs } } : {}),
@@ -324,12 +335,19 @@ async function playDash(video, s) {
     if (e.mediaType === 'video' && e.newRepresentation) recordSwitch(e.newRepresentation.id);
   });
   player.on(ev.TRACK_CHANGE_RENDERED, refreshTrackMenus);
+  player.on(ev.TEXT_TRACKS_ADDED, () => { applyText(); refreshTrackMenus(); });
   await new Promise((resolve) => {
     player.on(ev.STREAM_INITIALIZED, resolve);
     player.on(ev.ERROR, resolve);
     player.initialize(video, s.manifests.dash, false);
     // The audio language of the browser (English otherwise) to start with, as Shaka Player does.
-    player.setInitialMediaSettingsFor('audio', { lang: langKey(navigator.language) || 'en' });
+    const lang = langKey(navigator.language) || 'en';
+    player.setInitialMediaSettingsFor('audio', { lang });
+    // And the text track to load first: the forced one in that language, which is what shows
+    // with subtitles off. dash.js 5.2.1 switches its text track (its own forced-subtitle pick
+    // included) while it sets the stream up, before the stream is active, and drops that switch:
+    // it would go on loading the first text track of the manifest into the forced track's cues.
+    player.setInitialMediaSettingsFor('text', { lang, role: { schemeIdUri: 'urn:mpeg:dash:role:2011', value: 'forced-subtitle' } });
   });
   const rep = player.getCurrentRepresentationForType('video');
   if (rep) recordSwitch(rep.id);
@@ -417,8 +435,14 @@ function textTracks() {
   if (state.kind === 'shaka') {
     return p.getTextTracks().map((t) => ({ lang: t.language, forced: !!t.forced, active: t.active, raw: t }));
   }
-  // dash.js: no text choices on this page (its subtitles stay off).
-  if (state.kind === 'dash') return [];
+  if (state.kind === 'dash') {
+    // dash.js numbers its text tracks (setTextTrack) in manifest order, -1 being off.
+    let now = -1;
+    try { now = p.getCurrentTextTrackIndex(); } catch (_) { /* text tracks not added yet */ }
+    return p.getTracksFor('text').slice().sort((a, b) => a.index - b.index).map((t, i) => ({
+      lang: t.lang, forced: (t.roles || []).some((r) => r.value === 'forced-subtitle'), active: now === i, index: i,
+    }));
+  }
   return (p.subtitleTracks || []).map((t, i) => ({ lang: t.lang, forced: !!t.forced, active: p.subtitleTrack === i, index: i }));
 }
 
@@ -428,8 +452,9 @@ function activeText() {
   if (!p) return null;
   const t = textTracks().find((x) => x.active);
   // Shaka Player 5 has no visibility getter: selectTextTrack(null) hides text, so the page
-  // remembers whether it last selected a track.
-  const visible = state.kind === 'shaka' ? state.textVisible : p.subtitleTrack >= 0 && p.subtitleDisplay;
+  // remembers whether it last selected a track. dash.js shows its current text track (none: -1).
+  const visible = state.kind === 'shaka' ? state.textVisible
+    : state.kind === 'dash' ? true : p.subtitleTrack >= 0 && p.subtitleDisplay;
   return t && visible ? { lang: t.lang, forced: t.forced } : null;
 }
 
@@ -482,7 +507,9 @@ function applyText() {
     p.selectTextTrack(pick ? pick.raw : null);
     state.textVisible = !!pick;
   } else if (state.kind === 'dash') {
-    // No text choices with dash.js (textTracks() is empty).
+    // dash.js 5: setTextTrack(-1) turns text off (and then shows a forced track in the audio
+    // language by itself, which is what the page wants too); it throws before playback starts.
+    try { p.setTextTrack(pick ? pick.index : -1); } catch (_) { /* not yet: reconcileText retries */ }
   } else {
     p.subtitleDisplay = !!pick;
     p.subtitleTrack = pick ? pick.index : -1;

@@ -364,3 +364,129 @@ fn trick_rendition_in_another_codec_or_without_a_ladder_is_refused() {
         &["\"video-240p\"", "rename one file"],
     );
 }
+
+/// An encrypted ladder with an SD and an HD key (DASH-IF IOP: one default KID per
+/// AdaptationSet): one video set per key, each with its ContentProtection on the set and an
+/// adaptation-set-switching property naming the other; the (SD) trick mode set serves the SD
+/// set; audio's protection is on its set too, before its Role; no Representation carries any.
+#[test]
+fn encrypted_ladder_has_one_video_set_per_key_linked_for_switching() {
+    for mode in [PackagingMode::OnDemand, PackagingMode::Segmented] {
+        let out = tempfile::tempdir().unwrap();
+        let mut o = opts(out.path(), mode, vec![media("trick/trick-144p.mp4")]);
+        o.inputs.insert(2, media("ladder-h264/video-720p.mp4"));
+        let mut n = 0u8;
+        let mut rng = || {
+            n += 1;
+            [n; 16]
+        };
+        let keys = generate_keys(
+            "title-1",
+            Scheme::Cenc,
+            true,
+            &[Tier::Sd, Tier::Hd],
+            &mut rng,
+        );
+        o.encryption = Some(EncryptOptions {
+            keys,
+            iv_seed: [7; 16],
+        });
+        let entry = package(&o, None).unwrap();
+        let kid_uuid = |id: &str| {
+            let h = entry
+                .renditions
+                .iter()
+                .find(|r| r.id == id)
+                .unwrap()
+                .key_id
+                .clone()
+                .unwrap();
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..32]
+            )
+        };
+        let mpd = std::fs::read_to_string(out.path().join("title-1/manifest.mpd")).unwrap();
+        let sd = adaptation_set(&mpd, r#"<Representation id="video-240p""#);
+        let hd = adaptation_set(&mpd, r#"<Representation id="video-720p""#);
+        let trick = adaptation_set(&mpd, r#"<Representation id="trick-144p""#);
+        let audio = adaptation_set(&mpd, r#"<Representation id="audio-aac""#);
+        assert!(
+            sd.starts_with(r#"    <AdaptationSet id="0" contentType="video""#),
+            "{mpd}"
+        );
+        assert!(sd.contains(r#"<Representation id="video-360p""#), "{sd}");
+        assert!(sd.contains(r#"maxWidth="640" maxHeight="360""#), "{sd}");
+        assert!(
+            hd.starts_with(r#"    <AdaptationSet id="1" contentType="video""#),
+            "{mpd}"
+        );
+        assert!(hd.contains(r#"maxWidth="1280" maxHeight="720""#), "{hd}");
+        assert!(trick.starts_with(r#"    <AdaptationSet id="2" contentType="video""#));
+        assert!(audio.starts_with(r#"    <AdaptationSet id="3" contentType="audio""#));
+        assert_eq!(mpd.matches("<AdaptationSet ").count(), 4, "{mpd}");
+        for (set, rendition) in [
+            (sd, "video-240p"),
+            (hd, "video-720p"),
+            (trick, "trick-144p"),
+            (audio, "audio-aac"),
+        ] {
+            let head = &set[..set.find("<Representation ").unwrap()];
+            let body = &set[set.find("<Representation ").unwrap()..];
+            assert!(
+                head.contains(&format!(
+                    r#"<ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="{}">"#,
+                    kid_uuid(rendition)
+                )),
+                "{set}"
+            );
+            assert_eq!(head.matches("cenc:default_KID=").count(), 1, "{set}");
+            assert!(
+                head.contains(r#"<ContentProtection schemeIdUri="urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e" value="ClearKey1.0">"#),
+                "{set}"
+            );
+            assert!(!body.contains("ContentProtection"), "{set}");
+        }
+        assert_eq!(kid_uuid("trick-144p"), kid_uuid("video-240p"));
+        assert_ne!(kid_uuid("video-720p"), kid_uuid("video-240p"));
+        let switching = |v: &str| {
+            format!(
+                r#"      <SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="{v}"/>"#
+            )
+        };
+        assert!(sd.contains(&switching("1")), "{sd}");
+        assert!(hd.contains(&switching("0")), "{hd}");
+        assert!(!trick.contains("SupplementalProperty") && !audio.contains("SupplementalProperty"));
+        assert!(trick.contains(
+            r#"<EssentialProperty schemeIdUri="http://dashif.org/guidelines/trickmode" value="0"/>"#
+        ));
+        // Schema order: ContentProtection before the properties, both before Role.
+        let cp = sd.find("<ContentProtection").unwrap();
+        assert!(cp < sd.find("<SupplementalProperty").unwrap());
+        assert!(
+            trick.find("<ContentProtection").unwrap() < trick.find("<EssentialProperty").unwrap()
+        );
+        assert!(audio.find("<ContentProtection").unwrap() < audio.find("<Role").unwrap());
+    }
+}
+
+/// A clear ladder spanning SD and HD stays one video AdaptationSet (nothing to split by).
+#[test]
+fn clear_ladder_across_tiers_is_one_video_set() {
+    let out = tempfile::tempdir().unwrap();
+    let mut o = opts(out.path(), PackagingMode::OnDemand, Vec::new());
+    o.inputs.insert(2, media("ladder-h264/video-720p.mp4"));
+    package(&o, None).unwrap();
+    let mpd = std::fs::read_to_string(out.path().join("title-1/manifest.mpd")).unwrap();
+    let video = adaptation_set(&mpd, r#"<Representation id="video-720p""#);
+    assert!(
+        video.contains(r#"<Representation id="video-240p""#),
+        "{mpd}"
+    );
+    assert!(!mpd.contains("SupplementalProperty") && !mpd.contains("ContentProtection"));
+    assert_eq!(mpd.matches("<AdaptationSet ").count(), 2, "{mpd}");
+}

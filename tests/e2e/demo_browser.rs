@@ -1,6 +1,7 @@
 //! End to end: `outpost demo` from a fresh data directory, driven in headless Chromium by
-//! `tests/browser/demo.mjs` (playwright-core): playback of each fixture title with Shaka Player
-//! and dash.js (DASH) and hls.js (HLS) with a forced rendition switch, audio language and subtitle choices,
+//! `tests/browser/demo.mjs` (playwright-core): playback of each fixture title (one with Clear
+//! Key) with Shaka Player and dash.js (DASH) and hls.js (HLS) with a forced rendition switch,
+//! audio language and subtitle choices with each of them,
 //! the forced track, timeline thumbnails, I-frame playlists in the session's HLS manifest,
 //! failover when the serving appliance is stopped, refusals as a user sees them, and a clean
 //! shutdown on Ctrl-C; and a data directory from an earlier run re-packaged when its inputs
@@ -389,10 +390,11 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
 
     // Each title to the end with a forced rendition switch, with each of the page's players:
     // the encrypted H.264 title plays with Clear Key through the control plane's licence server
-    // (not with dash.js: it does not read the manifest's per-Representation ContentProtection,
-    // so the page offers it for the clear title only).
+    // (the MPD has one ContentProtection per AdaptationSet, the SD and HD video sets naming each
+    // other for switching, which dash.js needs).
     for (player, title) in [
         ("shaka", "demo-h264"),
+        ("dash", "demo-h264"),
         ("hls", "demo-h264"),
         ("shaka", "demo-vp9"),
         ("dash", "demo-vp9"),
@@ -408,6 +410,13 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
             switches.len() >= 2,
             "{player} {title}: no rendition switch: {r}"
         );
+        // The DASH players' licences (the page records their key ids) held keys.
+        if title == "demo-h264" && player != "hls" {
+            assert!(
+                !r["licenseKids"].as_array().unwrap().is_empty(),
+                "{player} {title}: no licence key recorded: {r}"
+            );
+        }
         // Every segment came from an appliance of the session's ranked list.
         let ranking: Vec<&str> = r["ranking"]
             .as_array()
@@ -424,8 +433,8 @@ fn demo_plays_fails_over_and_refuses_in_a_real_browser() {
     // rendition, and they are served through the appliances with the session's grants.
     check_iframe_playlists(&demo);
 
-    // Audio language, subtitles, the forced track and thumbnails, with both players.
-    for player in ["shaka", "hls"] {
+    // Audio language, subtitles, the forced track and thumbnails, with each player.
+    for player in ["shaka", "dash", "hls"] {
         let r = scenario(
             &demo,
             &[

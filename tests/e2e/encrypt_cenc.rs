@@ -162,8 +162,10 @@ fn encrypt_cenc_keys_and_catalog() {
             );
         }
     }
-    // Manifests: DASH ContentProtection per Representation (mp4protection with the default
-    // KID, Clear Key with the licence URL placeholder); HLS EXT-X-KEY and EXT-X-SESSION-KEY.
+    // Manifests: DASH ContentProtection per AdaptationSet (DASH-IF IOP: one default KID each,
+    // mp4protection with the default KID, Clear Key with the licence URL placeholder), so the SD
+    // and HD video renditions are in two sets naming each other for switching; HLS EXT-X-KEY and
+    // EXT-X-SESSION-KEY.
     let mpd = std::fs::read_to_string(dir.join("manifest.mpd")).unwrap();
     let uuid = |h: &str| {
         format!(
@@ -187,13 +189,24 @@ fn encrypt_cenc_keys_and_catalog() {
         .collect();
     assert_eq!(title_kids.len(), 3);
     let pssh = b64(&packager::encrypt::pssh(&title_kids));
+    // Each AdaptationSet, as text.
+    let sets: Vec<&str> = mpd
+        .split("<AdaptationSet ")
+        .skip(1)
+        .map(|s| s.split("</AdaptationSet>").next().unwrap())
+        .collect();
     for r in &entry.renditions {
         let kid = r.key_id.as_ref().unwrap();
         let want = format!(
-            "<ContentProtection schemeIdUri=\"urn:mpeg:dash:mp4protection:2011\" value=\"cenc\" cenc:default_KID=\"{}\">\n          <cenc:pssh>{pssh}</cenc:pssh>\n        </ContentProtection>",
+            "<ContentProtection schemeIdUri=\"urn:mpeg:dash:mp4protection:2011\" value=\"cenc\" cenc:default_KID=\"{}\">\n        <cenc:pssh>{pssh}</cenc:pssh>\n      </ContentProtection>",
             uuid(kid)
         );
-        assert!(mpd.contains(&want), "{} missing {want} in\n{mpd}", r.id);
+        let set = sets
+            .iter()
+            .find(|s| s.contains(&format!("<Representation id=\"{}\"", r.id)))
+            .unwrap_or_else(|| panic!("{} is in no AdaptationSet: {mpd}", r.id));
+        assert!(set.contains(&want), "{} missing {want} in\n{mpd}", r.id);
+        assert_eq!(set.matches("cenc:default_KID=").count(), 1, "{set}");
         let pl = std::fs::read_to_string(dir.join(&r.id).join("index.m3u8")).unwrap();
         // hls.js's Clear Key signalling: KEYFORMAT org.w3.clearkey, the key id as a data URI.
         let want = format!(
@@ -202,12 +215,36 @@ fn encrypt_cenc_keys_and_catalog() {
         );
         assert!(pl.contains(&want), "{want} not in {pl}");
     }
+    // Three sets, one per key: SD video, HD video, audio; nothing is protected per
+    // Representation.
+    assert_eq!(sets.len(), 3, "{mpd}");
+    for s in &sets {
+        let body = &s[s.find("<Representation ").unwrap()..];
+        assert!(!body.contains("<ContentProtection"), "{s}");
+    }
     assert_eq!(
         mpd.matches(
             r#"schemeIdUri="urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e" value="ClearKey1.0""#
         )
         .count(),
-        entry.renditions.len()
+        3
+    );
+    let switching = |v: &str| {
+        format!(
+            r#"<SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="{v}"/>"#
+        )
+    };
+    assert!(
+        sets[0].starts_with(r#"id="0" contentType="video""#)
+            && sets[0].contains(r#"<Representation id="video-240p""#)
+            && sets[0].contains(&switching("1")),
+        "{mpd}"
+    );
+    assert!(
+        sets[1].starts_with(r#"id="1" contentType="video""#)
+            && sets[1].contains(r#"<Representation id="video-720p""#)
+            && sets[1].contains(&switching("0")),
+        "{mpd}"
     );
     assert!(mpd.contains("<dashif:Laurl>"), "{mpd}");
     let master = std::fs::read_to_string(dir.join("master.m3u8")).unwrap();

@@ -1,13 +1,18 @@
 //! DASH MPD rewriting (ISO/IEC 23009-1 with DASH-IF content steering).
 //!
-//! Streams the MPD through an XML reader and writer: `Representation`s whose `id` the session may
-//! not play are dropped with their subtree, `AdaptationSet`s left empty are dropped, and so is a
-//! trick mode `AdaptationSet` (DASH-IF `EssentialProperty` trickmode) when none of the sets it
-//! serves was kept before it (the packager writes it after the set it serves), MPD-level
-//! `BaseURL`s are replaced by one `<BaseURL serviceLocation="<appliance>">` per location, and a
+//! Two passes over the MPD. The first ([`plan`]) decides which `AdaptationSet`s the session
+//! keeps: a set keeps the `Representation`s whose `id` the session may play and is dropped when
+//! none is left; a trick mode set (DASH-IF `EssentialProperty` trickmode) is dropped too when
+//! none of the sets it serves is kept. The second streams the MPD through an XML reader and
+//! writer: dropped `Representation`s and sets go with their subtree; the set ids an
+//! `adaptation-set-switching` `SupplementalProperty` or a trickmode `EssentialProperty` names
+//! are narrowed to the kept sets (a switching property naming none goes); MPD-level `BaseURL`s
+//! are replaced by one `<BaseURL serviceLocation="<appliance>">` per location, and a
 //! `<ContentSteering>` element pointing at the steering server is inserted before them (after
 //! `ProgramInformation`, where the schema puts MPD-level locations). Everything else passes
 //! through byte for byte.
+
+use std::collections::HashSet;
 
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer};
@@ -18,21 +23,120 @@ use super::{Location, ManifestError};
 pub const MAX_MPD: usize = 4 << 20;
 
 /// The DASH-IF trick mode scheme (IOP v4.3 §3.2.9): its value lists the ids of the
-/// AdaptationSets a trick mode AdaptationSet serves.
+/// AdaptationSets a trick mode AdaptationSet serves, separated by spaces.
 pub const TRICKMODE_SCHEME: &str = "http://dashif.org/guidelines/trickmode";
 
-/// The AdaptationSet being buffered: its events, how many Representations it kept, its `id`,
-/// its depth, and the sets it serves when it is a trick mode set.
-struct Buffered {
-    events: Vec<Event<'static>>,
-    kept: usize,
-    id: Option<String>,
-    depth: usize,
-    trick_for: Option<String>,
-}
+/// The adaptation set switching scheme (ISO/IEC 23009-1 §5.3.3.5): its value lists the ids of
+/// the AdaptationSets a player may switch to from this one, separated by commas.
+pub const ADAPTATION_SET_SWITCHING_SCHEME: &str = "urn:mpeg:dash:adaptation-set-switching:2016";
 
 fn err(e: impl std::fmt::Display) -> ManifestError {
     ManifestError::Dash(e.to_string())
+}
+
+/// One AdaptationSet as the first pass sees it.
+struct SetInfo {
+    period: usize,
+    id: Option<String>,
+    kept: usize,
+    trick_for: Option<String>,
+}
+
+/// What the session keeps: per AdaptationSet in document order whether it stays, and per Period
+/// (in document order) the ids of the sets that stay.
+struct Plan {
+    keep_set: Vec<bool>,
+    kept_ids: Vec<HashSet<String>>,
+}
+
+/// The first pass: which AdaptationSets keep a Representation, and which trick mode sets still
+/// serve a kept set (wherever it stands in its Period).
+fn plan(text: &str, keep: &dyn Fn(&str) -> bool) -> Result<Plan, ManifestError> {
+    let mut reader = Reader::from_str(text);
+    let mut depth = 0usize;
+    let mut periods = 0usize;
+    let mut sets: Vec<SetInfo> = Vec::new();
+    // The open AdaptationSet's depth.
+    let mut open: Option<usize> = None;
+    loop {
+        let ev = reader
+            .read_event()
+            .map_err(|e| err(format!("at byte {}: {e}", reader.error_position())))?;
+        let e = match &ev {
+            Event::Eof => break,
+            Event::Start(e) | Event::Empty(e) => e,
+            Event::End(e) => {
+                depth = depth.saturating_sub(1);
+                if open == Some(depth) && e.local_name().as_ref() == b"AdaptationSet" {
+                    open = None;
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let is_start = matches!(ev, Event::Start(_));
+        match e.local_name().as_ref() {
+            b"Period" => periods += 1,
+            b"AdaptationSet" => {
+                if open.is_some() {
+                    return Err(err("nested AdaptationSet"));
+                }
+                sets.push(SetInfo {
+                    period: periods,
+                    id: attribute(e, "id")?,
+                    kept: 0,
+                    trick_for: None,
+                });
+                if is_start {
+                    open = Some(depth);
+                }
+            }
+            b"Representation" => {
+                let id = attribute(e, "id")?.ok_or_else(|| err("a Representation has no id"))?;
+                if keep(&id) {
+                    if let Some(s) = sets.last_mut().filter(|_| open.is_some()) {
+                        s.kept += 1;
+                    }
+                }
+            }
+            b"EssentialProperty"
+                if open.is_some_and(|d| d + 1 == depth)
+                    && attribute(e, "schemeIdUri")?.as_deref() == Some(TRICKMODE_SCHEME) =>
+            {
+                if let Some(s) = sets.last_mut() {
+                    s.trick_for = Some(attribute(e, "value")?.unwrap_or_default());
+                }
+            }
+            _ => {}
+        }
+        if is_start {
+            depth += 1;
+        }
+    }
+    let mut kept_ids: Vec<HashSet<String>> = vec![HashSet::new(); periods + 1];
+    let mut keep_set: Vec<bool> = sets
+        .iter()
+        .map(|s| s.kept > 0 && s.trick_for.is_none())
+        .collect();
+    for (s, k) in sets.iter().zip(&keep_set) {
+        if let (true, Some(id)) = (*k, &s.id) {
+            kept_ids[s.period].insert(id.clone());
+        }
+    }
+    for (s, k) in sets.iter().zip(keep_set.iter_mut()) {
+        if let Some(ids) = &s.trick_for {
+            *k = s.kept > 0
+                && ids
+                    .split_ascii_whitespace()
+                    .any(|id| kept_ids[s.period].contains(id));
+        }
+    }
+    for (s, k) in sets.iter().zip(&keep_set) {
+        if let (true, Some(id), Some(_)) = (*k, &s.id, &s.trick_for) {
+            kept_ids[s.period].insert(id.clone());
+        }
+    }
+    Ok(Plan { keep_set, kept_ids })
 }
 
 /// Rewrites an MPD for one session. `keep(representation_id)` says whether a Representation may
@@ -46,6 +150,7 @@ pub fn rewrite_mpd(
     if text.len() > MAX_MPD {
         return Err(err(format!("longer than {MAX_MPD} bytes")));
     }
+    let plan = plan(text, keep)?;
     let mut reader = Reader::from_str(text);
     reader.config_mut().trim_text(false);
     let mut writer = Writer::new(Vec::with_capacity(text.len() + 512));
@@ -55,9 +160,10 @@ pub fn rewrite_mpd(
     let mut inserted = false;
     // Depth at which a dropped subtree started (everything deeper is skipped).
     let mut skip_from: Option<usize> = None;
-    // Buffered AdaptationSet, and the ids of the sets written so far.
-    let mut adaptation: Option<Buffered> = None;
-    let mut written_sets: Vec<String> = Vec::new();
+    // Periods and AdaptationSets seen so far, and the open set's depth.
+    let mut periods = 0usize;
+    let mut sets_seen = 0usize;
+    let mut set_depth: Option<usize> = None;
     let mut kept_total = 0usize;
     let mut pending_ws: Option<Event<'static>> = None;
 
@@ -90,7 +196,7 @@ pub fn rewrite_mpd(
     };
 
     loop {
-        let ev = reader
+        let mut ev = reader
             .read_event()
             .map_err(|e| err(format!("at byte {}: {e}", reader.error_position())))?;
         if matches!(ev, Event::Eof) {
@@ -105,6 +211,7 @@ pub fn rewrite_mpd(
         let mut drop = skip_from.is_some_and(|d| cur_depth >= d);
 
         if !drop {
+            let mut replace = None;
             match &ev {
                 Event::Start(e) | Event::Empty(e) => {
                     let name = e.local_name();
@@ -123,47 +230,54 @@ pub fn rewrite_mpd(
                             drop = true;
                         }
                     }
-                    if name == b"Representation" {
-                        let id = e
-                            .try_get_attribute("id")
-                            .map_err(err)?
-                            .ok_or_else(|| err("a Representation has no id"))?;
-                        let id = id.unescape_value().map_err(err)?;
-                        if keep(&id) {
-                            if let Some(a) = adaptation.as_mut() {
-                                a.kept += 1;
-                            }
-                            kept_total += 1;
-                        } else {
-                            drop = true;
-                        }
-                    }
-                    if name == b"AdaptationSet" && !drop && matches!(ev, Event::Start(_)) {
-                        if adaptation.is_some() {
-                            return Err(err("nested AdaptationSet"));
-                        }
-                        adaptation = Some(Buffered {
-                            events: Vec::new(),
-                            kept: 0,
-                            id: attribute(e, "id")?,
-                            depth: cur_depth,
-                            trick_for: None,
-                        });
-                    }
-                    if name == b"EssentialProperty" && !drop {
-                        if let Some(a) = adaptation.as_mut().filter(|a| a.depth + 1 == cur_depth) {
-                            if attribute(e, "schemeIdUri")?.as_deref() == Some(TRICKMODE_SCHEME) {
-                                a.trick_for = Some(attribute(e, "value")?.unwrap_or_default());
+                    match name {
+                        b"Period" => periods += 1,
+                        b"AdaptationSet" => {
+                            drop = !plan.keep_set.get(sets_seen).copied().unwrap_or(false);
+                            sets_seen += 1;
+                            if is_start {
+                                set_depth = Some(cur_depth);
                             }
                         }
+                        b"Representation" => {
+                            let id = attribute(e, "id")?
+                                .ok_or_else(|| err("a Representation has no id"))?;
+                            if keep(&id) {
+                                kept_total += 1;
+                            } else {
+                                drop = true;
+                            }
+                        }
+                        b"SupplementalProperty" | b"EssentialProperty"
+                            if set_depth.is_some_and(|d| d + 1 == cur_depth) =>
+                        {
+                            let kept = &plan.kept_ids[periods.min(plan.kept_ids.len() - 1)];
+                            match narrow_set_ids(e, kept)? {
+                                Narrowed::Same => {}
+                                Narrowed::Gone => drop = true,
+                                Narrowed::To(e) => replace = Some(e),
+                            }
+                        }
+                        _ => {}
                     }
                 }
-                Event::End(e) if cur_depth == 0 && !inserted => {
-                    let _ = e;
-                    steering_block(&mut writer)?;
-                    inserted = true;
+                Event::End(e) => {
+                    if e.local_name().as_ref() == b"AdaptationSet" && set_depth == Some(cur_depth) {
+                        set_depth = None;
+                    }
+                    if cur_depth == 0 && !inserted {
+                        steering_block(&mut writer)?;
+                        inserted = true;
+                    }
                 }
                 _ => {}
+            }
+            if let Some(e) = replace {
+                ev = if is_start {
+                    Event::Start(e)
+                } else {
+                    Event::Empty(e)
+                };
             }
             if drop && is_start {
                 skip_from = Some(cur_depth);
@@ -178,6 +292,9 @@ pub fn rewrite_mpd(
             pending_ws = None;
             if is_end && skip_from == Some(cur_depth) {
                 skip_from = None;
+                if set_depth == Some(cur_depth) {
+                    set_depth = None;
+                }
             }
             continue;
         }
@@ -187,25 +304,10 @@ pub fn rewrite_mpd(
                 continue;
             }
         }
-        let closes_adaptation = is_end
-            && adaptation.is_some()
-            && matches!(&ev, Event::End(e) if e.local_name().as_ref() == b"AdaptationSet");
-        flush_ws(&mut pending_ws, &mut adaptation, &mut writer)?;
-        emit(ev.into_owned(), &mut adaptation, &mut writer)?;
-        if closes_adaptation {
-            if let Some(a) = adaptation.take() {
-                let serves_a_kept_set = a.trick_for.as_deref().is_none_or(|ids| {
-                    ids.split_ascii_whitespace()
-                        .any(|id| written_sets.iter().any(|w| w == id))
-                });
-                if a.kept > 0 && serves_a_kept_set {
-                    for e in a.events {
-                        writer.write_event(e).map_err(err)?;
-                    }
-                    written_sets.extend(a.id);
-                }
-            }
+        if let Some(ws) = pending_ws.take() {
+            writer.write_event(ws).map_err(err)?;
         }
+        writer.write_event(ev).map_err(err)?;
     }
     if let Some(ws) = pending_ws.take() {
         writer.write_event(ws).map_err(err)?;
@@ -219,37 +321,59 @@ pub fn rewrite_mpd(
     String::from_utf8(writer.into_inner()).map_err(err)
 }
 
+/// What becomes of a property naming AdaptationSets once the session's sets are known.
+enum Narrowed {
+    /// Not such a property, or every set it names is kept.
+    Same,
+    /// A switching property naming no kept set.
+    Gone,
+    /// The property naming only the kept sets.
+    To(BytesStart<'static>),
+}
+
+/// Narrows an `adaptation-set-switching` (comma-separated ids) or trickmode (space-separated
+/// ids) property to the ids in `kept`. A trick mode set is only written when it serves a kept
+/// set, so its property never becomes empty.
+fn narrow_set_ids(e: &BytesStart<'_>, kept: &HashSet<String>) -> Result<Narrowed, ManifestError> {
+    let sep = match attribute(e, "schemeIdUri")?.as_deref() {
+        Some(ADAPTATION_SET_SWITCHING_SCHEME) => ',',
+        Some(TRICKMODE_SCHEME) => ' ',
+        _ => return Ok(Narrowed::Same),
+    };
+    let value = attribute(e, "value")?.unwrap_or_default();
+    let ids: Vec<&str> = value
+        .split(|c: char| c == sep || c.is_ascii_whitespace())
+        .filter(|id| !id.is_empty())
+        .collect();
+    let left: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| kept.contains(*id))
+        .collect();
+    if left.len() == ids.len() {
+        return Ok(Narrowed::Same);
+    }
+    if left.is_empty() {
+        return Ok(Narrowed::Gone);
+    }
+    let mut out = BytesStart::new(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+    for a in e.attributes() {
+        let a = a.map_err(err)?;
+        if a.key.as_ref() != b"value" {
+            out.push_attribute(a);
+        }
+    }
+    let sep = if sep == ',' { "," } else { " " };
+    out.push_attribute(("value", left.join(sep).as_str()));
+    Ok(Narrowed::To(out.into_owned()))
+}
+
 /// An attribute's unescaped value.
 fn attribute(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, ManifestError> {
     match e.try_get_attribute(name).map_err(err)? {
         Some(a) => Ok(Some(a.unescape_value().map_err(err)?.into_owned())),
         None => Ok(None),
     }
-}
-
-fn emit(
-    ev: Event<'static>,
-    adaptation: &mut Option<Buffered>,
-    w: &mut Writer<Vec<u8>>,
-) -> Result<(), ManifestError> {
-    match adaptation {
-        Some(a) => {
-            a.events.push(ev);
-            Ok(())
-        }
-        None => w.write_event(ev).map_err(err),
-    }
-}
-
-fn flush_ws(
-    pending: &mut Option<Event<'static>>,
-    adaptation: &mut Option<Buffered>,
-    w: &mut Writer<Vec<u8>>,
-) -> Result<(), ManifestError> {
-    if let Some(ws) = pending.take() {
-        emit(ws, adaptation, w)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -468,6 +592,137 @@ mod tests {
         assert!(!out.contains("trick-180p"), "{out}");
         assert!(!out.contains("trickmode"), "{out}");
         assert_eq!(out.matches("<AdaptationSet ").count(), 1, "{out}");
+    }
+
+    /// An encrypted title as the packager writes it: one video AdaptationSet per key (SD, HD,
+    /// FHD), each with its ContentProtection and an adaptation-set-switching property naming the
+    /// others, a trick mode set per key serving its tier's set, one serving two sets, and audio.
+    const MULTI_KEY_MPD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" xmlns:cenc="urn:mpeg:cenc:2013" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="PT12.000S" minBufferTime="PT2.000S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" par="16:9" maxWidth="960" maxHeight="540">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="11111111-1111-1111-1111-111111111111"/>
+      <ContentProtection schemeIdUri="urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e" value="ClearKey1.0"/>
+      <SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="1,2"/>
+      <Representation id="video-360p" bandwidth="452853" codecs="avc1.64001e" width="640" height="360"/>
+      <Representation id="video-540p" bandwidth="700000" codecs="avc1.64001f" width="960" height="540"/>
+    </AdaptationSet>
+    <AdaptationSet id="1" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" par="16:9" maxWidth="1280" maxHeight="720">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="22222222-2222-2222-2222-222222222222"/>
+      <ContentProtection schemeIdUri="urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e" value="ClearKey1.0"/>
+      <SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="0,2"/>
+      <Representation id="video-720p" bandwidth="900000" codecs="avc1.64001f" width="1280" height="720"/>
+    </AdaptationSet>
+    <AdaptationSet id="2" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" par="16:9" maxWidth="1920" maxHeight="1080">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="33333333-3333-3333-3333-333333333333"/>
+      <ContentProtection schemeIdUri="urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e" value="ClearKey1.0"/>
+      <SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="0,1"/>
+      <Representation id="video-1080p" bandwidth="2000000" codecs="avc1.640028" width="1920" height="1080"/>
+    </AdaptationSet>
+    <AdaptationSet id="3" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" par="16:9" maxWidth="320" maxHeight="180">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="11111111-1111-1111-1111-111111111111"/>
+      <EssentialProperty schemeIdUri="http://dashif.org/guidelines/trickmode" value="0"/>
+      <Representation id="trick-180p" bandwidth="40000" codecs="avc1.64000c" width="320" height="180" maxPlayoutRate="25" codingDependency="false"/>
+    </AdaptationSet>
+    <AdaptationSet id="4" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" par="16:9" maxWidth="1280" maxHeight="720">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="22222222-2222-2222-2222-222222222222"/>
+      <EssentialProperty schemeIdUri="http://dashif.org/guidelines/trickmode" value="1 2"/>
+      <Representation id="trick-720p" bandwidth="200000" codecs="avc1.64001f" width="1280" height="720" maxPlayoutRate="25" codingDependency="false"/>
+    </AdaptationSet>
+    <AdaptationSet id="5" contentType="audio" mimeType="audio/mp4" lang="en" segmentAlignment="true" startWithSAP="1">
+      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="cenc" cenc:default_KID="44444444-4444-4444-4444-444444444444"/>
+      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/>
+      <Representation id="audio-en" bandwidth="128000" codecs="mp4a.40.2" audioSamplingRate="48000"/>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"#;
+
+    /// The `<AdaptationSet ...>` element with `id`, up to its end.
+    fn set_with_id<'a>(mpd: &'a str, id: &str) -> Option<&'a str> {
+        let at = mpd.find(&format!("<AdaptationSet id=\"{id}\""))?;
+        let end = at + mpd[at..].find("</AdaptationSet>")?;
+        Some(&mpd[at..end])
+    }
+
+    #[test]
+    fn sd_session_of_a_multi_key_title_keeps_the_sd_set_alone() {
+        let l = locs();
+        let sd = |id: &str| ["video-360p", "video-540p", "trick-180p", "audio-en"].contains(&id);
+        let out = rewrite_mpd(MULTI_KEY_MPD, &sd, &l, "http://cp/s").unwrap();
+        // The HD and FHD sets go whole, with their keys; so does the trick set serving them.
+        for gone in ["video-720p", "video-1080p", "trick-720p", "2222", "3333"] {
+            assert!(!out.contains(gone), "{gone}: {out}");
+        }
+        assert_eq!(out.matches("<AdaptationSet ").count(), 3, "{out}");
+        // The SD set keeps its protection; with no set left to switch to, the property goes.
+        let video = set_with_id(&out, "0").unwrap();
+        assert!(video.contains(r#"cenc:default_KID="11111111-1111-1111-1111-111111111111""#));
+        assert!(video.contains("ClearKey1.0"), "{video}");
+        assert!(!out.contains("adaptation-set-switching"), "{out}");
+        assert!(set_with_id(&out, "3").unwrap().contains(
+            r#"<EssentialProperty schemeIdUri="http://dashif.org/guidelines/trickmode" value="0"/>"#
+        ));
+        // No blank line is left where the property stood.
+        assert!(
+            video.contains("ClearKey1.0\"/>\n      <Representation id=\"video-360p\""),
+            "{video}"
+        );
+        let again = rewrite_mpd(&out, &sd, &l, "http://cp/s").unwrap();
+        assert_eq!(again, out);
+    }
+
+    #[test]
+    fn switching_properties_name_only_the_kept_sets() {
+        let l = locs();
+        // HD: the SD and HD sets stay and name each other only.
+        let hd = |id: &str| !["video-1080p"].contains(&id);
+        let out = rewrite_mpd(MULTI_KEY_MPD, &hd, &l, "http://cp/s").unwrap();
+        assert!(
+            !out.contains("video-1080p") && !out.contains("3333"),
+            "{out}"
+        );
+        assert!(set_with_id(&out, "0").unwrap().contains(
+            r#"<SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="1"/>"#
+        ));
+        assert!(set_with_id(&out, "1").unwrap().contains(
+            r#"<SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="0"/>"#
+        ));
+        // The trick set serving HD and FHD now serves HD only.
+        assert!(set_with_id(&out, "4").unwrap().contains(
+            r#"<EssentialProperty schemeIdUri="http://dashif.org/guidelines/trickmode" value="1"/>"#
+        ));
+        assert_eq!(out.matches("<AdaptationSet ").count(), 5, "{out}");
+        assert_eq!(rewrite_mpd(&out, &hd, &l, "http://cp/s").unwrap(), out);
+
+        // Everything: every property as the packager wrote it.
+        let all = |_: &str| true;
+        let out = rewrite_mpd(MULTI_KEY_MPD, &all, &l, "http://cp/s").unwrap();
+        for v in ["1,2", "0,2", "0,1"] {
+            assert!(
+                out.contains(&format!(
+                    r#"<SupplementalProperty schemeIdUri="urn:mpeg:dash:adaptation-set-switching:2016" value="{v}"/>"#
+                )),
+                "{v}: {out}"
+            );
+        }
+        assert!(out.contains(r#"trickmode" value="1 2"/>"#), "{out}");
+
+        // Without the SD set (a filter keeping the top tiers only), its trick set goes too and
+        // the others no longer name set 0.
+        let top = |id: &str| ["video-720p", "video-1080p", "trick-180p", "audio-en"].contains(&id);
+        let out = rewrite_mpd(MULTI_KEY_MPD, &top, &l, "http://cp/s").unwrap();
+        assert!(
+            set_with_id(&out, "0").is_none() && set_with_id(&out, "3").is_none(),
+            "{out}"
+        );
+        assert!(set_with_id(&out, "1")
+            .unwrap()
+            .contains(r#"2016" value="2"/>"#));
+        assert!(set_with_id(&out, "2")
+            .unwrap()
+            .contains(r#"2016" value="1"/>"#));
+        assert!(!out.contains("1111"), "{out}");
     }
 
     proptest::proptest! {

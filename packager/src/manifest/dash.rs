@@ -5,6 +5,13 @@
 //! audio codec/language/role (with `Role`, and `Accessibility` for audio description); every URL is relative.
 //! Trick play renditions get a video AdaptationSet of their own per codec family, marked with
 //! the DASH-IF trick mode `EssentialProperty` naming the normal set it serves.
+//!
+//! Encryption follows DASH-IF IOP (v4.3 §7.7.2): one `cenc:default_KID` per AdaptationSet, its
+//! `ContentProtection` elements on the AdaptationSet (players such as dash.js read them nowhere
+//! else). A set whose renditions use several keys (each video quality tier has its own) is
+//! split into one AdaptationSet per key, and the video sets of one codec family name each other
+//! in an `adaptation-set-switching` `SupplementalProperty` (ISO/IEC 23009-1 §5.3.3.5), so a
+//! player still switches between tiers; a trick mode set serves the normal set with its key.
 
 use std::fmt::Write as _;
 
@@ -84,15 +91,8 @@ pub fn mpd_with_media(
         iso_duration(min_buffer_time)
     );
     let _ = writeln!(s, r#"  <Period id="0" start="PT0S">"#);
-    // Group into adaptation sets, keeping input order; trick play renditions in sets of their own.
-    type Set<'a> = (
-        TrackKind,
-        String,
-        String,
-        AudioRole,
-        bool,
-        Vec<&'a RenditionView>,
-    );
+    // Group into adaptation sets, keeping input order; trick play renditions in sets of their
+    // own, and one set per key.
     let mut sets: Vec<Set<'_>> = Vec::new();
     for r in renditions {
         let lang = if r.kind == TrackKind::Audio {
@@ -100,37 +100,50 @@ pub fn mpd_with_media(
         } else {
             String::new()
         };
-        match sets.iter_mut().find(|(k, f, l, role, trick, _)| {
-            *k == r.kind && *f == r.family && *l == lang && *role == r.role && *trick == r.trick
+        let kid = r.protection.as_ref().map(|p| p.kid);
+        match sets.iter_mut().find(|s| {
+            s.kind == r.kind
+                && s.family == r.family
+                && s.lang == lang
+                && s.role == r.role
+                && s.trick == r.trick
+                && s.kid == kid
         }) {
-            Some(set) => set.5.push(r),
-            None => sets.push((r.kind, r.family.clone(), lang, r.role, r.trick, vec![r])),
+            Some(set) => set.reps.push(r),
+            None => sets.push(Set {
+                kind: r.kind,
+                family: r.family.clone(),
+                lang,
+                role: r.role,
+                trick: r.trick,
+                kid,
+                reps: vec![r],
+            }),
         }
     }
-    for (id, (kind, family, lang, role, trick, reps)) in sets.iter().enumerate() {
+    for (id, set) in sets.iter().enumerate() {
+        let Set {
+            kind,
+            family,
+            lang,
+            role,
+            trick,
+            kid,
+            reps,
+        } = set;
         let mut align = match mode {
             PackagingMode::OnDemand => r#" subsegmentAlignment="true" subsegmentStartsWithSAP="1""#,
             PackagingMode::Segmented => r#" segmentAlignment="true" startWithSAP="1""#,
         };
-        // Trick play: the normal video set of the same codec family it serves (DASH-IF IOP
+        // Trick play: the normal video set(s) of the same codec family it serves (DASH-IF IOP
         // v4.3 §3.2.9), and how much faster than its own frame rate it may play.
         let mut trick_for = None;
         if *trick {
-            let Some((main_id, main)) = sets
-                .iter()
-                .enumerate()
-                .find(|(_, s)| s.0 == TrackKind::Video && !s.4 && s.1 == *family)
-            else {
+            let Some((main_ids, main_fps)) = trick_mode_for(&sets, family, *kid) else {
                 // Nothing to serve (the packager refuses this): never offer it as normal video.
                 continue;
             };
-            let main_fps = main
-                .5
-                .iter()
-                .filter_map(|r| r.frame_rate)
-                .map(|(n, d)| n as f64 / d.max(1) as f64)
-                .fold(0f64, f64::max);
-            trick_for = Some((main_id, main_fps));
+            trick_for = Some((main_ids, main_fps));
             if !aligned(reps) {
                 // Several trick renditions at different frame rates cut at different frames.
                 align = match mode {
@@ -153,11 +166,34 @@ pub fn mpd_with_media(
                     s,
                     r#"    <AdaptationSet id="{id}" contentType="video" mimeType="video/mp4"{align}{par_attr} maxWidth="{max_w}" maxHeight="{max_h}">"#
                 );
-                if let Some((main_id, _)) = trick_for {
+                if let Some(p) = &reps[0].protection {
+                    content_protection(&mut s, p);
+                }
+                if let Some((main_ids, _)) = &trick_for {
                     let _ = writeln!(
                         s,
-                        r#"      <EssentialProperty schemeIdUri="{TRICKMODE_SCHEME}" value="{main_id}"/>"#
+                        r#"      <EssentialProperty schemeIdUri="{TRICKMODE_SCHEME}" value="{main_ids}"/>"#
                     );
+                } else {
+                    // The other normal video sets of the family (other keys): switchable.
+                    let others: Vec<String> = sets
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, o)| {
+                            *i != id
+                                && o.kind == TrackKind::Video
+                                && !o.trick
+                                && o.family == *family
+                        })
+                        .map(|(i, _)| i.to_string())
+                        .collect();
+                    if !others.is_empty() {
+                        let _ = writeln!(
+                            s,
+                            r#"      <SupplementalProperty schemeIdUri="{ADAPTATION_SET_SWITCHING_SCHEME}" value="{}"/>"#,
+                            others.join(",")
+                        );
+                    }
                 }
             }
             TrackKind::Audio | TrackKind::Text | TrackKind::Image => {
@@ -166,6 +202,9 @@ pub fn mpd_with_media(
                     r#"    <AdaptationSet id="{id}" contentType="audio" mimeType="audio/mp4" lang="{}"{align}>"#,
                     xml_escape(lang)
                 );
+                if let Some(p) = &reps[0].protection {
+                    content_protection(&mut s, p);
+                }
                 let _ = writeln!(
                     s,
                     r#"      <Role schemeIdUri="urn:mpeg:dash:role:2011" value="{}"/>"#,
@@ -181,10 +220,10 @@ pub fn mpd_with_media(
             }
         }
         for r in reps {
-            let extra = match trick_for {
+            let extra = match &trick_for {
                 Some((_, main_fps)) => format!(
                     r#" maxPlayoutRate="{}" codingDependency="false""#,
-                    max_playout_rate(main_fps, r)
+                    max_playout_rate(*main_fps, r)
                 ),
                 None => String::new(),
             };
@@ -263,34 +302,83 @@ pub const CLEARKEY_LAURL_PLACEHOLDER: &str = "$OUTPOST_CLEARKEY_LICENSE_URL$";
 /// The Clear Key DRM system id.
 pub const CLEARKEY_SYSTEM: &str = "e2719d58-a985-b3c9-781a-b030af78d30e";
 
-/// `ContentProtection` of an encrypted Representation: the mp4protection scheme with the
-/// default KID and a `cenc:pssh` (W3C common system) listing every key id of the title, and the
-/// Clear Key system with its licence URL placeholder. Per Representation, because each quality
-/// tier has its own key.
+/// `ContentProtection` of an encrypted AdaptationSet (all its Representations share one key):
+/// the mp4protection scheme with the default KID and a `cenc:pssh` (W3C common system) listing
+/// every key id of the title, and the Clear Key system with its licence URL placeholder.
 fn content_protection(s: &mut String, p: &crate::manifest::Protection) {
     use base64::Engine;
     let pssh = crate::encrypt::pssh(&p.title_kids);
     let _ = writeln!(
         s,
-        r#"        <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="{}" cenc:default_KID="{}">"#,
+        r#"      <ContentProtection schemeIdUri="urn:mpeg:dash:mp4protection:2011" value="{}" cenc:default_KID="{}">"#,
         p.scheme,
         p.kid_uuid()
     );
     let _ = writeln!(
         s,
-        "          <cenc:pssh>{}</cenc:pssh>",
+        "        <cenc:pssh>{}</cenc:pssh>",
         base64::engine::general_purpose::STANDARD.encode(pssh)
     );
-    let _ = writeln!(s, "        </ContentProtection>");
+    let _ = writeln!(s, "      </ContentProtection>");
     let _ = writeln!(
         s,
-        r#"        <ContentProtection schemeIdUri="urn:uuid:{CLEARKEY_SYSTEM}" value="ClearKey1.0">"#
+        r#"      <ContentProtection schemeIdUri="urn:uuid:{CLEARKEY_SYSTEM}" value="ClearKey1.0">"#
     );
     let _ = writeln!(
         s,
-        "          <dashif:Laurl>{CLEARKEY_LAURL_PLACEHOLDER}</dashif:Laurl>"
+        "        <dashif:Laurl>{CLEARKEY_LAURL_PLACEHOLDER}</dashif:Laurl>"
     );
-    let _ = writeln!(s, "        </ContentProtection>");
+    let _ = writeln!(s, "      </ContentProtection>");
+}
+
+/// One AdaptationSet being assembled: what its Representations share (kind, codec family,
+/// audio language and role, trick play, key id) and the Representations, in input order.
+struct Set<'a> {
+    kind: TrackKind,
+    family: String,
+    lang: String,
+    role: AudioRole,
+    trick: bool,
+    kid: Option<[u8; 16]>,
+    reps: Vec<&'a RenditionView>,
+}
+
+/// The normal video sets a trick mode set of codec `family` and key `kid` serves, as its
+/// trickmode `@value` (ids separated by spaces), and their highest frame rate: the set with the
+/// same key (each tier's trick play pairs with that tier's video), else every normal video set
+/// of the family. `None` when the family has no normal video.
+fn trick_mode_for(sets: &[Set<'_>], family: &str, kid: Option<[u8; 16]>) -> Option<(String, f64)> {
+    let normal = |s: &&Set<'_>| s.kind == TrackKind::Video && !s.trick && s.family == family;
+    let same_key: Vec<usize> = sets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| normal(s) && s.kid == kid)
+        .map(|(i, _)| i)
+        .collect();
+    let ids = if same_key.is_empty() {
+        sets.iter()
+            .enumerate()
+            .filter(|(_, s)| normal(s))
+            .map(|(i, _)| i)
+            .collect()
+    } else {
+        same_key
+    };
+    if ids.is_empty() {
+        return None;
+    }
+    let fps = ids
+        .iter()
+        .flat_map(|i| sets[*i].reps.iter())
+        .filter_map(|r| r.frame_rate)
+        .map(|(n, d)| n as f64 / d.max(1) as f64)
+        .fold(0f64, f64::max);
+    let value = ids
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some((value, fps))
 }
 
 fn par(r: &RenditionView) -> (u64, u64) {
@@ -304,6 +392,10 @@ fn par(r: &RenditionView) -> (u64, u64) {
 /// value is the id of the AdaptationSet it serves. Players that do not know it must skip the
 /// set (an unknown EssentialProperty), so it is never chosen for normal playback.
 pub const TRICKMODE_SCHEME: &str = "http://dashif.org/guidelines/trickmode";
+
+/// The `SupplementalProperty` scheme of AdaptationSets a player may switch between seamlessly
+/// (ISO/IEC 23009-1 §5.3.3.5); its value is the comma-separated ids of the other sets.
+pub const ADAPTATION_SET_SWITCHING_SCHEME: &str = "urn:mpeg:dash:adaptation-set-switching:2016";
 
 /// `@maxPlayoutRate` of a trick play Representation: the playout rate (a multiple of normal
 /// speed) at which it decodes as many frames a second as the normal video (`main_fps`) does,
@@ -374,9 +466,6 @@ fn representation(s: &mut String, r: &RenditionView, mbt: f64, extra: &str) {
                 r.channels
             );
         }
-    }
-    if let Some(p) = &r.protection {
-        content_protection(s, p);
     }
     match r.mode {
         PackagingMode::OnDemand => {
