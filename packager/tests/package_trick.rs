@@ -373,7 +373,7 @@ fn trick_rendition_in_another_codec_or_without_a_ladder_is_refused() {
 fn encrypted_ladder_has_one_video_set_per_key_linked_for_switching() {
     for mode in [PackagingMode::OnDemand, PackagingMode::Segmented] {
         let out = tempfile::tempdir().unwrap();
-        let mut o = opts(out.path(), mode, vec![media("trick/trick-144p.mp4")]);
+        let mut o = opts(out.path(), mode, vec![media("ladder-h264/trick-144p.mp4")]);
         o.inputs.insert(2, media("ladder-h264/video-720p.mp4"));
         let mut n = 0u8;
         let mut rng = || {
