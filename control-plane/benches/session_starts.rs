@@ -11,7 +11,9 @@
 //! OUTPOST_TEST_DATABASE_URL=postgres://... cargo bench -p control_plane --bench session_starts
 //! ```
 //! Env: `CP_BENCH_STARTS` (default 20000), `CP_BENCH_CONCURRENCY` (default 16),
-//! `CP_BENCH_SQLITE_CONNECTIONS` (default 1, the service's SQLite default).
+//! `CP_BENCH_SQLITE_CONNECTIONS` (default 1, the service's SQLite default), `CP_BENCH_END` (set:
+//! end each session at once after its start, untimed, so any number of starts fits the plans'
+//! stream limits; with the RSS figures this shows whether a start and end leave memory behind).
 
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -136,6 +138,7 @@ async fn setup(repo: Arc<dyn Repository>) -> AppState {
 
 async fn run(name: &str, state: AppState, starts: usize, concurrency: usize) {
     let a = app(state);
+    let end = std::env::var_os("CP_BENCH_END").is_some();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let one = move |i: usize| {
         let a = a.clone();
@@ -157,9 +160,28 @@ async fn run(name: &str, state: AppState, starts: usize, concurrency: usize) {
                 .body(Body::from(body))
                 .unwrap();
             let t = Instant::now();
-            let s = a.oneshot(req).await.unwrap().status();
-            assert_eq!(s, StatusCode::CREATED);
-            t.elapsed()
+            let resp = a.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::CREATED);
+            let took = t.elapsed();
+            if end {
+                // The session ended at once, as a short play would (not timed).
+                use http_body_util::BodyExt as _;
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let req = Request::delete(format!(
+                    "/v1/playback/sessions/{}",
+                    v["session_id"].as_str().unwrap()
+                ))
+                .header(
+                    "authorization",
+                    format!("Bearer {}", v["token"].as_str().unwrap()),
+                )
+                .body(Body::empty())
+                .unwrap();
+                let s = a.oneshot(req).await.unwrap().status();
+                assert_eq!(s, StatusCode::NO_CONTENT);
+            }
+            took
         }
     };
     // Warm up (connection pool, snapshot, page cache).
