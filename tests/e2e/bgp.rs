@@ -236,39 +236,9 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     panic!("not within {DEADLINE:?}: {what}");
 }
 
-/// The cluster of the first appliance a new session for `ip` is steered to.
+/// The cluster of the first appliance a new session from `ip` is steered to.
 fn first_cluster(cp: &str, ip: &str) -> String {
-    let body = format!(
-        r#"{{"account_id":"acct-premium","device_class":"browser","title":"clear-title","client_ip":"{ip}"}}"#
-    );
-    let (s, b) = http(
-        cp,
-        "POST",
-        "/v1/playback/sessions",
-        &[
-            ("Authorization", "Bearer playback-secret-0123456789"),
-            ("Content-Type", "application/json"),
-        ],
-        &body,
-    );
-    assert_eq!(s, 201, "{b}");
-    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-    // Ended at once, so polling never reaches the plan's stream limit.
-    let (s, e) = http(
-        cp,
-        "DELETE",
-        &format!(
-            "/v1/playback/sessions/{}",
-            v["session_id"].as_str().unwrap()
-        ),
-        &[(
-            "Authorization",
-            &format!("Bearer {}", v["token"].as_str().unwrap()),
-        )],
-        "",
-    );
-    assert_eq!(s, 204, "{e}");
-    v["appliances"][0]["cluster"].as_str().unwrap().to_owned()
+    crate::support::cli::first_cluster(cp, "acct-premium", "clear-title", ip)
 }
 
 fn steered(cp: &str, ip: &str, cluster: &str) {

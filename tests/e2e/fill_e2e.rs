@@ -285,6 +285,50 @@ fn import(cpdata: &Path, files: &[&Path]) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// The start of a fleet: the fixture title packaged, the policy and the title imported, the
+/// control plane running, and origin holding the packaged title at its path.
+struct Fleet {
+    _cp: Listening,
+    cp_addr: String,
+    cp_url: String,
+    cpdata: PathBuf,
+    _origin: Appliance,
+    origin_cache: PathBuf,
+    entry: protocol::catalog::CatalogEntry,
+}
+
+impl Fleet {
+    fn with_origin(d: &Path) -> Fleet {
+        let title = package_title(d);
+        let cpdata = d.join("cp");
+        std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+        import(
+            &cpdata,
+            &[&d.join("policy.toml"), &title.join("catalog.json")],
+        );
+        let (cp, cp_addr) = control_plane(&cpdata, "127.0.0.1:0");
+        let cp_url = format!("http://{cp_addr}");
+        let origin_cache = d.join("origin-1-cache");
+        std::fs::create_dir_all(&origin_cache).unwrap();
+        std::fs::rename(&title, origin_cache.join("fillme")).unwrap();
+        let origin = appliance("origin-1", "origin", d, &cp_url);
+        assert!(held(&origin), "origin does not hold the packaged title");
+        let entry = protocol::catalog::CatalogEntry::from_json(
+            &std::fs::read_to_string(origin_cache.join("fillme/catalog.json")).unwrap(),
+        )
+        .unwrap();
+        Fleet {
+            _cp: cp,
+            cp_addr,
+            cp_url,
+            cpdata,
+            _origin: origin,
+            origin_cache,
+            entry,
+        }
+    }
+}
+
 #[test]
 fn a_packaged_title_reaches_the_embedded_appliance_through_the_tiers() {
     let dir = tempfile::tempdir().unwrap();
@@ -461,27 +505,13 @@ fn a_plan_asked_for_before_the_catalog_is_loaded_deletes_nothing() {
 fn an_appliance_killed_mid_fill_resumes_after_a_restart_and_never_serves_a_partial_title() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let title = package_title(d);
-    let cpdata = d.join("cp");
-    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
-    import(
-        &cpdata,
-        &[&d.join("policy.toml"), &title.join("catalog.json")],
-    );
-    let (_cp, cp_addr) = control_plane(&cpdata, "127.0.0.1:0");
-    let cp_url = format!("http://{cp_addr}");
-    let origin_cache = d.join("origin-1-cache");
-    std::fs::create_dir_all(&origin_cache).unwrap();
-    std::fs::rename(&title, origin_cache.join("fillme")).unwrap();
-    let origin = appliance("origin-1", "origin", d, &cp_url);
-    assert!(held(&origin));
-    let entry = std::fs::read_to_string(origin_cache.join("fillme/catalog.json")).unwrap();
-    let entry = protocol::catalog::CatalogEntry::from_json(&entry).unwrap();
+    let f = Fleet::with_origin(d);
+    let (cp_url, origin_cache, entry) = (&f.cp_url, &f.origin_cache, &f.entry);
     let total = entry.total_bytes();
 
     // A slow fill (about 60 KB/s), killed part way.
     let slow = ["--fill-rate-mbps", "0.5"];
-    let mut ix = appliance_with("ix-1", "ix", d, &cp_url, &slow);
+    let mut ix = appliance_with("ix-1", "ix", d, cp_url, &slow);
     wait_for("the fill to be under way", 60, || {
         counter(&ix.admin, "outpost_appliance_fill_bytes_total") > total / 4
     });
@@ -513,8 +543,8 @@ fn an_appliance_killed_mid_fill_resumes_after_a_restart_and_never_serves_a_parti
     );
 
     // Restarted (still slow): what was left is not served while the fill goes on.
-    let ix = appliance_with("ix-1", "ix", d, &cp_url, &slow);
-    let g = play_grant(&cpdata, "ix");
+    let ix = appliance_with("ix-1", "ix", d, cp_url, &slow);
+    let g = play_grant(&f.cpdata, "ix");
     assert!(
         !held(&ix),
         "a partial title is reported held after the restart"
@@ -549,33 +579,9 @@ fn an_appliance_killed_mid_fill_resumes_after_a_restart_and_never_serves_a_parti
     assert_eq!(parts(&cache), 0, "partial files left behind");
 }
 
-/// The cluster of the first appliance a new session for `fillme` from 127.0.0.1 is steered to
-/// (the session is ended at once, so polling never reaches the plan's stream limit).
+/// The cluster a new session for `fillme` from 127.0.0.1 is steered to first.
 fn first_cluster(cp: &str) -> String {
-    let body = r#"{"account_id":"acct-1","device_class":"browser","title":"fillme","client_ip":"127.0.0.1"}"#;
-    let auth = ("Authorization", "Bearer playback-secret-0123456789");
-    let (s, b) = crate::support::cli::http(
-        cp,
-        "POST",
-        "/v1/playback/sessions",
-        &[auth, ("Content-Type", "application/json")],
-        body,
-    );
-    assert_eq!(s, 201, "{b}");
-    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-    let token = format!("Bearer {}", v["token"].as_str().unwrap());
-    let (s, e) = crate::support::cli::http(
-        cp,
-        "DELETE",
-        &format!(
-            "/v1/playback/sessions/{}",
-            v["session_id"].as_str().unwrap()
-        ),
-        &[("Authorization", &token)],
-        "",
-    );
-    assert_eq!(s, 204, "{e}");
-    v["appliances"][0]["cluster"].as_str().unwrap().to_owned()
+    crate::support::cli::first_cluster(cp, "acct-1", "fillme", "127.0.0.1")
 }
 
 /// A cache drive of the embedded appliance is lost (its directory renamed away) while it holds
@@ -589,27 +595,17 @@ fn first_cluster(cp: &str) -> String {
 fn a_lost_drive_is_steered_around_and_its_title_filled_again_on_the_other_drive() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let title = package_title(d);
-    let cpdata = d.join("cp");
-    std::fs::write(d.join("policy.toml"), POLICY).unwrap();
-    import(
-        &cpdata,
-        &[&d.join("policy.toml"), &title.join("catalog.json")],
-    );
-    let (_cp, cp_addr) = control_plane(&cpdata, "127.0.0.1:0");
-    let cp_url = format!("http://{cp_addr}");
-    let origin_cache = d.join("origin-1-cache");
-    std::fs::create_dir_all(&origin_cache).unwrap();
-    std::fs::rename(&title, origin_cache.join("fillme")).unwrap();
-    let _origin = appliance("origin-1", "origin", d, &cp_url);
-    let exchange = appliance("ix-1", "ix", d, &cp_url);
+    let f = Fleet::with_origin(d);
+    let (cp_addr, cp_url, cpdata) = (&f.cp_addr, &f.cp_url, &f.cpdata);
+    let (origin_cache, entry) = (&f.origin_cache, &f.entry);
+    let exchange = appliance("ix-1", "ix", d, cp_url);
     let second = d.join("isp-1-nvme1");
     std::fs::create_dir_all(&second).unwrap();
     let embedded = appliance_with(
         "isp-1",
         "isp",
         d,
-        &cp_url,
+        cp_url,
         &[
             "--cache-dir",
             second.to_str().unwrap(),
@@ -621,16 +617,12 @@ fn a_lost_drive_is_steered_around_and_its_title_filled_again_on_the_other_drive(
         held(&exchange) && held(&embedded)
     });
     wait_for("steering to the embedded cluster", 20, || {
-        first_cluster(&cp_addr) == "isp"
+        first_cluster(cp_addr) == "isp"
     });
     let verified = counter(
         &embedded.admin,
         "outpost_appliance_fill_files_verified_total",
     );
-    let entry = protocol::catalog::CatalogEntry::from_json(
-        &std::fs::read_to_string(origin_cache.join("fillme/catalog.json")).unwrap(),
-    )
-    .unwrap();
 
     // The drive holding the title's largest file goes away (files are placed per file, so the
     // other drive may hold some of the title: those stay).
@@ -657,7 +649,7 @@ fn a_lost_drive_is_steered_around_and_its_title_filled_again_on_the_other_drive(
     // Meanwhile new sessions go to the exchange, which holds the title...
     let mut seen = Vec::new();
     wait_for("steering to the exchange tier", 30, || {
-        let c = first_cluster(&cp_addr);
+        let c = first_cluster(cp_addr);
         seen.push(c.clone());
         c == "ix"
     });
@@ -680,10 +672,10 @@ fn a_lost_drive_is_steered_around_and_its_title_filled_again_on_the_other_drive(
         "every file the lost drive held is filled and verified again, and only those"
     );
     wait_for("steering back to the embedded cluster", 30, || {
-        first_cluster(&cp_addr) == "isp"
+        first_cluster(cp_addr) == "isp"
     });
     // And it serves the re-filled title.
-    let g = play_grant(&cpdata, "isp");
+    let g = play_grant(cpdata, "isp");
     let v = entry
         .files
         .iter()

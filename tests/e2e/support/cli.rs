@@ -103,6 +103,43 @@ pub fn heartbeat_test_appliances(addr: &str) {
     }
 }
 
+/// The cluster of the first appliance a new session of `account` for `title` from `client_ip`
+/// is steered to, through the playback API of the control plane at `cp` (the test policies'
+/// playback-service key). The session is ended at once, so polling never reaches the plan's
+/// stream limit.
+pub fn first_cluster(cp: &str, account: &str, title: &str, client_ip: &str) -> String {
+    let body = format!(
+        r#"{{"account_id":"{account}","device_class":"browser","title":"{title}","client_ip":"{client_ip}"}}"#
+    );
+    let (s, b) = http(
+        cp,
+        "POST",
+        "/v1/playback/sessions",
+        &[
+            ("Authorization", "Bearer playback-secret-0123456789"),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    );
+    assert_eq!(s, 201, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let (s, e) = http(
+        cp,
+        "DELETE",
+        &format!(
+            "/v1/playback/sessions/{}",
+            v["session_id"].as_str().unwrap()
+        ),
+        &[(
+            "Authorization",
+            &format!("Bearer {}", v["token"].as_str().unwrap()),
+        )],
+        "",
+    );
+    assert_eq!(s, 204, "{e}");
+    v["appliances"][0]["cluster"].as_str().unwrap().to_owned()
+}
+
 /// A server started by [`spawn_listening`]: a child process killed (SIGKILL) and reaped when
 /// dropped, unless it was stopped before.
 pub struct Listening {
