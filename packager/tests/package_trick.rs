@@ -401,14 +401,7 @@ fn encrypted_ladder_has_one_video_set_per_key_linked_for_switching() {
                 .key_id
                 .clone()
                 .unwrap();
-            format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            )
+            protocol::hex::uuid(&protocol::content_keys::hex16(&h).unwrap())
         };
         let mpd = std::fs::read_to_string(out.path().join("title-1/manifest.mpd")).unwrap();
         let sd = adaptation_set(&mpd, r#"<Representation id="video-240p""#);

@@ -13,9 +13,29 @@ pub fn encode(bytes: &[u8]) -> String {
     s
 }
 
+/// A 16-byte id as a UUID string, `8-4-4-4-12` lowercase hex digits (how DASH's
+/// `cenc:default_KID` writes a key id).
+pub fn uuid(id: &[u8; 16]) -> String {
+    let h = encode(id);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuid_groups_the_digits_8_4_4_4_12() {
+        let id: [u8; 16] = std::array::from_fn(|i| i as u8 * 17);
+        assert_eq!(uuid(&id), "00112233-4455-6677-8899-aabbccddeeff");
+    }
 
     #[test]
     fn encodes_lowercase_two_digits_per_byte() {

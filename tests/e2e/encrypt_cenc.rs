@@ -167,16 +167,7 @@ fn encrypt_cenc_keys_and_catalog() {
     // and HD video renditions are in two sets naming each other for switching; HLS EXT-X-KEY and
     // EXT-X-SESSION-KEY.
     let mpd = std::fs::read_to_string(dir.join("manifest.mpd")).unwrap();
-    let uuid = |h: &str| {
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
-    };
+    let uuid = |h: &str| protocol::hex::uuid(&protocol::content_keys::hex16(h).unwrap());
     // The cenc:pssh lists every key id of the title (the catalog's order), so one licence
     // request asks for all of them.
     let title_kids: Vec<[u8; 16]> = entry

@@ -188,15 +188,7 @@ pub struct Protection {
 impl Protection {
     /// The key id as a UUID string (`8-4-4-4-12` lowercase hex), as `cenc:default_KID` wants.
     pub fn kid_uuid(&self) -> String {
-        let h = protocol::hex::encode(&self.kid);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        protocol::hex::uuid(&self.kid)
     }
 }
 
