@@ -65,20 +65,7 @@ fn fresh_grant(cp: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned();
-    let (s, b) = http(
-        cp,
-        "DELETE",
-        &format!(
-            "/v1/playback/sessions/{}",
-            v["session_id"].as_str().unwrap()
-        ),
-        &[(
-            "Authorization",
-            &format!("Bearer {}", v["token"].as_str().unwrap()),
-        )],
-        "",
-    );
-    assert_eq!(s, 204, "{b}");
+    crate::support::cli::end_session(cp, &v);
     grant
 }
 

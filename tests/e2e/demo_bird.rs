@@ -38,20 +38,7 @@ fn session(host: &str) -> (String, Vec<String>) {
     );
     assert_eq!(s, 201, "{b}");
     let v: Value = serde_json::from_str(&b).unwrap();
-    let (s, e) = http(
-        host,
-        "DELETE",
-        &format!(
-            "/v1/playback/sessions/{}",
-            v["session_id"].as_str().unwrap()
-        ),
-        &[(
-            "Authorization",
-            &format!("Bearer {}", v["token"].as_str().unwrap()),
-        )],
-        "",
-    );
-    assert_eq!(s, 204, "{e}");
+    crate::support::cli::end_session(host, &v);
     let clusters = v["appliances"]
         .as_array()
         .unwrap()

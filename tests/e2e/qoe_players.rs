@@ -421,20 +421,7 @@ impl Stack {
     }
 
     fn end(&self, v: &Value) {
-        let (s, e) = http(
-            &self.cp,
-            "DELETE",
-            &format!(
-                "/v1/playback/sessions/{}",
-                v["session_id"].as_str().unwrap()
-            ),
-            &[(
-                "Authorization",
-                &format!("Bearer {}", v["token"].as_str().unwrap()),
-            )],
-            "",
-        );
-        assert_eq!(s, 204, "{e}");
+        crate::support::cli::end_session(&self.cp, v);
     }
 
     /// The appliance `id`.

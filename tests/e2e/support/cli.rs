@@ -103,6 +103,25 @@ pub fn heartbeat_test_appliances(addr: &str) {
     }
 }
 
+/// Ends the playback session `v` (a start's answer) with its own token at the control plane (or
+/// demo) at `cp`, and checks the 204.
+pub fn end_session(cp: &str, v: &serde_json::Value) {
+    let (s, e) = http(
+        cp,
+        "DELETE",
+        &format!(
+            "/v1/playback/sessions/{}",
+            v["session_id"].as_str().unwrap()
+        ),
+        &[(
+            "Authorization",
+            &format!("Bearer {}", v["token"].as_str().unwrap()),
+        )],
+        "",
+    );
+    assert_eq!(s, 204, "{e}");
+}
+
 /// The cluster of the first appliance a new session of `account` for `title` from `client_ip`
 /// is steered to, through the playback API of the control plane at `cp` (the test policies'
 /// playback-service key). The session is ended at once, so polling never reaches the plan's
@@ -123,20 +142,7 @@ pub fn first_cluster(cp: &str, account: &str, title: &str, client_ip: &str) -> S
     );
     assert_eq!(s, 201, "{b}");
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-    let (s, e) = http(
-        cp,
-        "DELETE",
-        &format!(
-            "/v1/playback/sessions/{}",
-            v["session_id"].as_str().unwrap()
-        ),
-        &[(
-            "Authorization",
-            &format!("Bearer {}", v["token"].as_str().unwrap()),
-        )],
-        "",
-    );
-    assert_eq!(s, 204, "{e}");
+    end_session(cp, &v);
     v["appliances"][0]["cluster"].as_str().unwrap().to_owned()
 }
 
