@@ -471,9 +471,9 @@ mod tests {
         q.finish(p, &resp, 10, 1000, None);
     }
 
-    #[test]
-    fn heartbeat_reports_sessions_seen_since_the_previous_report() {
-        let q = Qoe::new(
+    /// QoE with room for 8 sessions, no access log, no overload or bitrate cap.
+    fn plain_qoe() -> Qoe {
+        Qoe::new(
             QoeConfig {
                 name: "n".into(),
                 overload_connections: None,
@@ -482,7 +482,12 @@ mod tests {
                 sessions: 8,
             },
             None,
-        );
+        )
+    }
+
+    #[test]
+    fn heartbeat_reports_sessions_seen_since_the_previous_report() {
+        let q = plain_qoe();
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
         observe(&q, "a", t0);
         observe(&q, "b", t0 + Duration::from_secs(1));
@@ -501,16 +506,7 @@ mod tests {
 
     #[test]
     fn metrics_count_measured_throughput_and_the_send_rate_of_large_responses() {
-        let q = Qoe::new(
-            QoeConfig {
-                name: "n".into(),
-                overload_connections: None,
-                max_bitrate_kbps: None,
-                access_log_sample: 0.0,
-                sessions: 8,
-            },
-            None,
-        );
+        let q = plain_qoe();
         let at = UNIX_EPOCH + Duration::from_secs(1_000_000);
         for (mtp, bytes, us) in [(800u64, 100_000u64, 400_000u64), (100_000, 1_000, 10)] {
             let mut resp = Response {
