@@ -202,6 +202,19 @@ pub struct StoredDecision {
     pub miss: Option<MissClass>,
 }
 
+impl StoredDecision {
+    /// The cluster a session's bytes are counted for in the fill planner's demand shares: the
+    /// cluster of the first appliance ranked; `None` when it was steered nowhere.
+    pub fn served_cluster(&self) -> Option<&str> {
+        self.ranked.first().map(|c| c.cluster.as_str())
+    }
+
+    /// Whether the decision was a content miss (its best appliance lacked the title).
+    pub fn content_miss(&self) -> bool {
+        self.miss == Some(MissClass::ContentMiss)
+    }
+}
+
 impl From<&Decision> for StoredDecision {
     fn from(d: &Decision) -> Self {
         StoredDecision {

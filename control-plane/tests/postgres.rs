@@ -168,6 +168,12 @@ async fn postgres_stale_idempotency_claim_is_taken_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: run ./scripts/test"]
+async fn postgres_usage_totals() {
+    scenarios::usage_totals(&Env::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run ./scripts/test"]
 async fn postgres_replica_bgp_change_swaps_in_background() {
     let ttl = std::time::Duration::from_millis(300);
     let env = Env::postgres_with(control_plane::Config {

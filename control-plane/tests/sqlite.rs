@@ -95,20 +95,37 @@ async fn sqlite_bad_stored_values_are_reported_not_guessed() {
     let m = m.as_str().unwrap();
     assert!(m.contains("\noutpost_cp_snapshot_bad_rows 3\n"), "{m}");
 
-    // A session whose stored steering decision no longer decodes counts for no popularity.
+    // A session counts for popularity with what its start stored (its bit rate, the cluster it
+    // was steered to). One stored before migration 0010 (no bit rate) is read the old way, and
+    // counts for nothing once its stored steering decision no longer decodes.
     env.fleet_up().await;
     let (s, v) = env
         .start("acct-standard", "browser", "clear-title", "127.0.0.1")
         .await;
     assert_eq!(s, axum::http::StatusCode::CREATED, "{v}");
-    assert_eq!(env.repo.session_usage(0).await.unwrap().len(), 1);
+    let totals = env.repo.usage_totals(0, i64::MAX, 0).await.unwrap();
+    assert_eq!(totals.len(), 1, "{totals:?}");
+    assert!(totals[0].streamed_bytes > 0.0, "{totals:?}");
+    assert!(totals[0].served_cluster.is_some(), "{totals:?}");
+    assert!(env.repo.legacy_session_usage(0).await.unwrap().is_empty());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE sessions SET bitrate_bps = NULL, title_secs = NULL, served_cluster = NULL, content_miss = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(env
+        .repo
+        .usage_totals(0, i64::MAX, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(env.repo.legacy_session_usage(0).await.unwrap().len(), 1);
     sqlx::query("UPDATE sessions SET steering = 'not json'")
         .execute(&pool)
         .await
         .unwrap();
     pool.close().await;
-    assert!(env.repo.session_usage(0).await.unwrap().is_empty());
+    assert!(env.repo.legacy_session_usage(0).await.unwrap().is_empty());
 }
 
 /// Backend-independent API behaviour: rate limit, request ids, CORS, OpenAPI, metrics, secrets.
@@ -382,6 +399,11 @@ async fn sqlite_steering_follows_bgp_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_stale_idempotency_claim_is_taken_over() {
     scenarios::stale_idempotency_claim_is_taken_over(&Env::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_usage_totals() {
+    scenarios::usage_totals(&Env::sqlite().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

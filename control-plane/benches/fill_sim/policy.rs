@@ -3,7 +3,8 @@
 //! - [`Strategy::Planner`]: Outpost. At the start of each fill window, for every embedded cluster
 //!   and for the exchange, the real [`control_plane::fill::plan_cluster`] runs on the input the
 //!   control plane's database edge (`fill::edge::gather`) would build: popularity from the last
-//!   day's sessions of the cluster's country through the real [`popularity::views`], blended with
+//!   day's sessions of the cluster's country through the real [`popularity::Usage::total`] (what the
+//!   database sums) and [`popularity::views`], blended with
 //!   the forecast feed by [`popularity::blend`]; the cluster's demand share (its share of the
 //!   window's bytes, by [`popularity::cluster_shares`], which the edge calls too); new releases and titles with a content miss in
 //!   the last `miss_urgent_secs` are urgent; the previous placement and what each appliance holds.
@@ -504,13 +505,19 @@ impl Policy {
             .filter(|&t| world.released(t, day.index))
             .collect();
         // Duration 0: the sessions are already cut to what was watched.
-        let sizes: HashMap<String, (u64, u64)> = live
+        let sizes: HashMap<String, u64> = live
             .iter()
-            .map(|&t| (world.titles[t].id.clone(), (world.titles[t].bytes, 0)))
+            .map(|&t| (world.titles[t].id.clone(), world.titles[t].bytes))
             .collect();
         let observed: Vec<HashMap<String, f64>> = usage
             .iter()
-            .map(|u| popularity::views(u, &sizes, &countries, window_start, now))
+            .map(|u| {
+                let totals: Vec<_> = u
+                    .iter()
+                    .map(|s| s.total(0, None, false, window_start, now))
+                    .collect();
+                popularity::views(&totals, &sizes, &countries)
+            })
             .collect();
         let forecast = popularity::forecast_views(
             day.forecast

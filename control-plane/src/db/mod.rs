@@ -57,6 +57,10 @@ macro_rules! bind_session {
             .bind($max)
             .bind(&$s.idempotency_key)
             .bind($owner)
+            .bind($s.bitrate_bps)
+            .bind($s.title_secs)
+            .bind($s.steering.served_cluster())
+            .bind(i64::from($s.steering.content_miss()))
     };
 }
 
@@ -115,7 +119,7 @@ pub use repository::Repository;
 pub use rows::{
     AccountRow, AccountStatus, ApiKeyRow, ApplianceRow, BadRow, BgpRouteRow, ClusterRow,
     DeviceClassRow, ForecastRow, HeartbeatRow, IdempotencyClaim, KeyRow, PlanRow, PolicyRows,
-    SessionRow, SnapshotRows, TitleRow, UsageRow, WindowRow,
+    SessionRow, SnapshotRows, TitleRow, UsageRow, UsageTotal, WindowRow,
 };
 // QoE (issue 16)
 pub use rows::QoeRow;

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::rows::{
     AccountRow, ForecastRow, HeartbeatRow, KeyRow, PolicyRows, SessionRow, SnapshotRows, TitleRow,
-    UsageRow,
+    UsageRow, UsageTotal,
 };
 use crate::Error;
 
@@ -20,8 +20,9 @@ pub enum Pool {
 
 /// The lease insert: the row goes in only while the account has fewer than `$15` live leases,
 /// and, for a start under an `Idempotency-Key` (`$16`), only while `$17` still owns the key.
-pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at, idempotency_key) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $16 \
+/// `$18`-`$21` are what popularity reads (migration 0010).
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at, idempotency_key, bitrate_bps, title_secs, served_cluster, content_miss) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $16, $18, $19, $20, $21 \
      WHERE (SELECT COUNT(*) FROM sessions WHERE account_id = $2 AND ended_at IS NULL AND expires_at > $14) < $15 \
      AND ($16 IS NULL OR EXISTS (SELECT 1 FROM idempotency_keys WHERE idem_key = $16 AND owner = $17))";
 
@@ -86,9 +87,20 @@ pub trait Repository: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), Error>;
     /// The whole forecast feed.
     async fn forecasts(&self) -> Result<Vec<ForecastRow>, Error>;
-    /// Sessions that were live at some point after `since` (one whose stored values no longer
-    /// decode is left out, with a warning).
-    async fn session_usage(&self, since: i64) -> Result<Vec<UsageRow>, Error>;
+    /// What the sessions live at some point in `(window_start, now]` streamed there, summed
+    /// per (title, country, serving cluster) by the database; `missed` for a session started
+    /// at or after `miss_since`. Sessions stored before migration 0010 are not in it (see
+    /// [`Repository::legacy_session_usage`]).
+    async fn usage_totals(
+        &self,
+        window_start: i64,
+        now: i64,
+        miss_since: i64,
+    ) -> Result<Vec<UsageTotal>, Error>;
+    /// Sessions stored before migration 0010 (no stored bit rate) that were live at some point
+    /// after `since`, for the caller to weigh with the catalog (one whose stored values no
+    /// longer decode is left out, with a warning). Empty once they left the window.
+    async fn legacy_session_usage(&self, since: i64) -> Result<Vec<UsageRow>, Error>;
     /// The last published placement of a cluster: `(appliance, title)` pairs.
     async fn placements(&self, cluster: &str) -> Result<Vec<(String, String)>, Error>;
     /// Replaces the published placement of a cluster (one transaction).

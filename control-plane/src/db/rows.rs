@@ -354,6 +354,11 @@ pub struct SessionRow {
     pub end_reason: Option<String>,
     /// The `Idempotency-Key` of the start that took this lease, if it had one.
     pub idempotency_key: Option<String>,
+    /// The session's bit rate for popularity ([`crate::fill::popularity::session_bitrate`]);
+    /// 0 in a row stored before migration 0010.
+    pub bitrate_bps: i64,
+    /// The title's duration, seconds (0: unknown).
+    pub title_secs: i64,
 }
 
 /// The live row of a session start's `Idempotency-Key` (migrations 0006, 0007).
@@ -374,6 +379,25 @@ impl SessionRow {
     pub fn is_live(&self, now: i64) -> bool {
         self.ended_at.is_none() && self.expires_at > now
     }
+}
+
+/// What the sessions of one (title, country, serving cluster) streamed inside a popularity
+/// window: [`super::Repository::usage_totals`] sums it in the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageTotal {
+    /// Title.
+    pub title: String,
+    /// Client country.
+    pub country: String,
+    /// The cluster the sessions' first choice steered them to (none: no choice recorded).
+    pub served_cluster: Option<String>,
+    /// Bytes streamed inside the window at the sessions' bit rates, each session counting at
+    /// most the title's duration: the title's observed popularity.
+    pub streamed_bytes: f64,
+    /// The same without the duration cap: the bytes the serving cluster delivered.
+    pub served_bytes: f64,
+    /// Whether a session that started at or after the query's `miss_since` was a content miss.
+    pub missed: bool,
 }
 
 /// An appliance report to record.
@@ -679,7 +703,20 @@ pub(crate) fn session(r: &impl RowExt) -> Result<SessionRow, RowError> {
         ended_at: r.oi("ended_at")?,
         end_reason: r.os("end_reason")?,
         idempotency_key: r.os("idempotency_key")?,
+        bitrate_bps: r.oi("bitrate_bps")?.unwrap_or(0),
+        title_secs: r.oi("title_secs")?.unwrap_or(0),
         id: c.key.clone(),
+    })
+}
+
+pub(crate) fn usage_total(r: &impl RowExt) -> Result<UsageTotal, sqlx::Error> {
+    Ok(UsageTotal {
+        title: r.s("title")?,
+        country: r.s("country")?,
+        served_cluster: r.os("served_cluster")?,
+        streamed_bytes: r.f("streamed_bytes")?,
+        served_bytes: r.f("served_bytes")?,
+        missed: r.i("missed")? != 0,
     })
 }
 

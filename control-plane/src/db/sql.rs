@@ -9,11 +9,28 @@ use super::repository::{Pool, Repository};
 use super::rows::{self, json, keep, word, RowExt as _};
 use super::rows::{
     AccountRow, ApiKeyRow, ForecastRow, HeartbeatRow, KeyRow, PolicyRows, SessionRow, SnapshotRows,
-    TitleRow, UsageRow,
+    TitleRow, UsageRow, UsageTotal,
 };
 use crate::Error;
 
-const SESSION_COLS: &str = "id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at, ended_at, end_reason, idempotency_key";
+const SESSION_COLS: &str = "id, account_id, title, device_class, client_ip, country, tier, renditions, key_ids, steering, license_sha256, created_at, expires_at, ended_at, end_reason, idempotency_key, bitrate_bps, title_secs";
+
+/// [`Repository::usage_totals`]: per (title, country, serving cluster), the bytes the sessions
+/// live in the window `($1, $2]` streamed there: each session from `max(created_at, $1)` to
+/// `min(ended_at or lease expiry, $2)` at its bit rate, capped at the title's duration for
+/// `streamed_bytes` (as `popularity::streamed_bytes`), uncapped for `served_bytes`; `missed`
+/// when one that started at or after `$3` was a content miss. Plain SQL both backends run
+/// (CASE for the two-argument min and max; the range uses index `sessions_last_at`).
+const USAGE_TOTALS: &str = "SELECT title, country, served_cluster, \
+     CAST(SUM(CASE WHEN e > b THEN bps * (CASE WHEN d > 0 AND e - b > d THEN d ELSE e - b END) ELSE 0 END) AS DOUBLE PRECISION) AS streamed_bytes, \
+     CAST(SUM(CASE WHEN e > b THEN bps * (e - b) ELSE 0 END) AS DOUBLE PRECISION) AS served_bytes, \
+     CAST(MAX(CASE WHEN content_miss = 1 AND created_at >= $3 THEN 1 ELSE 0 END) AS BIGINT) AS missed \
+     FROM (SELECT title, country, served_cluster, content_miss, created_at, \
+             CAST(bitrate_bps AS DOUBLE PRECISION) / 8.0 AS bps, title_secs AS d, \
+             CASE WHEN COALESCE(ended_at, expires_at) < $2 THEN COALESCE(ended_at, expires_at) ELSE $2 END AS e, \
+             CASE WHEN created_at > $1 THEN created_at ELSE $1 END AS b \
+           FROM sessions WHERE COALESCE(ended_at, expires_at) > $1 AND bitrate_bps IS NOT NULL) AS u \
+     GROUP BY title, country, served_cluster";
 
 /// Decodes `qoe_sessions` rows (QoE, issue 16).
 macro_rules! decode_qoe {
@@ -644,11 +661,31 @@ impl Repository for SqlRepository {
         })
     }
 
-    async fn session_usage(&self, since: i64) -> Result<Vec<UsageRow>, Error> {
+    async fn usage_totals(
+        &self,
+        window_start: i64,
+        now: i64,
+        miss_since: i64,
+    ) -> Result<Vec<UsageTotal>, Error> {
+        on_pool!(&self.pool, |pool| {
+            let rows = sqlx::query(USAGE_TOTALS)
+                .bind(window_start)
+                .bind(now)
+                .bind(miss_since)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(rows::usage_total)
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    async fn legacy_session_usage(&self, since: i64) -> Result<Vec<UsageRow>, Error> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
         on_pool!(&self.pool, |pool| {
-            let rows = sqlx::query("SELECT id, title, country, renditions, steering, created_at, COALESCE(ended_at, expires_at) AS last_at FROM sessions WHERE COALESCE(ended_at, expires_at) > $1")
+            let rows = sqlx::query("SELECT id, title, country, renditions, steering, created_at, COALESCE(ended_at, expires_at) AS last_at FROM sessions WHERE COALESCE(ended_at, expires_at) > $1 AND bitrate_bps IS NULL")
                 .bind(since)
                 .fetch_all(pool)
                 .await?;

@@ -24,7 +24,7 @@
 //!
 //! The cluster's demand share (for copy counts): the bytes of the window's sessions of the region
 //! whose first steering choice was in the cluster, over those of every embedded cluster of the
-//! region ([`region_clusters`], [`served_cluster`], [`popularity::cluster_shares`]). Sessions sent
+//! region ([`region_clusters`], [`StoredDecision::served_cluster`], [`popularity::cluster_shares`]). Sessions sent
 //! past the cluster (a content or health miss) count for the cluster that served them, so a
 //! cluster that misses a lot looks smaller than its clients' demand; the exchange and origin get
 //! no share (they carry the whole region).
@@ -48,7 +48,7 @@ use crate::config::{Config, FillConfig};
 use crate::db::Repository;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
-use crate::steering::{AdminState, ClusterKind, Fleet, MissClass, StoredDecision, Thresholds};
+use crate::steering::{AdminState, ClusterKind, Fleet, Thresholds};
 use crate::Error;
 
 /// Why the fill edge failed.
@@ -147,47 +147,51 @@ pub async fn gather(
         }
     }
 
-    // Popularity: observed views over the window, blended with the forecast.
+    // Popularity: observed views over the window, blended with the forecast. The database sums
+    // the window's sessions per (title, country, serving cluster); sessions stored before it
+    // kept their bit rate (migration 0010) are weighed here with the catalog, as they were.
     let window_start = now.saturating_sub(cfg.popularity_window_secs);
-    let rows = repo.session_usage(window_start as i64).await?;
-    let miss_since = now.saturating_sub(cfg.miss_urgent_secs) as i64;
-    let mut missed: BTreeSet<String> = BTreeSet::new();
-    let mut usage = Vec::with_capacity(rows.len());
-    // Bytes each cluster served inside the window (by the first choice steering recorded).
-    let mut served: HashMap<String, f64> = HashMap::new();
-    for r in &rows {
+    let miss_since = now.saturating_sub(cfg.miss_urgent_secs);
+    let mut totals = repo
+        .usage_totals(window_start as i64, now as i64, miss_since as i64)
+        .await?;
+    for r in repo.legacy_session_usage(window_start as i64).await? {
         let Some(entry) = snap.titles.get(&r.title) else {
             continue;
         };
-        let u = Usage {
+        let session = Usage {
             title: r.title.clone(),
             country: r.country.clone(),
             bitrate_bps: popularity::session_bitrate(entry, &r.renditions),
             start: r.created_at.max(0) as u64,
             end: r.last_at.max(0) as u64,
         };
-        let in_region = countries.is_empty() || countries.iter().any(|c| c == &r.country);
-        if in_region {
-            if let Some(c) = served_cluster(&r.steering) {
-                let secs = u.end.min(now).saturating_sub(u.start.max(window_start));
-                *served.entry(c.to_owned()).or_default() +=
-                    u.bitrate_bps as f64 / 8.0 * secs as f64;
-            }
+        let duration = snap.title_meta.get(&r.title).map_or(0, |m| m.duration_secs);
+        let missed = r.created_at >= miss_since as i64 && r.steering.content_miss();
+        let served_by = r.steering.served_cluster().map(str::to_owned);
+        totals.push(session.total(duration, served_by, missed, window_start, now));
+    }
+    let in_region = |country: &str| countries.is_empty() || countries.iter().any(|c| c == country);
+    let mut missed: BTreeSet<String> = BTreeSet::new();
+    // Bytes each cluster served inside the window (by the first choice steering recorded).
+    let mut served: HashMap<String, f64> = HashMap::new();
+    for t in &totals {
+        if !snap.titles.contains_key(&t.title) || !in_region(&t.country) {
+            continue;
         }
-        usage.push(u);
-        if in_region
-            && r.created_at >= miss_since
-            && r.steering.miss == Some(MissClass::ContentMiss)
-        {
-            missed.insert(r.title.clone());
+        if let Some(c) = &t.served_cluster {
+            *served.entry(c.clone()).or_default() += t.served_bytes;
+        }
+        if t.missed {
+            missed.insert(t.title.clone());
         }
     }
-    let sizes: HashMap<String, (u64, u64)> = snap
+    let sizes: HashMap<String, u64> = snap
         .title_meta
         .iter()
-        .map(|(t, m)| (t.clone(), (m.bytes, m.duration_secs)))
+        .map(|(t, m)| (t.clone(), m.bytes))
         .collect();
-    let observed = popularity::views(&usage, &sizes, &countries, window_start, now);
+    let observed = popularity::views(&totals, &sizes, &countries);
     let forecast_rows = repo.forecasts().await?;
     let forecast = popularity::forecast_views(
         forecast_rows
@@ -273,12 +277,6 @@ pub async fn gather(
         previous,
         kind,
     })
-}
-
-/// The cluster a session's bytes are counted for in the demand shares: the cluster of the first
-/// appliance of its stored steering decision; `None` when it was steered nowhere.
-pub fn served_cluster(steering: &StoredDecision) -> Option<&str> {
-    steering.ranked.first().map(|c| c.cluster.as_str())
 }
 
 /// The embedded clusters that share `cluster`'s content region (its countries overlap theirs;
@@ -796,7 +794,7 @@ pub async fn report_from_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steering::{Choice, Cluster};
+    use crate::steering::{Choice, Cluster, StoredDecision};
 
     #[test]
     fn sessions_count_for_the_cluster_steering_chose_first() {
@@ -813,12 +811,12 @@ mod tests {
             "miss": null,
         }))
         .unwrap();
-        assert_eq!(served_cluster(&stored), Some("isp-a"));
+        assert_eq!(stored.served_cluster(), Some("isp-a"));
         let nowhere: StoredDecision = serde_json::from_value(
             serde_json::json!({"ranked": [], "reason": "none", "miss": null}),
         )
         .unwrap();
-        assert_eq!(served_cluster(&nowhere), None);
+        assert_eq!(nowhere.served_cluster(), None);
     }
 
     #[test]

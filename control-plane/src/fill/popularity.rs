@@ -7,7 +7,10 @@
 //! session's bitrate (the highest video rendition its tier allowed, by average bandwidth, plus
 //! the highest audio rendition) × the seconds its lease was live inside the window (from the
 //! start to the end, or to the lease expiry when the player stopped sending heartbeats), capped
-//! at the title's duration. It overestimates players that sat on a lower rung, and it counts
+//! at the title's duration. Each session start stores its bit rate, the title's duration and the
+//! cluster it was steered to; the database sums the window per (title, country, serving cluster)
+//! ([`crate::db::Repository::usage_totals`], the same formula as [`Usage::total`]), so a plan
+//! costs the same after a day of a million sessions as after ten. It overestimates players that sat on a lower rung, and it counts
 //! paused players whose heartbeats kept the lease; appliances' byte counters are per appliance,
 //! not per title, so they cannot refine it.
 //!
@@ -22,6 +25,8 @@
 use std::collections::{HashMap, HashSet};
 
 use protocol::catalog::{CatalogEntry, TrackKind};
+
+use crate::db::UsageTotal;
 
 /// One session as the estimator sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,38 +71,59 @@ pub fn session_bitrate(entry: &CatalogEntry, renditions: &[String]) -> u64 {
     video.saturating_add(audio)
 }
 
-/// Observed views per title over `[window_start, now]`, counting only sessions from
-/// `countries` (empty = every country). `titles` maps each title to `(bytes, duration seconds)`;
-/// sessions of unknown or empty titles are ignored.
+impl Usage {
+    /// This session as the database sums the sessions stored with their bit rate
+    /// ([`crate::db::Repository::usage_totals`], whose SQL computes the same): the bytes it
+    /// streamed inside `(window_start, now]`, capped at the title's `duration` seconds (0: no
+    /// cap) for popularity and uncapped for the serving cluster's share.
+    pub fn total(
+        &self,
+        duration: u64,
+        served_cluster: Option<String>,
+        missed: bool,
+        window_start: u64,
+        now: u64,
+    ) -> UsageTotal {
+        let secs = self
+            .end
+            .min(now)
+            .saturating_sub(self.start.max(window_start));
+        let capped = if duration > 0 {
+            secs.min(duration)
+        } else {
+            secs
+        };
+        let bytes_per_sec = self.bitrate_bps as f64 / 8.0;
+        UsageTotal {
+            title: self.title.clone(),
+            country: self.country.clone(),
+            served_cluster,
+            streamed_bytes: bytes_per_sec * capped as f64,
+            served_bytes: bytes_per_sec * secs as f64,
+            missed,
+        }
+    }
+}
+
+/// Observed views per title: the streamed bytes of `totals` from `countries` (empty = every
+/// country) ÷ the title's size in `bytes`; totals of unknown or empty titles, and totals that
+/// streamed nothing inside the window, are ignored.
 pub fn views(
-    usage: &[Usage],
-    titles: &HashMap<String, (u64, u64)>,
+    totals: &[UsageTotal],
+    bytes: &HashMap<String, u64>,
     countries: &[String],
-    window_start: u64,
-    now: u64,
 ) -> HashMap<String, f64> {
     let mut out: HashMap<String, f64> = HashMap::new();
-    for u in usage {
-        if !countries.is_empty() && !countries.iter().any(|c| c == &u.country) {
+    for t in totals {
+        if !countries.is_empty() && !countries.iter().any(|c| c == &t.country) {
             continue;
         }
-        let Some(&(bytes, duration)) = titles.get(&u.title) else {
-            continue;
-        };
-        if bytes == 0 {
-            continue;
+        match bytes.get(&t.title) {
+            Some(&size) if size > 0 && t.streamed_bytes > 0.0 => {
+                *out.entry(t.title.clone()).or_default() += t.streamed_bytes / size as f64;
+            }
+            _ => {}
         }
-        let start = u.start.max(window_start);
-        let end = u.end.min(now);
-        if end <= start {
-            continue;
-        }
-        let mut secs = end - start;
-        if duration > 0 {
-            secs = secs.min(duration);
-        }
-        let streamed = u.bitrate_bps as f64 / 8.0 * secs as f64;
-        *out.entry(u.title.clone()).or_default() += streamed / bytes as f64;
     }
     out
 }
@@ -166,6 +192,25 @@ pub fn cluster_shares(weights: &HashMap<String, f64>, clusters: &[String]) -> Ha
 mod tests {
     use super::*;
 
+    /// Views of sessions of titles `(bytes, duration seconds)`, summed as the edge sums them.
+    fn views_of(
+        usage: &[Usage],
+        titles: &HashMap<String, (u64, u64)>,
+        countries: &[String],
+        window_start: u64,
+        now: u64,
+    ) -> HashMap<String, f64> {
+        let totals: Vec<UsageTotal> = usage
+            .iter()
+            .map(|u| {
+                let duration = titles.get(&u.title).map_or(0, |t| t.1);
+                u.total(duration, None, false, window_start, now)
+            })
+            .collect();
+        let bytes = titles.iter().map(|(t, v)| (t.clone(), v.0)).collect();
+        views(&totals, &bytes, countries)
+    }
+
     #[test]
     fn views_are_bytes_streamed_over_size_inside_the_window() {
         let titles: HashMap<String, (u64, u64)> = [
@@ -182,10 +227,10 @@ mod tests {
             start,
             end,
         };
-        let v = views(&[u("NZ", 950, 1100)], &titles, &[], 1000, 1050);
+        let v = views_of(&[u("NZ", 950, 1100)], &titles, &[], 1000, 1050);
         assert_eq!(v["t"], 5.0);
         // Capped at the title's duration (100 s = 10 views), filtered by country.
-        let v = views(
+        let v = views_of(
             &[u("NZ", 0, 10_000), u("AU", 0, 10_000)],
             &titles,
             &["NZ".into()],
@@ -193,10 +238,14 @@ mod tests {
             10_000,
         );
         assert_eq!(v["t"], 10.0);
+        // The serving cluster's bytes are not capped: 10 000 s at 100 kB/s.
+        let t = u("NZ", 0, 10_000).total(100, Some("isp".into()), true, 0, 10_000);
+        assert_eq!((t.streamed_bytes, t.served_bytes), (10e6, 1e9));
+        assert_eq!((t.served_cluster.as_deref(), t.missed), (Some("isp"), true));
         // Outside the window, unknown or empty titles: nothing.
         let mut z = u("NZ", 0, 10);
         z.title = "z".into();
-        let v = views(&[u("NZ", 0, 10), z], &titles, &[], 100, 200);
+        let v = views_of(&[u("NZ", 0, 10), z], &titles, &[], 100, 200);
         assert!(v.is_empty(), "{v:?}");
     }
 

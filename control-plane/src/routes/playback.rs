@@ -460,6 +460,8 @@ async fn start(
         ended_at: None,
         end_reason: None,
         idempotency_key: claim.map(|c| c.key.to_owned()),
+        bitrate_bps: crate::fill::popularity::session_bitrate(&title, &renditions) as i64,
+        title_secs: title.duration_ms.div_ceil(1000) as i64,
     };
     if !st
         .repo

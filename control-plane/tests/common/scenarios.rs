@@ -1095,6 +1095,8 @@ pub async fn stale_idempotency_claim_is_taken_over(env: &Env) {
         ended_at: None,
         end_reason: None,
         idempotency_key: Some("k-dead".into()),
+        bitrate_bps: 0,
+        title_secs: 0,
     };
     assert!(env
         .repo
@@ -1154,4 +1156,172 @@ pub async fn stale_idempotency_claim_is_taken_over(env: &Env) {
             .is_some_and(|m| m.contains("outpost_cp_idempotency_takeovers_total 1")),
         "{metrics}"
     );
+}
+
+/// The database sums what the window's sessions streamed (`Repository::usage_totals`) exactly as
+/// the planner's Rust formula does for one session (`popularity::Usage::total`): clipped to the
+/// window, capped at the title's duration for popularity, uncapped for the serving cluster,
+/// grouped per (title, country, serving cluster), a content miss counted only from `miss_since`.
+pub async fn usage_totals(env: &Env) {
+    use control_plane::db::{SessionRow, UsageTotal};
+    use control_plane::fill::popularity::Usage;
+    use control_plane::steering::{Choice, MissClass, StoredDecision};
+
+    let t0 = T0 as i64;
+    let (window_start, now, miss_since) = (t0, t0 + 1000, t0 + 500);
+    // (id, title, country, serving cluster, miss, bit rate, title seconds, created, ended)
+    type Spec<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        bool,
+        i64,
+        i64,
+        i64,
+        i64,
+    );
+    let specs: [Spec; 5] = [
+        // 150 s in the window at 100 kB/s, the title lasts 100 s.
+        (
+            "a",
+            "t1",
+            "NZ",
+            Some("isp-a"),
+            false,
+            800_000,
+            100,
+            t0 - 50,
+            t0 + 150,
+        ),
+        // A content miss after miss_since, still live at `now`: 100 s at 200 kB/s.
+        (
+            "b",
+            "t1",
+            "NZ",
+            Some("isp-a"),
+            true,
+            1_600_000,
+            0,
+            t0 + 900,
+            0,
+        ),
+        // A content miss before miss_since, served past the cluster: 10 s.
+        (
+            "c",
+            "t1",
+            "NZ",
+            Some("ix"),
+            true,
+            800_000,
+            100,
+            t0 + 100,
+            t0 + 110,
+        ),
+        // Steered nowhere.
+        ("d", "t2", "AU", None, false, 8_000, 60, t0 + 10, t0 + 20),
+        // Over before the window.
+        (
+            "e",
+            "t1",
+            "NZ",
+            Some("isp-a"),
+            false,
+            800_000,
+            100,
+            t0 - 100,
+            t0 - 10,
+        ),
+    ];
+    let mut expected: Vec<UsageTotal> = Vec::new();
+    for (id, title, country, cluster, miss, bps, secs, created, ended) in specs {
+        let row = SessionRow {
+            id: id.into(),
+            account_id: "acct-premium".into(),
+            title: title.into(),
+            device_class: "browser".into(),
+            client_ip: "10.1.2.3".into(),
+            country: country.into(),
+            tier: protocol::catalog::Tier::Sd,
+            renditions: vec![],
+            key_ids: vec![],
+            steering: StoredDecision {
+                ranked: cluster
+                    .map(|c| Choice {
+                        appliance: format!("{c}-1"),
+                        cluster: c.into(),
+                        address: "127.0.0.1".into(),
+                        port: 1,
+                    })
+                    .into_iter()
+                    .collect(),
+                reason: "test".into(),
+                miss: miss.then_some(MissClass::ContentMiss),
+            },
+            license_sha256: format!("{id:0>64}"),
+            created_at: created,
+            expires_at: created + 300,
+            ended_at: None,
+            end_reason: None,
+            idempotency_key: None,
+            bitrate_bps: bps,
+            title_secs: secs,
+        };
+        assert!(env
+            .repo
+            .insert_session_if_under_limit(&row, 100, created, None)
+            .await
+            .unwrap());
+        if ended > 0 {
+            assert!(env.repo.end_session(id, ended, "stopped").await.unwrap());
+        }
+        let usage = Usage {
+            title: title.into(),
+            country: country.into(),
+            bitrate_bps: bps as u64,
+            start: created as u64,
+            end: if ended > 0 { ended } else { created + 300 } as u64,
+        };
+        if usage.end as i64 <= window_start {
+            continue;
+        }
+        let one = usage.total(
+            secs as u64,
+            cluster.map(str::to_owned),
+            miss && created >= miss_since,
+            window_start as u64,
+            now as u64,
+        );
+        match expected.iter_mut().find(|t| {
+            (&t.title, &t.country, &t.served_cluster)
+                == (&one.title, &one.country, &one.served_cluster)
+        }) {
+            Some(t) => {
+                t.streamed_bytes += one.streamed_bytes;
+                t.served_bytes += one.served_bytes;
+                t.missed |= one.missed;
+            }
+            None => expected.push(one),
+        }
+    }
+    let mut got = env
+        .repo
+        .usage_totals(window_start, now, miss_since)
+        .await
+        .unwrap();
+    let key = |t: &UsageTotal| (t.title.clone(), t.country.clone(), t.served_cluster.clone());
+    got.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(got, expected);
+    // The numbers, by hand: "a" counts 100 of its 150 s (10 MB of 15 MB served), "b" 100 s.
+    let isp_a = &got[0];
+    assert_eq!(isp_a.served_cluster.as_deref(), Some("isp-a"));
+    assert_eq!((isp_a.streamed_bytes, isp_a.served_bytes), (30e6, 35e6));
+    assert!(isp_a.missed);
+    assert_eq!((got[1].served_bytes, got[1].missed), (1e6, false));
+    assert_eq!(
+        (got[2].title.as_str(), got[2].served_cluster.as_ref()),
+        ("t2", None)
+    );
+    assert_eq!(got[2].streamed_bytes, 1e4);
 }
