@@ -7,6 +7,8 @@
 #   RATE=1000 STARTS=0.8 MINUTES=30 ...     # paced: RATE requests/s per appliance (0: as fast
 #                                           # as wrk goes), STARTS session starts/s (0: none; at
 #                                           # most 1: each demo member may start 30 a minute)
+#   CHURN=5 ...                             # fill churn: every CHURN minutes the exchange
+#                                           # appliance loses its cache and fills it again
 #
 # Starts `outpost demo` (control plane in-process, 2 embedded appliances, exchange and origin
 # appliances as child processes; --no-browser-assets) on loopback ports, starts one playback
@@ -21,6 +23,12 @@
 # sessions a second through the demo API (the control plane's entitlement, steering, lease and
 # manifest path) and ends each at once; each row then also shows the starts made, their errors
 # and p99, and the demo process's own RSS and descriptors (the control plane runs inside it).
+# With CHURN > 0, at the start of every CHURN-th minute the exchange appliance (which the wrk
+# load does not target) is stopped through the demo API, its cache drives emptied, and started
+# again: it registers empty and fills every title again from origin while the embedded
+# appliances serve the load and fill plans keep being answered. Its row shows the seconds until
+# its `/metrics` reported every title held again (errors 1: not within 45 s of the restart), and the RSS and
+# descriptors of its new process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +36,7 @@ MINUTES=${MINUTES:-3}
 CONNS=${CONNS:-20}
 RATE=${RATE:-0}
 STARTS=${STARTS:-0}
+CHURN=${CHURN:-0}
 BIN=${OUTPOST_BIN:-target/debug/outpost}
 [ -x "$BIN" ] || cargo build --bin outpost
 command -v wrk >/dev/null || { echo "soak: wrk is missing (scripts/install-deps installs it)" >&2; exit 1; }
@@ -158,12 +167,47 @@ with open(out, "w") as f:
 PY
 }
 
+# The exchange appliance: its id and admin address, from its command line.
+exchange_cmdline() {
+  for c in $(cat /proc/"$demo_pid"/task/*/children); do
+    if tr '\0' ' ' <"/proc/$c/cmdline" | grep -q -- " --id ix-"; then
+      echo "$c $(tr '\0' ' ' <"/proc/$c/cmdline")"
+    fi
+  done | head -1
+}
+titles=$(find "$work/demo/titles" -mindepth 1 -maxdepth 1 -type d | wc -l)
+# One churn of the exchange appliance; writes "seconds failed pid" to $1.
+churn_exchange() {
+  local line ix admin t0 pid
+  line=$(exchange_cmdline)
+  ix=$(sed -E 's/.* --id ([^ ]+).*/\1/' <<<"$line")
+  admin=$(sed -E 's/.* --admin-listen ([^ ]+).*/\1/' <<<"$line")
+  t0=$(date +%s.%N)
+  curl -sf -XPOST "http://127.0.0.1:$port/demo/api/appliances/$ix/stop" >/dev/null
+  find "$work/demo/appliances/$ix" -mindepth 2 -maxdepth 2 -path "*/nvme*/*" -exec rm -rf {} +
+  curl -sf -XPOST "http://127.0.0.1:$port/demo/api/appliances/$ix/restore" >/dev/null
+  for _ in $(seq 1 450); do
+    if curl -sf "http://$admin/metrics" | grep -q "^outpost_appliance_titles_held $titles\$"; then
+      pid=$(exchange_cmdline | cut -d' ' -f1)
+      echo "$(awk "BEGIN { print $(date +%s.%N) - $t0 }") 0 $pid ix" >"$1"
+      return
+    fi
+    sleep 0.1
+  done
+  echo "45 1 $(exchange_cmdline | cut -d' ' -f1) ix" >"$1"
+}
+
 printf "%-6s %-10s %10s %10s %7s %9s %5s\n" minute appliance "req/s" "p99 ms" errors "RSS MiB" fds
 for m in $(seq 1 "$MINUTES"); do
   while read -r id hostport; do
     wrk -t1 -c"$CONNS" -d60s -s "$work/$id.lua" "http://$hostport/" >/dev/null 2>"$work/$id.wrk" &
   done <"$work/targets"
   [ "$STARTS" != 0 ] && starts_for_a_minute "$work/starts" &
+  churned=
+  if [ "$CHURN" != 0 ] && [ $(( (m - 1) % CHURN )) = $(( CHURN - 1 )) ]; then
+    churned=1
+    churn_exchange "$work/churn" &
+  fi
   wait $(jobs -p | grep -v "^$demo_pid$") 2>/dev/null || true
   while read -r id hostport; do
     read -r rps p99 errs < <(grep '^SOAK' "$work/$id.wrk" | cut -d' ' -f2-)
@@ -188,5 +232,11 @@ PY
     fds=$(ls "/proc/$demo_pid/fd" | wc -l)
     printf "%-6s %-10s %10s %10s %7s %9s %5s\n" "$m" "starts/cp" "$sps" "$sp99" "$serrs" "$rss" "$fds"
   fi
+  if [ -n "$churned" ]; then
+    read -r secs failed pid _ <"$work/churn"
+    rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$pid/status" 2>/dev/null || echo -)
+    fds=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)
+    printf "%-6s %-10s %10s %10s %7s %9s %5s\n" "$m" "refill/ix" "-" "$(printf %.1f "$secs")s" "$failed" "$rss" "$fds"
+  fi
 done
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); binary: $BIN; $CONNS connections per appliance; RATE=$RATE STARTS=$STARTS"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); binary: $BIN; $CONNS connections per appliance; RATE=$RATE STARTS=$STARTS CHURN=$CHURN"
