@@ -193,7 +193,14 @@ pub struct CachedFile {
 /// asked again: the io_uring backend then sends ranges of that file inline without a
 /// `cachestat` call each (one call per file per interval instead of one per response). Pages
 /// evicted within the interval cost one `sendfile` that waits on the disk on the ring thread.
-pub const RESIDENT_MEMO: std::time::Duration = std::time::Duration::from_millis(100);
+///
+/// One second: a file found wholly resident is one being served, and pages read within the
+/// last second are on the kernel's active LRU list, which reclaim only takes from after
+/// demoting them to the inactive list and ageing them there; what drops them sooner is explicit
+/// (`fadvise(DONTNEED)`, `drop_caches`, truncation). At 100 ms a popular 2 MiB segment served
+/// a few times a second was asked about on ~3 responses of 4, and that walk of its 512 pages
+/// was ~3% of the server's CPU on whole segments (perf against the floor server, BENCHMARKS.md).
+pub const RESIDENT_MEMO: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Milliseconds since the first call, on the monotonic clock.
 pub fn coarse_ms(now: std::time::Instant) -> u64 {
