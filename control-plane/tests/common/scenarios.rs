@@ -1181,57 +1181,18 @@ pub async fn usage_totals(env: &Env) {
         i64,
         i64,
     );
+    #[rustfmt::skip]
     let specs: [Spec; 5] = [
         // 150 s in the window at 100 kB/s, the title lasts 100 s.
-        (
-            "a",
-            "t1",
-            "NZ",
-            Some("isp-a"),
-            false,
-            800_000,
-            100,
-            t0 - 50,
-            t0 + 150,
-        ),
+        ("a", "t1", "NZ", Some("isp-a"), false, 800_000, 100, t0 - 50, t0 + 150),
         // A content miss after miss_since, still live at `now`: 100 s at 200 kB/s.
-        (
-            "b",
-            "t1",
-            "NZ",
-            Some("isp-a"),
-            true,
-            1_600_000,
-            0,
-            t0 + 900,
-            0,
-        ),
+        ("b", "t1", "NZ", Some("isp-a"), true, 1_600_000, 0, t0 + 900, 0),
         // A content miss before miss_since, served past the cluster: 10 s.
-        (
-            "c",
-            "t1",
-            "NZ",
-            Some("ix"),
-            true,
-            800_000,
-            100,
-            t0 + 100,
-            t0 + 110,
-        ),
+        ("c", "t1", "NZ", Some("ix"), true, 800_000, 100, t0 + 100, t0 + 110),
         // Steered nowhere.
         ("d", "t2", "AU", None, false, 8_000, 60, t0 + 10, t0 + 20),
         // Over before the window.
-        (
-            "e",
-            "t1",
-            "NZ",
-            Some("isp-a"),
-            false,
-            800_000,
-            100,
-            t0 - 100,
-            t0 - 10,
-        ),
+        ("e", "t1", "NZ", Some("isp-a"), false, 800_000, 100, t0 - 100, t0 - 10),
     ];
     let mut expected: Vec<UsageTotal> = Vec::new();
     for (id, title, country, cluster, miss, bps, secs, created, ended) in specs {
