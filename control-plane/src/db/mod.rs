@@ -141,6 +141,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Reposito
 }
 
 /// Opens SQLite with the control plane's pragmas (WAL, synchronous NORMAL, 10 s busy timeout).
+/// Its connections are kept for the life of the pool: an embedded database has no server-side
+/// session to recycle, and each replacement (sqlx's default is every 30 minutes, and after 10
+/// idle) costs a new worker thread and a page cache filled again from the file.
 pub async fn connect_sqlite(
     opts: SqliteConnectOptions,
     max_connections: u32,
@@ -152,6 +155,8 @@ pub async fn connect_sqlite(
         .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections)
+        .max_lifetime(None)
+        .idle_timeout(None)
         .connect_with(opts)
         .await?;
     MIGRATOR.run(&pool).await?;
