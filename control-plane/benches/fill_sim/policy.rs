@@ -3,9 +3,9 @@
 //! - [`Strategy::Planner`]: Outpost. At the start of each fill window, for every embedded cluster
 //!   and for the exchange, the real [`control_plane::fill::plan_cluster`] runs on the input the
 //!   control plane's database edge (`fill::edge::gather`) would build: popularity from the last
-//!   day's sessions of the cluster's country through the real [`popularity::Usage::total`] (what the
-//!   database sums) and [`popularity::views`], blended with
-//!   the forecast feed by [`popularity::blend`]; the cluster's demand share (its share of the
+//!   day's sessions of the cluster's country through the real [`popularity::Usage::total`]
+//!   (what the database sums) and [`popularity::views`], blended with the forecast feed by
+//!   [`popularity::blend`]; the cluster's demand share (its share of the
 //!   window's bytes, by [`popularity::cluster_shares`], which the edge calls too); new releases and titles with a content miss in
 //!   the last `miss_urgent_secs` are urgent; the previous placement and what each appliance holds.
 //!   Each appliance then fetches what it lacks in the plan's order, from the first source of the

@@ -18,7 +18,7 @@ const SESSION_COLS: &str = "id, account_id, title, device_class, client_ip, coun
 /// [`Repository::usage_totals`]: per (title, country, serving cluster), the bytes the sessions
 /// live in the window `($1, $2]` streamed there: each session from `max(created_at, $1)` to
 /// `min(ended_at or lease expiry, $2)` at its bit rate, capped at the title's duration for
-/// `streamed_bytes` (as `popularity::streamed_bytes`), uncapped for `served_bytes`; `missed`
+/// `streamed_bytes` (as `popularity::Usage::total`), uncapped for `served_bytes`; `missed`
 /// when one that started at or after `$3` was a content miss. Plain SQL both backends run
 /// (CASE for the two-argument min and max; the range uses index `sessions_last_at`).
 const USAGE_TOTALS: &str = "SELECT title, country, served_cluster, \

@@ -24,8 +24,8 @@
 //!
 //! The cluster's demand share (for copy counts): the bytes of the window's sessions of the region
 //! whose first steering choice was in the cluster, over those of every embedded cluster of the
-//! region ([`region_clusters`], [`StoredDecision::served_cluster`], [`popularity::cluster_shares`]). Sessions sent
-//! past the cluster (a content or health miss) count for the cluster that served them, so a
+//! region ([`region_clusters`], [`crate::steering::StoredDecision::served_cluster`],
+//! [`popularity::cluster_shares`]). Sessions sent past the cluster (a content or health miss) count for the cluster that served them, so a
 //! cluster that misses a lot looks smaller than its clients' demand; the exchange and origin get
 //! no share (they carry the whole region).
 
@@ -148,8 +148,8 @@ pub async fn gather(
     }
 
     // Popularity: observed views over the window, blended with the forecast. The database sums
-    // the window's sessions per (title, country, serving cluster); sessions stored before it
-    // kept their bit rate (migration 0010) are weighed here with the catalog, as they were.
+    // the window's sessions per (title, country, serving cluster); sessions stored before
+    // migration 0010 (no stored bit rate) are weighed here with the catalog, as they were.
     let window_start = now.saturating_sub(cfg.popularity_window_secs);
     let miss_since = now.saturating_sub(cfg.miss_urgent_secs);
     let mut totals = repo

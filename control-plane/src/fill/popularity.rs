@@ -10,8 +10,8 @@
 //! at the title's duration. Each session start stores its bit rate, the title's duration and the
 //! cluster it was steered to; the database sums the window per (title, country, serving cluster)
 //! ([`crate::db::Repository::usage_totals`], the same formula as [`Usage::total`]), so a plan
-//! costs the same after a day of a million sessions as after ten. It overestimates players that sat on a lower rung, and it counts
-//! paused players whose heartbeats kept the lease; appliances' byte counters are per appliance,
+//! holds one row per group, not one per session. It overestimates players that sat on a lower
+//! rung, and it counts paused players whose heartbeats kept the lease; appliances' byte counters are per appliance,
 //! not per title, so they cannot refine it.
 //!
 //! **Blending with the forecast feed**: when the feed lists the title for the cluster's
