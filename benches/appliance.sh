@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Appliance vs nginx, side by side on this machine (see BENCHMARKS.md, "Appliance vs nginx").
 #
-#   benches/appliance.sh            # DURATION=10 CONNS=50 by default
-#   DURATION=15 benches/appliance.sh
-#   QUICK=1 benches/appliance.sh    # minutes: DURATION=4, io_uring only, no TLS/capped/10k rows
+#   benches/appliance.sh            # ROUNDS=3 DURATION=8 CONNS=50 by default
+#   ROUNDS=5 DURATION=10 benches/appliance.sh
+#   QUICK=1 benches/appliance.sh    # minutes: ROUNDS=1 DURATION=4, io_uring only, whole + range
 #   SCENARIOS="whole range" BACKENDS=io_uring OUTPOST_BIN=target/release/outpost benches/appliance.sh
 #
 # SCENARIOS picks rows among: whole range tls capped rss (all by default); BACKENDS among
 # io_uring epoll. The 200 segment files are kept between runs (regenerated only if missing).
-# A full run is ~25 s per row (2 s warm-up + DURATION + start/stop), ~35 rows: ~8 min plus the
-# release build, which alone took several minutes on this 2-core machine when it was shared.
 #
-# Serves the same 200 x 2 MiB segments from nginx (1 worker, sendfile on, tcp_nopush off,
-# access_log off, open_file_cache) and from `outpost appliance` (1 thread; io_uring splice and
-# epoll+sendfile), each server pinned to core 0 and wrk (1 thread) to core 1. Rows:
+# Every server runs at once, each on its own port, all pinned to core 0 (an idle server costs
+# nothing); wrk (1 thread) is pinned to core 1. One row on this VM moves by up to 30% between
+# runs of the same server (BENCHMARKS.md, 2026-12-07 02:35), so a row is measured ROUNDS times:
+# each round runs the row on every server back to back, in an order rotated every round, and
+# the summary gives per (row, server) the median of the rounds, and per round the ratio to
+# nginx (and to the floor) of servers measured seconds apart, as median [min-max] over rounds.
+# A run is 2 s of warm-up + DURATION: ~25 runs per round, ~4.5 min per round at DURATION=8.
+#
+# Servers: nginx (1 worker, sendfile on, tcp_nopush off, access_log off, open_file_cache),
+# `outpost appliance` (1 thread; io_uring and epoll+sendfile backends) and the floor server
+# (benches/floor_server.c, built here with cc -O2: accept, read to the blank line, fixed header,
+# sendfile of the file or of the one byte range asked; no checks), all serving the same
+# 200 x 2 MiB segments. Rows:
 #   (a) whole 2 MiB segments, random file, 50 and 1000 connections
 #   (b) random 64 KiB ranges over those files, 50 connections
 #   (c) random 64 KiB ranges, 1000 keep-alive connections
@@ -21,23 +29,23 @@
 #   (e) "capped": (a) and (b) at 50 connections with the server held to 25% of a core by the
 #       cgroup v1 cpu controller (cfs_quota 25 000 / period 100 000 us; io-wq workers are threads
 #       of the process and follow it), so requests/s measures the server, not wrk.
-#   (f) the floor server (benches/floor_server.c, built here with cc -O2): accept, read to the
-#       blank line, fixed header, sendfile; whole files only. Ratios to it are printed.
 # For each: requests/s, Gb/s, p50/p99 latency, server CPU seconds per GB (utime+stime from
-# /proc/PID/stat), server RSS, wrk's own CPU, and ratios to nginx. Then
-# the RSS of Outpost holding 10 000 idle connections (benches/idle_rss.py: right after accept,
-# and after one 64 KiB range request each). The load average is printed with the table
-# (the figures are only comparable within one run). Outpost checks an Ed25519 grant on every request (cached per
-# token); nginx checks nothing (its secure_link is not used), which favours nginx.
+# /proc/PID/stat), server anonymous RSS (RssAnon), wrk's own CPU. Then the RSS (VmRSS) of
+# Outpost holding 10 000 idle connections (benches/idle_rss.py: right after accept, and after
+# one 64 KiB range request each). The load average is printed with the table (the figures are only comparable within one
+# run). Outpost checks an Ed25519 grant on every request (cached per token); nginx and the floor
+# check nothing (nginx's secure_link is not used), which favours them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps >/dev/null
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  DURATION=${DURATION:-4}; SCENARIOS=${SCENARIOS:-"whole range"}; BACKENDS=${BACKENDS:-io_uring}
+  ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-4}; SCENARIOS=${SCENARIOS:-"whole range"}
+  BACKENDS=${BACKENDS:-io_uring}
 fi
-DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
 CONNS=${CONNS:-50}
 SCENARIOS=${SCENARIOS:-"whole range tls capped rss"}
 BACKENDS=${BACKENDS:-"io_uring epoll"}
@@ -125,21 +133,25 @@ end
 EOF
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Anonymous RSS: the server's own memory. VmRSS would also count page-cache pages of files the
+# server has mapped (Outpost maps files it sends small ranges from: ~400 MB of the same page
+# cache nginx reads through sendfile), which are neither private nor the server's to free.
+rss_kb() { awk '/RssAnon/ {print $2}' "/proc/$1/status"; }
 
-# run NAME PID SCHEME PORT SCRIPT CONNS [capped] -> appends a result line
+# run ROUND NAME PID SCHEME PORT SCRIPT CONNS [capped] -> appends a result line
 run() {
+  local round=$1; shift
   local name=$1 pid=$2 scheme=$3 port=$4 script=$5 conns=$6 capped=${7:-}
   # Warm the page cache and the server.
   taskset -c 1 wrk -t1 -c"$conns" -d2s -s "$OUT/$script" "$scheme://127.0.0.1:$port/" >/dev/null 2>&1 || true
   local c0 w0; c0=$(cpu_ticks "$pid")
-  local wout="$OUT/wrk-$name-$scheme-$script-$conns$capped.txt"
+  local wout="$OUT/wrk-$name-$scheme-$script-$conns$capped-r$round.txt"
   local t0; t0=$(date +%s.%N)
   taskset -c 1 bash -c "wrk -t1 -c$conns -d${DURATION}s --latency -s $OUT/$script $scheme://127.0.0.1:$port/ > $wout 2>&1; cat /proc/\$\$/stat > $wout.stat" || true
   local c1; c1=$(cpu_ticks "$pid")
-  python3 - "$wout" "$((c1 - c0))" "$(rss_kb "$pid")" "$name" "$script" "$conns" "$scheme" "$capped" >> "$OUT/results.tsv" <<'PY'
+  python3 - "$wout" "$((c1 - c0))" "$(rss_kb "$pid")" "$name" "$script" "$conns" "$scheme" "$capped" "$round" >> "$OUT/results.tsv" <<'PY'
 import re, sys
-path, ticks, rss, name, script, conns, scheme, capped = sys.argv[1:]
+path, ticks, rss, name, script, conns, scheme, capped, rnd = sys.argv[1:]
 t = open(path).read()
 def dur(s):
     v, u = re.match(r"([\d.]+)(us|ms|s|m)", s).groups()
@@ -158,7 +170,7 @@ label = f"{'capped 25% ' if capped else ''}{'tls ' if scheme == 'https' else ''}
 if not reqs:
     print(f"{path}: no responses (server down?)", file=sys.stderr)
 print("\t".join(map(str, [label, name, f"{reqs/secs:.0f}", f"{bytes_*8/secs/1e9:.2f}", f"{p50:.2f}", f"{p99:.2f}",
-      (f"{cpu/(bytes_/1e9):.3f}" if bytes_ else "nan"), f"{cpu/secs*100:.0f}", f"{int(rss)/1024:.1f}", f"{wrk_cpu/secs*100:.0f}", errs.group(1) if errs else "0"])))
+      (f"{cpu/(bytes_/1e9):.4f}" if bytes_ else "nan"), f"{cpu/secs*100:.0f}", f"{int(rss)/1024:.1f}", f"{wrk_cpu/secs*100:.0f}", errs.group(1) if errs else "0", rnd])))
 PY
 }
 
@@ -172,89 +184,119 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-start_nginx() { taskset -c 0 nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" >/dev/null 2>>"$OUT/nginx/error.log" & sleep 1; cat "$OUT/nginx/nginx.pid"; }
-# nginx: the master forks the worker; measure the worker (pinned by inheritance).
-NGINX_MASTER=$(start_nginx)
+
+# Start every server; SERVERS lists "NAME PID PORT TLS_PORT" (TLS_PORT "-" when none).
+SERVERS=()
+taskset -c 0 nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" >/dev/null 2>>"$OUT/nginx/error.log" &
+sleep 1
+NGINX_MASTER=$(cat "$OUT/nginx/nginx.pid")
 PIDS+=("$NGINX_MASTER")
-NGINX=$(pgrep -P "$NGINX_MASTER" | head -1)
-# run_capped NAME PID PORT: the capped rows.
-run_capped() {
-  [ "$CAP_OK" = 1 ] || return 0
-  cap "$2"
-  run "$1" "$2" http "$3" whole.lua "$CONNS" capped
-  [ "$1" = floor ] || run "$1" "$2" http "$3" range.lua "$CONNS" capped
-  uncap "$2"
-}
-# rows NAME PID PORT [TLS_PORT]: the selected rows for one server.
-rows() {
-  if want whole; then run "$1" "$2" http "$3" whole.lua "$CONNS"; run "$1" "$2" http "$3" whole.lua 1000; fi
-  if want range && [ "$1" != floor ]; then run "$1" "$2" http "$3" range.lua "$CONNS"; run "$1" "$2" http "$3" range.lua 1000; fi
-  if want tls && [ -n "${4:-}" ]; then run "$1" "$2" https "$4" whole.lua "$CONNS"; fi
-  if want capped; then run_capped "$1" "$2" "$3"; fi
-}
-rows nginx "$NGINX" 18080 18443
-kill -TERM "$NGINX_MASTER"; wait "$NGINX_MASTER" 2>/dev/null || true
-
-# The floor server (whole files only: it has no ranges).
+# The master forks the worker; measure the worker (pinned by inheritance).
+SERVERS+=("nginx $(pgrep -P "$NGINX_MASTER" | head -1) 18080 18443")
 taskset -c 0 "$OUT/floor_server" 18082 "$PWD/$OUT/cache" 2 > "$OUT/floor.log" 2>&1 &
-FLOOR=$!
-PIDS+=("$FLOOR")
-sleep 0.5
-SCENARIOS_SAVED=$SCENARIOS; SCENARIOS=$(echo " $SCENARIOS " | sed 's/ tls / /; s/ range / /')
-rows floor "$FLOOR" 18082
-SCENARIOS=$SCENARIOS_SAVED
-kill -TERM "$FLOOR"; wait "$FLOOR" 2>/dev/null || true
-
+PIDS+=("$!")
+SERVERS+=("floor $! 18082 -")
+port=18081 admin=19091
 for backend in $BACKENDS; do
-  taskset -c 0 "$BIN" appliance --listen 127.0.0.1:18081 --admin-listen 127.0.0.1:19091 \
-    --tls-listen 127.0.0.1:18444 --tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem" \
+  tls=()
+  # The TLS listener is the same tokio path whatever the backend: measured once, with io_uring.
+  [ "$backend" = io_uring ] && tls=(--tls-listen 127.0.0.1:18444 --tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem")
+  taskset -c 0 "$BIN" appliance --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" "${tls[@]}" \
     --cluster bench --public-keys "$OUT/keys/public" --cache-dir "$OUT/cache" --threads 1 \
     --backend "$backend" --access-log-every 0 --log warn > "$OUT/outpost-$backend.log" 2>&1 &
-  OP=$!
-  PIDS+=("$OP")
-  sleep 1
-  SCENARIOS_SAVED=$SCENARIOS
-  [ "$backend" = io_uring ] || SCENARIOS=$(echo " $SCENARIOS " | sed 's/ tls / /')
-  rows "outpost-$backend" "$OP" 18081 18444
-  SCENARIOS=$SCENARIOS_SAVED
-  if [ "$backend" = io_uring ] && want rss; then
+  PIDS+=("$!")
+  SERVERS+=("outpost-$backend $! $port $([ "$backend" = io_uring ] && echo 18444 || echo -)")
+  port=$((port + 2)) admin=$((admin + 1))
+done
+sleep 1
+
+# row ROUND ROW NAME PID PORT TLS_PORT: one row on one server (skips what it does not serve).
+row() {
+  local r=$1 row=$2 name=$3 pid=$4 port=$5 tls=$6
+  case $row in
+    whole50) run "$r" "$name" "$pid" http "$port" whole.lua "$CONNS" ;;
+    whole1000) run "$r" "$name" "$pid" http "$port" whole.lua 1000 ;;
+    range50) run "$r" "$name" "$pid" http "$port" range.lua "$CONNS" ;;
+    range1000) run "$r" "$name" "$pid" http "$port" range.lua 1000 ;;
+    tls) [ "$tls" = - ] || run "$r" "$name" "$pid" https "$tls" whole.lua "$CONNS" ;;
+    cwhole | crange)
+      cap "$pid"
+      run "$r" "$name" "$pid" http "$port" "$([ "$row" = cwhole ] && echo whole || echo range).lua" "$CONNS" capped
+      uncap "$pid" ;;
+  esac
+}
+ROWS=()
+want whole && ROWS+=(whole50 whole1000)
+want range && ROWS+=(range50 range1000)
+want tls && ROWS+=(tls)
+want capped && [ "$CAP_OK" = 1 ] && ROWS+=(cwhole crange)
+n=${#SERVERS[@]}
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r of $ROUNDS ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  for row in "${ROWS[@]}"; do
+    for k in $(seq 0 $((n - 1))); do
+      # shellcheck disable=SC2086
+      row "$r" "$row" ${SERVERS[$(((k + r) % n))]}
+    done
+  done
+done
+
+if want rss; then
+  for s in "${SERVERS[@]}"; do
+    read -r name pid port _ <<< "$s"
+    [ "$name" = outpost-io_uring ] || continue
     # RSS while holding 10 000 idle connections (benches/idle_rss.py): right after accept,
     # and after one 64 KiB range GET each (keep-alive, between two requests).
-    python3 benches/idle_rss.py 18081 "$OP" 10000 > "$OUT/rss10k-raw.txt"
-    python3 benches/idle_rss.py 18081 "$OP" 10000 "/g/$GRANT/bench/v/seg-000.m4s" >> "$OUT/rss10k-raw.txt"
+    python3 benches/idle_rss.py "$port" "$pid" 10000 > "$OUT/rss10k-raw.txt"
+    python3 benches/idle_rss.py "$port" "$pid" 10000 "/g/$GRANT/bench/v/seg-000.m4s" >> "$OUT/rss10k-raw.txt"
     cat "$OUT/rss10k-raw.txt" >&2
     echo "rss_10k_conns_mb $(sed -n '1s/.* rss_mb=\([0-9.]*\).*/\1/p' "$OUT/rss10k-raw.txt")" > "$OUT/rss10k.txt"
     echo "rss_10k_conns_after_a_request_mb $(sed -n '2s/.* rss_mb=\([0-9.]*\).*/\1/p' "$OUT/rss10k-raw.txt")" >> "$OUT/rss10k.txt"
-  fi
-  kill -TERM "$OP"; wait "$OP" || true
-done
+  done
+fi
 
-echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); raw rows: $OUT/results.tsv"
 touch "$OUT/rss10k.txt"
-python3 - "$OUT/results.tsv" "$OUT/rss10k.txt" <<'PY'
-import sys
+python3 - "$OUT/results.tsv" "$OUT/rss10k.txt" "$ROUNDS" <<'PY'
+import statistics, sys
+from collections import defaultdict
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-hdr = ["scenario", "server", "req/s", "Gb/s", "p50 ms", "p99 ms", "CPU s/GB", "server core %", "RSS MB", "wrk core %", "non-2xx"]
+# label server req/s Gb/s p50 p99 cpu/GB core% RSS wrk% non-2xx round
+runs = defaultdict(list)   # (label, server) -> rows
+by_round = {}              # (label, server, round) -> row
+for r in rows:
+    runs[(r[0], r[1])].append(r)
+    by_round[(r[0], r[1], r[11])] = r
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+print(f"Medians over {sys.argv[3]} round(s):")
+print()
+hdr = ["scenario", "server", "req/s", "Gb/s", "p50 ms", "p99 ms", "CPU s/GB", "server core %", "anon RSS MB", "wrk core %", "non-2xx", "rounds"]
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
-base = {}
-for r in rows:
-    if r[1] == "nginx":
-        base[r[0]] = r
-for r in rows:
-    print("| " + " | ".join(r) + " |")
+fmt = ["{:.0f}", "{:.2f}", "{:.2f}", "{:.2f}", "{:.3f}", "{:.0f}", "{:.1f}", "{:.0f}"]
+for (label, server), rs in runs.items():
+    cells = [f.format(med([float(r[i]) for r in rs])) for i, f in zip(range(2, 10), fmt)]
+    print(f"| {label} | {server} | " + " | ".join(cells) + f" | {sum(int(r[10]) for r in rs)} | {len(rs)} |")
 print()
-floor = {r[0]: r for r in rows if r[1] == "floor"}
-print("| scenario | server | req/s ÷ nginx | CPU/GB ÷ nginx | p99 ÷ nginx | RSS ÷ nginx | CPU/GB ÷ floor | req/s ÷ floor |")
-print("|---|---|---|---|---|---|---|---|")
-for r in rows:
-    if r[1] == "nginx" or r[0] not in base:
+print("Ratios of servers measured in the same round, median [min-max] over rounds:")
+print()
+print("| scenario | server | CPU/GB ÷ nginx | req/s ÷ nginx | p99 ÷ nginx | CPU/GB ÷ floor | req/s ÷ floor |")
+print("|---|---|---|---|---|---|---|")
+def ratio(label, server, base, i):
+    xs = []
+    for (l, s, rnd), r in by_round.items():
+        b = by_round.get((l, base, rnd))
+        if l == label and s == server and b and float(b[i]):
+            xs.append(float(r[i]) / float(b[i]))
+    if not xs:
+        return "—"
+    return f"{med(xs):.2f}" + (f" [{min(xs):.2f}-{max(xs):.2f}]" if len(xs) > 1 else "")
+for (label, server) in runs:
+    if server == "nginx":
         continue
-    b = base[r[0]]
-    f = lambda i, b=b: float(r[i]) / float(b[i]) if float(b[i]) else float("nan")
-    fl = floor.get(r[0])
-    g = (lambda i: f"{float(r[i]) / float(fl[i]):.2f}" if fl and float(fl[i]) else "—")
-    print(f"| {r[0]} | {r[1]} | {f(2):.2f} | {f(6):.2f} | {f(5):.2f} | {f(8):.2f} | {g(6)} | {g(2)} |")
+    cells = [ratio(label, server, "nginx", 6), ratio(label, server, "nginx", 2), ratio(label, server, "nginx", 5)]
+    cells += ["—", "—"] if server == "floor" else [ratio(label, server, "floor", 6), ratio(label, server, "floor", 2)]
+    print(f"| {label} | {server} | " + " | ".join(cells) + " |")
 print()
 print(open(sys.argv[2]).read().strip())
 PY

@@ -1,9 +1,10 @@
-/* The floor for serving whole files over HTTP/1.1 on this kernel (benches/appliance.sh builds it
- * with `cc -O2`): one thread, epoll (edge-triggered), non-blocking sockets, keep-alive. Per
- * request: read until the blank line, take the path, open it (a cache of descriptors by path),
- * write a fixed header with Content-Length, `sendfile` the file. No parsing beyond the path, no
- * checks, no ranges: it is the least work any server can do for a whole-file GET, so what a real
- * server spends above it is its own overhead.
+/* The floor for serving files over HTTP/1.1 on this kernel (benches/appliance.sh builds it with
+ * `cc -O2`): one thread, epoll (edge-triggered), non-blocking sockets, keep-alive. Per request:
+ * read until the blank line, take the path, open it (a cache of descriptors by path), write a
+ * fixed header with Content-Length, `sendfile` the file, or the one `Range: bytes=A-B` the request
+ * names (206 with Content-Range; anything else in the header is ignored). No parsing beyond the
+ * path and that header, no checks: it is the least work any server can do for a GET, so what a
+ * real server spends above it is its own overhead.
  *
  * The grant in /g/<grant>/... is ~320 bytes, so the request buffer and path are sized for it.
  *
@@ -32,7 +33,7 @@ struct conn {
   int used;
   int file;         /* descriptor being sent, -1 when none */
   off_t off, end;   /* file range left */
-  char head[128];
+  char head[256];
   int hlen, hsent;
 };
 
@@ -109,9 +110,19 @@ static int serve(struct conn *c, int fd, int strip) {
     int f = rel ? lookup(rel, &size) : -1;
     if (f < 0) return -1;
     c->file = f; c->off = 0; c->end = size; c->hsent = 0;
-    c->hlen = snprintf(c->head, sizeof c->head,
-                       "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: %lld\r\n\r\n",
-                       (long long)size);
+    long long a, b;
+    char *r = memmem(c->buf, eoh - c->buf, "\r\nRange: bytes=", 15);
+    if (r && sscanf(r + 15, "%lld-%lld", &a, &b) == 2 && a <= b && b < size) {
+      c->off = a; c->end = b + 1;
+      c->hlen = snprintf(c->head, sizeof c->head,
+                         "HTTP/1.1 206 Partial Content\r\nContent-Type: video/mp4\r\n"
+                         "Content-Range: bytes %lld-%lld/%lld\r\nContent-Length: %lld\r\n\r\n",
+                         a, b, (long long)size, b - a + 1);
+    } else {
+      c->hlen = snprintf(c->head, sizeof c->head,
+                         "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: %lld\r\n\r\n",
+                         (long long)size);
+    }
     int consumed = eoh + 4 - c->buf;
     memmove(c->buf, c->buf + consumed, c->used - consumed);
     c->used -= consumed;
