@@ -27,6 +27,10 @@ pub enum Action<'a> {
         data: &'a [u8],
         /// More chunks follow.
         more: bool,
+        /// The file range that comes right after these bytes (a head or multipart delimiter
+        /// followed by its body), as `(file, offset, len)`: a backend may send both in one
+        /// call, and [`Conn::advance`] carries a count past the bytes into the range.
+        then_file: Option<(&'a Arc<CachedFile>, u64, u64)>,
     },
     /// Send `len` bytes of `file` starting at `offset`, in the kernel.
     SendFile {
@@ -220,6 +224,10 @@ impl Conn {
             Chunk::Mem(b) => Action::Send {
                 data: &b[o.pos as usize..],
                 more,
+                then_file: match (o.resp.chunks.get(o.chunk + 1), &o.resp.file) {
+                    (Some(&Chunk::File { offset, len }), Some(file)) => Some((file, offset, len)),
+                    _ => None,
+                },
             },
             Chunk::File { offset, len } => match &o.resp.file {
                 Some(file) => Action::SendFile {
@@ -244,21 +252,31 @@ impl Conn {
         });
     }
 
-    /// Reports that `n` bytes of the current chunk were handed to the kernel.
+    /// Reports that `n` bytes were handed to the kernel: those of the current chunk first, then
+    /// (after a [`Action::Send`] whose `then_file` went out in the same call) the next ones.
     pub fn advance(&mut self, n: usize, now: Instant) {
         self.last_activity = now;
         let Some(o) = &mut self.out else {
             return;
         };
-        o.pos += n as u64;
-        o.sent += n as u64;
-        let len = match &o.resp.chunks[o.chunk] {
-            Chunk::Mem(b) => b.len() as u64,
-            Chunk::File { len, .. } => *len,
-        };
-        if o.pos >= len {
+        let mut n = n as u64;
+        o.sent += n;
+        while let Some(chunk) = o.resp.chunks.get(o.chunk) {
+            let len = match chunk {
+                Chunk::Mem(b) => b.len() as u64,
+                Chunk::File { len, .. } => *len,
+            };
+            let step = n.min(len - o.pos);
+            o.pos += step;
+            n -= step;
+            if o.pos < len {
+                break;
+            }
             o.chunk += 1;
             o.pos = 0;
+            if n == 0 {
+                break;
+            }
         }
     }
 

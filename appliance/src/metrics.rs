@@ -35,6 +35,7 @@ pub struct Metrics {
     body_sendfile: AtomicU64,
     /// File chunks sent through io-wq (`SPLICE` file → pipe → socket: range not resident).
     body_splice: AtomicU64,
+    body_mapped: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
     /// Fill and fleet-agent counters.
@@ -299,12 +300,23 @@ impl Metrics {
         inc(&self.body_splice);
     }
 
-    /// File chunks sent so far by path: `(inline sendfile, io-wq splice)`.
+    /// A small file range went out with its head in one `sendmsg` from the file's mapping.
+    pub fn body_mapped(&self) {
+        inc(&self.body_mapped);
+    }
+
+    /// File chunks sent so far by path: `(inline from the ring thread, io-wq splice)`; inline
+    /// counts both `sendfile` and head + range from the mapping.
     pub fn body_paths(&self) -> (u64, u64) {
         (
-            self.body_sendfile.load(Ordering::Relaxed),
+            self.body_sendfile.load(Ordering::Relaxed) + self.body_mapped.load(Ordering::Relaxed),
             self.body_splice.load(Ordering::Relaxed),
         )
+    }
+
+    /// Small ranges sent with their head from the file's mapping so far.
+    pub fn body_mapped_total(&self) -> u64 {
+        self.body_mapped.load(Ordering::Relaxed)
     }
 
     /// Requests answered so far, every status.
@@ -450,7 +462,7 @@ impl Metrics {
         );
         let _ = writeln!(
             o,
-            "# HELP outpost_appliance_body_chunks_total File chunks sent, by path: inline sendfile (range in the page cache) or splice through io-wq (read from disk off the serving thread)."
+            "# HELP outpost_appliance_body_chunks_total File chunks sent, by path: inline sendfile (range in the page cache), mapped (a small resident range sent with its head in one sendmsg) or splice through io-wq (read from disk off the serving thread)."
         );
         let _ = writeln!(o, "# TYPE outpost_appliance_body_chunks_total counter");
         let _ = writeln!(
@@ -462,6 +474,11 @@ impl Metrics {
             o,
             "outpost_appliance_body_chunks_total{{path=\"splice\"}} {}",
             g(&self.body_splice)
+        );
+        let _ = writeln!(
+            o,
+            "outpost_appliance_body_chunks_total{{path=\"mapped\"}} {}",
+            g(&self.body_mapped)
         );
         let _ = writeln!(
             o,

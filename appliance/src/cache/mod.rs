@@ -187,6 +187,9 @@ pub struct CachedFile {
     /// When the whole file was last found resident in the page cache (`cachestat`), in
     /// milliseconds of [`coarse_ms`] plus one (0: never): see [`CachedFile::resident_memo`].
     pub resident_at: std::sync::atomic::AtomicU64,
+    /// The file mapped read-only, made on the first small range sent from it (see
+    /// [`CachedFile::mapping`]) and unmapped when the file is closed.
+    pub mapping: std::sync::OnceLock<Option<crate::io::sys::Mapping>>,
 }
 
 /// How long a "the whole file is in the page cache" answer is trusted before `cachestat` is
@@ -215,6 +218,16 @@ impl CachedFile {
         use std::sync::atomic::Ordering;
         let at = self.resident_at.load(Ordering::Relaxed);
         at != 0 && coarse_ms(now) < at - 1 + RESIDENT_MEMO.as_millis() as u64
+    }
+
+    /// The file mapped read-only (made on first use, kept while the file is open), or `None` if
+    /// it cannot be (empty, or `mmap` refused). The io_uring backend sends a small resident range
+    /// together with its head from it in one `sendmsg`.
+    pub fn mapping(&self) -> Option<&crate::io::sys::Mapping> {
+        use std::os::fd::AsFd as _;
+        self.mapping
+            .get_or_init(|| crate::io::sys::Mapping::new(self.file.as_fd(), self.size).ok())
+            .as_ref()
     }
 
     /// Records that the whole file was found resident at `now`.
@@ -668,6 +681,7 @@ impl Store {
                     file,
                     drive,
                     resident_at: std::sync::atomic::AtomicU64::new(0),
+                    mapping: std::sync::OnceLock::new(),
                 });
                 // The entry pushed out (if the open-file cache was full) is closed after the
                 // lock is released.

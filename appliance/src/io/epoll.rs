@@ -215,7 +215,7 @@ fn drive(e: &mut Entry, shared: &Shared, now: Instant) -> Next {
         let (result, sent_file_drive) = match e.conn.next(&shared.svc, now) {
             Action::Read => return Next::Keep(EV_IN),
             Action::Close => return Next::Close,
-            Action::Send { data, more } => (sys::send(e.sock.as_fd(), data, more), None),
+            Action::Send { data, more, .. } => (sys::send(e.sock.as_fd(), data, more), None),
             Action::SendFile {
                 file, offset, len, ..
             } => {

@@ -1,6 +1,6 @@
 //! Thin, safe wrappers over the raw Linux syscalls the appliance needs that `std` does not offer:
-//! `openat2` with `RESOLVE_BENEATH`, `sendfile`, `send` with `MSG_MORE`, `epoll`, `pipe2`,
-//! `splice`, `cachestat`, `statvfs`, `localtime_r`, `setpriority` and a seccomp filter forbidding
+//! `openat2` with `RESOLVE_BENEATH`, `sendfile`, `send` with `MSG_MORE`, a read-only `mmap` of a
+//! file with a gathered `sendmsg` from it, `epoll`, `pipe2`, `splice`, `cachestat`, `statvfs`, `localtime_r`, `setpriority` and a seccomp filter forbidding
 //! io_uring (tests of the fallback). This module and [`super::uring`] are the only places with `unsafe`.
 #![allow(unsafe_code)]
 
@@ -142,6 +142,100 @@ pub fn send(sock: BorrowedFd<'_>, buf: &[u8], more: bool) -> io::Result<usize> {
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     // SAFETY: `buf` is a valid readable slice for its length; the descriptor is open.
     let r = unsafe { libc::send(sock.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+    cvt(r as libc::c_long)
+}
+
+/// A read-only shared mapping of a whole file (`mmap(2)`, `PROT_READ`, `MAP_SHARED`), unmapped
+/// on drop. Its bytes are never read in user space: [`send_head_and_mapped`] hands their
+/// addresses to the kernel, which copies them into the socket. A page that cannot be read (the
+/// file truncated, a disk error on a page evicted after the caller checked residency) then
+/// fails that call with `EFAULT` instead of raising `SIGBUS` in the process: the kernel's copy
+/// from user memory takes the fault and returns an error.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and only its address is shared (handed to the kernel);
+// munmap in `Drop` runs once, when the last owner lets go.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: `&Mapping` gives out no access to the bytes in user space.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `file` (its size); `len` must be non-zero.
+    pub fn new(file: BorrowedFd<'_>, len: u64) -> io::Result<Mapping> {
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l > 0)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a fresh read-only shared mapping chosen by the kernel (null hint); `file` is an
+        // open descriptor for the call. No Rust reference to the mapped bytes is ever made.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(p).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what `mmap` returned and are unmapped only here.
+        unsafe { libc::munmap(self.ptr.as_ptr(), self.len) };
+    }
+}
+
+/// One `sendmsg(2)` (`MSG_NOSIGNAL`) of `head` followed by bytes `offset..offset + len` of
+/// `map`: a response head and a small file range leave in one call, so the kernel packs them
+/// into the fewest segments. The kernel copies the file bytes from the page cache through the
+/// mapping; a page not resident is read from disk in this call (callers check residency first)
+/// and an unreadable one fails it with `EFAULT`. Returns the bytes sent (possibly fewer).
+pub fn send_head_and_mapped(
+    sock: BorrowedFd<'_>,
+    head: &[u8],
+    map: &Mapping,
+    offset: u64,
+    len: u64,
+) -> io::Result<usize> {
+    let end = offset.checked_add(len);
+    if end.is_none_or(|e| e > map.len as u64) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "range outside the mapped file",
+        ));
+    }
+    // SAFETY: `offset + len <= map.len` (checked above), so the pointer stays inside the
+    // mapping; only the address is computed, nothing is dereferenced here.
+    let body = unsafe { map.ptr.as_ptr().cast::<u8>().add(offset as usize) };
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.cast(),
+            iov_len: len as usize,
+        },
+    ];
+    // SAFETY: `msghdr` is a plain C struct for which all-zero is valid (no name, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: both iovecs point at readable memory for their lengths for the whole call (`head`
+    // is borrowed, the mapping outlives the borrow of `map`); the kernel only reads them.
+    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
     cvt(r as libc::c_long)
 }
 
