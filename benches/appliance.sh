@@ -241,18 +241,21 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-if want rss; then
-  for s in "${SERVERS[@]}"; do
-    read -r name pid port _ <<< "$s"
-    [ "$name" = outpost-io_uring ] || continue
-    # RSS while holding 10 000 idle connections (benches/idle_rss.py): right after accept,
-    # and after one 64 KiB range GET each (keep-alive, between two requests).
-    python3 benches/idle_rss.py "$port" "$pid" 10000 > "$OUT/rss10k-raw.txt"
-    python3 benches/idle_rss.py "$port" "$pid" 10000 "/g/$GRANT/bench/v/seg-000.m4s" >> "$OUT/rss10k-raw.txt"
-    cat "$OUT/rss10k-raw.txt" >&2
-    echo "rss_10k_conns_mb $(sed -n '1s/.* rss_mb=\([0-9.]*\).*/\1/p' "$OUT/rss10k-raw.txt")" > "$OUT/rss10k.txt"
-    echo "rss_10k_conns_after_a_request_mb $(sed -n '2s/.* rss_mb=\([0-9.]*\).*/\1/p' "$OUT/rss10k-raw.txt")" >> "$OUT/rss10k.txt"
-  done
+if want rss && [[ " $BACKENDS " == *" io_uring "* ]]; then
+  # RSS (VmRSS) while holding 10 000 idle connections (benches/idle_rss.py): right after accept,
+  # and after one 64 KiB range GET each (keep-alive, between two requests). On a fresh server:
+  # the one above has mapped the files it sent small ranges from, page cache that VmRSS counts.
+  taskset -c 0 "$BIN" appliance --listen 127.0.0.1:18089 --admin-listen 127.0.0.1:19099 \
+    --cluster bench --public-keys "$OUT/keys/public" --cache-dir "$OUT/cache" --threads 1 \
+    --backend io_uring --access-log-every 0 --log warn > "$OUT/outpost-rss.log" 2>&1 &
+  RSS_PID=$!
+  PIDS+=("$RSS_PID")
+  sleep 1
+  python3 benches/idle_rss.py 18089 "$RSS_PID" 10000 > "$OUT/rss10k-raw.txt"
+  python3 benches/idle_rss.py 18089 "$RSS_PID" 10000 "/g/$GRANT/bench/v/seg-000.m4s" >> "$OUT/rss10k-raw.txt"
+  cat "$OUT/rss10k-raw.txt" >&2
+  echo "rss_10k_conns_mb $(sed -n '1s/.* rss_mb=\([0-9.]*\).*/\1/p' "$OUT/rss10k-raw.txt")" > "$OUT/rss10k.txt"
+  echo "rss_10k_conns_after_a_request_mb $(sed -n '2s/.* rss_mb=\([0-9.]*\).*/\1/p' "$OUT/rss10k-raw.txt")" >> "$OUT/rss10k.txt"
 fi
 
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); raw rows: $OUT/results.tsv"
