@@ -25,25 +25,11 @@ fn content(seed: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Reads one response head; returns the Content-Length.
+/// Reads one `200` response head; returns the Content-Length.
 fn read_head(s: &mut TcpStream) -> usize {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            other => panic!("closed mid-head: {other:?} after {head:?}"),
-        }
-    }
-    let text = String::from_utf8(head).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    let head = support::read_head(s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    support::content_length(&head)
 }
 
 #[test]

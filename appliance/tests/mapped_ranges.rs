@@ -29,26 +29,10 @@ fn content(len: usize) -> Vec<u8> {
 
 /// Reads one response: `(status line, headers, body)` (the body by its Content-Length).
 fn read_response(s: &mut TcpStream) -> (String, String, Vec<u8>) {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            other => panic!("closed mid-head: {other:?} after {head:?}"),
-        }
-    }
-    let text = String::from_utf8(head).unwrap();
-    let len: usize = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .expect("Content-Length")
-        .trim()
-        .parse()
-        .unwrap();
-    let mut body = vec![0u8; len];
+    let head = support::read_head(s);
+    let mut body = vec![0u8; support::content_length(&head)];
     s.read_exact(&mut body).unwrap();
-    let (status, headers) = text.split_once("\r\n").unwrap();
+    let (status, headers) = head.split_once("\r\n").unwrap();
     (status.to_owned(), headers.to_owned(), body)
 }
 

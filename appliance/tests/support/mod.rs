@@ -89,6 +89,32 @@ pub fn service(id: &str, ring: KeyRing, cache: &Cache, metrics: Arc<Metrics>) ->
     )
 }
 
+/// Reads one response head from `s` byte by byte (so nothing past it is consumed), through the
+/// blank line; panics if the connection ends first.
+pub fn read_head(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => panic!("closed mid-head: {other:?} after {head:?}"),
+        }
+    }
+    String::from_utf8(head).expect("an ASCII head")
+}
+
+/// The `Content-Length` of a response head.
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("Content-Length")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
 /// One serving thread on `backend`, an ephemeral loopback port, no admin listener, no TLS, no
 /// signal handling; 10 s header timeout, `idle` keep-alive timeout, `drain` deadline.
 pub fn server_config(backend: BackendChoice, idle: Duration, drain: Duration) -> ServerConfig {
