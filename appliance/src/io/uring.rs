@@ -265,7 +265,8 @@ enum Closing {
 struct Slot {
     sock: TcpStream,
     conn: Conn,
-    /// The connection's own receive buffer, only without a provided-buffer ring.
+    /// The connection's own receive buffer: always without a provided-buffer ring; with one,
+    /// only for the receive after one that found the ring empty (`ENOBUFS`).
     rbuf: Option<Box<[u8]>>,
     recv_busy: bool,
     send_busy: bool,
@@ -484,18 +485,25 @@ impl Worker {
             K_RECV => {
                 s.recv_busy = false;
                 let picked = cqueue::buffer_select(flags);
-                let data: &[u8] = match (&self.bufs, picked, &s.rbuf) {
+                let data: &[u8] = match (picked, &self.bufs, &s.rbuf) {
                     _ if res <= 0 => &[],
-                    (Some(b), Some(bid), _) => b.filled(bid, res as usize),
+                    (Some(bid), Some(b), _) => b.filled(bid, res as usize),
                     (None, _, Some(r)) => &r[..(res as usize).min(r.len())],
                     _ => &[],
                 };
                 match s.closing {
                     Closing::No if res > 0 => s.conn.feed(data, now),
                     Closing::No if res == 0 => s.conn.feed(&[], now),
-                    // No free provided buffer at that moment: receive again (buffers come
-                    // back as soon as their bytes are copied).
-                    Closing::No if res == -libc::ENOBUFS => {}
+                    // No free provided buffer at that moment. Receiving again from the ring
+                    // could lose the race for buffers round after round: at 1 000 busy
+                    // connections and 512 buffers the connections left out kept being left
+                    // out, and waited 0.2-1.6 s (BENCHMARKS.md). So this connection's next
+                    // receive goes into a buffer of its own, given back once used.
+                    Closing::No if res == -libc::ENOBUFS => {
+                        if s.rbuf.is_none() {
+                            s.rbuf = Some(vec![0u8; PBUF_SIZE].into_boxed_slice());
+                        }
+                    }
                     Closing::Linger(_) if res > 0 || res == -libc::ENOBUFS => {}
                     Closing::Hard => {}
                     _ => hard = true,
@@ -503,6 +511,9 @@ impl Worker {
                 if let (Some(b), Some(bid)) = (&mut self.bufs, picked) {
                     b.give(bid);
                     b.publish();
+                } else if self.bufs.is_some() && res != -libc::ENOBUFS {
+                    // The fallback buffer's receive is done: back to the shared ring.
+                    s.rbuf = None;
                 }
             }
             K_F2P => {
@@ -571,7 +582,6 @@ impl Worker {
     /// Submits whatever the connection needs next.
     fn pump(&mut self, i: usize, now: Instant) -> io::Result<()> {
         let shared = self.shared.clone();
-        let pbuf = self.bufs.is_some();
         let cachestat = &mut self.cachestat;
         let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return Ok(());
@@ -589,7 +599,7 @@ impl Worker {
                     return self.pump(i, now);
                 }
                 if !s.recv_busy {
-                    let e = recv_entry(s, i, pbuf);
+                    let e = recv_entry(s, i);
                     s.recv_busy = true;
                     s.ops += 1;
                     return self.push(e);
@@ -736,7 +746,7 @@ impl Worker {
             return Ok(());
         };
         if !s.recv_busy && s.conn.wants_read() {
-            entries[1] = Some(recv_entry(s, i, pbuf));
+            entries[1] = Some(recv_entry(s, i));
             s.recv_busy = true;
         }
         s.ops += entries.iter().flatten().count() as u32;
@@ -881,17 +891,18 @@ fn resident(
     })
 }
 
-/// A receive into the thread's provided buffers (`pbuf`) or into the slot's own buffer.
-fn recv_entry(s: &mut Slot, i: usize, pbuf: bool) -> squeue::Entry {
+/// A receive into the slot's own buffer when it has one (no provided-buffer ring on this kernel,
+/// or the ring ran dry on its last receive), else into the thread's provided buffers.
+fn recv_entry(s: &mut Slot, i: usize) -> squeue::Entry {
     let fd = types::Fd(s.sock.as_raw_fd());
-    match (&mut s.rbuf, pbuf) {
-        (Some(r), false) => {
+    match &mut s.rbuf {
+        Some(r) => {
             let room = s.conn.read_room().clamp(1, r.len());
             opcode::Recv::new(fd, r.as_mut_ptr(), room as u32)
                 .build()
                 .user_data(ud(i, K_RECV))
         }
-        _ => {
+        None => {
             let room = s.conn.read_room().clamp(1, PBUF_SIZE);
             opcode::Recv::new(fd, std::ptr::null_mut(), room as u32)
                 .buf_group(PBUF_GROUP)
