@@ -32,9 +32,10 @@
 # For each: requests/s, Gb/s, p50/p99 latency, server CPU seconds per GB (utime+stime from
 # /proc/PID/stat), server anonymous RSS (RssAnon), wrk's own CPU. Then the RSS (VmRSS) of
 # Outpost holding 10 000 idle connections (benches/idle_rss.py: right after accept, and after
-# one 64 KiB range request each). The load average is printed with the table (the figures are only comparable within one
-# run). Outpost checks an Ed25519 grant on every request (cached per token); nginx and the floor
-# check nothing (nginx's secure_link is not used), which favours them.
+# one 64 KiB range request each). The load average is printed with the table (the figures are
+# only comparable within one run). Outpost checks an Ed25519 grant on every request (cached per
+# token); nginx and the floor check nothing (nginx's secure_link is not used), which favours
+# them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps >/dev/null

@@ -1,7 +1,8 @@
 //! Thin, safe wrappers over the raw Linux syscalls the appliance needs that `std` does not offer:
 //! `openat2` with `RESOLVE_BENEATH`, `sendfile`, `send` with `MSG_MORE`, a read-only `mmap` of a
-//! file with a gathered `sendmsg` from it, `epoll`, `pipe2`, `splice`, `cachestat`, `statvfs`, `localtime_r`, `setpriority` and a seccomp filter forbidding
-//! io_uring (tests of the fallback). This module and [`super::uring`] are the only places with `unsafe`.
+//! file with a gathered `sendmsg` from it, `epoll`, `pipe2`, `splice`, `cachestat`, `statvfs`,
+//! `localtime_r`, `setpriority` and a seccomp filter forbidding io_uring (tests of the
+//! fallback). This module and [`super::uring`] are the only places with `unsafe`.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
