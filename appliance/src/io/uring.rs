@@ -1,5 +1,5 @@
-//! The io_uring backend: one ring per data-plane thread (`SINGLE_ISSUER`, `COOP_TASKRUN`,
-//! `DEFER_TASKRUN` when the kernel has them), multishot accept on the thread's own
+//! The io_uring backend: one ring per data-plane thread (`SINGLE_ISSUER` and `COOP_TASKRUN`
+//! when the kernel has them; not `DEFER_TASKRUN`, see `build_ring`), multishot accept on the thread's own
 //! `SO_REUSEPORT` listener, `RECV` for request heads into a per-thread provided-buffer ring
 //! (`BufRing`: an idle connection pins no receive buffer; per-connection buffers on kernels
 //! without it), and the body path measured cheapest on this kernel (BENCHMARKS.md, "Appliance
@@ -76,15 +76,18 @@ fn ud(slot: usize, kind: u64) -> u64 {
     ((slot as u64) << 8) | kind
 }
 
+/// The ring of one data-plane thread. Not `DEFER_TASKRUN`: with it, 64 KiB ranges at 1 000
+/// connections right after another 1 000 had gone had a p99 of 0.2-0.35 s in about half the
+/// runs (p50 unchanged), without it 40-70 ms in every run, nginx's figure (BENCHMARKS.md,
+/// 2026-12-07 12:50).
 fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
     match IoUring::builder()
         .setup_single_issuer()
         .setup_coop_taskrun()
-        .setup_defer_taskrun()
         .setup_cqsize(entries * 4)
         .build(entries)
     {
-        Ok(r) => Ok((r, "single_issuer+coop_taskrun+defer_taskrun")),
+        Ok(r) => Ok((r, "single_issuer+coop_taskrun")),
         Err(_) => match IoUring::builder()
             .setup_coop_taskrun()
             .setup_cqsize(entries * 4)
