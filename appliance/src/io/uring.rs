@@ -77,9 +77,9 @@ fn ud(slot: usize, kind: u64) -> u64 {
 }
 
 /// The ring of one data-plane thread. Not `DEFER_TASKRUN`: with it, 64 KiB ranges at 1 000
-/// connections right after another 1 000 had gone had a p99 of 0.2-0.35 s in about half the
-/// runs (p50 unchanged), without it 40-70 ms in every run, nginx's figure (BENCHMARKS.md,
-/// 2026-12-07 12:50).
+/// connections right after another 1 000 had gone had a p99 of 0.22-0.36 s in 7 runs of 10
+/// (p50 unchanged); without it 38-83 ms in 11 of 11, near nginx's 45-67 ms (BENCHMARKS.md,
+/// "2026-12-07 12:00-13:30 UTC").
 fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
     match IoUring::builder()
         .setup_single_issuer()
