@@ -162,7 +162,7 @@ pub struct Args {
     /// BGP identifier (an IPv4 address unique among the router's neighbours).
     #[arg(long, value_name = "IP")]
     bgp_router_id: Option<std::net::Ipv4Addr>,
-    /// A BGP neighbour: ip[:port],asn[,passive] (repeat for several; without `passive` the
+    /// A BGP neighbour: `ip[:port],asn[,passive]` (repeat for several; without `passive` the
     /// appliance also connects out to it, port default 179).
     #[arg(long = "bgp-peer", value_name = "PEER")]
     bgp_peers: Vec<String>,

@@ -31,7 +31,7 @@ pub struct Args {
     /// Most database connections [default: 1 for SQLite, 8 for PostgreSQL].
     #[arg(long)]
     pub db_max_connections: Option<u32>,
-    /// Base URL players and appliances reach this service at [default: http://<bound address>].
+    /// Base URL players and appliances reach this service at (default: `http://<bound address>`).
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
     /// Content-key master key, 64 hex digits.

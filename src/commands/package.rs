@@ -18,7 +18,7 @@ pub struct Args {
     /// Title id: the directory created in --out (`[A-Za-z0-9._-]`, 1-128 characters).
     #[arg(long)]
     pub title: String,
-    /// Output directory; the title is written to OUT/<title>/ (atomically).
+    /// Output directory; the title is written to `OUT/<title>/` (atomically).
     #[arg(long)]
     pub out: PathBuf,
     /// Write separate init and media segment files (DASH SegmentTemplate, HLS segment URIs)
@@ -36,7 +36,7 @@ pub struct Args {
     /// video tier, written to --keys-out).
     #[arg(long, value_name = "FILE", requires = "encrypt")]
     pub keys: Option<PathBuf>,
-    /// Where fresh keys are written (mode 0600; default OUT/<title>.keys.json, beside the
+    /// Where fresh keys are written (mode 0600; default `OUT/<title>.keys.json`, beside the
     /// title directory and never inside it).
     #[arg(
         long,

@@ -1,6 +1,6 @@
 //! DASH MPD rewriting (ISO/IEC 23009-1 with DASH-IF content steering).
 //!
-//! Two passes over the MPD. The first ([`plan`]) decides which `AdaptationSet`s the session
+//! Two passes over the MPD. The first (`plan`) decides which `AdaptationSet`s the session
 //! keeps: a set keeps the `Representation`s whose `id` the session may play and is dropped when
 //! none is left; a trick mode set (DASH-IF `EssentialProperty` trickmode) is dropped too when
 //! none of the sets it serves is kept. The second streams the MPD through an XML reader and

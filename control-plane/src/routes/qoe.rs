@@ -2,7 +2,7 @@
 //! heartbeats (folded from their players' CMCD), with per-cluster and per-appliance aggregates:
 //! sessions, startup p50/p95, rebuffer ratio, average bitrate, the throughput players measured
 //! and the rate the appliances sent at. The heartbeat handler stores the
-//! reports ([`record`]).
+//! reports (`record`).
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
