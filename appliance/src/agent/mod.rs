@@ -3,8 +3,9 @@
 //!
 //! - registers (`POST /v1/appliances/{id}/register`, retried until it succeeds);
 //! - heartbeats every `interval_secs` of the last ack (health from the drives, load, request and
-//!   byte counters from [`Metrics`](crate::metrics::Metrics), drives, titles held with their catalog version and files
-//!   digest, [`FillStatus`]), reporting the length of an outage once when it comes back;
+//!   byte counters from [`Metrics`](crate::metrics::Metrics), drives, titles held with their
+//!   catalog version and files digest, [`FillStatus`]), reporting the length of an outage once
+//!   when it comes back;
 //! - fetches the grant public keys (`GET /v1/keys`) every `refresh_secs` or when an ack names an
 //!   unknown key id, writes them into the key directory ([`keys::write`]) and swaps them into the
 //!   running service; at start-up [`bootstrap_keys`] refreshes that cache, and when the control

@@ -1,9 +1,9 @@
 //! The io_uring backend: one ring per data-plane thread (`SINGLE_ISSUER` and `COOP_TASKRUN`
-//! when the kernel has them; not `DEFER_TASKRUN`, see `build_ring`), multishot accept on the thread's own
-//! `SO_REUSEPORT` listener, `RECV` for request heads into a per-thread provided-buffer ring
-//! (`BufRing`: an idle connection pins no receive buffer; per-connection buffers on kernels
-//! without it), and the body path measured cheapest on this kernel (BENCHMARKS.md, "Appliance
-//! vs nginx"):
+//! when the kernel has them; not `DEFER_TASKRUN`, see `build_ring`), multishot accept on the
+//! thread's own `SO_REUSEPORT` listener, `RECV` for request heads into a per-thread
+//! provided-buffer ring (`BufRing`: an idle connection pins no receive buffer; per-connection
+//! buffers on kernels without it), and the body path measured cheapest on this kernel
+//! (BENCHMARKS.md, "Appliance vs nginx"):
 //!
 //! - Response heads and file ranges that `cachestat(2)` reports fully resident in the page cache
 //!   (a whole file found resident is trusted for `cache::RESIDENT_MEMO` without asking again;
