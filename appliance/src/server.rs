@@ -246,7 +246,18 @@ pub fn start(
         backend,
     });
     let drain = cfg.drain_timeout;
-    let handle_signals = cfg.handle_signals;
+    // Registered here, before "appliance serving" is said, not in the admin thread's first poll:
+    // a SIGTERM sent right after readiness is then queued for `signals`, never left to the
+    // default action (which would end the process without draining).
+    let signal_streams = if cfg.handle_signals {
+        let _runtime = rt.enter();
+        Some(Signals::register().map_err(|source| ServerError::Start {
+            what: "signal handlers",
+            source,
+        })?)
+    } else {
+        None
+    };
     let admin = std::thread::Builder::new()
         .name("outpost-admin".into())
         .spawn(move || {
@@ -259,8 +270,8 @@ pub fn start(
                         Err(e) => tracing::error!(error = %e, "admin listener"),
                     }
                 }
-                if handle_signals {
-                    tokio::spawn(signals(state.shared.clone(), drain, reload));
+                if let Some(streams) = signal_streams {
+                    tokio::spawn(signals(streams, state.shared.clone(), drain, reload));
                 }
                 tokio::spawn(watch_drives(state.shared.clone()));
                 let _ = stop_rx.await;
@@ -301,21 +312,37 @@ async fn watch_drives(shared: Arc<Shared>) {
     }
 }
 
-async fn signals(shared: Arc<Shared>, drain: Duration, reload: Option<ReloadFn>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+/// SIGTERM, SIGINT and SIGHUP, each caught from the moment [`Signals::register`] returns.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the three handlers now. Must run inside a Tokio runtime with I/O enabled.
+    fn register() -> io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// SIGHUP reloads (as often as it comes); SIGTERM or SIGINT starts the drain.
+async fn signals(
+    mut streams: Signals,
+    shared: Arc<Shared>,
+    drain: Duration,
+    reload: Option<ReloadFn>,
+) {
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
+            _ = streams.term.recv() => break,
+            _ = streams.int.recv() => break,
+            _ = streams.hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 if let Some(r) = &reload { r(); }
             }

@@ -284,14 +284,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match &args.command {
         None | Some(Command::Serve) => {
+            // Ctrl-C, or SIGTERM from a supervisor (systemd, the demo, a test): both drain and
+            // exit 0. Caught from here on, before the listening line below.
+            let shutdown = {
+                let _runtime = rt.enter();
+                super::shutdown_signal()
+            };
             rt.block_on(control_plane::serve(
                 cfg,
                 |addr| {
                     println!("control plane listening on http://{addr}");
                 },
-                // Ctrl-C, or SIGTERM from a supervisor (systemd, the demo, a test): both drain
-                // and exit 0.
-                super::shutdown_signal(),
+                shutdown,
             ))?;
             Ok(ExitCode::SUCCESS)
         }

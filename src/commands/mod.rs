@@ -37,17 +37,32 @@ pub fn unix_now() -> u64 {
 
 /// Ctrl-C, or SIGTERM from a supervisor (systemd, the demo, a test): what every long-running
 /// subcommand stops on.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// SIGTERM that comes between a "listening" line and that first poll then waits for the future
+/// instead of meeting the default action, which ends the process without a drain and with a
+/// failed exit. Call it inside the Tokio runtime and before saying the service is ready.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let wait = |kind: SignalKind| {
+        let stream = signal(kind);
+        async move {
+            match stream {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?kind, "cannot catch the signal; it ends the process");
+                    std::future::pending::<()>().await
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+    let (term, int) = (wait(SignalKind::terminate()), wait(SignalKind::interrupt()));
+    async move {
+        tokio::select! {
+            () = term => {}
+            () = int => {}
+        }
     }
 }

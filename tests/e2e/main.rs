@@ -37,3 +37,4 @@ mod packaging;
 mod pg_restart;
 mod qoe_cli;
 mod qoe_players;
+mod stop_at_readiness;

@@ -150,6 +150,9 @@ impl Dirs {
 
 async fn run_async(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // Ctrl-C or SIGTERM, caught from the start: while the demo starts and while it runs.
+    let shutdown = super::shutdown_signal();
+    tokio::pin!(shutdown);
     let dirs = Dirs::new(&args.data_dir)?;
     let repackaged = assets::ensure_titles(&fixtures_dir(args.fixtures.as_deref())?, &dirs.titles)?;
     let modules = if args.no_browser_assets {
@@ -328,7 +331,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     let filled = tokio::select! {
         r = ready => Some(r),
         e = first_exit(&procs) => Some(Err(e)),
-        () = super::shutdown_signal() => None,
+        () = &mut shutdown => None,
     };
     match &filled {
         Some(Ok(())) => {
@@ -343,7 +346,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             println!("  data  {}", dirs.root.display());
             println!("  logs  {}", dirs.logs.display());
             println!("Press Ctrl-C to stop.");
-            super::shutdown_signal().await;
+            shutdown.await;
         }
         Some(Err(e)) => eprintln!("demo: {e:#}"),
         None => {}
