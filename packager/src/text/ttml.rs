@@ -93,8 +93,8 @@ struct Secs {
 
 impl Secs {
     fn ms(self) -> Option<u64> {
-        let n = self.num.checked_mul(1000)?;
-        u64::try_from((n + self.den / 2) / self.den).ok()
+        let n = self.num.checked_mul(1000)?.checked_add(self.den / 2)?;
+        u64::try_from(n / self.den).ok()
     }
 }
 
@@ -129,7 +129,8 @@ fn parse_time(s: &str, r: &Rates) -> Option<u64> {
                 .all(|b| b.is_ascii_digit())
                 .then(|| h.parse().ok())??;
             let minutes: u128 = m.parse().ok()?;
-            let whole = hours * 3600 + minutes * 60;
+            // Checked: a time past u64 milliseconds is refused, never wrapped.
+            let whole = hours.checked_mul(3600)?.checked_add(minutes * 60)?;
             if parts.len() == 3 {
                 // hh:mm:ss(.fraction)
                 let (si, _) = sec.split_once('.').unwrap_or((sec, ""));
@@ -138,7 +139,7 @@ fn parse_time(s: &str, r: &Rates) -> Option<u64> {
                 }
                 let d = decimal(sec)?;
                 Secs {
-                    num: whole * d.den + d.num,
+                    num: whole.checked_mul(d.den)?.checked_add(d.num)?,
                     den: d.den,
                 }
             } else {
@@ -163,8 +164,12 @@ fn parse_time(s: &str, r: &Rates) -> Option<u64> {
                     None => 0,
                 };
                 // seconds = whole + ss + (frames + subs / sub_rate) / (frame_num / frame_den)
-                let den = r.frame_num * r.sub_frame_rate;
-                let num = (whole + ss) * den + (frames * r.sub_frame_rate + subs) * r.frame_den;
+                let den = r.frame_num.checked_mul(r.sub_frame_rate)?;
+                let sub_frames = frames
+                    .checked_mul(r.sub_frame_rate)?
+                    .checked_add(subs)?
+                    .checked_mul(r.frame_den)?;
+                let num = (whole + ss).checked_mul(den)?.checked_add(sub_frames)?;
                 Secs { num, den }
             }
         }
@@ -278,8 +283,14 @@ fn attr(e: &BytesStart<'_>, want_local: &[u8], want_prefix: Option<&[u8]>) -> Op
     })
 }
 
+/// A rate parameter: a positive integer below 2^32, so products of two or three of them (the
+/// effective frame rate, ticks from frames and sub-frames) cannot overflow `u128`.
 fn positive(s: &str) -> Option<u128> {
-    s.trim().parse::<u128>().ok().filter(|&v| v > 0)
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|&v| v > 0)
+        .map(u128::from)
 }
 
 /// A time container on the stack: its element, resolved begin and end (ms), raw start tag.
@@ -415,7 +426,10 @@ pub fn parse(file: &Path, text: &str, duration_ms: u64) -> Result<Ttml> {
                     err(
                         line,
                         "document",
-                        format!("ttp:{name}=\"{v}\" is not a positive integer"),
+                        format!(
+                            "ttp:{name}=\"{v}\" is not a positive integer of at most {}",
+                            u32::MAX
+                        ),
                     )
                 };
                 if let Some(v) = attr(&e, b"frameRate", Some(b"ttp")) {
@@ -425,7 +439,7 @@ pub fn parse(file: &Path, text: &str, duration_ms: u64) -> Result<Ttml> {
                 if let Some(v) = attr(&e, b"subFrameRate", Some(b"ttp")) {
                     rates.sub_frame_rate =
                         positive(&v).ok_or_else(|| bad_param("subFrameRate", &v))?;
-                    rates.tick_rate = rates.frame_num * rates.sub_frame_rate;
+                    rates.tick_rate = rates.frame_num * rates.sub_frame_rate; // both < 2^32
                 }
                 if let Some(v) = attr(&e, b"frameRateMultiplier", Some(b"ttp")) {
                     let mut it = v.split_whitespace();
@@ -443,7 +457,9 @@ pub fn parse(file: &Path, text: &str, duration_ms: u64) -> Result<Ttml> {
                                 line,
                                 "document",
                                 format!(
-                                    "ttp:frameRateMultiplier=\"{v}\" is not two positive integers"
+                                    "ttp:frameRateMultiplier=\"{v}\" is not two positive integers \
+                                     of at most {}",
+                                    u32::MAX
                                 ),
                             ))
                         }
@@ -861,6 +877,50 @@ mod tests {
             "00:00:1.0",
         ] {
             assert_eq!(parse_time(bad, &r), None, "{bad}");
+        }
+    }
+
+    /// Times and rates too large for the arithmetic are refused, never wrapped (a release
+    /// build) or a panic (a build with overflow checks: the `ttml` fuzz target's smoke found
+    /// `end="888...880:00:01.500"`).
+    #[test]
+    fn overflowing_times_and_rates_are_refused() {
+        let r = Rates::default();
+        let hours = "8".repeat(36);
+        for bad in [
+            format!("{hours}0:00:01.500"),
+            format!("{hours}0:00:01:15"),
+            format!("{}.5s", "9".repeat(29)),
+            format!("{}f", "9".repeat(30)),
+        ] {
+            assert_eq!(parse_time(&bad, &r), None, "{bad}");
+        }
+        let huge = Rates {
+            frame_num: u128::from(u32::MAX) * u128::from(u32::MAX),
+            frame_den: u128::from(u32::MAX),
+            sub_frame_rate: u128::from(u32::MAX),
+            tick_rate: u128::from(u32::MAX),
+        };
+        assert_eq!(parse_time(&format!("{hours}:00:01:15.7"), &huge), None);
+        let doc = format!(
+            r#"<tt xmlns="http://www.w3.org/ns/ttml"><body><div><p begin="0s" end="{hours}0:00:01.500">x</p></div></body></tt>"#
+        );
+        let e = parse(Path::new("a.ttml"), &doc, 10_000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.ttml") && e.contains("end"), "{e}");
+        for (attr, value) in [
+            ("tickRate", "4294967296"),
+            ("frameRate", "340282366920938463463374607431768211455"),
+            ("subFrameRate", "0"),
+        ] {
+            let doc = format!(
+                r#"<tt xmlns="http://www.w3.org/ns/ttml" xmlns:ttp="http://www.w3.org/ns/ttml#parameter" ttp:{attr}="{value}"><body/></tt>"#
+            );
+            let e = parse(Path::new("a.ttml"), &doc, 10_000)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("ttp:{attr}=\"{value}\"")), "{e}");
         }
     }
 
