@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::cli::{bin, outpost, spawn_listening, Listening};
+use crate::support::cli::{bin, key_pair, outpost, spawn_listening, Listening};
 
 /// Titles per drive, and bytes per title's segment.
 const TITLES: usize = 4;
@@ -58,22 +58,7 @@ struct Keys {
 impl Keys {
     fn new() -> Keys {
         let dir = tempfile::tempdir().unwrap();
-        let private = dir.path().join("private");
-        let o = outpost(&[
-            "keys",
-            "generate",
-            "--kid",
-            "k1",
-            "--out",
-            private.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        std::fs::create_dir(dir.path().join("public")).unwrap();
-        std::fs::copy(
-            private.join("k1.pub.pem"),
-            dir.path().join("public/k1.pub.pem"),
-        )
-        .unwrap();
+        key_pair(dir.path());
         Keys { dir }
     }
 

@@ -6,7 +6,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::cli::{bin, outpost, spawn_listening};
+use crate::support::cli::{bin, key_pair, spawn_listening};
 
 /// Starts of each service, each stopped the moment it is ready.
 const ROUNDS: usize = 10;
@@ -33,19 +33,7 @@ fn control_plane_stopped_at_its_listening_line_exits_0() {
 #[test]
 fn appliance_stopped_at_its_listening_line_exits_0() {
     let keys = tempfile::tempdir().unwrap();
-    let private = keys.path().join("private");
-    let out = outpost(&[
-        "keys",
-        "generate",
-        "--kid",
-        "k1",
-        "--out",
-        private.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let public = keys.path().join("public");
-    std::fs::create_dir(&public).unwrap();
-    std::fs::copy(private.join("k1.pub.pem"), public.join("k1.pub.pem")).unwrap();
+    let public = key_pair(keys.path());
     for backend in ["io_uring", "epoll"] {
         for round in 0..ROUNDS {
             let cache = tempfile::tempdir().unwrap();

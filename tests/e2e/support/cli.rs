@@ -34,6 +34,26 @@ pub fn outpost(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A grant signing key made by `outpost keys generate --kid k1` in `<dir>/private`, its public
+/// half copied alone into `<dir>/public` (what an appliance's `--public-keys` reads); returns
+/// the public directory.
+pub fn key_pair(dir: &Path) -> PathBuf {
+    let private = dir.join("private");
+    let o = outpost(&[
+        "keys",
+        "generate",
+        "--kid",
+        "k1",
+        "--out",
+        private.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let public = dir.join("public");
+    std::fs::create_dir_all(&public).unwrap();
+    std::fs::copy(private.join("k1.pub.pem"), public.join("k1.pub.pem")).unwrap();
+    public
+}
+
 /// Runs `outpost package <args> <inputs>` to completion.
 pub fn package(args: &[&str], inputs: &[PathBuf]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_outpost"))
