@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::cli::{spawn_listening, Listening};
+use crate::support::cli::{key_pair, spawn_listening, Listening};
 
 const BIN: &str = env!("CARGO_BIN_EXE_outpost");
 
@@ -23,18 +23,8 @@ fn keys(dir: &Path) -> String {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let private = dir.join("private");
-    run(&[
-        "keys",
-        "generate",
-        "--kid",
-        "k1",
-        "--out",
-        private.to_str().unwrap(),
-    ]);
-    std::fs::create_dir_all(dir.join("public")).unwrap();
-    std::fs::copy(private.join("k1.pub.pem"), dir.join("public/k1.pub.pem")).unwrap();
-    let key = private.join("k1.key.pem");
+    key_pair(dir);
+    let key = dir.join("private/k1.key.pem");
     run(&[
         "grant",
         "sign",
